@@ -1,0 +1,224 @@
+"""Hidden-state extraction: one streamed pass of a dataset through an encoder, every layer at once.
+
+Layer ``L`` is ``hidden_states[L]`` (0 = embedding output, ``L`` = output of block ``L``). For each stage
+the pass writes, atomically:
+
+    means.parquet          per layer: dataset-mean token vector, mean sentence vector, counts
+    sentences.parquet      per sentence: its masked-mean vector at every layer (for sentence CKA / cosine)
+    token_sample.parquet   a seeded bottom-k sample of token vectors at every layer (for token CKA)
+    tokens/layer{L}/       token rows of the SAE layers, as Parquet shards (see shards.py)
+
+Sentence order is a seeded permutation of the split, so the pretrained and fine-tuned passes see the same
+sentences in the same order and their token rows line up one to one. Padding never enters any statistic.
+Memory is bounded by one batch plus the fixed-size token sample, whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from layershift.io import atomic_dir, atomic_path, encode_metadata, write_parquet
+from layershift.models import load_encoder, pick_device
+from layershift.shards import ShardWriter
+
+
+@dataclass
+class ExtractConfig:
+    batch_size: int = 64  # sentences per forward pass
+    max_length: int = 128  # tokens per sentence (longer ones are truncated)
+    max_sentences: int = 5000  # sentences passed through the model
+    max_tokens: int = 200_000  # token rows written per SAE layer
+    token_sample: int = 5000  # token vectors kept per layer for token-level CKA
+    dtype: str = "float16"  # storage dtype of token rows
+    rows_per_group: int = 4096  # Parquet row-group size of the shards
+    groups_per_shard: int = 16  # row groups per shard file
+    seed: int = 13  # sentence order and token sample
+    threads: int | None = None  # torch CPU threads
+    device: str = "auto"  # auto = cuda if available
+
+
+def sentence_order(n_sentences: int, cfg: ExtractConfig) -> np.ndarray:
+    """Seeded permutation of sentence indices, capped to ``max_sentences``."""
+    return np.random.default_rng(cfg.seed).permutation(n_sentences)[: cfg.max_sentences]
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, group: int = 16) -> list[np.ndarray]:
+    """Batches of positions into ``lengths``: runs of ``group`` batches sorted by length to cut padding.
+
+    The concatenation of the batches keeps the runs in order, so a prefix of the stream is still a
+    prefix of the (seeded, shuffled) sentence order, up to one run.
+    """
+    batches = []
+    span = batch_size * group
+    for start in range(0, len(lengths), span):
+        run = np.arange(start, min(start + span, len(lengths)))
+        run = run[np.argsort(lengths[run], kind="stable")]
+        batches.extend(run[i : i + batch_size] for i in range(0, len(run), batch_size))
+    return batches
+
+
+def token_priorities(sentence_ids: np.ndarray, positions: np.ndarray, seed: int) -> np.ndarray:
+    """A deterministic pseudo-random priority per (sentence, position), identical across stages."""
+    key = (sentence_ids.astype(np.uint64) << np.uint64(20)) ^ positions.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B1)
+    key = (key ^ (key >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)
+    key = (key ^ (key >> np.uint64(33))) * np.uint64(0xC4CEB9FE1A85EC53)
+    return key ^ (key >> np.uint64(33))
+
+
+class TokenSample:
+    """Bottom-k sample of token vectors across all layers, by ``token_priorities`` (fixed memory)."""
+
+    def __init__(self, k: int, n_layers: int, d_model: int) -> None:
+        self.k = k
+        self.priority = np.zeros(0, np.uint64)
+        self.ids = np.zeros((0, 2), np.int64)  # (sentence_id, position)
+        self.vectors = np.zeros((0, n_layers, d_model), np.float32)
+
+    def offer(self, priority: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Merge candidate tokens ``vectors [n, layers, d]`` and keep the k lowest priorities."""
+        if len(self.priority) >= self.k and len(priority):
+            keep = priority < self.priority.max()
+            priority, ids, vectors = priority[keep], ids[keep], vectors[keep]
+        self.priority = np.concatenate([self.priority, priority])
+        self.ids = np.concatenate([self.ids, ids])
+        self.vectors = np.concatenate([self.vectors, vectors])
+        if len(self.priority) > self.k:
+            top = np.argpartition(self.priority, self.k - 1)[: self.k]
+            self.priority, self.ids, self.vectors = self.priority[top], self.ids[top], self.vectors[top]
+
+    def sorted(self):
+        order = np.lexsort((self.ids[:, 1], self.ids[:, 0]))
+        return self.ids[order], self.vectors[order]
+
+
+def _list_column(vectors: np.ndarray, dtype=pa.float32()) -> pa.Array:
+    """``[n, d]`` array as a fixed-size-list Arrow column."""
+    flat = pa.array(np.ascontiguousarray(vectors).reshape(-1), type=dtype)
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+
+
+class SentenceWriter:
+    """Streams per-sentence mean vectors of every layer into one Parquet file, one row group per batch."""
+
+    def __init__(self, path: Path, n_layers: int, d_model: int, metadata: dict) -> None:
+        fields = [("sentence_id", pa.int32()), ("n_tokens", pa.int32())]
+        fields += [(f"layer_{layer}", pa.list_(pa.float32(), d_model)) for layer in range(n_layers)]
+        self.schema = pa.schema(fields, metadata=encode_metadata(metadata))
+        self.writer = pq.ParquetWriter(path, self.schema)
+        self.n_layers = n_layers
+
+    def write(self, sentence_ids: np.ndarray, n_tokens: np.ndarray, means: np.ndarray) -> None:
+        """``means`` is ``[batch, layers, d]``."""
+        arrays = [pa.array(sentence_ids, pa.int32()), pa.array(n_tokens, pa.int32())]
+        arrays += [_list_column(means[:, layer]) for layer in range(self.n_layers)]
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@torch.inference_mode()
+def extract_activations(
+    model_dir: str | Path,
+    texts: list[str],
+    sae_layers: list[int],
+    out_dir: str | Path,
+    cfg: ExtractConfig,
+    metadata: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run ``texts`` through the encoder in ``model_dir`` and write the stage's activation artifacts."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    model, tokenizer = load_encoder(model_dir, device)
+    n_layers = model.config.num_hidden_layers + 1
+    d_model = model.config.hidden_size
+    bad = [layer for layer in sae_layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"SAE layers {bad} out of range 0..{n_layers - 1} for {model_dir}")
+    metadata = {**(metadata or {}), "n_layers": n_layers - 1, "d_model": d_model, "model_dir": str(model_dir)}
+
+    order = sentence_order(len(texts), cfg)
+    encoded = tokenizer([texts[i] for i in order], truncation=True, max_length=cfg.max_length)["input_ids"]
+    lengths = np.array([len(ids) for ids in encoded])
+    batches = length_grouped_batches(lengths, cfg.batch_size)
+
+    out_dir = Path(out_dir)
+    token_sum = np.zeros((n_layers, d_model), np.float64)
+    sentence_sum = np.zeros((n_layers, d_model), np.float64)
+    n_tokens_total = 0
+    sample = TokenSample(cfg.token_sample, n_layers, d_model)
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out_dir / "tokens") as tokens_dir, atomic_path(out_dir / "sentences.parquet") as sent_tmp:
+        writers = {
+            layer: ShardWriter(
+                tokens_dir / f"layer{layer}", d_model, cfg.dtype, cfg.rows_per_group, cfg.groups_per_shard,
+                {**metadata, "layer": layer},
+            )
+            for layer in sae_layers
+        }
+        sentences = SentenceWriter(sent_tmp, n_layers, d_model, metadata)
+        for batch in tqdm(batches, desc=f"extract {metadata.get('stage', '')}", disable=not progress, mininterval=5):
+            ids = [encoded[i] for i in batch]
+            padded = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+            mask = padded["attention_mask"].to(device)
+            hidden = model(input_ids=padded["input_ids"].to(device), attention_mask=mask, output_hidden_states=True).hidden_states
+            stacked = torch.stack(hidden, dim=1).float()  # [batch, layers, seq, d]
+            maskf = mask[:, None, :, None].float()  # [batch, 1, seq, 1]
+            per_sentence = (stacked * maskf).sum(2) / maskf.sum(2)  # [batch, layers, d]
+            flat_mask = mask.bool()
+            tokens = stacked.permute(0, 2, 1, 3)[flat_mask].cpu().numpy()  # [batch, seq, layers, d] -> [tokens, layers, d]
+            token_sum += tokens.sum(0, dtype=np.float64)
+            sentence_sum += per_sentence.sum(0).double().cpu().numpy()
+            n_tokens_total += len(tokens)
+
+            sentence_ids = order[batch].astype(np.int32)
+            n_tok = mask.sum(1).cpu().numpy()
+            sid = np.repeat(sentence_ids, n_tok)
+            pos = np.concatenate([np.arange(n) for n in n_tok]).astype(np.int32)
+            token_ids = padded["input_ids"][flat_mask.cpu()].numpy()
+            sentences.write(sentence_ids, n_tok, per_sentence.cpu().numpy())
+            sample.offer(token_priorities(sid, pos, cfg.seed), np.stack([sid, pos], 1), tokens)
+            room = cfg.max_tokens - writers[sae_layers[0]].rows_appended if writers else 0
+            if room > 0:
+                strings = tokenizer.convert_ids_to_tokens(token_ids[:room].tolist())
+                for layer, writer in writers.items():
+                    writer.append(sid[:room], pos[:room], token_ids[:room], strings, tokens[:room, layer])
+        sentences.close()
+        token_rows = {layer: writer.close() for layer, writer in writers.items()}
+    seconds = time.perf_counter() - started
+
+    n_sentences = len(order)
+    means = {
+        "layer": np.arange(n_layers),
+        "token_mean": list(token_sum / max(n_tokens_total, 1)),
+        "sentence_mean": list(sentence_sum / max(n_sentences, 1)),
+        "n_tokens": np.full(n_layers, n_tokens_total),
+        "n_sentences": np.full(n_layers, n_sentences),
+    }
+    import pandas as pd
+
+    write_parquet(pd.DataFrame(means), out_dir / "means.parquet", metadata)
+    ids, vectors = sample.sorted()
+    sample_frame = pd.DataFrame({"sentence_id": ids[:, 0], "position": ids[:, 1]})
+    for layer in range(n_layers):
+        sample_frame[f"layer_{layer}"] = list(vectors[:, layer].astype(np.float32))
+    write_parquet(sample_frame, out_dir / "token_sample.parquet", metadata)
+    return {
+        "n_sentences": n_sentences,
+        "n_tokens": n_tokens_total,
+        "token_rows": token_rows,
+        "seconds": seconds,
+        "tokens_per_second": n_tokens_total / seconds if seconds else None,
+        "device": device,
+    }

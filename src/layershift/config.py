@@ -1,0 +1,182 @@
+"""Study configuration: schema validation with defaults, then semantic checks, each failure one line.
+
+Every message names the config file and the dotted key (``config.yaml: models.minilm.sae_layers[2]: ...``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from layershift.errors import ConfigError, LayershiftError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+STAGES = ("pretrained", "finetuned")
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Parse a YAML config file; malformed YAML becomes a one-line ConfigError with the line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(err, 'problem', err)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _with_defaults(validator_class):
+    """A jsonschema validator that also fills ``default`` values into the instance."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = _copy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
+
+
+def _copy(value):
+    import copy
+
+    return copy.deepcopy(value)
+
+
+def _key_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _did_you_mean(unknown: str, known) -> str:
+    close = difflib.get_close_matches(unknown, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(sorted(known))})"
+
+
+def _describe_error(err: jsonschema.ValidationError) -> str:
+    where = _key_path(err.absolute_path)
+    if err.validator == "additionalProperties":
+        known = err.schema.get("properties", {})
+        extra = sorted(set(err.instance) - set(known))
+        if known and extra:
+            key = extra[0]
+            prefix = f"{where}.{key}" if err.absolute_path else key
+            return f"{prefix}: unknown key{_did_you_mean(key, known)}"
+    if err.validator == "required":
+        return f"{where}: {err.message}"
+    if err.validator == "type":
+        return f"{where}: expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}"
+    if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        return f"{where}: {err.instance!r} is out of range ({err.validator} {err.validator_value})"
+    if err.validator == "enum":
+        return f"{where}: {err.instance!r} is not one of {err.validator_value}"
+    if err.validator == "minItems" and err.validator_value == 1:
+        return f"{where}: must not be empty"
+    if err.validator == "propertyNames":
+        return f"{where}: name {err.instance!r} may only use letters, digits, '_', '.', '-'"
+    return f"{where}: {err.message}"
+
+
+def validate_schema(config: dict, origin: str, schema: dict | None = None) -> dict:
+    """Validate against the JSON schema and fill defaults in place; raise the most specific error."""
+    schema = schema or load_schema()
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        raise ConfigError(f"{origin}: {_describe_error(errors[0])}")
+    return config
+
+
+def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> None:
+    """Checks the schema can't express: split sums, files, columns, layer depth, offline hub ids."""
+    split = config["data"]["split"]
+    total = sum(split.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError(f"{origin}: data.split: fractions must sum to 1, got {total:g} ({split})")
+    for name, dataset in config["datasets"].items():
+        _check_dataset(name, dataset, origin, Path(base_dir))
+    for name, model in config["models"].items():
+        _check_model(name, model, origin)
+
+
+def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path) -> None:
+    from layershift import data
+
+    key = f"datasets.{name}"
+    source = dataset["source"]
+    if data.is_hub_source(source):
+        return  # checked when the download/prepare step runs (hub access may need the network)
+    path = Path(source) if Path(source).is_absolute() else base_dir / source
+    if path.suffix.lower() not in data.FILE_READERS:
+        raise ConfigError(f"{origin}: {key}.source: {source!r} is neither a hub id nor a .csv/.parquet/.jsonl file")
+    if not path.is_file():
+        raise ConfigError(f"{origin}: {key}.source: file {source!r} does not exist")
+    try:
+        columns = data.read_file(path).columns
+    except LayershiftError as err:
+        raise ConfigError(f"{origin}: {key}.source: {err}") from None
+    for field in ("text", "label"):
+        if dataset[field] not in columns:
+            hint = _did_you_mean(dataset[field], map(str, columns))
+            raise ConfigError(f"{origin}: {key}.{field}: column {dataset[field]!r} not in {source}{hint}")
+
+
+def _check_model(name: str, model: dict, origin: str) -> None:
+    key = f"models.{name}"
+    try:
+        depth = model_depth(model)
+    except LayershiftError as err:
+        raise ConfigError(f"{origin}: {key}.source: {err}") from None
+    if depth is None:
+        return
+    for i, layer in enumerate(model["sae_layers"]):
+        if layer > depth:
+            raise ConfigError(
+                f"{origin}: {key}.sae_layers[{i}]: layer {layer} is beyond the model's depth "
+                f"({depth} layers; valid 0..{depth}, 0 = embeddings)"
+            )
+
+
+def model_depth(model: dict) -> int | None:
+    """Number of hidden layers of a configured model, read without loading weights (None if unknown yet)."""
+    from layershift import models
+
+    source = models.parse_source(model["source"])
+    if source.kind == "onnx-package":
+        return models.onnx_layer_count(models.package_file(source.value, ".onnx"))
+    model_dir = models.local_model_dir(source)
+    if model_dir is not None:
+        return models.describe_model(model_dir)["num_hidden_layers"]
+    if models.hub_offline() or not models.hub_reachable():
+        raise ConfigError(models.offline_message(source.value))
+    return None  # a hub model not cached yet: the download rule fetches it and checks depth
+
+
+def validate_config(config: dict, origin: str = "config.yaml", base_dir: str | Path = ".") -> dict:
+    """Schema (with defaults) + semantic checks. Returns the same dict, completed."""
+    validate_schema(config, origin)
+    check_semantics(config, origin, base_dir)
+    return config
+
+
+def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:
+    return validate_config(load_yaml(path), str(path), base_dir)

@@ -1,0 +1,259 @@
+"""Dataset preparation: load a labelled text source, clean it the paper's way, cap, split 80/10/10.
+
+The same source and settings always give byte-identical Parquet splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from layershift.errors import DataError
+from layershift.io import write_json, write_parquet
+
+SPLITS = ("train", "validation", "test")
+FILE_READERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
+
+_APOSTROPHES = re.compile(r"['’`]")
+_NON_WORD = re.compile(r"[^\w\s]|_")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass
+class PrepareConfig:
+    max_rows: int = 25000  # stratified cap on rows after cleaning
+    split: dict = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    max_chars: int = 5000  # texts longer than this are truncated (and counted)
+    seed: int = 13
+
+
+def clean_text(text: str) -> str:
+    """Lowercase, drop apostrophes, turn punctuation and special characters into spaces, collapse spaces."""
+    text = _APOSTROPHES.sub("", str(text).lower())
+    return _SPACES.sub(" ", _NON_WORD.sub(" ", text)).strip()
+
+
+def is_hub_source(source: str) -> bool:
+    """True for 'hub:<id>' or a bare id that is not an existing file and has no file suffix."""
+    if source.startswith("hub:"):
+        return True
+    return not Path(source).suffix.lower() in FILE_READERS and not Path(source).exists()
+
+
+def read_source(source: str, text: str, label: str, hub_config: str | None = None, hub_split: str = "train") -> pd.DataFrame:
+    """Read a dataset source into a DataFrame with the raw ``text`` and ``label`` columns."""
+    if is_hub_source(source):
+        frame = _read_hub(source.removeprefix("hub:"), hub_config, hub_split)
+        origin = f"hub dataset {source.removeprefix('hub:')}"
+    else:
+        frame = read_file(source)
+        origin = source
+    return select_columns(frame, text, label, origin)
+
+
+def read_file(path: str | Path) -> pd.DataFrame:
+    """Read a local CSV / TSV / Parquet / JSONL file, with one-line errors for missing or non-UTF-8 files."""
+    path = Path(path)
+    kind = FILE_READERS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r} (expected one of {sorted(FILE_READERS)})")
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        if kind == "csv":
+            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8",
+                               encoding_errors="strict", keep_default_na=False, na_values=[""], dtype=str)
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        return pd.read_json(path, lines=True, encoding="utf-8", encoding_errors="strict", dtype=False)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 text (byte {err.start}: {err.reason}); re-encode the file as UTF-8") from None
+    except (ValueError, pd.errors.ParserError) as err:
+        raise DataError(f"{path}: cannot be parsed as {kind}: {str(err).splitlines()[0]}") from None
+
+
+def _read_hub(dataset_id: str, hub_config: str | None, hub_split: str) -> pd.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, hub_config, split=hub_split)
+    except Exception as err:  # noqa: BLE001 - the hub raises many types; one line is what the user needs
+        raise DataError(
+            f"hub dataset {dataset_id!r} (split {hub_split!r}) could not be loaded: {str(err).splitlines()[0]}. "
+            "Offline? Run the download rule on a machine with internet or point source at a local file."
+        ) from None
+    return dataset_to_frame(ds)
+
+
+def dataset_to_frame(ds) -> pd.DataFrame:
+    """An in-memory ``datasets.Dataset`` as a DataFrame, with ClassLabel ids turned into their names."""
+    frame = ds.to_pandas()
+    for name, feature in ds.features.items():
+        names = getattr(feature, "names", None)
+        if names:
+            frame[name] = [names[i] if 0 <= int(i) < len(names) else None for i in frame[name]]
+    return frame
+
+
+def select_columns(frame: pd.DataFrame, text: str, label: str, origin: str) -> pd.DataFrame:
+    for role, column in (("text", text), ("label", label)):
+        if column not in frame.columns:
+            raise DataError(f"{origin}: {role} column {column!r} not found (columns: {', '.join(map(str, frame.columns))})")
+    return pd.DataFrame({"text": frame[text], "label": frame[label]})
+
+
+def clean_frame(raw: pd.DataFrame, max_chars: int, keep_labels: list | None = None) -> tuple[pd.DataFrame, dict]:
+    """Clean texts, normalise labels, drop unusable rows; return the rows and the count dropped per reason."""
+    dropped = {}
+    labels = raw["label"].map(_label_string)
+    frame = pd.DataFrame({"text": raw["text"], "label": labels})
+    dropped["unlabelled"] = int(frame["label"].isna().sum())
+    frame = frame[frame["label"].notna()]
+    if keep_labels:
+        keep = frame["label"].isin({_label_string(v) for v in keep_labels})
+        dropped["label_not_kept"] = int((~keep).sum())
+        frame = frame[keep]
+    text = frame["text"].map(lambda t: "" if t is None or (isinstance(t, float) and pd.isna(t)) else str(t))
+    too_long = text.str.len() > max_chars
+    dropped_truncated = int(too_long.sum())
+    text = text.where(~too_long, text.str.slice(0, max_chars))
+    frame = frame.assign(text=text.map(clean_text))
+    empty = frame["text"].str.len() == 0
+    dropped["empty_text"] = int(empty.sum())
+    frame = frame[~empty]
+    duplicate = frame.duplicated(subset=["text"], keep="first")
+    dropped["duplicate_text"] = int(duplicate.sum())
+    frame = frame[~duplicate].reset_index(drop=True)
+    return frame, {**dropped, "truncated_kept": dropped_truncated}
+
+
+def _label_string(value) -> str | None:
+    """Labels as strings ('5' for 5 and 5.0); None for missing or blank."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def label_map(labels: pd.Series) -> list[str]:
+    """Stable label order: numeric labels sorted as numbers, others as strings."""
+    unique = labels.unique().tolist()
+    try:
+        return sorted(unique, key=float)
+    except ValueError:
+        return sorted(unique)
+
+
+def cap_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """Stratified sample of at most ``max_rows`` rows (order kept stable)."""
+    if len(frame) <= max_rows:
+        return frame
+    kept, _ = train_test_split(frame, train_size=max_rows, stratify=_stratify(frame), random_state=seed)
+    return kept.sort_index()
+
+
+def split_frame(frame: pd.DataFrame, fractions: dict, seed: int) -> dict[str, pd.DataFrame]:
+    """Stratified train / validation / test split with the given fractions."""
+    rest_fraction = fractions["validation"] + fractions["test"]
+    train, rest = train_test_split(frame, test_size=rest_fraction, stratify=_stratify(frame), random_state=seed)
+    validation, test = train_test_split(
+        rest, test_size=fractions["test"] / rest_fraction, stratify=_stratify(rest), random_state=seed
+    )
+    return {"train": train.sort_index(), "validation": validation.sort_index(), "test": test.sort_index()}
+
+
+def _stratify(frame: pd.DataFrame) -> pd.Series | None:
+    """Stratify by label where every class has at least two rows; otherwise split unstratified."""
+    counts = frame["label"].value_counts()
+    return frame["label"] if counts.min() >= 2 else None
+
+
+def prepare_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labels: list | None = None):
+    """Clean, map labels, cap and split; return (splits, label_names, dropped counts)."""
+    frame, dropped = clean_frame(raw, cfg.max_chars, keep_labels)
+    if frame.empty:
+        raise DataError(f"{origin}: no usable rows after cleaning (dropped: {_describe(dropped)})")
+    names = label_map(frame["label"])
+    if len(names) < 2:
+        raise DataError(f"{origin}: label column has a single class ({names[0]!r}); classification needs at least two")
+    n_min = frame["label"].value_counts().min()
+    if len(frame) < 10 or n_min < 3:
+        raise DataError(
+            f"{origin}: too few rows to split 80/10/10 ({len(frame)} rows, smallest class {n_min}); need ≥ 10 rows and ≥ 3 per class"
+        )
+    frame = frame.assign(label=frame["label"].map({name: i for i, name in enumerate(names)}).astype("int64"))
+    frame = cap_rows(frame, cfg.max_rows, cfg.seed)
+    splits = split_frame(frame, cfg.split, cfg.seed)
+    return splits, names, dropped
+
+
+def _describe(dropped: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in dropped.items() if v) or "nothing"
+
+
+def prepare_dataset(
+    source: str,
+    text: str,
+    label: str,
+    out_dir: str | Path,
+    cfg: PrepareConfig,
+    name: str,
+    keep_labels: list | None = None,
+    hub_config: str | None = None,
+    hub_split: str = "train",
+) -> dict:
+    """Prepare one dataset: write ``{train,validation,test}.parquet`` and ``card.json`` into ``out_dir``."""
+    raw = read_source(source, text, label, hub_config, hub_split)
+    splits, names, dropped = prepare_frame(raw, cfg, origin=source, keep_labels=keep_labels)
+    out_dir = Path(out_dir)
+    hashes = {}
+    for split, frame in splits.items():
+        table = frame.reset_index(names="row").assign(label_name=lambda f: f["label"].map(dict(enumerate(names))))
+        table = table[["row", "text", "label", "label_name"]]
+        write_parquet(table, out_dir / f"{split}.parquet", metadata={"dataset": name, "split": split, "labels": names})
+        hashes[split] = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+    card = {
+        "dataset": name,
+        "source": source,
+        "source_sha256": _file_sha256(source),
+        "text_column": text,
+        "label_column": label,
+        "rows_read": len(raw),
+        "rows_kept": int(sum(len(f) for f in splits.values())),
+        "dropped": dropped,
+        "label_names": names,
+        "label_map": {n: i for i, n in enumerate(names)},
+        "counts": {s: {names[k]: int(v) for k, v in sorted(f["label"].value_counts().items())} for s, f in splits.items()},
+        "split_sha256": hashes,
+        "settings": {"max_rows": cfg.max_rows, "split": cfg.split, "max_chars": cfg.max_chars, "seed": cfg.seed},
+    }
+    write_json(card, out_dir / "card.json")
+    return card
+
+
+def _file_sha256(source: str) -> str | None:
+    path = Path(source)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_split(path: str | Path) -> pd.DataFrame:
+    """A prepared split (columns row, text, label, label_name)."""
+    return pd.read_parquet(path)
+
+
+def load_label_names(card_path: str | Path) -> list[str]:
+    return json.loads(Path(card_path).read_text())["label_names"]

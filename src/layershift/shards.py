@@ -1,0 +1,214 @@
+"""Token-activation shards: Parquet files of fixed-size row groups, streamed in and out.
+
+One row per (sentence, token). Columns::
+
+    sentence_id  int32    index of the sentence in the extracted split
+    position     int32    token position in the sentence (0 = [CLS])
+    token_id     int32    tokenizer id
+    token        string   tokenizer string of the token
+    activation   fixed_size_list<float16|float32>[d_model]
+
+A layer's shards live in one directory as ``part-00000.parquet, part-00001.parquet, ...``; the schema
+metadata (key ``layershift``) names model, dataset, stage, layer, dtype and d_model. Writers never hold
+more than one row group in memory; readers never more than a shuffle buffer of row groups.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from layershift.io import encode_metadata, read_metadata
+
+ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def shard_schema(d_model: int, dtype: str, metadata: dict) -> pa.Schema:
+    return pa.schema(
+        [
+            ("sentence_id", pa.int32()),
+            ("position", pa.int32()),
+            ("token_id", pa.int32()),
+            ("token", pa.string()),
+            ("activation", pa.list_(ARROW_DTYPES[dtype], d_model)),
+        ],
+        metadata=encode_metadata({**metadata, "dtype": dtype, "d_model": d_model}),
+    )
+
+
+class ShardWriter:
+    """Append token rows; flush a row group every ``rows_per_group`` rows, a new file every ``groups_per_shard``."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        d_model: int,
+        dtype: str = "float16",
+        rows_per_group: int = 4096,
+        groups_per_shard: int = 16,
+        metadata: dict | None = None,
+    ) -> None:
+        if dtype not in ARROW_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(ARROW_DTYPES)}, got {dtype!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.d_model, self.dtype = d_model, dtype
+        self.rows_per_group, self.groups_per_shard = rows_per_group, groups_per_shard
+        self.schema = shard_schema(d_model, dtype, metadata or {})
+        self.n_rows = 0
+        self._buffer: list[tuple] = []
+        self._buffered = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._groups_in_shard = 0
+        self._shard_index = 0
+        self._tmp_path: Path | None = None
+
+    @property
+    def rows_appended(self) -> int:
+        """Rows handed to ``append`` so far (written or still buffered)."""
+        return self.n_rows + self._buffered
+
+    def append(self, sentence_ids, positions, token_ids, tokens, activations: np.ndarray) -> None:
+        """Add ``n`` rows; ``activations`` is ``[n, d_model]``."""
+        if activations.ndim != 2 or activations.shape[1] != self.d_model:
+            raise ValueError(f"activations must be [n, {self.d_model}], got {tuple(activations.shape)}")
+        n = len(activations)
+        if n == 0:
+            return
+        acts = np.ascontiguousarray(activations, dtype=NUMPY_DTYPES[self.dtype])
+        self._buffer.append((np.asarray(sentence_ids), np.asarray(positions), np.asarray(token_ids), list(tokens), acts))
+        self._buffered += n
+        while self._buffered >= self.rows_per_group:
+            self._flush(self.rows_per_group)
+
+    def _flush(self, n_rows: int) -> None:
+        columns = [np.concatenate([b[i] for b in self._buffer]) for i in (0, 1, 2, 4)]
+        tokens = [t for b in self._buffer for t in b[3]]
+        head = [c[:n_rows] for c in columns]
+        rest = [c[n_rows:] for c in columns]
+        self._buffer = [(rest[0], rest[1], rest[2], tokens[n_rows:], rest[3])] if len(rest[0]) else []
+        self._buffered = len(rest[0])
+        self._write_group(head[0], head[1], head[2], tokens[:n_rows], head[3])
+
+    def _write_group(self, sentence_ids, positions, token_ids, tokens, acts) -> None:
+        flat = pa.array(acts.reshape(-1), type=self.schema.field("activation").type.value_type)
+        table = pa.Table.from_arrays(
+            [
+                pa.array(sentence_ids, pa.int32()),
+                pa.array(positions, pa.int32()),
+                pa.array(token_ids, pa.int32()),
+                pa.array(tokens, pa.string()),
+                pa.FixedSizeListArray.from_arrays(flat, self.d_model),
+            ],
+            schema=self.schema,
+        )
+        if self._writer is None:
+            self._tmp_path = self.directory / f".part-{self._shard_index:05d}.parquet.tmp"
+            self._writer = pq.ParquetWriter(self._tmp_path, self.schema)
+        self._writer.write_table(table, row_group_size=len(table))
+        self.n_rows += len(table)
+        self._groups_in_shard += 1
+        if self._groups_in_shard >= self.groups_per_shard:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        os.replace(self._tmp_path, self.directory / f"part-{self._shard_index:05d}.parquet")
+        self._writer, self._tmp_path = None, None
+        self._groups_in_shard = 0
+        self._shard_index += 1
+
+    def close(self) -> int:
+        """Flush what is buffered, finish the last shard, and return the number of rows written."""
+        if self._buffered:
+            self._flush(self._buffered)
+        if self._writer is None and self._shard_index == 0:
+            self._write_group(*(np.zeros(0, np.int32),) * 3, [], np.zeros((0, self.d_model), NUMPY_DTYPES[self.dtype]))
+        self._close_shard()
+        return self.n_rows
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._writer is not None:
+            self._writer.close()
+            self._tmp_path.unlink(missing_ok=True)
+
+
+def shard_paths(directory: str | os.PathLike) -> list[Path]:
+    paths = sorted(Path(directory).glob("part-*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"{directory}: no part-*.parquet shards")
+    return paths
+
+
+class ShardReader:
+    """Read a layer's shards back as float32 arrays, sequentially or shuffled, one buffer at a time."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.paths = shard_paths(directory)
+        self.metadata = read_metadata(self.paths[0])
+        self.d_model = int(self.metadata["d_model"])
+        self._files = [pq.ParquetFile(p) for p in self.paths]
+        # (file index, row group index, rows) for every non-empty row group, in storage order
+        self.groups = [
+            (f, g, fh.metadata.row_group(g).num_rows)
+            for f, fh in enumerate(self._files)
+            for g in range(fh.num_row_groups)
+            if fh.metadata.row_group(g).num_rows
+        ]
+        self.n_rows = sum(n for _, _, n in self.groups)
+
+    def read_group(self, index: int, columns: list[str] | None = None) -> pa.Table:
+        f, g, _ = self.groups[index]
+        return self._files[f].read_row_group(g, columns=columns)
+
+    def iter_tables(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        for i in range(len(self.groups)):
+            yield self.read_group(i, columns)
+
+    def iter_batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        buffer_groups: int = 8,
+        drop_last: bool = False,
+    ) -> Iterator[np.ndarray]:
+        """Yield ``[batch, d_model]`` float32 batches; shuffled = random group order + shuffle within a buffer."""
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(self.groups)) if shuffle else np.arange(len(self.groups))
+        carry = np.zeros((0, self.d_model), np.float32)
+        for start in range(0, len(order), buffer_groups):
+            block = [activations(self.read_group(i, ["activation"])) for i in order[start : start + buffer_groups]]
+            rows = np.concatenate([carry, *block])
+            if shuffle:
+                rows = rows[rng.permutation(len(rows))]
+            usable = len(rows) - len(rows) % batch_size
+            for b in range(0, usable, batch_size):
+                yield rows[b : b + batch_size]
+            carry = rows[usable:]
+        if len(carry) and not drop_last:
+            yield carry
+
+    def read_all(self, columns: list[str] | None = None) -> pa.Table:
+        """The whole layer as one table: for small layers, tests and per-token lookups only."""
+        return pa.concat_tables(list(self.iter_tables(columns)))
+
+
+def activations(table: pa.Table) -> np.ndarray:
+    """The ``activation`` column of ``table`` as a ``[rows, d_model]`` float32 array."""
+    column = table.column("activation").combine_chunks()
+    d_model = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d_model)

@@ -1,0 +1,136 @@
+"""Layer-wise similarity of pretrained vs fine-tuned representations.
+
+The paper's measure is the cosine of the two dataset-mean activation vectors per layer. It is blind to
+anything but the mean, so beside it: linear CKA (Kornblith et al. 2019) on paired sentence vectors and on
+a paired token sample, and the mean per-sentence cosine. CKA is computed from streamed cross-products,
+so no layer's sentence matrix is held in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from layershift.io import read_metadata
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA of paired rows ``x [n, d1]`` and ``y [n, d2]`` (reference implementation)."""
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    cross = np.linalg.norm(x.T @ y) ** 2
+    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y) + 1e-30))
+
+
+class StreamingCKA:
+    """Linear CKA accumulated batch by batch from sums and cross-products, in float64."""
+
+    def __init__(self, d_x: int, d_y: int) -> None:
+        self.n = 0
+        self.sum_x, self.sum_y = np.zeros(d_x), np.zeros(d_y)
+        self.xx, self.yy, self.xy = np.zeros((d_x, d_x)), np.zeros((d_y, d_y)), np.zeros((d_x, d_y))
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        self.n += len(x)
+        self.sum_x += x.sum(0)
+        self.sum_y += y.sum(0)
+        self.xx += x.T @ x
+        self.yy += y.T @ y
+        self.xy += x.T @ y
+
+    def value(self) -> float:
+        mx, my = self.sum_x / self.n, self.sum_y / self.n
+        xx = self.xx - self.n * np.outer(mx, mx)  # centred X^T X
+        yy = self.yy - self.n * np.outer(my, my)
+        xy = self.xy - self.n * np.outer(mx, my)
+        return float(np.sum(xy**2) / (np.linalg.norm(xx) * np.linalg.norm(yy) + 1e-30))
+
+
+def _vectors(table, column: str) -> np.ndarray:
+    col = table.column(column).combine_chunks()
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1).astype(np.float64)
+
+
+def sentence_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
+    """Per layer: linear CKA and mean per-sentence cosine of paired sentence vectors (streamed)."""
+    pre, ft = pq.ParquetFile(pre_path), pq.ParquetFile(ft_path)
+    layers = [name for name in pre.schema_arrow.names if name.startswith("layer_")]
+    d = pre.schema_arrow.field(layers[0]).type.list_size
+    ckas = {name: StreamingCKA(d, d) for name in layers}
+    cos_sum = dict.fromkeys(layers, 0.0)
+    n = 0
+    for group in range(pre.num_row_groups):
+        a, b = pre.read_row_group(group), ft.read_row_group(group)
+        if not np.array_equal(a.column("sentence_id").to_numpy(), b.column("sentence_id").to_numpy()):
+            raise ValueError(f"{pre_path} and {ft_path} do not hold the same sentences in the same order")
+        for name in layers:
+            x, y = _vectors(a, name), _vectors(b, name)
+            ckas[name].update(x, y)
+            cos = np.sum(x * y, 1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1) + 1e-12)
+            cos_sum[name] += float(cos.sum())
+        n += a.num_rows
+    return pd.DataFrame(
+        {
+            "layer": [int(name.split("_")[1]) for name in layers],
+            "cka_sentences": [ckas[name].value() for name in layers],
+            "mean_sentence_cosine": [cos_sum[name] / n for name in layers],
+            "n_sentences": n,
+        }
+    )
+
+
+def token_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
+    """Per layer: linear CKA of the paired token sample (same (sentence, position) keys on both sides)."""
+    pre, ft = pd.read_parquet(pre_path), pd.read_parquet(ft_path)
+    merged = pre.merge(ft, on=["sentence_id", "position"], suffixes=("_pre", "_ft"))
+    layers = sorted(int(c.split("_")[1]) for c in pre.columns if c.startswith("layer_"))
+    rows = []
+    for layer in layers:
+        x = np.stack(merged[f"layer_{layer}_pre"].to_numpy())
+        y = np.stack(merged[f"layer_{layer}_ft"].to_numpy())
+        rows.append({"layer": layer, "cka_tokens": linear_cka(x, y), "n_token_sample": len(merged)})
+    return pd.DataFrame(rows)
+
+
+def mean_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
+    """Per layer: the paper's cosine of dataset-mean token vectors, and of mean sentence vectors."""
+    pre, ft = pd.read_parquet(pre_path), pd.read_parquet(ft_path)
+    return pd.DataFrame(
+        {
+            "layer": pre["layer"],
+            "cosine_of_means": [cosine(np.asarray(a), np.asarray(b)) for a, b in zip(pre["token_mean"], ft["token_mean"], strict=True)],
+            "cosine_of_sentence_means": [
+                cosine(np.asarray(a), np.asarray(b)) for a, b in zip(pre["sentence_mean"], ft["sentence_mean"], strict=True)
+            ],
+            "n_tokens": pre["n_tokens"],
+        }
+    )
+
+
+def layer_similarity(pre_dir: str | Path, ft_dir: str | Path, model: str, dataset: str) -> pd.DataFrame:
+    """All measures per layer for one model x dataset, from the two stages' extraction outputs."""
+    pre_dir, ft_dir = Path(pre_dir), Path(ft_dir)
+    table = mean_measures(pre_dir / "means.parquet", ft_dir / "means.parquet")
+    table = table.merge(sentence_measures(pre_dir / "sentences.parquet", ft_dir / "sentences.parquet"), on="layer")
+    table = table.merge(token_measures(pre_dir / "token_sample.parquet", ft_dir / "token_sample.parquet"), on="layer")
+    n_layers = int(read_metadata(pre_dir / "means.parquet").get("n_layers", table["layer"].max()))
+    table.insert(0, "dataset", dataset)
+    table.insert(0, "model", model)
+    table.insert(3, "relative_depth", table["layer"] / n_layers)
+    return table
+
+
+MEASURES = {
+    "cosine_of_means": "cosine of mean token vectors (the paper's measure)",
+    "cka_sentences": "linear CKA of sentence vectors",
+    "cka_tokens": "linear CKA of a paired token sample",
+    "mean_sentence_cosine": "mean per-sentence cosine",
+}

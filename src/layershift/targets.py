@@ -1,0 +1,138 @@
+"""Every artifact path the study implies, derived from the validated config (no Snakemake needed).
+
+Path templates live here once; rules and target lists both format them.
+"""
+
+from __future__ import annotations
+
+STAGES = ("pretrained", "finetuned")
+SPLITS = ("train", "validation", "test")
+SIMILARITY_MEASURES = ("cosine_of_means", "cka_sentences", "cka_tokens", "mean_sentence_cosine")
+
+R = "results"
+DATA = R + "/data/{dataset}/{split}.parquet"
+CARD = R + "/data/{dataset}/card.json"
+PRETRAINED = R + "/models/{model}/pretrained.json"
+ONNX_IMPORT = R + "/models/{model}/onnx_import"
+FINETUNED = R + "/models/{model}/{dataset}"
+FINETUNED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "training_log.csv")
+CLASSIFICATION = R + "/metrics/{model}/{dataset}/classification.json"
+ACTIVATIONS = R + "/activations/{model}/{dataset}/{stage}"
+SIMILARITY = R + "/similarity/{model}/{dataset}.parquet"
+SIMILARITY_ALL = R + "/tables/similarity.parquet"
+SAE = R + "/sae/{model}/{dataset}/{stage}/layer{layer}"
+SAE_NULL = R + "/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
+SAE_FILES = ("cfg.json", "sae_weights.safetensors", "metrics.json")
+FEATURES = R + "/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
+PROBES = R + "/probes/{model}/{dataset}/layer{layer}.parquet"
+CROSSCODER = R + "/crosscoder/{model}/{dataset}/layer{layer}"
+CROSSCODER_FILES = ("cfg.json", "crosscoder_weights.safetensors", "metrics.json", "latents.parquet")
+DIFF = R + "/diff/{model}/{dataset}/layer{layer}.parquet"
+DIFF_SUMMARY = R + "/diff/{model}/{dataset}/layer{layer}.json"
+ACCURACY_TABLE = R + "/tables/accuracy.csv"
+FEATURE_SUMMARY = R + "/tables/feature_summary.parquet"
+FEATURE_SUMMARY_MD = R + "/tables/feature_summary.md"
+DIFF_TABLE = R + "/tables/diff_summary.parquet"
+REPORT = R + "/report/index.html"
+
+FIG = R + "/figures"
+FIG_CLASSIFICATION = FIG + "/classification/{model}/{dataset}.png"
+FIG_CONFUSION = FIG + "/confusion/{model}/{dataset}.png"
+FIG_ACCURACY = FIG + "/accuracy.png"
+FIG_TRAINING = FIG + "/training/{model}/{dataset}.png"
+FIG_SIMILARITY = FIG + "/similarity/{measure}/{model}.png"
+FIG_DEPTH = FIG + "/depth/{measure}.png"
+FIG_SAE_LOSS = FIG + "/sae_loss/{model}/{dataset}/layer{layer}.png"
+FIG_TOKENS = FIG + "/tokens/{model}/{dataset}/layer{layer}.png"
+FIG_DIFF = FIG + "/diff/{model}.png"
+FIG_RELNORM = FIG + "/relnorm/{model}/{dataset}.png"
+FIG_DIFF_TOKENS = FIG + "/diff_tokens/{model}/{dataset}.png"
+
+
+def model_dataset_pairs(config: dict):
+    for model in config["models"]:
+        for dataset in config["datasets"]:
+            yield model, dataset
+
+
+def model_layers(config: dict):
+    """(model, dataset, layer) for every SAE layer of every model x dataset."""
+    for model, dataset in model_dataset_pairs(config):
+        for layer in config["models"][model]["sae_layers"]:
+            yield model, dataset, layer
+
+
+def null_seeds(config: dict) -> list[int]:
+    """Seeds of the extra same-stage SAEs that form the seed null baseline."""
+    return [config["seed"] + 1000 * (i + 1) for i in range(config["sae"]["null_seeds"])]
+
+
+def with_svg(paths: list[str]) -> list[str]:
+    return [p for path in paths for p in (path, path[: -len(".png")] + ".svg")]
+
+
+def data_targets(config: dict) -> list[str]:
+    out = []
+    for dataset in config["datasets"]:
+        out += [DATA.format(dataset=dataset, split=s) for s in SPLITS] + [CARD.format(dataset=dataset)]
+    return out
+
+
+def finetune_targets(config: dict) -> list[str]:
+    out = []
+    for model, dataset in model_dataset_pairs(config):
+        out += [f"{FINETUNED.format(model=model, dataset=dataset)}/{f}" for f in FINETUNED_FILES]
+        out.append(CLASSIFICATION.format(model=model, dataset=dataset))
+    return out + [ACCURACY_TABLE]
+
+
+def similarity_targets(config: dict) -> list[str]:
+    return [SIMILARITY.format(model=m, dataset=d) for m, d in model_dataset_pairs(config)] + [SIMILARITY_ALL]
+
+
+def sae_targets(config: dict) -> list[str]:
+    out = []
+    for model, dataset, layer in model_layers(config):
+        for stage in STAGES:
+            fmt = {"model": model, "dataset": dataset, "stage": stage, "layer": layer}
+            out += [f"{SAE.format(**fmt)}/{f}" for f in SAE_FILES]
+            out.append(FEATURES.format(**fmt))
+        out.append(PROBES.format(model=model, dataset=dataset, layer=layer))
+    return out + [FEATURE_SUMMARY, FEATURE_SUMMARY_MD]
+
+
+def diff_targets(config: dict) -> list[str]:
+    out = []
+    for model, dataset, layer in model_layers(config):
+        fmt = {"model": model, "dataset": dataset, "layer": layer}
+        out += [f"{CROSSCODER.format(**fmt)}/{f}" for f in CROSSCODER_FILES]
+        out += [DIFF.format(**fmt), DIFF_SUMMARY.format(**fmt)]
+    return out + [DIFF_TABLE]
+
+
+def figure_targets(config: dict) -> list[str]:
+    figs = [FIG_ACCURACY]
+    for model, dataset in model_dataset_pairs(config):
+        fmt = {"model": model, "dataset": dataset}
+        figs += [FIG_CLASSIFICATION.format(**fmt), FIG_CONFUSION.format(**fmt), FIG_TRAINING.format(**fmt)]
+        figs += [FIG_RELNORM.format(**fmt), FIG_DIFF_TOKENS.format(**fmt)]
+    for model in config["models"]:
+        figs.append(FIG_DIFF.format(model=model))
+        figs += [FIG_SIMILARITY.format(measure=m, model=model) for m in SIMILARITY_MEASURES]
+    figs += [FIG_DEPTH.format(measure=m) for m in SIMILARITY_MEASURES]
+    for model, dataset, layer in model_layers(config):
+        fmt = {"model": model, "dataset": dataset, "layer": layer}
+        figs += [FIG_SAE_LOSS.format(**fmt), FIG_TOKENS.format(**fmt)]
+    return with_svg(figs)
+
+
+def all_targets(config: dict) -> list[str]:
+    return (
+        data_targets(config)
+        + finetune_targets(config)
+        + similarity_targets(config)
+        + sae_targets(config)
+        + diff_targets(config)
+        + figure_targets(config)
+        + [REPORT]
+    )

@@ -1,0 +1,27 @@
+rule extract:
+    """One pass of a split through the pretrained or fine-tuned encoder: means, sentence vectors, token shards."""
+    input:
+        model=stage_model_dir,
+        split=lambda w: T.DATA.format(dataset=w.dataset, split=config["activations"]["split"]),
+    output:
+        means=f"{T.ACTIVATIONS}/means.parquet",
+        sentences=f"{T.ACTIVATIONS}/sentences.parquet",
+        token_sample=f"{T.ACTIVATIONS}/token_sample.parquet",
+        tokens=directory(f"{T.ACTIVATIONS}/tokens"),
+    params:
+        activations=config["activations"],
+        token_sample=config["similarity"]["token_sample"],
+        max_length=config["finetune"]["max_length"],
+        sae_layers=lambda w: config["models"][w.model]["sae_layers"],
+        seed=config["seed"],
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    log:
+        "results/logs/extract/{model}/{dataset}/{stage}.log",
+    benchmark:
+        "results/benchmarks/extract/{model}/{dataset}/{stage}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/extract.py"

@@ -1,0 +1,83 @@
+# Config validation, target lists and wildcard constraints. No ML here: it lives in src/layershift.
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # run from a checkout even without `pip install -e .`
+
+from snakemake.utils import validate
+
+from layershift import targets as T
+from layershift.config import validate_config
+from layershift.data import is_hub_source
+from layershift.errors import LayershiftError
+from layershift.targets import all_targets
+
+CONFIG_ORIGIN = str(workflow.configfiles[-1]) if workflow.configfiles else "config"
+try:
+    validate_config(config, origin=CONFIG_ORIGIN, base_dir=".")
+except LayershiftError as err:
+    sys.stderr.write(f"layershift: {err}\n")
+    sys.exit(1)
+validate(config, str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+
+# Hub downloads and data preparation run on the submit host (compute nodes are often offline).
+localrules:
+    prepare,
+    resolve_model,
+
+
+MODELS = list(config["models"])
+DATASETS = list(config["datasets"])
+NULL_SEEDS = T.null_seeds(config)
+THREADS = config["resources"]["threads"]
+GPUS = config["resources"]["gpus"]
+
+
+def _choice(names):
+    return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
+
+
+wildcard_constraints:
+    model=_choice(MODELS),
+    dataset=_choice(DATASETS),
+    stage="pretrained|finetuned",
+    split="train|validation|test",
+    layer=r"\d+",
+    seed=r"\d+",
+    measure="|".join(T.SIMILARITY_MEASURES),
+
+
+def model_cfg(wildcards):
+    return config["models"][wildcards.model]
+
+
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def dataset_source_file(wildcards):
+    """The local file behind a dataset (so editing it reruns prepare), or nothing for hub datasets."""
+    source = config["datasets"][wildcards.dataset]["source"]
+    return [] if is_hub_source(source) else [source]
+
+
+def stage_model_dir(wildcards):
+    """Input: the pointer to the pretrained model, or the fine-tuned model's config."""
+    wildcards = wildcards if isinstance(wildcards, dict) else dict(wildcards.items())
+    if wildcards["stage"] == "pretrained":
+        return T.PRETRAINED.format(model=wildcards["model"])
+    return f"{T.FINETUNED.format(model=wildcards['model'], dataset=wildcards['dataset'])}/model.safetensors"
+
+
+def both_stage_models(wildcards):
+    """Inputs naming the pretrained (pointer) and fine-tuned (weights) model of a model x dataset."""
+    return [stage_model_dir({**dict(wildcards.items()), "stage": stage}) for stage in T.STAGES]
+
+
+def gpu_resources():
+    """Resources shared by every rule that runs a model (the cluster profile routes on `gpu`)."""
+    res = {"gpu": GPUS}
+    if GPUS and config["resources"].get("gpu_model"):
+        res["gpu_model"] = config["resources"]["gpu_model"]
+    return res

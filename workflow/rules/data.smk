@@ -1,0 +1,19 @@
+rule prepare:
+    """Clean, cap and split one dataset (hub datasets download here, on the submit host)."""
+    input:
+        dataset_source_file,
+    output:
+        splits=expand(T.DATA, split=T.SPLITS, allow_missing=True),
+        card=T.CARD,
+    params:
+        dataset=dataset_cfg,
+        data=config["data"],
+        seed=config["seed"],
+    log:
+        "results/logs/prepare/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare/{dataset}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/prepare.py"

@@ -1,0 +1,64 @@
+rule finetune:
+    """Fine-tune the pretrained encoder + a classification head on one dataset; keep the best epoch."""
+    input:
+        pretrained=T.PRETRAINED,
+        train=T.DATA.replace("{split}", "train"),
+        validation=T.DATA.replace("{split}", "validation"),
+        card=T.CARD,
+    output:
+        expand("{dir}/{file}", dir=T.FINETUNED, file=T.FINETUNED_FILES),
+    params:
+        finetune=config["finetune"],
+        seed=config["seed"],
+        checkpoints="results/checkpoints/finetune/{model}/{dataset}",
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    log:
+        "results/logs/finetune/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/finetune/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/finetune.py"
+
+
+rule evaluate:
+    """Test-split reports: pretrained encoder + random head, linear probe, fine-tuned model."""
+    input:
+        pretrained=T.PRETRAINED,
+        finetuned=f"{T.FINETUNED}/model.safetensors",
+        train=T.DATA.replace("{split}", "train"),
+        test=T.DATA.replace("{split}", "test"),
+        card=T.CARD,
+    output:
+        T.CLASSIFICATION,
+    params:
+        finetune=config["finetune"],
+        seed=config["seed"],
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    log:
+        "results/logs/evaluate/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule accuracy_table:
+    """Table 2 of the paper, rebuilt: accuracy and macro-F1 per model x dataset x row."""
+    input:
+        expand(T.CLASSIFICATION, zip, model=[m for m in MODELS for d in DATASETS], dataset=[d for m in MODELS for d in DATASETS]),
+    output:
+        T.ACCURACY_TABLE,
+    log:
+        "results/logs/accuracy_table.log",
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/accuracy_table.py"

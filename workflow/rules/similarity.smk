@@ -1,0 +1,27 @@
+rule similarity:
+    """Per layer: the paper's cosine of mean activations, linear CKA (sentences, tokens), per-sentence cosine."""
+    input:
+        pretrained=expand(f"{T.ACTIVATIONS}/{{file}}", stage="pretrained", file=["means.parquet", "sentences.parquet", "token_sample.parquet"], allow_missing=True),
+        finetuned=expand(f"{T.ACTIVATIONS}/{{file}}", stage="finetuned", file=["means.parquet", "sentences.parquet", "token_sample.parquet"], allow_missing=True),
+    output:
+        T.SIMILARITY,
+    log:
+        "results/logs/similarity/{model}/{dataset}.log",
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/similarity.py"
+
+
+rule similarity_table:
+    """All models x datasets in one table."""
+    input:
+        expand(T.SIMILARITY, model=MODELS, dataset=DATASETS),
+    output:
+        T.SIMILARITY_ALL,
+    log:
+        "results/logs/similarity_table.log",
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/concat_tables.py"

@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from layershift.data import load_label_names, load_split
+from layershift.evaluate import classification_report
+from layershift.io import write_json
+from layershift.models import pointer_dir
+from layershift.runtime import script_context
+
+with script_context(snakemake) as sm:
+    report = classification_report(
+        pretrained_dir=pointer_dir(sm.input.pretrained),
+        finetuned_dir=Path(sm.input.finetuned).parent,
+        train_df=load_split(sm.input.train),
+        test_df=load_split(sm.input.test),
+        label_names=load_label_names(sm.input.card),
+        seed=sm.params.seed,
+        max_length=sm.params.finetune["max_length"],
+        threads=sm.threads,
+    )
+    write_json({"model": sm.wildcards.model, "dataset": sm.wildcards.dataset, **report}, sm.output[0])

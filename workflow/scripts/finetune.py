@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from layershift.data import load_label_names, load_split
+from layershift.finetune import FinetuneConfig, finetune
+from layershift.models import pointer_dir
+from layershift.runtime import script_context
+
+with script_context(snakemake) as sm:
+    cfg = FinetuneConfig(**sm.params.finetune, seed=sm.params.seed, threads=sm.threads)
+    out_dir = Path(sm.output[0]).parent
+    log = finetune(
+        model_dir=pointer_dir(sm.input.pretrained),
+        train_df=load_split(sm.input.train),
+        val_df=load_split(sm.input.validation),
+        label_names=load_label_names(sm.input.card),
+        cfg=cfg,
+        out_dir=out_dir,
+        checkpoint_dir=sm.params.checkpoints,
+    )
+    log.to_csv(out_dir / "training_log.csv", index=False)

@@ -1,0 +1,16 @@
+from layershift.data import PrepareConfig, prepare_dataset
+from layershift.runtime import script_context
+
+with script_context(snakemake, offline=False) as sm:
+    ds, data = sm.params.dataset, sm.params.data
+    prepare_dataset(
+        source=ds["source"],
+        text=ds["text"],
+        label=ds["label"],
+        out_dir=sm.output.card.rsplit("/", 1)[0],
+        cfg=PrepareConfig(max_rows=data["max_rows"], split=data["split"], max_chars=data["max_chars"], seed=sm.params.seed),
+        name=sm.wildcards.dataset,
+        keep_labels=ds.get("keep_labels"),
+        hub_config=ds.get("hub_config"),
+        hub_split=ds.get("hub_split", "train"),
+    )

@@ -1,0 +1,12 @@
+from pathlib import Path
+
+from layershift.io import write_json
+from layershift.models import check_layers, resolve_pretrained
+from layershift.runtime import script_context
+
+with script_context(snakemake, offline=False) as sm:
+    spec = sm.params.model
+    imported = str(Path(sm.input[0]).parent) if sm.input else None
+    info = resolve_pretrained(spec["source"], spec.get("revision"), imported)
+    check_layers(sm.wildcards.model, spec["sae_layers"], info["num_hidden_layers"])
+    write_json({"model": sm.wildcards.model, **info}, sm.output[0])

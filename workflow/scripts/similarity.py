@@ -1,0 +1,11 @@
+from pathlib import Path
+
+from layershift.io import write_parquet
+from layershift.runtime import script_context
+from layershift.similarity import layer_similarity
+
+with script_context(snakemake) as sm:
+    w = sm.wildcards
+    pre, ft = Path(sm.input.pretrained[0]).parent, Path(sm.input.finetuned[0]).parent
+    table = layer_similarity(pre, ft, w.model, w.dataset)
+    write_parquet(table, sm.output[0], {"model": w.model, "dataset": w.dataset})
