@@ -180,3 +180,30 @@ def validate_config(config: dict, origin: str = "config.yaml", base_dir: str | P
 
 def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:
     return validate_config(load_yaml(path), str(path), base_dir)
+
+
+def sae_settings(study: dict, d_in: int, seed: int, threads: int | None = None, metadata: dict | None = None):
+    """The study's ``sae`` section as (SAEConfig, TrainConfig) for one SAE of width ``d_in``."""
+    from layershift.sae import SAEConfig, TrainConfig
+
+    sae = study["sae"]
+    cfg = SAEConfig(
+        d_in=d_in,
+        d_sae=sae["d_sae"],
+        architecture=sae["architecture"],
+        k=sae["k"],
+        l1_coefficient=sae["l1_coefficient"],
+        normalize_activations=sae["normalize_activations"],
+        hook_name=f"hidden_states.{metadata['layer']}" if metadata and "layer" in metadata else "",
+        metadata={**(metadata or {}), "seed": seed},
+    )
+    train = TrainConfig(
+        lr=sae["lr"],
+        epochs=sae["epochs"],
+        batch_size=sae["batch_size"],
+        seed=seed,
+        normalize_decoder=sae["normalize_decoder"],
+        holdout_fraction=sae["holdout_fraction"],
+        threads=threads,
+    )
+    return cfg, train
