@@ -67,9 +67,24 @@ def _key_path(path) -> str:
     return out or "(top level)"
 
 
-def _did_you_mean(unknown: str, known) -> str:
-    close = difflib.get_close_matches(unknown, list(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(sorted(known))})"
+def _did_you_mean(unknown: str, known, what: str = "keys") -> str:
+    known = [str(k) for k in known]  # may be a one-shot iterator (column names)
+    close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6) or _abbreviation_matches(unknown, known)
+    return f"; did you mean {close[0]!r}?" if close else f" (known {what}: {', '.join(sorted(known))})"
+
+
+def _abbreviation_matches(unknown: str, known: list[str]) -> list[str]:
+    """Known names that abbreviate ``unknown`` (``lr`` for ``learning_rate``) or are one of its words
+    (``epochs`` in ``num_epochs``): near misses that string similarity does not see."""
+    words = [w for w in unknown.lower().replace("-", "_").split("_") if w]
+    initials = "".join(w[0] for w in words)
+    joined = "_".join(words)
+    return [
+        name
+        for name in known
+        if name.lower() == initials
+        or (len(words) > 1 and f"_{name.lower()}_" in f"_{joined}_")
+    ][:1]
 
 
 def _describe_error(err: jsonschema.ValidationError) -> str:
@@ -136,7 +151,7 @@ def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path) -> Non
         raise ConfigError(f"{origin}: {key}.source: {err}") from None
     for field in ("text", "label"):
         if dataset[field] not in columns:
-            hint = _did_you_mean(dataset[field], map(str, columns))
+            hint = _did_you_mean(dataset[field], columns, what="columns")
             raise ConfigError(f"{origin}: {key}.{field}: column {dataset[field]!r} not in {source}{hint}")
 
 

@@ -68,6 +68,7 @@ class ShardWriter:
         self._groups_in_shard = 0
         self._shard_index = 0
         self._tmp_path: Path | None = None
+        self._finished: list[Path] = []  # shard files completed so far (removed if the block fails)
 
     @property
     def rows_appended(self) -> int:
@@ -111,7 +112,7 @@ class ShardWriter:
         if self._writer is None:
             self._tmp_path = self.directory / f".part-{self._shard_index:05d}.parquet.tmp"
             self._writer = pq.ParquetWriter(self._tmp_path, self.schema)
-        self._writer.write_table(table, row_group_size=len(table))
+        self._writer.write_table(table, row_group_size=max(len(table), 1))  # pyarrow refuses 0
         self.n_rows += len(table)
         self._groups_in_shard += 1
         if self._groups_in_shard >= self.groups_per_shard:
@@ -121,7 +122,9 @@ class ShardWriter:
         if self._writer is None:
             return
         self._writer.close()
-        os.replace(self._tmp_path, self.directory / f"part-{self._shard_index:05d}.parquet")
+        final = self.directory / f"part-{self._shard_index:05d}.parquet"
+        os.replace(self._tmp_path, final)
+        self._finished.append(final)
         self._writer, self._tmp_path = None, None
         self._groups_in_shard = 0
         self._shard_index += 1
@@ -141,9 +144,13 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif self._writer is not None:
+            return
+        if self._writer is not None:  # a failed block leaves no part file, finished or not
             self._writer.close()
             self._tmp_path.unlink(missing_ok=True)
+            self._writer = None
+        for path in self._finished:
+            path.unlink(missing_ok=True)
 
 
 def shard_paths(directory: str | os.PathLike) -> list[Path]:

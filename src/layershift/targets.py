@@ -24,6 +24,7 @@ SAE = R + "/sae/{model}/{dataset}/{stage}/layer{layer}"
 SAE_NULL = R + "/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
 SAE_FILES = ("cfg.json", "sae_weights.safetensors", "metrics.json")
 FEATURES = R + "/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
+FEATURE_TOKENS = R + "/features/{model}/{dataset}/{stage}/layer{layer}.top_tokens.parquet"
 PROBES = R + "/probes/{model}/{dataset}/layer{layer}.parquet"
 CROSSCODER = R + "/crosscoder/{model}/{dataset}/layer{layer}"
 CROSSCODER_FILES = ("cfg.json", "crosscoder_weights.safetensors", "metrics.json", "latents.parquet")
@@ -96,7 +97,7 @@ def sae_targets(config: dict) -> list[str]:
         for stage in STAGES:
             fmt = {"model": model, "dataset": dataset, "stage": stage, "layer": layer}
             out += [f"{SAE.format(**fmt)}/{f}" for f in SAE_FILES]
-            out.append(FEATURES.format(**fmt))
+            out += [FEATURES.format(**fmt), FEATURE_TOKENS.format(**fmt)]
         out.append(PROBES.format(model=model, dataset=dataset, layer=layer))
     return out + [FEATURE_SUMMARY, FEATURE_SUMMARY_MD]
 

@@ -1,14 +1,12 @@
 rule train_sae:
-    """A sparse autoencoder on one layer of one stage, plus same-data SAEs with other seeds (the null baseline)."""
+    """A sparse autoencoder on one layer of one stage's token activations."""
     input:
         tokens=f"{T.ACTIVATIONS}/tokens",
     output:
-        sae=expand(f"{T.SAE}/{{file}}", file=T.SAE_FILES, allow_missing=True),
-        null=expand(f"{T.SAE_NULL}/{{file}}", file=T.SAE_FILES, seed=NULL_SEEDS, allow_missing=True),
+        expand(f"{T.SAE}/{{file}}", file=T.SAE_FILES, allow_missing=True),
     params:
         sae=config["sae"],
         seed=config["seed"],
-        null_seeds=NULL_SEEDS,
         checkpoints="results/checkpoints/sae/{model}/{dataset}/{stage}/layer{layer}",
     threads: THREADS
     resources:
@@ -23,14 +21,29 @@ rule train_sae:
         "../scripts/train_sae.py"
 
 
+use rule train_sae as train_sae_null with:
+    output:
+        expand(f"{T.SAE_NULL}/{{file}}", file=T.SAE_FILES, allow_missing=True),
+    params:
+        sae=config["sae"],
+        seed=lambda w: int(w.seed),
+        checkpoints="results/checkpoints/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}",
+    log:
+        "results/logs/train_sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train_sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}.tsv"
+
+
 rule features:
     """Rank both stages' SAE features by variance, find their top tokens, and run the probe sentences."""
     input:
         sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
         tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
         models=both_stage_models,
+        test=T.DATA.replace("{split}", "test"),
     output:
         features=expand(T.FEATURES, stage=T.STAGES, allow_missing=True),
+        top_tokens=expand(T.FEATURE_TOKENS, stage=T.STAGES, allow_missing=True),
         probes=T.PROBES,
     params:
         features=config["features"],

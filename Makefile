@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:  `make study` runs the default study, `make test` the tests.
+# The first call creates .venv and installs the exact versions in requirements.lock; later calls skip the
+# install in well under a second (the stamp file is newer than the lock and pyproject.toml).
+VENV   ?= .venv
+PYTHON ?= python3
+CORES  ?= 2
+STAMP  := $(VENV)/.installed-stamp
+BIN    := $(VENV)/bin
+
+.PHONY: study test lint bench install clean-results
+
+study: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/snakemake --lint
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+install: $(STAMP)
+
+# torch is pinned to the CPU build that pip finds on this machine's disk (an unpinned torch would pull a
+# multi-GB CUDA build); pyproject.toml itself only asks for torch>=2.2, so the package installs anywhere.
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+clean-results:
+	rm -rf results .snakemake

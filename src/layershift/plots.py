@@ -1,0 +1,232 @@
+"""Every figure of the study, drawn with seaborn in one consistent, colour-blind-safe theme.
+
+Each ``plot_*`` function takes the rule's inputs (paths), wildcards and params and returns a Figure;
+``save`` writes the PNG (for the report) and an SVG beside it, atomically.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from layershift.io import atomic_path, read_json  # noqa: E402
+from layershift.similarity import MEASURES  # noqa: E402
+
+ROW_NAMES = {"pretrained": "pre-trained + random head", "linear_probe": "linear probe (frozen)", "finetuned": "fine-tuned"}
+LABEL_ORDER = ["retained", "changed", "lost", "new"]
+
+
+def theme(palette: str = "colorblind") -> None:
+    sns.set_theme(style="whitegrid", context="notebook", palette=palette, font_scale=0.9)
+
+
+def save(fig: plt.Figure, png_path: str | Path, dpi: int = 120) -> None:
+    """Write ``png_path`` and the ``.svg`` beside it; never leaves a partial image under either name."""
+    png_path = Path(png_path)
+    for path, fmt in ((png_path, "png"), (png_path.with_suffix(".svg"), "svg")):
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_classification(inputs, wc, params) -> plt.Figure:
+    """The paper's Figure 6: per-class precision / recall / F1 of the fine-tuned model."""
+    report = read_json(inputs[0])
+    per_class = pd.DataFrame(report["finetuned"]["per_class"]).T[["precision", "recall", "f1"]].astype(float)
+    fig, ax = plt.subplots(figsize=(4.8, 0.45 * len(per_class) + 1.6))
+    sns.heatmap(per_class, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", cbar_kws={"label": "score"}, ax=ax)
+    ax.set(title=f"{wc['model']} fine-tuned on {wc['dataset']}\naccuracy {report['finetuned']['accuracy']:.1%}", xlabel="metric", ylabel="class")
+    return fig
+
+
+def plot_confusion(inputs, wc, params) -> plt.Figure:
+    report = read_json(inputs[0])
+    matrix = np.asarray(report["finetuned"]["confusion_matrix"])
+    labels = report["label_names"]
+    size = 1.0 + 0.55 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", xticklabels=labels, yticklabels=labels, cbar_kws={"label": "test sentences"}, ax=ax)
+    ax.set(title=f"Confusion matrix: {wc['model']} on {wc['dataset']}", xlabel="predicted label", ylabel="true label")
+    return fig
+
+
+def plot_accuracy(inputs, wc, params) -> plt.Figure:
+    """The paper's Table 2 as a figure: accuracy before and after fine-tuning, plus the linear probe."""
+    table = pd.read_csv(inputs[0]).assign(row=lambda t: t["row"].map(ROW_NAMES))
+    grid = sns.catplot(data=table, x="dataset", y="accuracy", hue="row", col="model", kind="bar", height=3.4, aspect=1.1,
+                       hue_order=list(ROW_NAMES.values()))
+    grid.set_axis_labels("dataset", "test accuracy")
+    grid.set(ylim=(0, 1))
+    grid.figure.suptitle("Accuracy before and after fine-tuning (test split)", y=1.04)
+    return grid.figure
+
+
+def plot_training(inputs, wc, params) -> plt.Figure:
+    log = pd.read_csv(inputs[0])
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    sns.lineplot(data=log.melt("epoch", ["train_loss", "val_loss"], "split", "loss"), x="epoch", y="loss", hue="split", marker="o", ax=axes[0])
+    sns.lineplot(data=log, x="epoch", y="val_accuracy", marker="o", ax=axes[1])
+    axes[0].set(title="loss", ylabel="cross-entropy")
+    axes[1].set(title="validation accuracy", ylabel="accuracy", ylim=(0, 1))
+    fig.suptitle(f"Fine-tuning {wc['model']} on {wc['dataset']}")
+    return fig
+
+
+def plot_similarity(inputs, wc, params) -> plt.Figure:
+    """Figures 1-2: a similarity measure per layer, one line per dataset, for one model."""
+    table = pd.read_parquet(inputs[0])
+    table = table[table["model"] == wc["model"]]
+    measure = wc["measure"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    sns.lineplot(data=table, x="layer", y=measure, hue="dataset", style="dataset", markers=True, dashes=False, ax=ax)
+    ax.set(title=f"{wc['model']}: pretrained vs fine-tuned", xlabel="layer (0 = embeddings)", ylabel=MEASURES[measure])
+    ax.set_xticks(sorted(table["layer"].unique()))
+    return fig
+
+
+def plot_depth(inputs, wc, params) -> plt.Figure:
+    """Similarity vs relative depth across model sizes: do smaller models stay more similar?"""
+    table = pd.read_parquet(inputs[0])
+    measure = wc["measure"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    sns.lineplot(data=table, x="relative_depth", y=measure, hue="model", style="dataset", markers=True, ax=ax)
+    ax.set(title="Similarity across model sizes", xlabel="relative depth (layer / number of layers)", ylabel=MEASURES[measure])
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return fig
+
+
+def plot_sae_loss(inputs, wc, params) -> plt.Figure:
+    """Training loss per epoch of every SAE of one layer (both stages, plus the seed-null SAEs)."""
+    frames = []
+    for path in inputs:
+        metrics = read_json(path)
+        curve = metrics.get("loss_curve", {})
+        epochs = curve.get("epoch_loss", curve) if isinstance(curve, dict) else curve
+        name = f"{metrics['stage']} (seed {metrics['seed']})"
+        frames.append(pd.DataFrame({"epoch": np.arange(1, len(epochs) + 1), "loss": epochs, "sae": name}))
+    fig, ax = plt.subplots(figsize=(5.5, 3.3))
+    sns.lineplot(data=pd.concat(frames), x="epoch", y="loss", hue="sae", marker="o", ax=ax)
+    ax.set(yscale="log", title=f"SAE training: {wc['model']} / {wc['dataset']} / layer {wc['layer']}", ylabel="train loss (MSE + sparsity)")
+    return fig
+
+
+def plot_tokens(inputs, wc, params) -> plt.Figure:
+    """Figures 3-5: token-level activations of each stage's top features on the probe sentences."""
+    probes = pd.read_parquet(inputs[0])
+    sentences = sorted(probes["sentence"].unique())
+    stages = ["pretrained", "finetuned"]
+    width = max(6.0, 0.45 * probes.groupby("sentence")["position"].max().max() + 2)
+    fig, axes = plt.subplots(len(sentences), 2, figsize=(2 * width, 2.3 * len(sentences)), squeeze=False)
+    for i, sentence in enumerate(sentences):
+        for j, stage in enumerate(stages):
+            ax = axes[i, j]
+            part = probes[(probes["sentence"] == sentence) & (probes["stage"] == stage)]
+            part = part.assign(feature=lambda t: "#" + t["feature_rank"].astype(str) + " f" + t["feature"].astype(str))
+            sns.barplot(data=part, x="position", y="activation", hue="feature", ax=ax, dodge=True)
+            tokens = part.drop_duplicates("position").sort_values("position")["token"].tolist()
+            ax.set_xticks(range(len(tokens)))
+            ax.set_xticklabels(tokens, rotation=60, ha="right", fontsize=7)
+            text = part["text"].iloc[0] if len(part) else ""
+            ax.set(xlabel="", ylabel="activation", title=f"{stage}: {textwrap.shorten(str(text), 60)}")
+            ax.legend(fontsize=6, title="top features", title_fontsize=6)
+    fig.suptitle(f"{wc['model']} / {wc['dataset']} / layer {wc['layer']}: top-variance SAE features per token", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def plot_diff(inputs, wc, params) -> plt.Figure:
+    """Retained / changed / lost / new per layer and dataset, with the seed-null rates as markers."""
+    rows = []
+    for path in inputs:
+        summary = read_json(path)
+        for label in LABEL_ORDER:
+            rows.append({"dataset": summary["dataset"], "layer": summary["layer"], "label": label,
+                         "fraction": summary.get(f"{label}_fraction", np.nan),
+                         "null": summary.get(f"null_{label}_fraction", np.nan)})
+    table = pd.DataFrame(rows)
+    datasets = sorted(table["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 3.4), sharey=True, squeeze=False)
+    colors = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        part = table[table["dataset"] == dataset].pivot(index="layer", columns="label", values="fraction")[LABEL_ORDER]
+        part.plot(kind="bar", stacked=True, ax=ax, color=[colors[c] for c in LABEL_ORDER], legend=False, width=0.7)
+        null = table[(table["dataset"] == dataset) & (table["label"].isin(["lost", "new"]))]
+        for k, (layer, group) in enumerate(null.groupby("layer")):
+            ax.scatter([k] * len(group), group["null"].cumsum() * 0 + group["null"], marker="_", s=200, color="black", zorder=3)
+            del layer
+        ax.set(title=dataset, xlabel="layer", ylabel="fraction of live features", ylim=(0, 1))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in LABEL_ORDER]
+    fig.legend(handles + [plt.Line2D([], [], color="black", marker="_", linestyle="")], LABEL_ORDER + ["seed null (lost/new)"],
+               loc="upper center", ncol=5, bbox_to_anchor=(0.5, 1.08), fontsize=8)
+    fig.suptitle(f"{wc['model']}: what fine-tuning does to SAE features, per layer", y=1.14)
+    return fig
+
+
+def plot_relnorm(inputs, wc, params) -> plt.Figure:
+    """Crosscoder relative decoder norms per layer, after latent-scaling filtering."""
+    frames = []
+    for path in inputs:
+        table = pd.read_parquet(path)
+        layer = int(Path(path).parent.name.removeprefix("layer"))
+        frames.append(table.assign(layer=layer))
+    table = pd.concat(frames, ignore_index=True)
+    if "flagged" in table:
+        table["latent"] = np.where(table["flagged"].fillna(False), "exclusivity explained by shrinkage", "kept")
+    else:
+        table["latent"] = "kept"
+    grid = sns.displot(data=table, x="relative_norm", col="layer", hue="latent", bins=30, height=2.8, aspect=1.2, multiple="stack")
+    grid.set_axis_labels("relative decoder norm (0 = pretrained-only, 1 = fine-tuned-only)", "latents")
+    grid.figure.suptitle(f"Crosscoder latents: {wc['model']} / {wc['dataset']}", y=1.05)
+    return grid.figure
+
+
+def plot_diff_tokens(inputs, wc, params) -> plt.Figure:
+    """Top tokens of the largest 'lost' and 'new' features per layer, as a readable text panel."""
+    lines = []
+    for path in inputs:
+        table = pd.read_parquet(path)
+        layer = int(Path(path).stem.removeprefix("layer"))
+        for label in ("lost", "new"):
+            part = table[table["label"] == label]
+            if part.empty:
+                lines.append(f"layer {layer} {label}: none")
+                continue
+            order = "firing_rate" if "firing_rate" in part else part.columns[0]
+            for _, row in part.sort_values(order, ascending=False).head(3).iterrows():
+                tokens = row.get("top_tokens")
+                tokens = ", ".join(list(tokens)[:8]) if tokens is not None and len(tokens) else "-"
+                lines.append(f"layer {layer} {label} feature {int(row['feature'])}: {tokens}")
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(lines) + 0.8))
+    ax.axis("off")
+    ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
+    ax.set_title(f"Largest lost / new features: {wc['model']} / {wc['dataset']}")
+    return fig
+
+
+FIGURES = {
+    "fig_classification": plot_classification,
+    "fig_confusion": plot_confusion,
+    "fig_accuracy": plot_accuracy,
+    "fig_training": plot_training,
+    "fig_similarity": plot_similarity,
+    "fig_depth": plot_depth,
+    "fig_sae_loss": plot_sae_loss,
+    "fig_tokens": plot_tokens,
+    "fig_diff": plot_diff,
+    "fig_relnorm": plot_relnorm,
+    "fig_diff_tokens": plot_diff_tokens,
+}
+
+
+def draw(rule: str, inputs, wildcards: dict, params: dict, out_png: str, dpi: int = 120, palette: str = "colorblind") -> None:
+    """Draw the figure named by ``rule`` and save it as PNG + SVG."""
+    theme(palette)
+    save(FIGURES[rule](list(inputs), wildcards, params), out_png, dpi)

@@ -1,0 +1,62 @@
+rule train_crosscoder:
+    """A crosscoder reading both models' activations at one layer (shared latents, one decoder per model)."""
+    input:
+        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
+    output:
+        expand(f"{T.CROSSCODER}/{{file}}", file=T.CROSSCODER_FILES, allow_missing=True),
+    params:
+        crosscoder=config["crosscoder"],
+        seed=config["seed"],
+        checkpoints="results/checkpoints/crosscoder/{model}/{dataset}/layer{layer}",
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    log:
+        "results/logs/train_crosscoder/{model}/{dataset}/layer{layer}.log",
+    benchmark:
+        "results/benchmarks/train_crosscoder/{model}/{dataset}/layer{layer}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/train_crosscoder.py"
+
+
+rule diff:
+    """Label every SAE feature retained / changed / lost / new, calibrated by the seed null; compare to the crosscoder."""
+    input:
+        sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
+        null=expand(f"{T.SAE_NULL}/sae_weights.safetensors", stage="pretrained", seed=NULL_SEEDS, allow_missing=True),
+        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
+        crosscoder=f"{T.CROSSCODER}/latents.parquet",
+    output:
+        table=T.DIFF,
+        summary=T.DIFF_SUMMARY,
+    params:
+        diff=config["diff"],
+        seed=config["seed"],
+        top_tokens=config["features"]["top_tokens"],
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    log:
+        "results/logs/diff/{model}/{dataset}/layer{layer}.log",
+    benchmark:
+        "results/benchmarks/diff/{model}/{dataset}/layer{layer}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/diff.py"
+
+
+rule diff_table:
+    """Per-layer diff fractions (with seed-null baselines) across every model x dataset."""
+    input:
+        [T.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in T.model_layers(config)],
+    output:
+        T.DIFF_TABLE,
+    log:
+        "results/logs/diff_table.log",
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/diff_table.py"

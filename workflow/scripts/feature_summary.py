@@ -1,0 +1,5 @@
+from layershift.runtime import script_context
+from layershift.tables import write_feature_summary
+
+with script_context(snakemake) as sm:
+    write_feature_summary(sm.input.features, sm.input.diffs, sm.output.table, sm.output.markdown)
