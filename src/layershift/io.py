@@ -17,6 +17,12 @@ import pyarrow.parquet as pq
 METADATA_KEY = b"layershift"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds."""
@@ -25,6 +31,7 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; final files get the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, final)
@@ -40,6 +47,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
         if final.exists():
