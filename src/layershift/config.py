@@ -69,7 +69,8 @@ def _key_path(path) -> str:
 
 def _did_you_mean(unknown: str, known, what: str = "keys") -> str:
     known = [str(k) for k in known]  # may be a one-shot iterator (column names)
-    close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6) or _abbreviation_matches(unknown, known)
+    close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+    close = close or _abbreviation_matches(unknown, known)
     return f"; did you mean {close[0]!r}?" if close else f" (known {what}: {', '.join(sorted(known))})"
 
 
@@ -82,8 +83,7 @@ def _abbreviation_matches(unknown: str, known: list[str]) -> list[str]:
     return [
         name
         for name in known
-        if name.lower() == initials
-        or (len(words) > 1 and f"_{name.lower()}_" in f"_{joined}_")
+        if name.lower() == initials or (len(words) > 1 and f"_{name.lower()}_" in f"_{joined}_")
     ][:1]
 
 

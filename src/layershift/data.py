@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ def is_hub_source(source: str) -> bool:
     """True for 'hub:<id>' or a bare id that is not an existing file and has no file suffix."""
     if source.startswith("hub:"):
         return True
-    return not Path(source).suffix.lower() in FILE_READERS and not Path(source).exists()
+    return Path(source).suffix.lower() not in FILE_READERS and not Path(source).exists()
 
 
 def read_source(source: str, text: str, label: str, hub_config: str | None = None, hub_split: str = "train") -> pd.DataFrame:
@@ -121,16 +122,15 @@ def clean_frame(raw: pd.DataFrame, max_chars: int, keep_labels: list | None = No
         frame = frame[keep]
     text = frame["text"].map(lambda t: "" if t is None or (isinstance(t, float) and pd.isna(t)) else str(t))
     too_long = text.str.len() > max_chars
-    dropped_truncated = int(too_long.sum())
     text = text.where(~too_long, text.str.slice(0, max_chars))
     frame = frame.assign(text=text.map(clean_text))
     empty = frame["text"].str.len() == 0
     dropped["empty_text"] = int(empty.sum())
-    frame = frame[~empty]
+    frame, too_long = frame[~empty], too_long[~empty]
     duplicate = frame.duplicated(subset=["text"], keep="first")
     dropped["duplicate_text"] = int(duplicate.sum())
-    frame = frame[~duplicate].reset_index(drop=True)
-    return frame, {**dropped, "truncated_kept": dropped_truncated}
+    frame, too_long = frame[~duplicate].reset_index(drop=True), too_long[~duplicate]
+    return frame, {**dropped, "truncated_kept": int(too_long.sum())}  # truncated rows that survived
 
 
 def _label_string(value) -> str | None:
@@ -147,33 +147,42 @@ def label_map(labels: pd.Series) -> list[str]:
     """Stable label order: numeric labels sorted as numbers, others as strings."""
     unique = labels.unique().tolist()
     try:
-        return sorted(unique, key=float)
+        numbers = [float(label) for label in unique]
     except ValueError:
         return sorted(unique)
+    if not all(math.isfinite(x) for x in numbers):  # 'nan' / 'inf' labels would make the order arbitrary
+        return sorted(unique)
+    return [label for _, label in sorted(zip(numbers, unique, strict=True))]
 
 
 def cap_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     """Stratified sample of at most ``max_rows`` rows (order kept stable)."""
     if len(frame) <= max_rows:
         return frame
-    kept, _ = train_test_split(frame, train_size=max_rows, stratify=_stratify(frame), random_state=seed)
+    kept, _ = _two_way_split(frame, n_second=len(frame) - max_rows, seed=seed)
     return kept.sort_index()
 
 
 def split_frame(frame: pd.DataFrame, fractions: dict, seed: int) -> dict[str, pd.DataFrame]:
     """Stratified train / validation / test split with the given fractions."""
     rest_fraction = fractions["validation"] + fractions["test"]
-    train, rest = train_test_split(frame, test_size=rest_fraction, stratify=_stratify(frame), random_state=seed)
-    validation, test = train_test_split(
-        rest, test_size=fractions["test"] / rest_fraction, stratify=_stratify(rest), random_state=seed
-    )
+    train, rest = _two_way_split(frame, math.ceil(rest_fraction * len(frame)), seed)
+    validation, test = _two_way_split(rest, math.ceil(fractions["test"] / rest_fraction * len(rest)), seed)
     return {"train": train.sort_index(), "validation": validation.sort_index(), "test": test.sort_index()}
 
 
-def _stratify(frame: pd.DataFrame) -> pd.Series | None:
-    """Stratify by label where every class has at least two rows; otherwise split unstratified."""
+def _two_way_split(frame: pd.DataFrame, n_second: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off ``n_second`` rows, stratified by label where that is possible."""
+    stratify = _stratify(frame, len(frame) - n_second, n_second)
+    return train_test_split(frame, test_size=n_second, stratify=stratify, random_state=seed)
+
+
+def _stratify(frame: pd.DataFrame, *part_sizes: int) -> pd.Series | None:
+    """Stratify by label where every class has at least two rows and each part can hold every class;
+    otherwise split unstratified (a part smaller than the number of classes cannot be stratified)."""
     counts = frame["label"].value_counts()
-    return frame["label"] if counts.min() >= 2 else None
+    feasible = counts.min() >= 2 and all(size >= len(counts) for size in part_sizes)
+    return frame["label"] if feasible else None
 
 
 def prepare_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labels: list | None = None):

@@ -1,0 +1,258 @@
+"""Config validation: defaults are filled; every bad input is one ConfigError line naming file and key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from layershift.config import load_config, load_yaml, model_depth, validate_config
+from layershift.errors import ConfigError
+from tests.helpers import write_bert_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
+ORIGIN = "study.yaml"
+
+TINY_CSVS = {
+    "movies": ("movies.csv", "review", "sentiment", ["pos", "neg"]),
+    "apps": ("apps.csv", "content", "score", [1, 2, 3, 4, 5]),
+    "news": ("news.csv", "headline", "category", ["sport", "health", "music"]),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer tiny BERT model directory for ``path:`` sources (config.json is all validation reads)."""
+    return write_bert_config(tmp_path_factory.mktemp("model"), n_layers=2)
+
+
+@pytest.fixture
+def study(tmp_path, tiny_model) -> dict:
+    """The default config's shape, with tiny CSVs under ``tmp_path/data`` and a ``path:`` tiny model."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    (tmp_path / "data").mkdir()
+    for name, (file, text, label, labels) in TINY_CSVS.items():
+        rows = [{text: f"{name} text number {i}", label: labels[i % len(labels)]} for i in range(12)]
+        pd.DataFrame(rows).to_csv(tmp_path / "data" / file, index=False)
+        config["datasets"][name].update(source=f"data/{file}", text=text, label=label)
+    config["models"] = {"tiny": {"source": f"path:{tiny_model}", "sae_layers": [0, 1, 2]}}
+    return config
+
+
+def validate(config: dict, base_dir: Path) -> dict:
+    return validate_config(config, ORIGIN, base_dir)
+
+
+def config_error(config: dict, base_dir: Path) -> str:
+    """The ConfigError message for ``config``; asserts it is one line and names the file."""
+    with pytest.raises(ConfigError) as info:
+        validate(config, base_dir)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert message.startswith(f"{ORIGIN}: "), message
+    return message
+
+
+def test_default_shaped_config_validates_and_fills_defaults(study, tmp_path):
+    del study["finetune"]["lr"]
+    study.pop("similarity", None)
+    config = validate(study, tmp_path)
+    assert config["finetune"]["lr"] == 2e-5
+    assert config["finetune"]["epochs"] == 3  # set values are kept
+    assert config["similarity"]["token_sample"] == 5000  # a whole section filled from defaults
+    assert config["data"]["split"] == {"train": 0.8, "validation": 0.1, "test": 0.1}
+    assert config["data"]["max_chars"] == 5000
+    assert config["datasets"]["movies"]["hub_split"] == "train"
+    assert config["sae"]["normalize_decoder"] is True
+
+
+def test_default_config_models_validate_with_tiny_data(study, tmp_path):
+    """The default config's own bundled-package models (6 and 3 layers) pass the depth checks."""
+    study["models"] = yaml.safe_load(DEFAULT_CONFIG.read_text())["models"]
+    too_deep = copy.deepcopy(study)
+    validate(study, tmp_path)
+    name, model = next(iter(too_deep["models"].items()))
+    depth = model_depth(model)
+    assert depth in (3, 6)  # all-MiniLM-L6 / paraphrase-MiniLM-L3
+    model["sae_layers"] = [1, depth + 1]
+    message = config_error(too_deep, tmp_path)
+    assert (
+        f"models.{name}.sae_layers[1]: layer {depth + 1} is beyond the model's depth ({depth} layers"
+        in message
+    )
+
+
+def test_minimal_config_gets_every_section(tmp_path, tiny_model):
+    pd.DataFrame({"t": [f"x {i}" for i in range(10)], "y": [0, 1] * 5}).to_csv(
+        tmp_path / "d.csv", index=False
+    )
+    config = {
+        "models": {"m": {"source": f"path:{tiny_model}", "sae_layers": [1]}},
+        "datasets": {"d": {"source": "d.csv", "text": "t", "label": "y"}},
+    }
+    validate(config, tmp_path)
+    assert config["seed"] == 13
+    assert config["finetune"]["lr"] == 2e-5 and config["sae"]["d_sae"] == 1024
+    assert config["data"]["split"]["train"] == 0.8 and config["activations"]["dtype"] == "float16"
+
+
+def test_load_config_reads_a_file(study, tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    assert load_config(path, tmp_path)["finetune"]["warmup_ratio"] == 0.1
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("seed: 13\nmodels:\n  tiny:\n    sae_layers: [1, 2\n    source: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_yaml(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path))
+    assert "malformed YAML" in message and "line 5" in message
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "nope.yaml")
+
+
+def test_unknown_top_level_key_suggests_the_near_miss(study, tmp_path):
+    study["finetuning"] = study.pop("finetune")
+    message = config_error(study, tmp_path)
+    assert "finetuning: unknown key" in message and "did you mean 'finetune'" in message
+
+
+def test_unknown_model_key_suggests_sae_layers(study, tmp_path):
+    study["models"]["tiny"]["sae_layer"] = [1]
+    message = config_error(study, tmp_path)
+    assert "models.tiny.sae_layer: unknown key" in message and "did you mean 'sae_layers'" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "wrong", "right"),
+    [
+        ("finetune", "learning_rate", "lr"),
+        ("sae", "num_epochs", "epochs"),
+        ("finetune", "batchsize", "batch_size"),
+    ],
+)
+def test_unknown_nested_key_suggests_the_intended_one(study, tmp_path, section, wrong, right):
+    study[section][wrong] = 1
+    message = config_error(study, tmp_path)
+    assert f"{section}.{wrong}: unknown key" in message and f"did you mean {right!r}" in message
+
+
+def test_unknown_key_without_near_miss_lists_known_keys(study, tmp_path):
+    study["finetune"]["zzz"] = 1
+    message = config_error(study, tmp_path)
+    assert "finetune.zzz: unknown key" in message and "known keys:" in message and "lr" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expect"),
+    [
+        (("finetune", "epochs"), "ten", "finetune.epochs: expected integer, got str 'ten'"),
+        (("sae", "lr"), "fast", "sae.lr: expected number"),
+        (("finetune", "lr"), -1e-5, "finetune.lr: -1e-05 is out of range"),
+        (("finetune", "epochs"), 0, "finetune.epochs: 0 is out of range"),
+        (("sae", "d_sae"), 0, "sae.d_sae: 0 is out of range"),
+        (("models", "tiny", "sae_layers"), [], "models.tiny.sae_layers: must not be empty"),
+        (("datasets", "movies", "probes"), [], "datasets.movies.probes: must not be empty"),
+        (("sae", "architecture"), "gelu", "sae.architecture: 'gelu' is not one of"),
+        (("models", "tiny", "sae_layers"), [1, -1], "models.tiny.sae_layers[1]: -1 is out of range"),
+    ],
+)
+def test_schema_violations_name_the_key(study, tmp_path, path, value, expect):
+    target = study
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert expect in config_error(study, tmp_path)
+
+
+def test_missing_required_key(study, tmp_path):
+    del study["datasets"]["news"]["label"]
+    message = config_error(study, tmp_path)
+    assert "datasets.news" in message and "'label' is a required property" in message
+
+
+def test_sae_layer_beyond_model_depth(study, tmp_path):
+    study["models"]["tiny"]["sae_layers"] = [1, 5]
+    message = config_error(study, tmp_path)
+    assert "models.tiny.sae_layers[1]: layer 5 is beyond the model's depth (2 layers" in message
+
+
+def test_last_layer_is_allowed(study, tmp_path):
+    study["models"]["tiny"]["sae_layers"] = [0, 2]
+    validate(study, tmp_path)
+
+
+def test_split_fractions_must_sum_to_one(study, tmp_path):
+    study["data"]["split"] = {"train": 0.8, "validation": 0.1, "test": 0.2}
+    message = config_error(study, tmp_path)
+    assert "data.split: fractions must sum to 1, got 1.1" in message
+
+
+def test_missing_dataset_file(study, tmp_path):
+    study["datasets"]["apps"]["source"] = "data/missing.csv"
+    message = config_error(study, tmp_path)
+    assert "datasets.apps.source: file 'data/missing.csv' does not exist" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "wrong", "right"), [("text", "reviews", "review"), ("label", "sentimnt", "sentiment")]
+)
+def test_missing_column_suggests_the_near_miss(study, tmp_path, field, wrong, right):
+    study["datasets"]["movies"][field] = wrong
+    message = config_error(study, tmp_path)
+    assert f"datasets.movies.{field}: column {wrong!r} not in data/movies.csv" in message
+    assert f"did you mean {right!r}" in message
+
+
+def test_missing_column_without_near_miss_lists_the_columns(study, tmp_path):
+    study["datasets"]["news"]["text"] = "zzz"
+    message = config_error(study, tmp_path)
+    assert "datasets.news.text: column 'zzz' not in data/news.csv" in message
+    assert "category" in message and "headline" in message
+
+
+def test_unreadable_dataset_file_is_a_config_error(study, tmp_path):
+    (tmp_path / "data" / "apps.csv").write_bytes("content,score\ncaf\xe9,1\n".encode("latin-1"))
+    message = config_error(study, tmp_path)
+    assert "datasets.apps.source:" in message and "UTF-8" in message
+
+
+def test_unreachable_hub_model_while_offline(study, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    study["models"]["remote"] = {"source": "hub:layershift-tests/not-cached-model", "sae_layers": [1]}
+    message = config_error(study, tmp_path)
+    assert "models.remote.source:" in message and "not-cached-model" in message
+    assert "offline" in message and "path:<local dir>" in message and "HF_HOME" in message
+
+
+def test_missing_package_model(study, tmp_path):
+    study["models"]["pkg"] = {"source": "package:layershift-no-such-package", "sae_layers": [1]}
+    message = config_error(study, tmp_path)
+    assert "models.pkg.source: package 'layershift-no-such-package' is not installed" in message
+
+
+def test_path_model_without_config_json(study, tmp_path):
+    (tmp_path / "empty").mkdir()
+    study["models"]["tiny"]["source"] = f"path:{tmp_path / 'empty'}"
+    message = config_error(study, tmp_path)
+    assert "models.tiny.source:" in message and "no config.json" in message
+
+
+def test_validation_does_not_share_default_objects(study, tmp_path):
+    first = validate(copy.deepcopy(study), tmp_path)
+    first["similarity"]["token_sample"] = 7
+    second = validate(copy.deepcopy(study), tmp_path)
+    assert second["similarity"]["token_sample"] == 5000

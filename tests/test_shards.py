@@ -1,0 +1,146 @@
+"""Token-activation shards: round trip, fixed row groups, several files, shuffled batches, atomicity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from layershift.io import read_metadata
+from layershift.shards import ShardReader, ShardWriter, activations, shard_paths
+
+D = 8
+
+
+def token_rows(n: int, seed: int = 0):
+    """``n`` fake token rows: (sentence_ids, positions, token_ids, tokens, activations [n, D])."""
+    rng = np.random.default_rng(seed)
+    sentence_ids = np.repeat(np.arange(n // 4 + 1), 4)[:n].astype(np.int32)
+    positions = np.tile(np.arange(4), n // 4 + 1)[:n].astype(np.int32)
+    token_ids = rng.integers(0, 100, n).astype(np.int32)
+    tokens = [f"tok{t}" for t in token_ids]
+    acts = rng.normal(size=(n, D)).astype(np.float32)
+    return sentence_ids, positions, token_ids, tokens, acts
+
+
+def write_rows(
+    directory, rows, dtype="float32", rows_per_group=10, groups_per_shard=2, chunk=7, metadata=None
+):
+    """Append ``rows`` in uneven chunks of ``chunk`` rows; return the row count close() reports."""
+    with ShardWriter(
+        directory, D, dtype, rows_per_group, groups_per_shard, metadata or {"layer": 3}
+    ) as writer:
+        n = len(rows[4])
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            writer.append(rows[0][part], rows[1][part], rows[2][part], rows[3][part], rows[4][part])
+    return writer.n_rows
+
+
+@pytest.mark.parametrize(("dtype", "atol"), [("float32", 0.0), ("float16", 2e-3)])
+def test_round_trip_keeps_every_column(tmp_path, dtype, atol):
+    rows = token_rows(53)
+    assert write_rows(tmp_path / "layer3", rows, dtype=dtype) == 53
+    reader = ShardReader(tmp_path / "layer3")
+    assert reader.n_rows == 53 and reader.d_model == D
+    table = reader.read_all()
+    np.testing.assert_array_equal(table.column("sentence_id").to_numpy(), rows[0])
+    np.testing.assert_array_equal(table.column("position").to_numpy(), rows[1])
+    np.testing.assert_array_equal(table.column("token_id").to_numpy(), rows[2])
+    assert table.column("token").to_pylist() == rows[3]
+    got = activations(table)
+    assert got.dtype == np.float32 and got.shape == (53, D)
+    np.testing.assert_allclose(got, rows[4], rtol=1e-3 if atol else 0, atol=atol)
+    stored = pq.read_schema(reader.paths[0]).field("activation").type.value_type
+    assert str(stored) == {"float32": "float", "float16": "halffloat"}[dtype]
+
+
+def test_fixed_row_groups_and_several_shard_files(tmp_path):
+    write_rows(tmp_path / "l", token_rows(53), rows_per_group=10, groups_per_shard=2)
+    paths = shard_paths(tmp_path / "l")
+    # 53 rows -> groups of 10,10,10,10,10,3 -> 2 groups per file -> 3 files
+    assert [p.name for p in paths] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    sizes = [
+        pq.ParquetFile(p).metadata.row_group(g).num_rows
+        for p in paths
+        for g in range(pq.ParquetFile(p).num_row_groups)
+    ]
+    assert sizes == [10, 10, 10, 10, 10, 3]
+    reader = ShardReader(tmp_path / "l")
+    assert [n for _, _, n in reader.groups] == sizes
+    assert not list((tmp_path / "l").glob(".*tmp")), "no temporary part file may remain"
+
+
+def test_metadata_is_stored_in_every_shard(tmp_path):
+    write_rows(tmp_path / "l", token_rows(30), metadata={"layer": 3, "stage": "pretrained", "model": "m"})
+    for path in shard_paths(tmp_path / "l"):
+        meta = read_metadata(path)
+        assert meta == {"layer": 3, "stage": "pretrained", "model": "m", "dtype": "float32", "d_model": D}
+    assert ShardReader(tmp_path / "l").metadata["stage"] == "pretrained"
+
+
+def test_empty_writer_leaves_a_readable_empty_shard(tmp_path):
+    with ShardWriter(tmp_path / "l", D, "float16", 16, 2, {"layer": 0}):
+        pass
+    reader = ShardReader(tmp_path / "l")
+    assert reader.n_rows == 0 and reader.d_model == D
+    assert list(reader.iter_batches(4)) == []
+
+
+def test_wrong_activation_width_is_refused(tmp_path):
+    writer = ShardWriter(tmp_path / "l", D, "float32", 16, 2)
+    with pytest.raises(ValueError, match=r"\[n, 8\]"):
+        writer.append([0], [0], [0], ["a"], np.zeros((1, D + 1), np.float32))
+
+
+def _row_keys(batches, rows) -> list[int]:
+    """Map each returned activation row back to its index in ``rows`` (rows are distinct)."""
+    lookup = {r.tobytes(): i for i, r in enumerate(rows[4])}
+    return [lookup[r.tobytes()] for batch in batches for r in batch]
+
+
+def test_sequential_batches_keep_storage_order(tmp_path):
+    rows = token_rows(53)
+    write_rows(tmp_path / "l", rows)
+    batches = list(ShardReader(tmp_path / "l").iter_batches(8, buffer_groups=2))
+    assert [len(b) for b in batches] == [8] * 6 + [5]
+    assert _row_keys(batches, rows) == list(range(53))
+    assert len(list(ShardReader(tmp_path / "l").iter_batches(8, drop_last=True))) == 6
+
+
+def test_shuffled_batches_cover_every_row_once_and_repeat_for_a_seed(tmp_path):
+    rows = token_rows(97)
+    write_rows(tmp_path / "l", rows, rows_per_group=10, groups_per_shard=3)
+    reader = ShardReader(tmp_path / "l")
+    first = list(reader.iter_batches(16, shuffle=True, seed=5, buffer_groups=3))
+    keys = _row_keys(first, rows)
+    assert sorted(keys) == list(range(97)), "every row exactly once"
+    assert keys != list(range(97)), "shuffled"
+    again = _row_keys(reader.iter_batches(16, shuffle=True, seed=5, buffer_groups=3), rows)
+    other = _row_keys(reader.iter_batches(16, shuffle=True, seed=6, buffer_groups=3), rows)
+    assert again == keys
+    assert other != keys and sorted(other) == list(range(97))
+    assert all(len(b) == 16 for b in first[:-1]) and all(b.dtype == np.float32 for b in first)
+
+
+def test_exception_inside_with_leaves_no_part_file(tmp_path):
+    rows = token_rows(25)
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        ShardWriter(tmp_path / "l", D, "float32", 10, 5) as writer,
+    ):
+        writer.append(*(c[:25] for c in rows[:4]), rows[4])  # two groups written into an open temp shard
+        raise RuntimeError("boom")
+    assert list((tmp_path / "l").iterdir()) == []
+
+
+def test_exception_after_a_finished_shard_removes_it_too(tmp_path):
+    rows = token_rows(35)
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        ShardWriter(tmp_path / "l", D, "float32", 10, 1) as writer,
+    ):
+        writer.append(*rows)  # three finished one-group shards, 5 rows still buffered
+        assert len(list((tmp_path / "l").glob("part-*.parquet"))) == 3
+        raise RuntimeError("boom")
+    assert list((tmp_path / "l").iterdir()) == []
