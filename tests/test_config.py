@@ -35,7 +35,7 @@ def study(tmp_path, tiny_model) -> dict:
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     (tmp_path / "data").mkdir()
     for name, (file, text, label, labels) in TINY_CSVS.items():
-        rows = [{text: f"{name} text number {i}", label: labels[i % len(labels)]} for i in range(12)]
+        rows = [{text: f"{name} text number {i}", label: labels[i % len(labels)]} for i in range(30)]
         pd.DataFrame(rows).to_csv(tmp_path / "data" / file, index=False)
         config["datasets"][name].update(source=f"data/{file}", text=text, label=label)
     config["models"] = {"tiny": {"source": f"path:{tiny_model}", "sae_layers": [0, 1, 2]}}

@@ -128,12 +128,15 @@ def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> No
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ConfigError(f"{origin}: data.split: fractions must sum to 1, got {total:g} ({split})")
     for name, dataset in config["datasets"].items():
-        _check_dataset(name, dataset, origin, Path(base_dir))
+        _check_dataset(name, dataset, origin, Path(base_dir), config)
     for name, model in config["models"].items():
         _check_model(name, model, origin)
 
 
-def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path) -> None:
+CONTENT_CHECK_MAX_BYTES = 50 * 2**20  # larger files are content-checked by the (cheap, local) prepare job
+
+
+def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config: dict) -> None:
     from layershift import data
 
     key = f"datasets.{name}"
@@ -146,13 +149,32 @@ def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path) -> Non
     if not path.is_file():
         raise ConfigError(f"{origin}: {key}.source: file {source!r} does not exist")
     try:
-        columns = data.read_file(path).columns
+        frame = data.read_file(path)
     except LayershiftError as err:
         raise ConfigError(f"{origin}: {key}.source: {err}") from None
     for field in ("text", "label"):
-        if dataset[field] not in columns:
-            hint = _did_you_mean(dataset[field], columns, what="columns")
+        if dataset[field] not in frame.columns:
+            hint = _did_you_mean(dataset[field], frame.columns, what="columns")
             raise ConfigError(f"{origin}: {key}.{field}: column {dataset[field]!r} not in {source}{hint}")
+    if path.stat().st_size <= CONTENT_CHECK_MAX_BYTES:
+        _check_rows(frame, dataset, key, origin, config)
+
+
+def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> None:
+    """Run the preparation itself (clean, label, cap, split) so unusable rows fail here, not in a job."""
+    from layershift import data
+
+    raw = data.select_columns(frame, dataset["text"], dataset["label"], dataset["source"])
+    settings = data.PrepareConfig(
+        max_rows=config["data"]["max_rows"],
+        split=config["data"]["split"],
+        max_chars=config["data"]["max_chars"],
+        seed=config["seed"],
+    )
+    try:
+        data.prepare_frame(raw, settings, origin=dataset["source"], keep_labels=dataset.get("keep_labels"))
+    except LayershiftError as err:
+        raise ConfigError(f"{origin}: {key}: {err}") from None
 
 
 def _check_model(name: str, model: dict, origin: str) -> None:

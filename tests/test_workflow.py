@@ -1,0 +1,149 @@
+"""End-to-end DAG tests on the tiny study: complete run, caching, single targets, interruption, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import OFFLINE_ENV, ROOT, SNAKEFILE, SNAKEMAKE, build_tiny_study, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def jobs_of(dry_run_output: str) -> list[str]:
+    """Rule names of the jobs a dry run would execute (from Snakemake's job table)."""
+    lines = dry_run_output.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.startswith("job ")) + 2
+    except StopIteration:
+        return []
+    jobs = []
+    for line in lines[start:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs += [parts[0]] * int(parts[1])
+    return jobs
+
+
+def test_default_config_dry_run_lists_every_target():
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "-n", "--cores", "2", "-s", str(SNAKEFILE), "--directory", str(ROOT)],
+        capture_output=True, text=True, env={**os.environ, **OFFLINE_ENV},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = jobs_of(proc.stdout)
+    assert jobs.count("finetune") == 6 and jobs.count("extract") == 12
+    assert jobs.count("train_sae") == 2 * 3 * 6 and jobs.count("import_onnx") == 1
+    assert "report" in jobs
+
+
+def test_tiny_study_runs_end_to_end_and_is_cached(tiny_study_done):
+    results = tiny_study_done / "results"
+    report = results / "report/index.html"
+    assert report.stat().st_size > 10_000
+    html = report.read_text()
+    for heading in ("Fine-tuning", "Layer-wise similarity", "Sparse autoencoders", "Feature diff", "Findings"):
+        assert heading in html
+    sae = results / "sae/tiny2/mood/finetuned/layer2"
+    assert {"cfg.json", "sae_weights.safetensors", "metrics.json"} <= {p.name for p in sae.iterdir()}
+    metrics = json.loads((results / "metrics/tiny2/mood/classification.json").read_text())
+    assert {"pretrained", "linear_probe", "finetuned"} <= set(metrics)
+    assert not list(results.rglob("*.tmp")), "temporary files left behind"
+    again = run_snakemake(tiny_study_done, "-n", "--cores", "2")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_one_figure_builds_only_its_upstream(tmp_path):
+    build_tiny_study(tmp_path, n_models=2, n_datasets=2)
+    proc = run_snakemake(tmp_path, "-n", "--cores", "2", "results/figures/tokens/tiny2/mood/layer1.png")
+    out = proc.stdout
+    assert "tiny1" not in out and "topic" not in out
+    jobs = jobs_of(out)
+    assert {"prepare", "finetune", "extract", "train_sae", "features", "fig_tokens"} <= set(jobs)
+    assert "report" not in jobs and "evaluate" not in jobs and "train_crosscoder" not in jobs
+
+
+def test_editing_one_dataset_reruns_only_its_jobs(tmp_path):
+    build_tiny_study(tmp_path, n_models=1, n_datasets=2)
+    run_snakemake(tmp_path, "--cores", "2", "results/tables/similarity.parquet")
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["datasets"]["topic"]["probes"] = ["a new probe sentence"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tmp_path, "-n", "--cores", "2", "results/tables/similarity.parquet")
+    rerun = [line for line in proc.stdout.splitlines() if line.strip().startswith("wildcards:")]
+    assert rerun, proc.stdout
+    assert all("mood" not in line for line in rerun), rerun
+
+
+ARTIFACTS = [
+    "results/data/mood/train.parquet",
+    "results/data/mood/test.parquet",
+    "results/models/tiny2/mood/model.safetensors",
+    "results/sae/tiny2/mood/pretrained/layer1/sae_weights.safetensors",
+    "results/sae/tiny2/mood/finetuned/layer2/sae_weights.safetensors",
+]
+
+
+def _metrics(workdir: Path) -> dict:
+    report = json.loads((workdir / "results/metrics/tiny2/mood/classification.json").read_text())
+    return {row: report[row]["accuracy"] for row in ("pretrained", "linear_probe", "finetuned")}
+
+
+def test_killed_run_resumes_to_identical_artifacts(tiny_study_done, tmp_path):
+    """SIGKILL the whole Snakemake process group mid-training, rerun, compare with the uninterrupted run."""
+    build_tiny_study(tmp_path)
+    targets = [*ARTIFACTS, "results/metrics/tiny2/mood/classification.json"]
+    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", *targets]
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.time() + 300
+    logs = [tmp_path / "results/logs/finetune/tiny2/mood.log", tmp_path / "results/logs/train_sae/tiny2/mood/pretrained/layer1.log"]
+    while time.time() < deadline and not any(log.exists() and log.stat().st_size > 0 for log in logs):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "results/sae/tiny2/mood/finetuned/layer2/sae_weights.safetensors").exists()
+    shutil.rmtree(tmp_path / ".snakemake/locks", ignore_errors=True)
+    run_snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", *targets)
+    for artifact in ARTIFACTS:
+        assert (tmp_path / artifact).read_bytes() == (tiny_study_done / artifact).read_bytes(), artifact
+    assert _metrics(tmp_path) == _metrics(tiny_study_done)
+
+
+def test_second_run_is_byte_identical(tiny_study_done, tmp_path):
+    """Same config + same inputs on CPU => identical splits, weights and metrics."""
+    build_tiny_study(tmp_path)
+    run_snakemake(tmp_path, "--cores", "2", *ARTIFACTS, "results/metrics/tiny2/mood/classification.json")
+    for artifact in ARTIFACTS:
+        assert (tmp_path / artifact).read_bytes() == (tiny_study_done / artifact).read_bytes(), artifact
+    assert _metrics(tmp_path) == _metrics(tiny_study_done)
+
+
+def test_concurrent_runs_are_refused(tmp_path):
+    """While one Snakemake runs, a second one on the same results directory stops with the lock message."""
+    build_tiny_study(tmp_path)
+    target = "results/metrics/tiny2/mood/classification.json"
+    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", target]
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        locks = tmp_path / ".snakemake/locks"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (locks.exists() and any(locks.iterdir())):
+            time.sleep(0.1)
+        second = run_snakemake(tmp_path, "--cores", "1", target, check=False)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert second.returncode != 0
+    assert "LockException" in second.stderr or "locked" in second.stderr.lower()
