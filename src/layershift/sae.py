@@ -1,0 +1,691 @@
+"""Sparse autoencoders (SAEs) on token activations: model, streamed training, evaluation, SAELens-style files.
+
+Two architectures share one set of weights (SAELens names and shapes)::
+
+    W_enc [d_in, d_sae]   b_enc [d_sae]   W_dec [d_sae, d_in]   b_dec [d_in]
+
+* ``relu`` (the paper, §3.2.3): ``f = ReLU((x - b_dec) @ W_enc + b_enc)``, ``x̂ = f @ W_dec + b_dec``,
+  loss = MSE + λ·Σᵢ fᵢ‖W_dec,ᵢ‖. MSE is the mean over batch *and* input dimensions (``nn.MSELoss``, the scale
+  behind the paper's "loss on the order of 1e-4"); the L1 term is summed over latents and averaged over the
+  batch. With ``normalize_decoder`` every decoder row is put back on the unit sphere after each step, so the
+  decoder-norm weight is 1; without it the L1 is weighted by the row norms (Anthropic's April 2024 update) so the
+  SAE cannot dodge the penalty by shrinking ``f`` and growing ``W_dec``.
+* ``topk`` (Gao et al. 2024): keep the ``k`` largest pre-activations per row (ReLU after), loss = MSE.
+
+Inputs may be normalised (``SAEConfig.normalize_activations``): the statistics are estimated from the start of
+the training stream and stored in ``cfg.json``; :meth:`SAE.encode` takes *raw* activations and normalises them,
+:meth:`SAE.decode` returns reconstructions in raw units. Losses and ``mse`` are measured in the normalised
+("working") space the SAE is trained in; ``mse_raw`` in :func:`evaluate_sae` converts back.
+
+On disk an SAE is a directory with ``cfg.json`` + ``sae_weights.safetensors`` (:func:`save_sae`,
+:func:`load_sae`). :func:`train_sae` streams numpy batches (never the whole matrix), can resume from per-epoch
+checkpoints and ends with the same weights as an uninterrupted run; :func:`train_sae_on_shards` wires it to a
+layer's Parquet shards with held-out row groups.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from layershift.io import atomic_dir, atomic_path, read_json, write_json
+from layershift.shards import ShardReader
+
+SAE_CFG_FILENAME = "cfg.json"
+SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
+OPTIMIZER_FILENAME = "optimizer.safetensors"
+TRAINER_STATE_FILENAME = "trainer_state.json"
+FORMAT_VERSION = 1
+ARCHITECTURES = ("relu", "topk")
+NORMALIZATIONS = ("none", "expected_average_only_in", "center_and_scale")
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+WEIGHT_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
+# Fields that must agree between a checkpoint and the run that resumes it (epochs may grow).
+RESUME_TRAIN_FIELDS = ("lr", "batch_size", "seed", "normalize_decoder", "shuffle", "init_rows", "precision")
+
+
+@dataclass
+class SAEConfig:
+    """What an SAE is: shapes, architecture, sparsity, input normalisation and provenance (→ ``cfg.json``)."""
+
+    d_in: int  # width of the activations it reads (the model's d_model)
+    d_sae: int = 1024  # number of latents (dictionary size); the paper uses 1024
+    architecture: Literal["relu", "topk"] = "relu"  # paper's L1 ReLU SAE, or TopK (Gao et al. 2024)
+    k: int = 32  # active latents per row for topk
+    l1_coefficient: float = 1e-3  # λ of MSE + λ·L1 (relu only)
+    normalize_activations: Literal["none", "expected_average_only_in", "center_and_scale"] = (
+        "none"  # input scaling
+    )
+    hook_name: str = ""  # e.g. "hidden_states.3" (which layer it reads)
+    dtype: str = "float32"  # parameter dtype
+    metadata: dict = field(default_factory=dict)  # model/dataset/stage/layer/seed provenance
+    format_version: int = FORMAT_VERSION  # on-disk format of cfg.json + weights
+    activation_scale: float = 1.0  # input multiplier estimated by training (1 unless normalising)
+    activation_mean: list[float] | None = (
+        None  # [d_in] mean subtracted before scaling (center_and_scale only)
+    )
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.normalize_activations not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalize_activations must be one of {NORMALIZATIONS}, got {self.normalize_activations!r}"
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.d_in < 1 or self.d_sae < 1:
+            raise ValueError(f"d_in and d_sae must be positive, got {self.d_in}, {self.d_sae}")
+        if self.architecture == "topk" and not 1 <= self.k <= self.d_sae:
+            raise ValueError(f"k must be in [1, d_sae={self.d_sae}], got {self.k}")
+        if self.format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"cfg format_version {self.format_version} is newer than this layershift ({FORMAT_VERSION})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``cfg.json`` content: our fields plus the SAELens keys ``device`` and ``apply_b_dec_to_input``."""
+        return {**dataclasses.asdict(self), "device": "cpu", "apply_b_dec_to_input": True}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
+        """Inverse of :meth:`to_dict`; keys that are not fields (e.g. ``device``) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class TrainConfig:
+    """How an SAE is trained (Adam, epochs over a streamed activation set)."""
+
+    lr: float = 2e-5  # Adam learning rate (the paper's 2e-5)
+    epochs: int = 10  # passes over the training rows
+    batch_size: int = 256  # rows per optimiser step
+    seed: int = 0  # seeds initialisation, hold-out split and shuffling
+    normalize_decoder: bool = True  # unit-norm decoder rows after each step (keeps L1 honest)
+    holdout_fraction: float = 0.1  # row groups held out for evaluation
+    threads: int | None = None  # torch CPU threads (None: leave torch's setting)
+    device: str = "auto"  # "auto" = cuda if available else cpu; or any torch device string
+    precision: Literal["float32", "bf16"] = "float32"  # bf16 autocast for the forward pass (cuda only)
+    shuffle: bool = True  # shuffle row groups and rows within a buffer each epoch (shard training)
+    shuffle_buffer_groups: int = 8  # row groups mixed together when shuffling shards
+    init_rows: int = 16384  # rows at the start of epoch 0 used to set b_dec and normalisation statistics
+    log_every: int = 100  # steps per entry of the per-step loss curve (mean loss over those steps)
+    eval_batch_size: int = 4096  # rows per batch when evaluating held-out rows
+
+
+class SAEOutput(NamedTuple):
+    """Everything one forward pass measures (scalars are 0-d tensors; ``loss`` carries the gradient)."""
+
+    loss: torch.Tensor  # mse + λ·l1 (relu) or mse + aux (topk): what training minimises
+    mse: torch.Tensor  # mean squared error per element, in the normalised working space
+    l1: torch.Tensor  # mean over rows of Σᵢ fᵢ·‖W_dec,ᵢ‖ (decoder-norm weighted L1)
+    l0: torch.Tensor  # mean number of active latents per row
+    fvu: torch.Tensor  # fraction of variance unexplained in this batch (1 - explained variance)
+    recon: torch.Tensor  # [n, d_in] reconstruction in raw input units
+    features: torch.Tensor  # [n, d_sae] latent activations
+    aux: torch.Tensor  # auxiliary loss term (0: no AuxK implemented)
+
+
+class SAE(torch.nn.Module):
+    """Standard ReLU SAE; ``SAE(cfg)`` returns the subclass that ``cfg.architecture`` names."""
+
+    # True only inside train_sae while it keeps decoder rows on the unit sphere: the L1 is then a plain sum
+    # (same value up to rounding, no gradient through the row norms).
+    decoder_is_unit_norm = False
+
+    def __new__(cls, cfg: SAEConfig | None = None, *args: Any, **kwargs: Any) -> SAE:
+        if cls is SAE and cfg is not None:
+            cls = SAE_CLASSES[cfg.architecture]
+        return super().__new__(cls)
+
+    def __init__(self, cfg: SAEConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = copy.deepcopy(cfg)  # training writes normalisation statistics into it
+        dtype = DTYPES[cfg.dtype]
+        generator = torch.Generator().manual_seed(seed)
+        W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=generator, dtype=torch.float64)
+        W_dec /= W_dec.norm(dim=1, keepdim=True)  # unit-norm decoder rows
+        self.W_dec = torch.nn.Parameter(W_dec.to(dtype))  # [d_sae, d_in]
+        # tied init: W_enc [d_in, d_sae] = W_dec.T
+        self.W_enc = torch.nn.Parameter(self.W_dec.detach().T.clone().contiguous())
+        self.b_enc = torch.nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.b_dec = torch.nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        # Normalisation statistics live in cfg.json, not the weights file, so SAELens sees exactly four tensors.
+        self.register_buffer("activation_scale", torch.tensor(1.0, dtype=dtype), persistent=False)
+        self.register_buffer("activation_mean", torch.zeros(cfg.d_in, dtype=dtype), persistent=False)
+        self._load_normalization_from_cfg()
+
+    # --- input normalisation -------------------------------------------------------------------------------
+    def _load_normalization_from_cfg(self) -> None:
+        with torch.no_grad():
+            self.activation_scale.fill_(self.cfg.activation_scale)
+            if self.cfg.activation_mean is not None:
+                mean = torch.tensor(self.cfg.activation_mean, dtype=torch.float64)
+                if mean.shape != (self.cfg.d_in,):
+                    raise ValueError(
+                        f"activation_mean has shape {tuple(mean.shape)}, expected ({self.cfg.d_in},)"
+                    )
+                self.activation_mean.copy_(mean)
+            else:
+                self.activation_mean.zero_()
+
+    def set_normalization(self, scale: float, mean: np.ndarray | None) -> None:
+        """Record input statistics in the config (→ cfg.json) and the buffers that apply them."""
+        self.cfg.activation_scale = float(np.float32(scale))  # float32-exact, so JSON round trips bit for bit
+        self.cfg.activation_mean = None if mean is None else [float(v) for v in np.asarray(mean, np.float32)]
+        self._load_normalization_from_cfg()
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw activations -> the SAE's working space (identity for ``normalize_activations="none"``)."""
+        mode = self.cfg.normalize_activations
+        if mode == "none":
+            return x
+        if mode == "center_and_scale":
+            x = x - self.activation_mean
+        return x * self.activation_scale
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Working space -> raw activation units (inverse of :meth:`normalize`)."""
+        mode = self.cfg.normalize_activations
+        if mode == "none":
+            return x
+        x = x / self.activation_scale
+        return x + self.activation_mean if mode == "center_and_scale" else x
+
+    # --- the model ----------------------------------------------------------------------------------------
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        """Pre-activations -> latents (ReLU)."""
+        return F.relu(pre)
+
+    def encode_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """Working-space inputs ``[n, d_in]`` -> latents ``[n, d_sae]``: ``activate((x - b_dec) @ W_enc + b_enc)``.
+
+        Written as ``x @ W_enc + (b_enc - b_dec @ W_enc)`` so the backward pass needs no gradient w.r.t. ``x``
+        (one ``[n, d_sae] @ [d_sae, d_in]`` matmul less per step; ``b_dec``'s gradient is a vector product).
+        """
+        bias = self.b_enc - self.b_dec @ self.W_enc  # [d_in] @ [d_in, d_sae] -> [d_sae]
+        return self.activate(torch.addmm(bias, x, self.W_enc))
+
+    def decode_normalized(self, f: torch.Tensor) -> torch.Tensor:
+        """Latents ``[n, d_sae]`` -> working-space reconstruction ``[n, d_in]``."""
+        return torch.addmm(self.b_dec, f, self.W_dec)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw activations ``[n, d_in]`` -> latents ``[n, d_sae]`` (normalises, subtracts ``b_dec``)."""
+        return self.encode_normalized(self.normalize(x.to(self.W_enc.dtype)))
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Latents ``[n, d_sae]`` -> reconstruction ``[n, d_in]`` in raw activation units."""
+        return self.denormalize(self.decode_normalized(f))
+
+    def sparsity_loss(self, f: torch.Tensor) -> torch.Tensor:
+        """Mean over rows of Σᵢ fᵢ‖W_dec,ᵢ‖ (f ≥ 0, so this is the decoder-norm weighted L1)."""
+        if self.decoder_is_unit_norm:
+            return f.sum() / len(f)
+        return (f @ self.W_dec.norm(dim=1)).mean()  # [n, d_sae] @ [d_sae] -> [n]
+
+    def loss_terms(self, mse: torch.Tensor, l1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, aux) from the reconstruction and sparsity terms."""
+        return mse + self.cfg.l1_coefficient * l1, torch.zeros((), device=mse.device)
+
+    def forward(self, x: torch.Tensor) -> SAEOutput:
+        """Encode, decode and measure a raw batch ``[n, d_in]``."""
+        x = self.normalize(x.to(self.W_enc.dtype))
+        f = self.encode_normalized(x)  # [n, d_in] -> [n, d_sae]
+        recon = self.decode_normalized(f)  # [n, d_sae] -> [n, d_in]
+        mse = F.mse_loss(recon, x)
+        l1 = self.sparsity_loss(f)
+        loss, aux = self.loss_terms(mse, l1)
+        with torch.no_grad():
+            l0 = (f > 0).sum(dim=-1, dtype=torch.float32).mean()
+            total = (x - x.mean(dim=0)).pow(2).sum().clamp_min(torch.finfo(x.dtype).tiny)
+            fvu = mse.detach() * x.numel() / total
+        return SAEOutput(loss, mse, l1, l0, fvu, self.denormalize(recon), f, aux)
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Put every decoder row back on the unit sphere, in place."""
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def fold_W_dec_norm(self) -> None:
+        """Make decoder rows unit norm without changing the function (scales encoder columns instead)."""
+        norms = self.W_dec.norm(dim=1).clamp_min(1e-12)  # [d_sae]
+        self.W_dec.div_(norms[:, None])
+        self.W_enc.mul_(norms)
+        self.b_enc.mul_(norms)
+
+
+class TopKSAE(SAE):
+    """TopK SAE (Gao et al. 2024): the ``k`` largest pre-activations per row survive, then ReLU."""
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)  # [n, d_sae] -> [n, k]
+        return torch.zeros_like(pre).scatter_(-1, indices, F.relu(values))  # [n, k] -> [n, d_sae]
+
+    def loss_terms(self, mse: torch.Tensor, l1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        aux = torch.zeros((), device=mse.device)
+        return mse + aux, aux
+
+
+SAE_CLASSES: dict[str, type[SAE]] = {"relu": SAE, "topk": TopKSAE}
+
+
+# --- files ------------------------------------------------------------------------------------------------
+def save_sae(sae: SAE, directory: str | os.PathLike) -> None:
+    """Write ``cfg.json`` + ``sae_weights.safetensors`` (SAELens names), each atomically, weights first.
+
+    Files are replaced one by one (not the whole directory), so siblings such as ``metrics.json`` survive.
+    """
+    directory = Path(directory)
+    tensors = {name: getattr(sae, name).detach().to("cpu").contiguous() for name in WEIGHT_NAMES}
+    with atomic_path(directory / SAE_WEIGHTS_FILENAME, suffix=".safetensors") as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt", "format_version": str(FORMAT_VERSION)})
+    write_json(sae.cfg.to_dict(), directory / SAE_CFG_FILENAME)
+
+
+def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -> SAE:
+    """Read an SAE saved by :func:`save_sae`: class by ``architecture``, every weight shape checked."""
+    directory = Path(directory)
+    cfg = SAEConfig.from_dict(read_json(directory / SAE_CFG_FILENAME))
+    sae = SAE(cfg)
+    state = load_file(directory / SAE_WEIGHTS_FILENAME)
+    expected = {name: tuple(getattr(sae, name).shape) for name in WEIGHT_NAMES}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if found != expected:
+        raise ValueError(f"{directory}: weights {found} do not match cfg.json shapes {expected}")
+    sae.load_state_dict({k: v.to(DTYPES[cfg.dtype]) for k, v in state.items()}, strict=True)
+    return sae.to(device)
+
+
+# --- training ---------------------------------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else is passed to :class:`torch.device`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def to_tensor(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A float batch on ``device`` without an extra host copy (``torch.from_numpy`` shares memory)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    batch = np.ascontiguousarray(batch)
+    if batch.flags.writeable:
+        return torch.from_numpy(batch).to(device, non_blocking=True)
+    with warnings.catch_warnings():  # Arrow buffers are read-only; nothing here writes to the tensor
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(batch).to(device, non_blocking=True)
+
+
+def activation_statistics(rows: np.ndarray, mode: str) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """From ``[n, d_in]`` raw rows: (mean of the normalised rows -> b_dec init, scale, mean to subtract).
+
+    ``expected_average_only_in`` scales so that E‖x‖ = √d_in (SAELens / Anthropic); ``center_and_scale``
+    first subtracts the mean, then scales so that E‖x - μ‖ = √d_in. One scalar scale keeps directions intact.
+    """
+    rows = rows.astype(np.float64)
+    mean = rows.mean(axis=0)  # [d_in]
+    if mode == "none":
+        return mean, 1.0, None
+    centered = mode == "center_and_scale"
+    norms = np.linalg.norm(rows - mean if centered else rows, axis=1)
+    scale = math.sqrt(rows.shape[1]) / max(float(norms.mean()), np.finfo(np.float64).tiny)
+    if centered:
+        return np.zeros_like(mean), scale, mean
+    return mean * scale, scale, None
+
+
+def peek_rows(batches: Iterator[np.ndarray], n_rows: int) -> tuple[list[np.ndarray], Iterator[np.ndarray]]:
+    """Take batches until ``n_rows`` rows are seen; return them and an iterator that still yields everything."""
+    head: list[np.ndarray] = []
+    seen = 0
+    for batch in batches:
+        head.append(batch)
+        seen += len(batch)
+        if seen >= n_rows:
+            break
+    return head, itertools.chain(head, batches)
+
+
+def initialize_from_data(sae: SAE, head: list[np.ndarray], n_rows: int) -> None:
+    """Set normalisation statistics and ``b_dec`` (the working-space data mean) from the first rows."""
+    rows = np.concatenate(head)[:n_rows] if head else np.zeros((0, sae.cfg.d_in), np.float32)
+    if not len(rows):
+        raise ValueError("the training stream yielded no rows")
+    b_dec, scale, mean = activation_statistics(rows, sae.cfg.normalize_activations)
+    sae.set_normalization(scale, mean)
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.from_numpy(b_dec))
+
+
+def make_optimizer(sae: SAE, lr: float) -> torch.optim.Adam:
+    """Adam over the four weights; the fused kernel when this torch/device has one."""
+    params = [getattr(sae, name) for name in WEIGHT_NAMES]
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def train_sae(
+    batches: Callable[[int], Iterable[np.ndarray]],
+    cfg: SAEConfig,
+    train: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[SAE, dict]:
+    """Train an SAE on ``batches(epoch)`` (called once per epoch, yields ``[b, d_in]`` float32 arrays).
+
+    With ``checkpoint_dir`` the weights, Adam state and loss curve are saved after every epoch and training
+    resumes from the last complete epoch; given the same ``batches`` the result equals an uninterrupted run.
+    Returns the SAE (on the training device) and a dict: ``loss_curve``, ``n_train_rows`` (rows per epoch),
+    ``epochs``, ``steps``, ``resumed_from_epoch``, ``seconds``, ``rows_per_second`` (this run only).
+    """
+    previous_threads = torch.get_num_threads()
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    try:
+        return _train(batches, cfg, train, checkpoint_dir, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(batches, cfg, train, checkpoint_dir, progress) -> tuple[SAE, dict]:
+    device = resolve_device(train.device)
+    cfg = dataclasses.replace(cfg, metadata={**cfg.metadata, "train_config": dataclasses.asdict(train)})
+    sae = SAE(cfg, seed=train.seed).to(device)
+    sae.decoder_is_unit_norm = train.normalize_decoder
+    optimizer = make_optimizer(sae, train.lr)
+    resumed = load_checkpoint(checkpoint_dir, sae, optimizer, train) if checkpoint_dir else None
+    state = resumed or new_trainer_state()
+    resumed_from_epoch = state["epoch"]
+    start, rows_this_run = time.perf_counter(), 0
+    for epoch in range(state["epoch"], train.epochs):
+        stream = iter(batches(epoch))
+        if epoch == 0:
+            head, stream = peek_rows(stream, train.init_rows)
+            initialize_from_data(sae, head, train.init_rows)
+        description = f"SAE epoch {epoch + 1}/{train.epochs}"
+        rows = run_epoch(sae, optimizer, _progress(stream, progress, description), train, state, device)
+        if rows == 0:
+            raise ValueError(f"batches({epoch}) yielded no rows")
+        state["epoch"], state["n_train_rows"] = epoch + 1, rows
+        rows_this_run += rows
+        if checkpoint_dir:
+            save_checkpoint(checkpoint_dir, sae, optimizer, state, train)
+    seconds = time.perf_counter() - start
+    sae.decoder_is_unit_norm = (
+        False  # outside training, l1 always weights by the (≈1) norms, as after load_sae
+    )
+    metrics = {
+        "loss_curve": {k: state[k] for k in EPOCH_CURVES}
+        | {"step": state["log_step"], "step_loss": state["log_loss"]},
+        "n_train_rows": state["n_train_rows"],
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "resumed_from_epoch": resumed_from_epoch,
+        "seconds": seconds,
+        "rows_per_second": rows_this_run / seconds if rows_this_run else 0.0,
+        "device": str(device),
+    }
+    return sae, metrics
+
+
+EPOCH_CURVES = ("epoch_loss", "epoch_mse", "epoch_l1", "epoch_l0")  # per-epoch means of the SAEOutput terms
+
+
+def new_trainer_state() -> dict:
+    """What a checkpoint remembers besides tensors: progress and loss curves (JSON-friendly)."""
+    return {"epoch": 0, "step": 0, "n_train_rows": 0, "log_step": [], "log_loss": [], "log_window": 0.0} | {
+        key: [] for key in EPOCH_CURVES
+    }
+
+
+def run_epoch(
+    sae: SAE,
+    optimizer: torch.optim.Optimizer,
+    stream: Iterable[np.ndarray],
+    train: TrainConfig,
+    state: dict,
+    device: torch.device,
+) -> int:
+    """One pass of Adam steps over ``stream``; appends to the curves in ``state``; returns the rows seen."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
+    totals = torch.zeros(len(EPOCH_CURVES), dtype=torch.float64, device=device)  # summed over steps, no syncs
+    window = torch.full((), state["log_window"], dtype=torch.float64, device=device)
+    steps = rows = 0
+    for batch in stream:
+        x = to_tensor(batch, device)
+        with autocast:
+            out = sae(x)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        if train.normalize_decoder:
+            sae.normalize_decoder_()
+        terms = torch.stack([out.loss, out.mse, out.l1, out.l0]).detach().to(torch.float64)
+        totals += terms
+        window += terms[0]
+        steps, rows = steps + 1, rows + len(batch)
+        state["step"] += 1
+        if state["step"] % train.log_every == 0:
+            state["log_step"].append(state["step"])
+            state["log_loss"].append(window.item() / train.log_every)
+            window.zero_()
+    for key, value in zip(EPOCH_CURVES, (totals / max(steps, 1)).tolist(), strict=True):
+        state[key].append(value)
+    state["log_window"] = window.item()
+    return rows
+
+
+def _progress(stream: Iterable, enabled: bool, description: str) -> Iterable:
+    if not enabled:
+        return stream
+    return tqdm(stream, desc=description, unit="batch", leave=False, mininterval=5.0)
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------
+def save_checkpoint(
+    directory: str | os.PathLike, sae: SAE, optimizer: torch.optim.Optimizer, state: dict, train: TrainConfig
+) -> None:
+    """Write ``epoch-NNNN/`` (SAE files, Adam state as safetensors, trainer state JSON) atomically, then drop older ones."""
+    directory = Path(directory)
+    final = directory / f"epoch-{state['epoch']:04d}"
+    optim_state = optimizer.state_dict()
+    tensors = {
+        f"state.{index}.{key}": value.detach().to("cpu").contiguous()
+        for index, param_state in optim_state["state"].items()
+        for key, value in param_state.items()
+    }
+    with atomic_dir(final) as tmp:
+        save_sae(sae, tmp)
+        save_file(tensors, tmp / OPTIMIZER_FILENAME)
+        trainer = {
+            **state,
+            "param_groups": optim_state["param_groups"],
+            "train_config": dataclasses.asdict(train),
+        }
+        write_json(trainer, tmp / TRAINER_STATE_FILENAME)
+    for older in complete_checkpoints(directory)[:-1]:
+        shutil.rmtree(older, ignore_errors=True)
+
+
+def complete_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Checkpoint directories under their final names (hence complete), oldest first."""
+    return sorted(p for p in Path(directory).glob("epoch-[0-9]*") if (p / TRAINER_STATE_FILENAME).exists())
+
+
+def load_checkpoint(
+    directory: str | os.PathLike, sae: SAE, optimizer: torch.optim.Optimizer, train: TrainConfig
+) -> dict | None:
+    """Restore the newest checkpoint into ``sae`` and ``optimizer``; return the trainer state (None: no checkpoint)."""
+    found = complete_checkpoints(directory) if Path(directory).exists() else []
+    if not found:
+        return None
+    path = found[-1]
+    trainer = read_json(path / TRAINER_STATE_FILENAME)
+    saved_train = trainer.pop("train_config")
+    mismatched = [k for k in RESUME_TRAIN_FIELDS if saved_train.get(k) != getattr(train, k)]
+    if mismatched:
+        raise ValueError(
+            f"{path}: checkpoint trained with different {mismatched}; delete it or match the config"
+        )
+    if trainer["epoch"] > train.epochs:
+        raise ValueError(
+            f"{path}: checkpoint has {trainer['epoch']} epochs, more than the {train.epochs} asked for"
+        )
+    saved = load_sae(path)
+    if _architecture_fields(saved.cfg) != _architecture_fields(sae.cfg):
+        raise ValueError(f"{path}: checkpoint SAE config differs from the requested one")
+    with torch.no_grad():
+        for name in WEIGHT_NAMES:
+            getattr(sae, name).copy_(getattr(saved, name))
+    sae.set_normalization(saved.cfg.activation_scale, saved.cfg.activation_mean)
+    optimizer.load_state_dict(
+        _unflatten_optimizer(load_file(path / OPTIMIZER_FILENAME), trainer.pop("param_groups"))
+    )
+    return trainer
+
+
+def _architecture_fields(cfg: SAEConfig) -> dict:
+    ignored = {"metadata", "activation_scale", "activation_mean", "hook_name"}
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in param_groups]
+    return {"state": state, "param_groups": groups}
+
+
+# --- evaluation -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_sae(sae: SAE, batches: Iterable[np.ndarray]) -> dict:
+    """Stream raw batches through ``sae``: mse (working space), mse_raw, explained_variance, l0, dead_fraction.
+
+    Sums are kept in float64 and the explained variance is ``1 - SSE / SST`` over all rows (SST around the
+    overall mean), so the numbers do not depend on how the rows are batched beyond float32 rounding.
+    """
+    device = sae.W_enc.device
+    d_in = sae.cfg.d_in
+    sse = torch.zeros((), dtype=torch.float64, device=device)
+    active = torch.zeros((), dtype=torch.float64, device=device)
+    x_sum = torch.zeros(d_in, dtype=torch.float64, device=device)
+    x_sq = torch.zeros((), dtype=torch.float64, device=device)
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=device)
+    n = 0
+    for batch in batches:
+        x = sae.normalize(to_tensor(batch, device).to(sae.W_enc.dtype))
+        f = sae.encode_normalized(x)  # [b, d_in] -> [b, d_sae]
+        recon = sae.decode_normalized(f)  # [b, d_sae] -> [b, d_in]
+        sse += (recon - x).double().pow(2).sum()
+        positive = f > 0
+        active += positive.sum()
+        fired |= positive.any(dim=0)
+        x64 = x.double()
+        x_sum += x64.sum(dim=0)
+        x_sq += x64.pow(2).sum()
+        n += len(batch)
+    if n == 0:
+        raise ValueError("evaluate_sae got no rows")
+    sst = (x_sq - x_sum.pow(2).sum() / n).clamp_min(torch.finfo(torch.float64).tiny)
+    mse = (sse / (n * d_in)).item()
+    return {
+        "mse": mse,
+        "mse_raw": mse / sae.cfg.activation_scale**2,
+        "explained_variance": 1.0 - (sse / sst).item(),
+        "l0": (active / n).item(),
+        "dead_fraction": 1.0 - fired.double().mean().item(),
+        "n_rows": n,
+    }
+
+
+# --- shards -----------------------------------------------------------------------------------------------
+def split_groups(n_groups: int, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) row-group indices: ``round(fraction·n)`` random groups held out, at least one when the
+    fraction is positive and there are two or more groups; none otherwise."""
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    n_holdout = round(holdout_fraction * n_groups)
+    if holdout_fraction > 0 and n_groups >= 2:
+        n_holdout = min(max(n_holdout, 1), n_groups - 1)
+    held = set(np.random.default_rng(seed).permutation(n_groups)[:n_holdout].tolist())
+    return [g for g in range(n_groups) if g not in held], sorted(held)
+
+
+def subset_reader(reader: ShardReader, groups: list[int]) -> ShardReader:
+    """A view of ``reader`` that sees only the row groups ``groups`` (in that order)."""
+    view = copy.copy(reader)
+    view.groups = [reader.groups[g] for g in groups]
+    view.n_rows = sum(n for _, _, n in view.groups)
+    return view
+
+
+def train_sae_on_shards(
+    shard_dir: str | os.PathLike,
+    cfg: SAEConfig,
+    train: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[SAE, dict]:
+    """Train on a layer's Parquet shards, holding out row groups; metrics include held-out evaluation.
+
+    Epoch ``e`` reads the training groups shuffled with seed ``train.seed + e`` (or in storage order when
+    ``train.shuffle`` is off). Shard metadata (model, dataset, stage, layer) fills ``cfg.metadata`` and, if
+    empty, ``hook_name`` = ``hidden_states.{layer}``. With no held-out group the evaluation uses training rows
+    (``evaluation_split`` says which).
+    """
+    reader = ShardReader(shard_dir)
+    if reader.d_model != cfg.d_in:
+        raise ValueError(f"{shard_dir}: activations have d_model={reader.d_model}, cfg.d_in={cfg.d_in}")
+    train_groups, heldout_groups = split_groups(len(reader.groups), train.holdout_fraction, train.seed)
+    train_reader = subset_reader(reader, train_groups)
+    provenance = {k: v for k, v in reader.metadata.items() if k not in ("dtype", "d_model")}
+    hook_name = cfg.hook_name or (f"hidden_states.{provenance['layer']}" if "layer" in provenance else "")
+    cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
+
+    def batches(epoch: int) -> Iterator[np.ndarray]:
+        return train_reader.iter_batches(
+            train.batch_size,
+            shuffle=train.shuffle,
+            seed=train.seed + epoch,
+            buffer_groups=train.shuffle_buffer_groups,
+        )
+
+    sae, metrics = train_sae(batches, cfg, train, checkpoint_dir, progress)
+    eval_reader = subset_reader(reader, heldout_groups) if heldout_groups else train_reader
+    evaluation = evaluate_sae(sae, eval_reader.iter_batches(train.eval_batch_size))
+    metrics |= {k: v for k, v in evaluation.items() if k != "n_rows"}
+    metrics |= {
+        "n_train_rows": train_reader.n_rows,
+        "n_heldout_rows": evaluation["n_rows"] if heldout_groups else 0,
+        "evaluation_split": "heldout" if heldout_groups else "train",
+        "heldout_groups": heldout_groups,
+    }
+    return sae, metrics

@@ -1,0 +1,282 @@
+"""Sparse autoencoders: recovery of known atoms, sparsity, streaming, files, resume, normalisation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from layershift.sae import (
+    SAE,
+    SAEConfig,
+    TopKSAE,
+    TrainConfig,
+    evaluate_sae,
+    load_sae,
+    save_sae,
+    split_groups,
+    subset_reader,
+    train_sae,
+    train_sae_on_shards,
+)
+from layershift.shards import ShardReader, ShardWriter
+
+D_IN, N_ATOMS, N_ROWS = 24, 16, 4096
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def atoms_and_rows() -> tuple[np.ndarray, np.ndarray]:
+    """16 unit atoms in d=24; each row a non-negative combination of ~3 of them."""
+    rng = np.random.default_rng(0)
+    atoms = rng.normal(size=(N_ATOMS, D_IN))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    active = rng.random((N_ROWS, N_ATOMS)) < 3 / N_ATOMS
+    coefficients = active * rng.uniform(0.5, 1.5, size=(N_ROWS, N_ATOMS))
+    return atoms, (coefficients @ atoms).astype(np.float32)
+
+
+def shuffled_batches(rows: np.ndarray, batch_size: int = 128):
+    """batches(epoch): a fresh permutation per epoch, seeded by the epoch."""
+
+    def batches(epoch: int):
+        order = np.random.default_rng(epoch).permutation(len(rows))
+        for start in range(0, len(rows), batch_size):
+            yield rows[order[start : start + batch_size]]
+
+    return batches
+
+
+def fast_train(**overrides) -> TrainConfig:
+    return TrainConfig(**{"lr": 3e-3, "epochs": 3, "batch_size": 128, "init_rows": 1024, **overrides})
+
+
+def write_shards(directory, rows: np.ndarray, rows_per_group: int = 256, sentence_length: int = 8) -> None:
+    n = len(rows)
+    sentence_ids = np.arange(n) // sentence_length
+    positions = np.arange(n) % sentence_length
+    with ShardWriter(
+        directory,
+        D_IN,
+        dtype="float32",
+        rows_per_group=rows_per_group,
+        groups_per_shard=4,
+        metadata={"layer": 3},
+    ) as writer:
+        writer.append(sentence_ids, positions, positions + 100, [f"t{i}" for i in range(n)], rows)
+
+
+def max_cosine_per_atom(atoms: np.ndarray, sae: SAE) -> np.ndarray:
+    decoder = sae.W_dec.detach().cpu().double().numpy()
+    decoder /= np.linalg.norm(decoder, axis=1, keepdims=True)
+    return (atoms @ decoder.T).max(axis=1)
+
+
+def weights(sae: SAE) -> dict[str, torch.Tensor]:
+    return {name: getattr(sae, name).detach().cpu().clone() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+
+
+def assert_same_weights(a: SAE, b: SAE) -> None:
+    for name, tensor in weights(a).items():
+        assert torch.equal(tensor, weights(b)[name]), name
+
+
+@pytest.mark.parametrize(("architecture", "l1"), [("relu", 1e-2), ("topk", 0.0)])
+def test_recovers_known_atoms(atoms_and_rows, architecture, l1):
+    atoms, rows = atoms_and_rows
+    cfg = SAEConfig(d_in=D_IN, d_sae=32, architecture=architecture, k=4, l1_coefficient=l1)
+    sae, metrics = train_sae(shuffled_batches(rows), cfg, fast_train(epochs=20), progress=False)
+    assert max_cosine_per_atom(atoms, sae).mean() >= 0.9
+    assert metrics["loss_curve"]["epoch_loss"][-1] < metrics["loss_curve"]["epoch_loss"][0]
+    assert evaluate_sae(sae, [rows])["explained_variance"] > 0.9
+
+
+def test_untrained_sae_does_not_recover_atoms(atoms_and_rows):
+    """Guard against a vacuous recovery test: random unit directions stay far below the bar."""
+    atoms, _ = atoms_and_rows
+    assert max_cosine_per_atom(atoms, SAE(SAEConfig(d_in=D_IN, d_sae=32), seed=0)).mean() < 0.8
+
+
+def test_l0_falls_as_l1_coefficient_rises(atoms_and_rows):
+    _, rows = atoms_and_rows
+    l0 = []
+    for l1 in (1e-3, 1e-2, 5e-2):
+        sae, _ = train_sae(
+            shuffled_batches(rows), SAEConfig(D_IN, 32, l1_coefficient=l1), fast_train(), progress=False
+        )
+        l0.append(evaluate_sae(sae, [rows])["l0"])
+    assert l0[0] > l0[1] > l0[2]
+
+
+def test_topk_keeps_at_most_k_latents_per_row(atoms_and_rows):
+    _, rows = atoms_and_rows
+    cfg = SAEConfig(D_IN, 32, architecture="topk", k=3)
+    sae, _ = train_sae(shuffled_batches(rows), cfg, fast_train(epochs=1), progress=False)
+    assert isinstance(sae, TopKSAE)
+    with torch.no_grad():
+        active = (sae.encode(torch.from_numpy(rows)) > 0).sum(dim=1)
+    assert active.max().item() <= 3
+    assert active.float().mean().item() > 2  # the constraint binds: rows use (almost) all k slots
+
+
+def test_shard_streaming_matches_in_memory_batches(tmp_path, atoms_and_rows):
+    _, rows = atoms_and_rows
+    rows = rows[:2048]
+    write_shards(tmp_path / "shards", rows)
+    cfg = SAEConfig(D_IN, 32, l1_coefficient=1e-2)
+    train = fast_train(epochs=2, shuffle=False, holdout_fraction=0.25, batch_size=100)
+    from_shards, metrics = train_sae_on_shards(tmp_path / "shards", cfg, train, progress=False)
+
+    groups = np.arange(len(rows)) // 256
+    train_groups, heldout = split_groups(8, 0.25, train.seed)
+    assert metrics["heldout_groups"] == heldout and len(heldout) == 2
+    train_rows = rows[np.isin(groups, train_groups)]
+    in_memory, _ = train_sae(
+        lambda epoch: (train_rows[i : i + 100] for i in range(0, len(train_rows), 100)),
+        cfg,
+        train,
+        progress=False,
+    )
+    assert_same_weights(from_shards, in_memory)
+    assert metrics["n_train_rows"] == len(train_rows) and metrics["n_heldout_rows"] == 512
+    assert from_shards.cfg.hook_name == "hidden_states.3" and from_shards.cfg.metadata["layer"] == 3
+    expected = evaluate_sae(in_memory, [rows[~np.isin(groups, train_groups)]])
+    assert metrics["mse"] == pytest.approx(expected["mse"], rel=1e-6)
+
+
+def test_save_load_reproduces_outputs_and_heldout_metrics(tmp_path, atoms_and_rows):
+    _, rows = atoms_and_rows
+    raw = rows[:2048] * 7.0 + 3.0  # far from unit scale, so normalisation matters
+    write_shards(tmp_path / "shards", raw)
+    cfg = SAEConfig(
+        D_IN, 32, normalize_activations="expected_average_only_in", metadata={"stage": "pretrained"}
+    )
+    sae, metrics = train_sae_on_shards(
+        tmp_path / "shards", cfg, fast_train(epochs=2, eval_batch_size=300), progress=False
+    )
+    save_sae(sae, tmp_path / "sae")
+    loaded = load_sae(tmp_path / "sae")
+
+    heldout = subset_reader(ShardReader(tmp_path / "shards"), metrics["heldout_groups"])
+    again = evaluate_sae(loaded, heldout.iter_batches(300))
+    for key in ("mse", "mse_raw", "explained_variance", "l0", "dead_fraction"):
+        assert again[key] == metrics[key], key
+    x = torch.from_numpy(raw[:64])
+    with torch.no_grad():
+        for a, b in zip(sae(x), loaded(x), strict=True):
+            assert torch.equal(a, b)
+
+    cfg_json = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    for key in ("d_in", "d_sae", "architecture", "dtype", "hook_name", "normalize_activations", "device"):
+        assert key in cfg_json, key
+    assert cfg_json["apply_b_dec_to_input"] is True and cfg_json["format_version"] == 1
+    assert cfg_json["metadata"]["stage"] == "pretrained" and cfg_json["activation_scale"] != 1.0
+    tensors = load_file(tmp_path / "sae" / "sae_weights.safetensors")
+    assert {k: tuple(v.shape) for k, v in tensors.items()} == {
+        "W_enc": (D_IN, 32),
+        "b_enc": (32,),
+        "W_dec": (32, D_IN),
+        "b_dec": (D_IN,),
+    }
+
+
+def test_load_picks_class_and_rejects_wrong_shapes(tmp_path):
+    sae = SAE(SAEConfig(D_IN, 16, architecture="topk", k=2), seed=1)
+    save_sae(sae, tmp_path / "sae")
+    assert isinstance(load_sae(tmp_path / "sae"), TopKSAE)
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    (tmp_path / "sae" / "cfg.json").write_text(json.dumps({**cfg, "d_sae": 17}))
+    with pytest.raises(ValueError, match="do not match"):
+        load_sae(tmp_path / "sae")
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, atoms_and_rows):
+    _, rows = atoms_and_rows
+    rows = rows[:1024]
+    cfg = SAEConfig(D_IN, 32, l1_coefficient=1e-2, normalize_activations="center_and_scale")
+    batches = shuffled_batches(rows)
+    straight, straight_metrics = train_sae(batches, cfg, fast_train(epochs=3, log_every=3), progress=False)
+
+    checkpoints = tmp_path / "ckpt"
+    train_sae(batches, cfg, fast_train(epochs=1, log_every=3), checkpoint_dir=checkpoints, progress=False)
+    assert [p.name for p in checkpoints.iterdir()] == ["epoch-0001"]
+    resumed, metrics = train_sae(
+        batches, cfg, fast_train(epochs=3, log_every=3), checkpoint_dir=checkpoints, progress=False
+    )
+
+    assert metrics["resumed_from_epoch"] == 1 and metrics["epochs"] == 3
+    assert_same_weights(straight, resumed)
+    assert resumed.cfg.activation_mean == straight.cfg.activation_mean
+    assert metrics["loss_curve"] == straight_metrics["loss_curve"]
+    assert [p.name for p in checkpoints.iterdir()] == ["epoch-0003"]
+    with pytest.raises(ValueError, match="lr"):
+        train_sae(batches, cfg, fast_train(epochs=4, lr=1e-3), checkpoint_dir=checkpoints, progress=False)
+
+
+@pytest.mark.parametrize("mode", ["expected_average_only_in", "center_and_scale"])
+def test_encode_normalises_raw_activations(atoms_and_rows, mode):
+    _, rows = atoms_and_rows
+    raw = rows * 5.0 + 2.0
+    sae, _ = train_sae(
+        shuffled_batches(raw),
+        SAEConfig(D_IN, 32, normalize_activations=mode),
+        fast_train(epochs=2),
+        progress=False,
+    )
+    x = torch.from_numpy(raw[:1024])
+    mean = torch.tensor(sae.cfg.activation_mean) if mode == "center_and_scale" else 0.0
+    working = (x - mean) * sae.cfg.activation_scale
+    assert working.norm(dim=1).mean().item() == pytest.approx(
+        D_IN**0.5, rel=0.05
+    )  # E‖x‖ ≈ √d_in when working
+    with torch.no_grad():
+        assert torch.allclose(sae.encode(x), sae.encode_normalized(working), atol=1e-5)
+        out = sae(x)
+    assert torch.allclose(out.recon, sae.decode(out.features))
+    explained = 1 - ((out.recon - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    assert explained.item() == pytest.approx(1 - out.fvu.item(), abs=1e-4)  # recon is back in raw units
+
+
+def test_l1_is_weighted_by_decoder_norms_without_normalisation(atoms_and_rows):
+    _, rows = atoms_and_rows
+    sae, _ = train_sae(
+        shuffled_batches(rows),
+        SAEConfig(D_IN, 32),
+        fast_train(epochs=1, normalize_decoder=False),
+        progress=False,
+    )
+    norms = sae.W_dec.detach().norm(dim=1)
+    assert not torch.allclose(norms, torch.ones_like(norms))
+    with torch.no_grad():
+        out = sae(torch.from_numpy(rows[:256]))
+    assert out.l1.item() == pytest.approx((out.features * norms).sum(dim=1).mean().item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.mse.item() + 1e-3 * out.l1.item(), rel=1e-5)
+
+
+def test_sae_is_seeded_and_copyable():
+    cfg = SAEConfig(D_IN, 16)
+    assert_same_weights(SAE(cfg, seed=3), SAE(cfg, seed=3))
+    assert not torch.equal(SAE(cfg, seed=3).W_dec, SAE(cfg, seed=4).W_dec)
+    sae = SAE(cfg, seed=3)
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(16)) and torch.equal(sae.W_enc, sae.W_dec.T)
+    assert_same_weights(copy.deepcopy(sae), sae)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="architecture"):
+        SAEConfig(D_IN, architecture="gated")
+    with pytest.raises(ValueError, match="k must be"):
+        SAEConfig(D_IN, 16, architecture="topk", k=17)
+    with pytest.raises(ValueError, match="normalize_activations"):
+        SAEConfig(D_IN, normalize_activations="layer_norm")
