@@ -1,0 +1,230 @@
+"""Before/after classification scores: the paper's Table 2 rows plus the baseline it lacks.
+
+Three rows per model × dataset, all on the same test split:
+
+- ``pretrained``: the pretrained encoder with a freshly initialised, seeded classification head (the paper's
+  "pre-trained" column: what the model does before any task training, i.e. about chance);
+- ``linear_probe``: a logistic regression on frozen, mean-pooled pretrained features (a stronger "before"
+  baseline: how much of the task is already linearly readable from the untouched encoder);
+- ``finetuned``: the fine-tuned model written by :func:`layershift.finetune.finetune`.
+
+Each row is a :func:`classification_metrics` dict (the paper's Fig. 6 classification reports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import classification_report as sk_classification_report
+from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.preprocessing import StandardScaler
+
+from layershift.finetune import (
+    Batch,
+    encode_split,
+    encode_texts,
+    load_classifier,
+    load_finetuned,
+    load_tokenizer,
+    make_batches,
+    predict_logits,
+    resolve_device,
+    seed_everything,
+)
+
+PathLike = str | Path
+
+
+def predict(
+    model_dir_or_model,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+    threads: int | None = None,
+    device: str = "auto",
+    tokenizer=None,
+) -> np.ndarray:
+    """Predicted label ids [n] for ``texts`` from a saved classifier directory or an in-memory model.
+
+    For an in-memory model the tokenizer is ``tokenizer`` or, if None, the one saved in ``model.name_or_path``;
+    the model is moved to ``device`` and left in eval mode.
+    """
+    _set_threads(threads)
+    if isinstance(model_dir_or_model, (str, Path)):
+        model, tokenizer = load_finetuned(model_dir_or_model), tokenizer or load_tokenizer(model_dir_or_model)
+    else:
+        model = model_dir_or_model
+        tokenizer = tokenizer or load_tokenizer(model.name_or_path)
+    enc = encode_texts(tokenizer, texts, max_length)
+    return _predict_encoded(model, make_batches(enc, batch_size), device)
+
+
+def _predict_encoded(model, batches: Sequence[Batch], device: str) -> np.ndarray:
+    """argmax of the model's logits over every row the batches cover, in row order: [n] int64."""
+    dev = resolve_device(device)
+    return predict_logits(model.to(dev), batches, dev).argmax(axis=1).astype(np.int64)
+
+
+def classification_metrics(y_true, y_pred, label_names: Sequence[str]) -> dict:
+    """Accuracy, macro-F1, a per-class report and the confusion matrix (rows = true, columns = predicted)."""
+    names = list(label_names)
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
+        raise ValueError(
+            f"y_true and y_pred must be equal-length non-empty 1-d arrays, got {y_true.shape}, {y_pred.shape}"
+        )
+    ids = list(range(len(names)))
+    report = sk_classification_report(
+        y_true, y_pred, labels=ids, target_names=names, output_dict=True, zero_division=0
+    )
+    per_class = {
+        name: {
+            "precision": float(report[name]["precision"]),
+            "recall": float(report[name]["recall"]),
+            "f1": float(report[name]["f1-score"]),
+            "support": int(report[name]["support"]),
+        }
+        for name in names
+    }
+    return {
+        "accuracy": float((y_true == y_pred).mean()),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
+        "n": int(len(y_true)),
+        "labels": names,
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+    }
+
+
+def evaluate_pretrained_head(
+    model_dir: PathLike,
+    test_df: pd.DataFrame,
+    label_names: Sequence[str],
+    seed: int,
+    batch_size: int = 64,
+    max_length: int = 128,
+    threads: int | None = None,
+    device: str = "auto",
+) -> dict:
+    """Scores of the pretrained encoder + a classification head initialised from ``seed`` (no training)."""
+    _set_threads(threads)
+    model = load_classifier(model_dir, label_names, seed)
+    return _evaluate_model(
+        model, load_tokenizer(model_dir), test_df, label_names, batch_size, max_length, device
+    )
+
+
+def evaluate_finetuned(
+    finetuned_dir: PathLike,
+    test_df: pd.DataFrame,
+    label_names: Sequence[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+    threads: int | None = None,
+    device: str = "auto",
+) -> dict:
+    """Scores of the fine-tuned classifier saved in ``finetuned_dir``."""
+    _set_threads(threads)
+    model = load_finetuned(finetuned_dir)
+    if model.config.num_labels != len(label_names):
+        raise ValueError(
+            f"{finetuned_dir} predicts {model.config.num_labels} classes, not {len(label_names)}"
+        )
+    tokenizer = load_tokenizer(finetuned_dir)
+    return _evaluate_model(model, tokenizer, test_df, label_names, batch_size, max_length, device)
+
+
+def _evaluate_model(model, tokenizer, test_df, label_names, batch_size, max_length, device) -> dict:
+    enc = encode_split(tokenizer, test_df, len(label_names), max_length, "test_df")
+    y_pred = _predict_encoded(model, make_batches(enc, batch_size), device)
+    return classification_metrics(enc.labels, y_pred, label_names)
+
+
+def evaluate_linear_probe(
+    model_dir: PathLike,
+    train_df: pd.DataFrame,
+    test_df: pd.DataFrame,
+    label_names: Sequence[str],
+    seed: int,
+    batch_size: int = 64,
+    max_length: int = 128,
+    threads: int | None = None,
+    device: str = "auto",
+    C: float = 1.0,
+    max_iter: int = 5000,
+) -> dict:
+    """Scores of a logistic regression (L2, strength ``1/C``) on frozen mean-pooled features of ``model_dir``.
+
+    Features are the last hidden state averaged over real (non-pad) tokens, standardised with the training
+    split's mean and standard deviation; the probe is fitted on ``train_df`` and scored on ``test_df``.
+    """
+    _set_threads(threads)
+    from transformers import AutoModel
+
+    seed_everything(seed)
+    encoder = AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    tokenizer = load_tokenizer(model_dir)
+    n_classes = len(label_names)
+    train = encode_split(tokenizer, train_df, n_classes, max_length, "train_df")
+    test = encode_split(tokenizer, test_df, n_classes, max_length, "test_df")
+    x_train = mean_pooled_features(encoder, make_batches(train, batch_size), device)  # [n_train, d]
+    x_test = mean_pooled_features(encoder, make_batches(test, batch_size), device)  # [n_test, d]
+    scaler = StandardScaler().fit(x_train)
+    probe = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    probe.fit(scaler.transform(x_train), train.labels)
+    y_pred = probe.predict(scaler.transform(x_test))
+    return classification_metrics(test.labels, y_pred, label_names)
+
+
+def mean_pooled_features(encoder, batches: Sequence[Batch], device: str = "auto") -> np.ndarray:
+    """Last hidden state averaged over each row's real tokens, in row order: [n, d_model] float64."""
+    dev = resolve_device(device)
+    encoder = encoder.to(dev).eval()
+    pooled, index = [], []
+    with torch.inference_mode():
+        for batch in batches:
+            b = batch.to(dev)
+            hidden = encoder(
+                input_ids=b.input_ids, attention_mask=b.attention_mask
+            ).last_hidden_state  # [b, L, d]
+            mask = b.attention_mask.unsqueeze(-1).to(hidden.dtype)  # [b, L, 1]
+            pooled.append((hidden * mask).sum(dim=1) / mask.sum(dim=1))  # [b, d]
+            index.append(batch.index)
+    order = np.concatenate(index)
+    features = np.empty((len(order), pooled[0].shape[1]), dtype=np.float64)
+    features[order] = torch.cat(pooled).double().cpu().numpy()
+    return features
+
+
+def classification_report(
+    pretrained_dir: PathLike,
+    finetuned_dir: PathLike,
+    train_df: pd.DataFrame,
+    test_df: pd.DataFrame,
+    label_names: Sequence[str],
+    seed: int,
+    batch_size: int = 64,
+    max_length: int = 128,
+    threads: int | None = None,
+    device: str = "auto",
+) -> dict:
+    """The before/after table for one model × dataset: pretrained head, linear probe, fine-tuned."""
+    common = {"batch_size": batch_size, "max_length": max_length, "threads": threads, "device": device}
+    return {
+        "pretrained": evaluate_pretrained_head(pretrained_dir, test_df, label_names, seed, **common),
+        "linear_probe": evaluate_linear_probe(pretrained_dir, train_df, test_df, label_names, seed, **common),
+        "finetuned": evaluate_finetuned(finetuned_dir, test_df, label_names, **common),
+        "n_test": int(len(test_df)),
+        "label_names": list(label_names),
+    }
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)

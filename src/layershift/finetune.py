@@ -1,0 +1,659 @@
+"""Fine-tune a BERT-family encoder for sequence classification (the paper's §3.2.1), resumably.
+
+The loop is deliberately plain: texts are tokenised once into a right-padded id matrix, every epoch is cut
+into length-grouped batches (each padded only to its own longest row), and one optimiser step is one
+forward + backward + clip + step with no host sync (the loss is summed on the device and read once per
+epoch). After every epoch the model is scored on the validation split; the best epoch by validation
+accuracy (ties: the earlier one) is what lands in ``out_dir``. With ``checkpoint_dir`` the complete training
+state is saved after each epoch, so a killed job resumes at its last finished epoch and ends bit-identical
+(on CPU) to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import f1_score
+from tqdm import tqdm
+
+from layershift.errors import DataError
+from layershift.io import atomic_dir, read_json, write_json
+from layershift.models import pick_device
+
+LOG_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_macro_f1",
+    "seconds",
+    "tokens_per_second",
+    "lr",
+]
+SUMMARY_FILE = "finetune.json"  # written into out_dir beside the weights: config, best epoch, log
+CHECKPOINT_SUBDIR = "last"  # checkpoint_dir/last/ is replaced atomically after every epoch
+STATE_VERSION = 1  # bump when the checkpoint layout changes; older checkpoints are then ignored
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How to fine-tune; every field that changes the numbers also keys the resume checkpoint."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"  # the paper: Adam; "adamw" decouples the weight decay
+    lr: float = 2e-5  # peak learning rate (the paper: 2e-5)
+    epochs: int = 10  # passes over the training split (the paper: 10)
+    batch_size: int = 32  # sequences per optimiser step
+    max_length: int = 128  # tokens kept per text after truncation, [CLS] and [SEP] included
+    warmup_ratio: float = 0.0  # fraction of all steps with a linear lr ramp from 0; then linear decay to 0
+    weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) decay; never applied to biases / LayerNorm
+    max_grad_norm: float | None = 1.0  # clip the global gradient norm to this; None disables clipping
+    megabatch_mult: int = 50  # length grouping: rows are sorted by length inside windows of this many batches
+    seed: int = 0  # seeds the classifier head, dropout and the batch order of every epoch
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA; CPU always runs fp32
+    threads: int | None = None  # torch intra-op CPU threads; None keeps torch's default
+    device: str = "auto"  # "auto" = cuda if available else cpu, or any torch device string
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 2 or self.megabatch_mult < 1:
+            raise ValueError("epochs, batch_size and megabatch_mult must be >= 1 and max_length >= 2")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError("max_grad_norm must be > 0 or None")
+
+    def numeric_fields(self) -> dict:
+        """The fields that change the trained weights (threads and device do not, on a given machine)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("threads", "device")}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tokenisation and batching (shared with evaluate.py and the throughput benchmark)
+
+
+@dataclass(frozen=True)
+class Encodings:
+    """Texts tokenised once: a right-padded id matrix plus the true length of every row."""
+
+    input_ids: np.ndarray  # [n, longest] int64 token ids, right-padded with pad_id
+    lengths: np.ndarray  # [n] int64 real tokens per row ([CLS] and [SEP] included)
+    labels: np.ndarray | None  # [n] int64 class ids, or None for unlabelled texts
+    pad_id: int  # the tokenizer's padding id
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+class Batch(NamedTuple):
+    """One padded batch; ``index`` maps its rows back to rows of the Encodings it came from."""
+
+    input_ids: torch.Tensor  # [b, L] int64, L = longest row in this batch
+    attention_mask: torch.Tensor  # [b, L] int64, 1 on real tokens
+    labels: torch.Tensor | None  # [b] int64
+    index: np.ndarray  # [b] rows of the source Encodings
+    n_tokens: int  # real (non-pad) tokens in the batch
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch on ``device`` (asynchronous copies when the tensors are pinned)."""
+        if device.type == "cpu":
+            return self
+        ids, mask = (t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask))
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
+        return self._replace(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+def encode_texts(
+    tokenizer, texts: Sequence[str], max_length: int, labels: Sequence[int] | None = None
+) -> Encodings:
+    """Tokenise ``texts`` once (truncated to ``max_length``) into a right-padded id matrix."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no padding token")
+    rows = tokenizer(
+        list(texts),
+        truncation=True,
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    ids = np.full((len(rows), int(lengths.max(initial=1))), tokenizer.pad_token_id, dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+    label_array = None if labels is None else np.asarray(labels, dtype=np.int64)
+    if label_array is not None and label_array.shape != lengths.shape:
+        raise ValueError(f"{len(label_array)} labels for {len(lengths)} texts")
+    return Encodings(ids, lengths, label_array, int(tokenizer.pad_token_id))
+
+
+def length_grouped_indices(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, megabatch_mult: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of similar-length rows (the idea of Hugging Face's LengthGroupedSampler).
+
+    Shuffle all rows, cut them into megabatches of ``megabatch_mult * batch_size``, sort each megabatch by
+    length (longest first) and cut it into batches; then shuffle the batch order and put the batch holding
+    the longest row first, so an out-of-memory error shows up at the first step rather than late.
+    """
+    order = rng.permutation(len(lengths))
+    megabatches = _chunks(order, batch_size * megabatch_mult)
+    by_length = [m[np.argsort(-lengths[m], kind="stable")] for m in megabatches]
+    batches = [b for m in by_length for b in _chunks(m, batch_size)]  # ceil(n / batch_size) batches
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    longest = int(np.argmax([lengths[b].max() for b in batches]))
+    batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def sorted_indices(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Deterministic batches for inference: rows sorted by length (longest first), so padding is minimal."""
+    return _chunks(np.argsort(-lengths, kind="stable"), batch_size)
+
+
+def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    """Consecutive slices of ``size`` rows, the remainder last."""
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def collate(enc: Encodings, index: np.ndarray, pin_memory: bool = False) -> Batch:
+    """Rows ``index`` of ``enc`` padded to their own longest row."""
+    lengths = enc.lengths[index]
+    width = int(lengths.max())
+    ids = torch.from_numpy(np.ascontiguousarray(enc.input_ids[index, :width]))  # [b, L]
+    mask = (torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]).long()  # [b, L]
+    labels = None if enc.labels is None else torch.from_numpy(enc.labels[index])
+    if pin_memory:
+        ids, mask = ids.pin_memory(), mask.pin_memory()
+        labels = None if labels is None else labels.pin_memory()
+    return Batch(ids, mask, labels, index, int(lengths.sum()))
+
+
+def make_batches(
+    enc: Encodings,
+    batch_size: int,
+    seed: int | None = None,
+    epoch: int = 0,
+    megabatch_mult: int = 50,
+    pin_memory: bool = False,
+) -> list[Batch]:
+    """The batches of one epoch: length-grouped and shuffled from (seed, epoch), or length-sorted if seed is None.
+
+    The same arguments always give the same batches, so a benchmark can replay exactly what training saw.
+    """
+    if seed is None:
+        groups = sorted_indices(enc.lengths, batch_size)
+    else:
+        rng = np.random.default_rng([seed, epoch])
+        groups = length_grouped_indices(enc.lengths, batch_size, rng, megabatch_mult)
+    return [collate(enc, g, pin_memory) for g in groups]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    return torch.device(pick_device(device))
+
+
+def load_tokenizer(model_dir: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+
+
+def load_classifier(model_dir: str | Path, label_names: Sequence[str], seed: int):
+    """The encoder in ``model_dir`` with a classification head freshly initialised from ``seed`` (fp32)."""
+    from transformers import AutoModelForSequenceClassification
+
+    names = list(label_names)
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise ValueError(f"label_names must be >= 2 distinct names, got {names}")
+    seed_everything(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+        problem_type="single_label_classification",
+        local_files_only=True,
+        dtype=torch.float32,
+    )
+    return model
+
+
+def load_finetuned(model_dir: str | Path):
+    """A saved sequence classifier (fp32), loaded from local files only."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        model_dir, local_files_only=True, dtype=torch.float32
+    )
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means plain fp32 (always the case on CPU)."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def predict_logits(
+    model, batches: Sequence[Batch], device: torch.device, amp: torch.dtype | None = None
+) -> np.ndarray:
+    """Logits for every row the batches cover, in source-row order: [n, num_labels] float32."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for batch in batches:
+            b = batch.to(device)
+            with _autocast(device, amp):
+                logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits  # [b, C]
+            outputs.append(logits.float())
+    index = np.concatenate([b.index for b in batches])
+    result = np.empty((len(index), outputs[0].shape[1]), dtype=np.float32)
+    result[index] = torch.cat(outputs).cpu().numpy()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Optimiser, schedule, scoring
+
+
+def make_optimizer(model, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW; weight decay (when > 0) skips biases and LayerNorm weights, as in BERT's recipe."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr)
+
+
+def linear_schedule_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up from 0 over ``warmup_steps``, then linear decay to 0 at ``total_steps`` (HF's formula)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def make_scheduler(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup_steps = math.ceil(warmup_ratio * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: linear_schedule_factor(step, total_steps, warmup_steps)
+    )
+
+
+def score_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Mean cross-entropy, accuracy and macro-F1 of ``logits`` [n, C] against ``labels`` [n]."""
+    n_classes = logits.shape[1]
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    pred = logits.argmax(axis=1)
+    macro_f1 = f1_score(labels, pred, labels=list(range(n_classes)), average="macro", zero_division=0)
+    return {"loss": float(loss), "accuracy": float((pred == labels).mean()), "macro_f1": float(macro_f1)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training loop
+
+
+@dataclass
+class _Run:
+    """Everything one training run carries between epochs (and into a checkpoint)."""
+
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    log: list[dict]
+    best_epoch: int  # 1-based; 0 = none yet
+    best_accuracy: float
+    best_state: dict[str, torch.Tensor] | None  # CPU copy of the best weights so far
+
+
+def finetune(
+    model_dir: str | Path,
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    label_names: Sequence[str],
+    cfg: FinetuneConfig,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    callback: Callable[[int, dict], None] | None = None,
+    keep_checkpoint: bool = False,
+) -> pd.DataFrame:
+    """Fine-tune ``model_dir`` on ``train_df`` and write the best epoch's model + tokenizer to ``out_dir``.
+
+    ``train_df`` / ``val_df`` have columns ``text`` (str) and ``label`` (int id into ``label_names``).
+    Returns the training log, one row per epoch (columns LOG_COLUMNS; ``seconds`` covers training and
+    validation, ``tokens_per_second`` counts real training tokens over the optimiser steps only).
+    ``callback(epoch, row)`` runs after each epoch (after its checkpoint). With ``checkpoint_dir`` the run
+    resumes from the last finished epoch of an earlier run with the same config and data; the checkpoint
+    is deleted after ``out_dir`` is written unless ``keep_checkpoint``.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    tokenizer = load_tokenizer(model_dir)
+    train = encode_split(tokenizer, train_df, len(label_names), cfg.max_length, "train_df")
+    val = encode_split(tokenizer, val_df, len(label_names), cfg.max_length, "val_df")
+    fingerprint = training_fingerprint(cfg, train, val, label_names, model_dir)
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_SUBDIR if checkpoint_dir is not None else None
+
+    with _deterministic(device.type == "cpu"):
+        run, start_epoch = _start_run(model_dir, label_names, cfg, train, device, ckpt, fingerprint)
+        val_batches = make_batches(val, cfg.batch_size, pin_memory=device.type == "cuda")
+        for epoch in range(start_epoch, cfg.epochs):
+            row = _run_epoch(run, train, val_batches, val.labels, cfg, epoch, device, progress)
+            if ckpt is not None:
+                save_checkpoint(ckpt, run, epoch + 1, fingerprint)
+            if callback is not None:
+                callback(epoch + 1, row)
+
+    run.model.load_state_dict(run.best_state)
+    save_model(run.model, tokenizer, out_dir, summary=_summary(cfg, run, label_names))
+    if ckpt is not None and not keep_checkpoint:
+        remove_checkpoint(ckpt)
+    log = pd.DataFrame(run.log, columns=LOG_COLUMNS)
+    log.attrs["best_epoch"] = run.best_epoch
+    return log
+
+
+def encode_split(
+    tokenizer, df: pd.DataFrame, n_classes: int, max_length: int, what: str = "split"
+) -> Encodings:
+    """Tokenise a labelled split (columns ``text``, ``label``) after checking it."""
+    texts, labels = split_texts_and_labels(df, n_classes, what)
+    return encode_texts(tokenizer, texts, max_length, labels)
+
+
+def split_texts_and_labels(
+    df: pd.DataFrame, n_classes: int, what: str = "split"
+) -> tuple[list[str], np.ndarray]:
+    """The ``text`` and ``label`` columns of a split, checked: non-empty, labels in 0..n_classes-1."""
+    missing = {"text", "label"} - set(df.columns)
+    if missing:
+        raise DataError(f"{what} lacks column(s) {sorted(missing)}")
+    if len(df) == 0:
+        raise DataError(f"{what} has no rows")
+    labels = df["label"].to_numpy().astype(np.int64)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise DataError(f"{what} has labels outside 0..{n_classes - 1}")
+    return df["text"].astype(str).tolist(), labels
+
+
+def _start_run(model_dir, label_names, cfg, train: Encodings, device, ckpt: Path | None, fingerprint: str):
+    """A fresh run (seeded head) or the run saved in ``ckpt``; returns it and the 0-based epoch to start at."""
+    model = load_classifier(model_dir, label_names, cfg.seed).to(device)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
+    use_scaler = autocast_dtype(cfg.precision, device) == torch.float16
+    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+    run = _Run(model, optimizer, scheduler, scaler, [], 0, -math.inf, None)
+    start_epoch = load_checkpoint(ckpt, run, fingerprint, device) if ckpt is not None else 0
+    return run, start_epoch
+
+
+def _run_epoch(
+    run: _Run, train: Encodings, val_batches, val_labels, cfg, epoch: int, device, progress: bool
+) -> dict:
+    """Train one epoch, score it on validation, update the best weights; returns (and logs) its row."""
+    start = time.perf_counter()
+    batches = make_batches(train, cfg.batch_size, cfg.seed, epoch, cfg.megabatch_mult, device.type == "cuda")
+    train_start = time.perf_counter()
+    bar = tqdm(
+        total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not progress
+    )
+    train_loss, lr = _train_pass(run, batches, cfg, device, bar)
+    train_seconds = time.perf_counter() - train_start
+    amp = autocast_dtype(cfg.precision, device)
+    scores = score_logits(predict_logits(run.model, val_batches, device, amp), val_labels)
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "val_loss": scores["loss"],
+        "val_accuracy": scores["accuracy"],
+        "val_macro_f1": scores["macro_f1"],
+        "seconds": time.perf_counter() - start,
+        "tokens_per_second": sum(b.n_tokens for b in batches) / max(train_seconds, 1e-9),
+        "lr": lr,
+    }
+    bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{scores['accuracy']:.4f}")
+    bar.close()
+    run.log.append(row)
+    if scores["accuracy"] > run.best_accuracy:
+        run.best_epoch, run.best_accuracy = epoch + 1, scores["accuracy"]
+        run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+    return row
+
+
+def _train_pass(run: _Run, batches: Sequence[Batch], cfg: FinetuneConfig, device, bar) -> tuple[float, float]:
+    """One pass of optimiser steps; returns the example-weighted mean training loss and the last step's lr.
+
+    The loss is accumulated on the device and read once at the end: no host sync per step.
+    """
+    model, optimizer, scheduler, scaler = run.model, run.optimizer, run.scheduler, run.scaler
+    amp = autocast_dtype(cfg.precision, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    n_rows, lr = 0, optimizer.param_groups[0]["lr"]
+    for batch in batches:
+        b = batch.to(device)
+        with _autocast(device, amp):
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits  # [b, C]
+        loss = F.cross_entropy(logits.float(), b.labels)
+        lr = optimizer.param_groups[0]["lr"]
+        _optimizer_step(loss, params, optimizer, scaler, cfg.max_grad_norm)
+        scheduler.step()
+        loss_sum += loss.detach() * len(b.index)
+        n_rows += len(b.index)
+        bar.update()
+    return loss_sum.item() / max(n_rows, 1), float(lr)
+
+
+def _optimizer_step(loss, params, optimizer, scaler, max_grad_norm: float | None) -> None:
+    """Backward, optional unscale + clip, step, zero grads (GradScaler only for fp16 on CUDA)."""
+    if scaler is None:
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        if max_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    """Ask torch for deterministic kernels (warn-only) for the block, then restore the previous setting."""
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _summary(cfg: FinetuneConfig, run: _Run, label_names: Sequence[str]) -> dict:
+    return {
+        "config": asdict(cfg),
+        "best_epoch": run.best_epoch,
+        "best_val_accuracy": run.best_accuracy,
+        "label_names": list(label_names),
+    }
+
+
+def save_model(model, tokenizer, out_dir: str | Path, summary: dict | None = None) -> None:
+    """Write a self-contained model directory atomically: safetensors weights, config, tokenizer, summary."""
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if summary is not None:
+            write_json(summary, tmp / SUMMARY_FILE)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints: weights as safetensors, optimiser/scheduler/RNG state flattened to safetensors + JSON
+
+
+def training_fingerprint(
+    cfg: FinetuneConfig, train: Encodings, val: Encodings, label_names: Sequence[str], model_dir: str | Path
+) -> str:
+    """A hash of everything that determines the run: numeric config, model files, label names, tokenised data."""
+    model_files = sorted((p.name, p.stat().st_size) for p in Path(model_dir).iterdir() if p.is_file())
+    config_text = (Path(model_dir) / "config.json").read_text()
+    key = [cfg.numeric_fields(), list(label_names), model_files, config_text]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
+    for enc in (train, val):
+        for array in (enc.input_ids, enc.lengths, enc.labels):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(ckpt: Path, run: _Run, epochs_done: int, fingerprint: str) -> None:
+    """Replace ``ckpt`` atomically with the state after ``epochs_done`` epochs."""
+    state = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    tensors, skeleton = flatten_state(state)
+    best_is_current = run.best_epoch == epochs_done
+    with atomic_dir(ckpt) as tmp:
+        run.model.save_pretrained(tmp / "model", safe_serialization=True)
+        if not best_is_current:
+            run.model.save_pretrained(tmp / "best", state_dict=run.best_state, safe_serialization=True)
+        save_file(tensors, str(tmp / "state.safetensors"))
+        progress = {
+            "version": STATE_VERSION,
+            "fingerprint": fingerprint,
+            "epochs_done": epochs_done,
+            "best_epoch": run.best_epoch,
+            "best_accuracy": run.best_accuracy,
+            "best_weights": "model" if best_is_current else "best",
+            "log": run.log,
+            "state": skeleton,
+        }
+        write_json(progress, tmp / "progress.json")
+
+
+def load_checkpoint(ckpt: Path, run: _Run, fingerprint: str, device: torch.device) -> int:
+    """Restore ``run`` from ``ckpt`` if it matches ``fingerprint``; returns the epoch to start at (0 = fresh)."""
+    if not (ckpt / "progress.json").is_file():
+        return 0
+    progress = read_json(ckpt / "progress.json")
+    if progress.get("version") != STATE_VERSION or progress.get("fingerprint") != fingerprint:
+        warnings.warn(f"ignoring checkpoint {ckpt}: it belongs to another config or dataset", stacklevel=3)
+        return 0
+    run.model.load_state_dict(load_finetuned(ckpt / "model").state_dict())
+    best = (
+        run.model if progress["best_weights"] == "model" else load_finetuned(ckpt / progress["best_weights"])
+    )
+    run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in best.state_dict().items()}
+    run.best_epoch, run.best_accuracy, run.log = (
+        progress["best_epoch"],
+        progress["best_accuracy"],
+        progress["log"],
+    )
+    state = unflatten_state(progress["state"], load_file(str(ckpt / "state.safetensors")))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state["scaler"] is not None:
+        run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and len(state["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(progress["epochs_done"])
+
+
+def remove_checkpoint(ckpt: Path) -> None:
+    """Delete ``ckpt`` (checkpoint_dir/last) and checkpoint_dir itself if that leaves it empty."""
+    shutil.rmtree(ckpt, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        ckpt.parent.rmdir()
+
+
+def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (dicts, lists, tuples, tensors, scalars) into safetensors-ready tensors + a JSON skeleton.
+
+    Tensors become ``{"__tensor__": key}``; dicts become ``{"__dict__": [[key, value], ...]}`` so integer keys
+    (optimizer parameter ids) survive JSON.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            key = f"t{len(tensors)}"
+            tensors[key] = value.detach().to("cpu").contiguous().clone()
+            return {"__tensor__": key}
+        if isinstance(value, dict):
+            return {"__dict__": [[k, walk(v)] for k, v in value.items()]}
+        if isinstance(value, (list, tuple)):
+            return [walk(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot checkpoint a {type(value).__name__}")
+
+    return tensors, walk(obj)
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of flatten_state."""
+    if isinstance(skeleton, dict) and "__tensor__" in skeleton:
+        return tensors[skeleton["__tensor__"]]
+    if isinstance(skeleton, dict):
+        return {k: unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
