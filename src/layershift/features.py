@@ -162,3 +162,25 @@ def context_string(tokens: dict[int, str], position: int, width: int) -> str:
         if p in tokens
     ]
     return " ".join(words)
+
+
+def top_token_lists(sae: SAE, shard_dir: str | os.PathLike, features: Sequence[int], n_tokens: int = 5) -> dict[int, list[str]]:
+    """``{feature: its strongest distinct tokens}`` (strongest first), for labelling features in tables."""
+    rows = top_activating_tokens(sae, shard_dir, features, n_tokens=n_tokens * 3, context=0)
+    lists = {int(f): [] for f in features}
+    for feature, token in zip(rows["feature"], rows["token"], strict=True):
+        tokens = lists[int(feature)]
+        if token not in tokens and len(tokens) < n_tokens:
+            tokens.append(token)
+    return lists
+
+
+def attach_top_tokens(labels: pd.DataFrame, saes: dict, shard_dirs: dict, n_tokens: int = 5) -> pd.DataFrame:
+    """Add a ``top_tokens`` column to a per-feature table with ``side`` and ``feature`` columns."""
+    labels = labels.copy()
+    labels["top_tokens"] = [[] for _ in range(len(labels))]
+    for side, sae in saes.items():
+        mask = (labels["side"] == side) & (labels["label"] != "dead")
+        lists = top_token_lists(sae, shard_dirs[side], labels.loc[mask, "feature"].astype(int).tolist(), n_tokens)
+        labels.loc[mask, "top_tokens"] = pd.Series([lists[int(f)] for f in labels.loc[mask, "feature"]], index=labels.index[mask])
+    return labels

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 from layershift.errors import LayershiftError
 
@@ -50,6 +51,9 @@ def script_context(snakemake, offline: bool = True):
         print(message, file=sys.__stderr__)
         print(message, file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception:
+        traceback.print_exc(file=sys.stderr)  # into the rule's log, not only the console
+        raise
     finally:
         if handle:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
