@@ -5,7 +5,10 @@ from snakemake.utils import min_version
 min_version("8.20")
 
 
-configfile: "config.yaml"
+# The default study, unless --configfile names another study (configs are not merged into it).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -21,6 +24,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(config),
-    default_target: True

@@ -16,19 +16,42 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 os.environ.update(OFFLINE_ENV)
 
 MOOD_WORDS = {
-    "positive": "good great love fun happy easy really".split(),
-    "negative": "bad terrible hate boring sad hard slow".split(),
+    "positive": ["good", "great", "love", "fun", "happy", "easy", "really"],
+    "negative": ["bad", "terrible", "hate", "boring", "sad", "hard", "slow"],
 }
 TOPIC_WORDS = {
-    "film": "movie film plot acting story".split(),
-    "app": "app update music fast slow".split(),
-    "sport": "sport news health book fun".split(),
+    "film": ["movie", "film", "plot", "acting", "story"],
+    "app": ["app", "update", "music", "fast", "slow"],
+    "sport": ["sport", "news", "health", "book", "fun"],
 }
-FILLER = "the a this that is was and very so i it of to in on for with".split()
+FILLER = [
+    "the",
+    "a",
+    "this",
+    "that",
+    "is",
+    "was",
+    "and",
+    "very",
+    "so",
+    "i",
+    "it",
+    "of",
+    "to",
+    "in",
+    "on",
+    "for",
+    "with",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +61,9 @@ def _no_network(monkeypatch):
 
     def guarded(self, address):
         host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+        if isinstance(host, str) and not (
+            host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")
+        ):
             raise RuntimeError(f"test tried to reach the network: {address!r}")
         return real_connect(self, address)
 
@@ -67,7 +92,13 @@ def tiny_config(models: dict, datasets: dict) -> dict:
         "datasets": datasets,
         "data": {"max_rows": 120},
         "finetune": {"lr": 1.0e-3, "epochs": 2, "batch_size": 16, "max_length": 24},
-        "activations": {"max_sentences": 64, "max_tokens": 512, "batch_size": 16, "rows_per_group": 128, "groups_per_shard": 2},
+        "activations": {
+            "max_sentences": 64,
+            "max_tokens": 512,
+            "batch_size": 16,
+            "rows_per_group": 128,
+            "groups_per_shard": 2,
+        },
         "similarity": {"token_sample": 200},
         "sae": {"d_sae": 32, "lr": 1.0e-2, "epochs": 2, "batch_size": 64},
         "crosscoder": {"d_latent": 32, "k": 4, "n_shared": 2, "lr": 1.0e-2, "epochs": 2, "batch_size": 64},
@@ -87,7 +118,12 @@ def build_tiny_study(workdir: Path, n_models: int = 1, n_datasets: int = 1) -> P
         models["tiny1"] = {"source": "path:models/tiny1", "sae_layers": [1]}
         make_tiny_bert(workdir / "models/tiny1", n_layers=1, hidden=32, heads=2, seed=1)
     datasets = {
-        "mood": {"source": "data/mood.csv", "text": "text", "label": "label", "probes": ["i love this movie", "the plot was bad !"]},
+        "mood": {
+            "source": "data/mood.csv",
+            "text": "text",
+            "label": "label",
+            "probes": ["i love this movie", "the plot was bad !"],
+        },
     }
     make_corpus(workdir / "data/mood.csv", MOOD_WORDS, 100, seed=1)
     if n_datasets > 1:
@@ -98,13 +134,26 @@ def build_tiny_study(workdir: Path, n_models: int = 1, n_datasets: int = 1) -> P
     return config
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
     """Run the project's Snakefile in ``workdir`` with its config.yaml; returns the completed process."""
-    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+    cmd = [
+        str(SNAKEMAKE),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 

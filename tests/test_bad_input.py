@@ -55,24 +55,60 @@ def _write_data(text: bytes):
 
 
 CASES = {
-    "unknown key, near miss": (_rename("models.tiny2.sae_layers", "sae_layer"), ["models.tiny2.sae_layer", "did you mean 'sae_layers'"]),
-    "unknown nested key": (_set("finetune.learning_rate", 1e-3), ["finetune.learning_rate", "did you mean 'lr'"]),
+    "unknown key, near miss": (
+        _rename("models.tiny2.sae_layers", "sae_layer"),
+        ["models.tiny2.sae_layer", "did you mean 'sae_layers'"],
+    ),
+    "unknown nested key": (
+        _set("finetune.learning_rate", 1e-3),
+        ["finetune.learning_rate", "did you mean 'lr'"],
+    ),
     "wrong type": (_set("finetune.epochs", "three"), ["finetune.epochs", "expected integer"]),
     "negative learning rate": (_set("finetune.lr", -1e-5), ["finetune.lr", "out of range"]),
     "zero epochs": (_set("finetune.epochs", 0), ["finetune.epochs", "out of range"]),
-    "SAE layer beyond depth": (_set("models.tiny2.sae_layers", [1, 5]), ["models.tiny2.sae_layers[1]", "beyond the model's depth"]),
-    "empty layer list": (_set("models.tiny2.sae_layers", []), ["models.tiny2.sae_layers", "must not be empty"]),
+    "SAE layer beyond depth": (
+        _set("models.tiny2.sae_layers", [1, 5]),
+        ["models.tiny2.sae_layers[1]", "beyond the model's depth"],
+    ),
+    "empty layer list": (
+        _set("models.tiny2.sae_layers", []),
+        ["models.tiny2.sae_layers", "must not be empty"],
+    ),
     "d_sae < 1": (_set("sae.d_sae", 0), ["sae.d_sae", "out of range"]),
-    "split fractions": (_set("data.split", {"train": 0.8, "validation": 0.1, "test": 0.2}), ["data.split", "sum to 1"]),
-    "missing file": (_set("datasets.mood.source", "data/nope.csv"), ["datasets.mood.source", "does not exist"]),
-    "missing text column": (_set("datasets.mood.text", "txt"), ["datasets.mood.text", "'txt'", "did you mean 'text'"]),
-    "missing label column": (_set("datasets.mood.label", "sentiment"), ["datasets.mood.label", "'sentiment'"]),
+    "split fractions": (
+        _set("data.split", {"train": 0.8, "validation": 0.1, "test": 0.2}),
+        ["data.split", "sum to 1"],
+    ),
+    "missing file": (
+        _set("datasets.mood.source", "data/nope.csv"),
+        ["datasets.mood.source", "does not exist"],
+    ),
+    "missing text column": (
+        _set("datasets.mood.text", "txt"),
+        ["datasets.mood.text", "'txt'", "did you mean 'text'"],
+    ),
+    "missing label column": (
+        _set("datasets.mood.label", "sentiment"),
+        ["datasets.mood.label", "'sentiment'"],
+    ),
     "non-UTF-8 text": (_write_data(b"text,label\ncaf\xe9 good,positive\n"), ["datasets.mood", "UTF-8"]),
-    "single class": (_write_data(b"text,label\n" + b"".join(b"good film %d,positive\n" % i for i in range(30))), ["datasets.mood", "single class"]),
-    "no usable rows": (_write_data(b"text,label\n  ,positive\n!!!,negative\n,\n"), ["datasets.mood", "no usable rows"]),
+    "single class": (
+        _write_data(b"text,label\n" + b"".join(b"good film %d,positive\n" % i for i in range(30))),
+        ["datasets.mood", "single class"],
+    ),
+    "no usable rows": (
+        _write_data(b"text,label\n  ,positive\n!!!,negative\n,\n"),
+        ["datasets.mood", "no usable rows"],
+    ),
     "empty probe list": (_set("datasets.mood.probes", []), ["datasets.mood.probes", "must not be empty"]),
-    "unknown model package": (_set("models.tiny2.source", "package:no-such-model-package"), ["models.tiny2.source", "not installed"]),
-    "hub id offline": (_set("models.tiny2.source", "hub:someone/not-cached-bert"), ["models.tiny2.source", "offline", "path:"]),
+    "unknown model package": (
+        _set("models.tiny2.source", "package:no-such-model-package"),
+        ["models.tiny2.source", "not installed"],
+    ),
+    "hub id offline": (
+        _set("models.tiny2.source", "hub:someone/not-cached-bert"),
+        ["models.tiny2.source", "offline", "path:"],
+    ),
 }
 
 

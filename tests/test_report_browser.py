@@ -26,18 +26,38 @@ window.addEventListener("load", () => {
 """
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (CI installs it: apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (CI installs it: apt-get install chromium)"
+)
 def test_report_renders_with_all_images(tiny_study_done, tmp_path):
     page = tmp_path / "index.html"
     html = (tiny_study_done / "results/report/index.html").read_text()
     page.write_text(html.replace("</body>", PROBE + "</body>"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+    ]
     proc = subprocess.run([CHROMIUM, *flags, page.as_uri()], capture_output=True, text=True, timeout=120)
     match = re.search(r"IMAGES=(\d+) BROKEN=(\d+) HEADINGS=([^<]*)", proc.stdout)
     assert match, proc.stderr[-2000:]
     images, broken, headings = int(match[1]), int(match[2]), match[3]
     assert images >= 20 and broken == 0
-    for section in ("The study", "Fine-tuning", "Layer-wise similarity", "Sparse autoencoders", "Features and probe sentences", "Feature diff", "Findings"):
+    for section in (
+        "The study",
+        "Fine-tuning",
+        "Layer-wise similarity",
+        "Sparse autoencoders",
+        "Features and probe sentences",
+        "Feature diff",
+        "Findings",
+    ):
         assert section in headings

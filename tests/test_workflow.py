@@ -37,7 +37,9 @@ def jobs_of(dry_run_output: str) -> list[str]:
 def test_default_config_dry_run_lists_every_target():
     proc = subprocess.run(
         [str(SNAKEMAKE), "-n", "--cores", "2", "-s", str(SNAKEFILE), "--directory", str(ROOT)],
-        capture_output=True, text=True, env={**os.environ, **OFFLINE_ENV},
+        capture_output=True,
+        text=True,
+        env={**os.environ, **OFFLINE_ENV},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_of(proc.stdout)
@@ -51,7 +53,13 @@ def test_tiny_study_runs_end_to_end_and_is_cached(tiny_study_done):
     report = results / "report/index.html"
     assert report.stat().st_size > 10_000
     html = report.read_text()
-    for heading in ("Fine-tuning", "Layer-wise similarity", "Sparse autoencoders", "Feature diff", "Findings"):
+    for heading in (
+        "Fine-tuning",
+        "Layer-wise similarity",
+        "Sparse autoencoders",
+        "Feature diff",
+        "Findings",
+    ):
         assert heading in html
     sae = results / "sae/tiny2/mood/finetuned/layer2"
     assert {"cfg.json", "sae_weights.safetensors", "metrics.json"} <= {p.name for p in sae.iterdir()}
@@ -102,11 +110,27 @@ def test_killed_run_resumes_to_identical_artifacts(tiny_study_done, tmp_path):
     """SIGKILL the whole Snakemake process group mid-training, rerun, compare with the uninterrupted run."""
     build_tiny_study(tmp_path)
     targets = [*ARTIFACTS, "results/metrics/tiny2/mood/classification.json"]
-    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", *targets]
+    cmd = [
+        str(SNAKEMAKE),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--cores",
+        "2",
+        *targets,
+    ]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
     deadline = time.time() + 300
-    logs = [tmp_path / "results/logs/finetune/tiny2/mood.log", tmp_path / "results/logs/train_sae/tiny2/mood/pretrained/layer1.log"]
+    logs = [
+        tmp_path / "results/logs/finetune/tiny2/mood.log",
+        tmp_path / "results/logs/train_sae/tiny2/mood/pretrained/layer1.log",
+    ]
     while time.time() < deadline and not any(log.exists() and log.stat().st_size > 0 for log in logs):
         time.sleep(0.2)
     time.sleep(1.0)
@@ -133,9 +157,22 @@ def test_concurrent_runs_are_refused(tmp_path):
     """While one Snakemake runs, a second one on the same results directory stops with the lock message."""
     build_tiny_study(tmp_path)
     target = "results/metrics/tiny2/mood/classification.json"
-    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", target]
+    cmd = [
+        str(SNAKEMAKE),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--cores",
+        "1",
+        target,
+    ]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    first = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
     try:
         locks = tmp_path / ".snakemake/locks"
         deadline = time.time() + 120

@@ -67,7 +67,11 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, group: int = 16
 
 def token_priorities(sentence_ids: np.ndarray, positions: np.ndarray, seed: int) -> np.ndarray:
     """A deterministic pseudo-random priority per (sentence, position), identical across stages."""
-    key = (sentence_ids.astype(np.uint64) << np.uint64(20)) ^ positions.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B1)
+    key = (
+        (sentence_ids.astype(np.uint64) << np.uint64(20))
+        ^ positions.astype(np.uint64)
+        ^ np.uint64(seed * 0x9E3779B1)
+    )
     key = (key ^ (key >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)
     key = (key ^ (key >> np.uint64(33))) * np.uint64(0xC4CEB9FE1A85EC53)
     return key ^ (key >> np.uint64(33))
@@ -99,9 +103,9 @@ class TokenSample:
         return self.ids[order], self.vectors[order]
 
 
-def _list_column(vectors: np.ndarray, dtype=pa.float32()) -> pa.Array:
-    """``[n, d]`` array as a fixed-size-list Arrow column."""
-    flat = pa.array(np.ascontiguousarray(vectors).reshape(-1), type=dtype)
+def _list_column(vectors: np.ndarray) -> pa.Array:
+    """``[n, d]`` float32 array as a fixed-size-list Arrow column."""
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
     return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
 
 
@@ -162,22 +166,32 @@ def extract_activations(
     with atomic_dir(out_dir / "tokens") as tokens_dir, atomic_path(out_dir / "sentences.parquet") as sent_tmp:
         writers = {
             layer: ShardWriter(
-                tokens_dir / f"layer{layer}", d_model, cfg.dtype, cfg.rows_per_group, cfg.groups_per_shard,
+                tokens_dir / f"layer{layer}",
+                d_model,
+                cfg.dtype,
+                cfg.rows_per_group,
+                cfg.groups_per_shard,
                 {**metadata, "layer": layer},
             )
             for layer in sae_layers
         }
         sentences = SentenceWriter(sent_tmp, n_layers, d_model, metadata)
-        for batch in tqdm(batches, desc=f"extract {metadata.get('stage', '')}", disable=not progress, mininterval=5):
+        for batch in tqdm(
+            batches, desc=f"extract {metadata.get('stage', '')}", disable=not progress, mininterval=5
+        ):
             ids = [encoded[i] for i in batch]
             padded = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
             mask = padded["attention_mask"].to(device)
-            hidden = model(input_ids=padded["input_ids"].to(device), attention_mask=mask, output_hidden_states=True).hidden_states
+            hidden = model(
+                input_ids=padded["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
+            ).hidden_states
             stacked = torch.stack(hidden, dim=1).float()  # [batch, layers, seq, d]
             maskf = mask[:, None, :, None].float()  # [batch, 1, seq, 1]
             per_sentence = (stacked * maskf).sum(2) / maskf.sum(2)  # [batch, layers, d]
             flat_mask = mask.bool()
-            tokens = stacked.permute(0, 2, 1, 3)[flat_mask].cpu().numpy()  # [batch, seq, layers, d] -> [tokens, layers, d]
+            tokens = (
+                stacked.permute(0, 2, 1, 3)[flat_mask].cpu().numpy()
+            )  # [batch, seq, layers, d] -> [tokens, layers, d]
             token_sum += tokens.sum(0, dtype=np.float64)
             sentence_sum += per_sentence.sum(0).double().cpu().numpy()
             n_tokens_total += len(tokens)

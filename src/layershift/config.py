@@ -32,7 +32,9 @@ def load_yaml(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -115,7 +117,9 @@ def validate_schema(config: dict, origin: str, schema: dict | None = None) -> di
     """Validate against the JSON schema and fill defaults in place; raise the most specific error."""
     schema = schema or load_schema()
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), str(e.absolute_path)))
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), str(e.absolute_path))
+    )
     if errors:
         raise ConfigError(f"{origin}: {_describe_error(errors[0])}")
     return config
@@ -145,7 +149,9 @@ def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config
         return  # checked when the download/prepare step runs (hub access may need the network)
     path = Path(source) if Path(source).is_absolute() else base_dir / source
     if path.suffix.lower() not in data.FILE_READERS:
-        raise ConfigError(f"{origin}: {key}.source: {source!r} is neither a hub id nor a .csv/.parquet/.jsonl file")
+        raise ConfigError(
+            f"{origin}: {key}.source: {source!r} is neither a hub id nor a .csv/.parquet/.jsonl file"
+        )
     if not path.is_file():
         raise ConfigError(f"{origin}: {key}.source: file {source!r} does not exist")
     try:

@@ -19,7 +19,14 @@ from layershift.errors import DataError
 from layershift.io import write_json, write_parquet
 
 SPLITS = ("train", "validation", "test")
-FILE_READERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
+FILE_READERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+}
 
 _APOSTROPHES = re.compile(r"['’`]")
 _NON_WORD = re.compile(r"[^\w\s]|_")
@@ -47,7 +54,9 @@ def is_hub_source(source: str) -> bool:
     return Path(source).suffix.lower() not in FILE_READERS and not Path(source).exists()
 
 
-def read_source(source: str, text: str, label: str, hub_config: str | None = None, hub_split: str = "train") -> pd.DataFrame:
+def read_source(
+    source: str, text: str, label: str, hub_config: str | None = None, hub_split: str = "train"
+) -> pd.DataFrame:
     """Read a dataset source into a DataFrame with the raw ``text`` and ``label`` columns."""
     if is_hub_source(source):
         frame = _read_hub(source.removeprefix("hub:"), hub_config, hub_split)
@@ -63,18 +72,29 @@ def read_file(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     kind = FILE_READERS.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r} (expected one of {sorted(FILE_READERS)})")
+        raise DataError(
+            f"{path}: unsupported file type {path.suffix!r} (expected one of {sorted(FILE_READERS)})"
+        )
     if not path.is_file():
         raise DataError(f"{path}: file does not exist")
     try:
         if kind == "csv":
-            return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8",
-                               encoding_errors="strict", keep_default_na=False, na_values=[""], dtype=str)
+            return pd.read_csv(
+                path,
+                sep="\t" if path.suffix.lower() == ".tsv" else ",",
+                encoding="utf-8",
+                encoding_errors="strict",
+                keep_default_na=False,
+                na_values=[""],
+                dtype=str,
+            )
         if kind == "parquet":
             return pd.read_parquet(path)
         return pd.read_json(path, lines=True, encoding="utf-8", encoding_errors="strict", dtype=False)
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 text (byte {err.start}: {err.reason}); re-encode the file as UTF-8") from None
+        raise DataError(
+            f"{path}: not valid UTF-8 text (byte {err.start}: {err.reason}); re-encode the file as UTF-8"
+        ) from None
     except (ValueError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(err).splitlines()[0]}") from None
 
@@ -105,11 +125,15 @@ def dataset_to_frame(ds) -> pd.DataFrame:
 def select_columns(frame: pd.DataFrame, text: str, label: str, origin: str) -> pd.DataFrame:
     for role, column in (("text", text), ("label", label)):
         if column not in frame.columns:
-            raise DataError(f"{origin}: {role} column {column!r} not found (columns: {', '.join(map(str, frame.columns))})")
+            raise DataError(
+                f"{origin}: {role} column {column!r} not found (columns: {', '.join(map(str, frame.columns))})"
+            )
     return pd.DataFrame({"text": frame[text], "label": frame[label]})
 
 
-def clean_frame(raw: pd.DataFrame, max_chars: int, keep_labels: list | None = None) -> tuple[pd.DataFrame, dict]:
+def clean_frame(
+    raw: pd.DataFrame, max_chars: int, keep_labels: list | None = None
+) -> tuple[pd.DataFrame, dict]:
     """Clean texts, normalise labels, drop unusable rows; return the rows and the count dropped per reason."""
     dropped = {}
     labels = raw["label"].map(_label_string)
@@ -192,7 +216,9 @@ def prepare_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_label
         raise DataError(f"{origin}: no usable rows after cleaning (dropped: {_describe(dropped)})")
     names = label_map(frame["label"])
     if len(names) < 2:
-        raise DataError(f"{origin}: label column has a single class ({names[0]!r}); classification needs at least two")
+        raise DataError(
+            f"{origin}: label column has a single class ({names[0]!r}); classification needs at least two"
+        )
     n_min = frame["label"].value_counts().min()
     if len(frame) < 10 or n_min < 3:
         raise DataError(
@@ -225,9 +251,13 @@ def prepare_dataset(
     out_dir = Path(out_dir)
     hashes = {}
     for split, frame in splits.items():
-        table = frame.reset_index(names="row").assign(label_name=lambda f: f["label"].map(dict(enumerate(names))))
+        table = frame.reset_index(names="row").assign(
+            label_name=lambda f: f["label"].map(dict(enumerate(names)))
+        )
         table = table[["row", "text", "label", "label_name"]]
-        write_parquet(table, out_dir / f"{split}.parquet", metadata={"dataset": name, "split": split, "labels": names})
+        write_parquet(
+            table, out_dir / f"{split}.parquet", metadata={"dataset": name, "split": split, "labels": names}
+        )
         hashes[split] = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
     card = {
         "dataset": name,
@@ -240,9 +270,17 @@ def prepare_dataset(
         "dropped": dropped,
         "label_names": names,
         "label_map": {n: i for i, n in enumerate(names)},
-        "counts": {s: {names[k]: int(v) for k, v in sorted(f["label"].value_counts().items())} for s, f in splits.items()},
+        "counts": {
+            s: {names[k]: int(v) for k, v in sorted(f["label"].value_counts().items())}
+            for s, f in splits.items()
+        },
         "split_sha256": hashes,
-        "settings": {"max_rows": cfg.max_rows, "split": cfg.split, "max_chars": cfg.max_chars, "seed": cfg.seed},
+        "settings": {
+            "max_rows": cfg.max_rows,
+            "split": cfg.split,
+            "max_chars": cfg.max_chars,
+            "seed": cfg.seed,
+        },
     }
     write_json(card, out_dir / "card.json")
     return card

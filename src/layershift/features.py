@@ -164,7 +164,9 @@ def context_string(tokens: dict[int, str], position: int, width: int) -> str:
     return " ".join(words)
 
 
-def top_token_lists(sae: SAE, shard_dir: str | os.PathLike, features: Sequence[int], n_tokens: int = 5) -> dict[int, list[str]]:
+def top_token_lists(
+    sae: SAE, shard_dir: str | os.PathLike, features: Sequence[int], n_tokens: int = 5
+) -> dict[int, list[str]]:
     """``{feature: its strongest distinct tokens}`` (strongest first), for labelling features in tables."""
     rows = top_activating_tokens(sae, shard_dir, features, n_tokens=n_tokens * 3, context=0)
     lists = {int(f): [] for f in features}
@@ -181,6 +183,10 @@ def attach_top_tokens(labels: pd.DataFrame, saes: dict, shard_dirs: dict, n_toke
     labels["top_tokens"] = [[] for _ in range(len(labels))]
     for side, sae in saes.items():
         mask = (labels["side"] == side) & (labels["label"] != "dead")
-        lists = top_token_lists(sae, shard_dirs[side], labels.loc[mask, "feature"].astype(int).tolist(), n_tokens)
-        labels.loc[mask, "top_tokens"] = pd.Series([lists[int(f)] for f in labels.loc[mask, "feature"]], index=labels.index[mask])
+        lists = top_token_lists(
+            sae, shard_dirs[side], labels.loc[mask, "feature"].astype(int).tolist(), n_tokens
+        )
+        labels.loc[mask, "top_tokens"] = pd.Series(
+            [lists[int(f)] for f in labels.loc[mask, "feature"]], index=labels.index[mask]
+        )
     return labels

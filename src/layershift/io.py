@@ -81,7 +81,9 @@ def _json_default(value: Any) -> Any:
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write ``df`` to Parquet atomically, with ``metadata`` stored as JSON in the schema."""
     table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **encode_metadata(metadata or {})})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), **encode_metadata(metadata or {})}
+    )
     with atomic_path(path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
 

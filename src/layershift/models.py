@@ -54,7 +54,9 @@ def package_model_dir(distribution: str) -> Path:
     files = distribution_files(distribution)
     candidates = sorted(p.parent for p in files if p.name == "config.json" and _has_weights(p.parent))
     if not candidates:
-        raise ModelSourceError(f"package {distribution!r} ships no Hugging Face model directory (config.json + weights)")
+        raise ModelSourceError(
+            f"package {distribution!r} ships no Hugging Face model directory (config.json + weights)"
+        )
     return min(candidates, key=lambda p: len(p.parts))
 
 
@@ -165,7 +167,9 @@ def describe_model(model_dir: str | Path) -> dict:
     }
 
 
-def resolve_pretrained(source: str, revision: str | None = None, imported_dir: str | Path | None = None) -> dict:
+def resolve_pretrained(
+    source: str, revision: str | None = None, imported_dir: str | Path | None = None
+) -> dict:
     """Resolve a model source to a local directory (downloading hub models) and describe it."""
     parsed = parse_source(source)
     if parsed.kind == "onnx-package":
@@ -188,7 +192,9 @@ def check_layers(model: str, layers: list[int], depth: int) -> None:
     """Fail in one line if a requested SAE layer does not exist in a model of ``depth`` blocks."""
     bad = [layer for layer in layers if not 0 <= layer <= depth]
     if bad:
-        raise ModelSourceError(f"models.{model}.sae_layers: {bad} beyond the model's depth ({depth} layers; valid 0..{depth})")
+        raise ModelSourceError(
+            f"models.{model}.sae_layers: {bad} beyond the model's depth ({depth} layers; valid 0..{depth})"
+        )
 
 
 def load_encoder(model_dir: str | Path, device: str = "cpu"):

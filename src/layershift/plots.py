@@ -20,7 +20,11 @@ import seaborn as sns  # noqa: E402
 from layershift.io import atomic_path, read_json  # noqa: E402
 from layershift.similarity import MEASURES  # noqa: E402
 
-ROW_NAMES = {"pretrained": "pre-trained + random head", "linear_probe": "linear probe (frozen)", "finetuned": "fine-tuned"}
+ROW_NAMES = {
+    "pretrained": "pre-trained + random head",
+    "linear_probe": "linear probe (frozen)",
+    "finetuned": "fine-tuned",
+}
 LABEL_ORDER = ["retained", "changed", "lost", "new"]
 
 
@@ -42,8 +46,14 @@ def plot_classification(inputs, wc, params) -> plt.Figure:
     report = read_json(inputs[0])
     per_class = pd.DataFrame(report["finetuned"]["per_class"]).T[["precision", "recall", "f1"]].astype(float)
     fig, ax = plt.subplots(figsize=(4.8, 0.45 * len(per_class) + 1.6))
-    sns.heatmap(per_class, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", cbar_kws={"label": "score"}, ax=ax)
-    ax.set(title=f"{wc['model']} fine-tuned on {wc['dataset']}\naccuracy {report['finetuned']['accuracy']:.1%}", xlabel="metric", ylabel="class")
+    sns.heatmap(
+        per_class, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", cbar_kws={"label": "score"}, ax=ax
+    )
+    ax.set(
+        title=f"{wc['model']} fine-tuned on {wc['dataset']}\naccuracy {report['finetuned']['accuracy']:.1%}",
+        xlabel="metric",
+        ylabel="class",
+    )
     return fig
 
 
@@ -53,16 +63,38 @@ def plot_confusion(inputs, wc, params) -> plt.Figure:
     labels = report["label_names"]
     size = 1.0 + 0.55 * len(labels)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", xticklabels=labels, yticklabels=labels, cbar_kws={"label": "test sentences"}, ax=ax)
-    ax.set(title=f"Confusion matrix: {wc['model']} on {wc['dataset']}", xlabel="predicted label", ylabel="true label")
+    sns.heatmap(
+        matrix,
+        annot=True,
+        fmt="d",
+        cmap="Blues",
+        xticklabels=labels,
+        yticklabels=labels,
+        cbar_kws={"label": "test sentences"},
+        ax=ax,
+    )
+    ax.set(
+        title=f"Confusion matrix: {wc['model']} on {wc['dataset']}",
+        xlabel="predicted label",
+        ylabel="true label",
+    )
     return fig
 
 
 def plot_accuracy(inputs, wc, params) -> plt.Figure:
     """The paper's Table 2 as a figure: accuracy before and after fine-tuning, plus the linear probe."""
     table = pd.read_csv(inputs[0]).assign(row=lambda t: t["row"].map(ROW_NAMES))
-    grid = sns.catplot(data=table, x="dataset", y="accuracy", hue="row", col="model", kind="bar", height=3.4, aspect=1.1,
-                       hue_order=list(ROW_NAMES.values()))
+    grid = sns.catplot(
+        data=table,
+        x="dataset",
+        y="accuracy",
+        hue="row",
+        col="model",
+        kind="bar",
+        height=3.4,
+        aspect=1.1,
+        hue_order=list(ROW_NAMES.values()),
+    )
     grid.set_axis_labels("dataset", "test accuracy")
     grid.set(ylim=(0, 1))
     grid.figure.suptitle("Accuracy before and after fine-tuning (test split)", y=1.04)
@@ -72,7 +104,14 @@ def plot_accuracy(inputs, wc, params) -> plt.Figure:
 def plot_training(inputs, wc, params) -> plt.Figure:
     log = pd.read_csv(inputs[0])
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    sns.lineplot(data=log.melt("epoch", ["train_loss", "val_loss"], "split", "loss"), x="epoch", y="loss", hue="split", marker="o", ax=axes[0])
+    sns.lineplot(
+        data=log.melt("epoch", ["train_loss", "val_loss"], "split", "loss"),
+        x="epoch",
+        y="loss",
+        hue="split",
+        marker="o",
+        ax=axes[0],
+    )
     sns.lineplot(data=log, x="epoch", y="val_accuracy", marker="o", ax=axes[1])
     axes[0].set(title="loss", ylabel="cross-entropy")
     axes[1].set(title="validation accuracy", ylabel="accuracy", ylim=(0, 1))
@@ -86,8 +125,14 @@ def plot_similarity(inputs, wc, params) -> plt.Figure:
     table = table[table["model"] == wc["model"]]
     measure = wc["measure"]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    sns.lineplot(data=table, x="layer", y=measure, hue="dataset", style="dataset", markers=True, dashes=False, ax=ax)
-    ax.set(title=f"{wc['model']}: pretrained vs fine-tuned", xlabel="layer (0 = embeddings)", ylabel=MEASURES[measure])
+    sns.lineplot(
+        data=table, x="layer", y=measure, hue="dataset", style="dataset", markers=True, dashes=False, ax=ax
+    )
+    ax.set(
+        title=f"{wc['model']}: pretrained vs fine-tuned",
+        xlabel="layer (0 = embeddings)",
+        ylabel=MEASURES[measure],
+    )
     ax.set_xticks(sorted(table["layer"].unique()))
     return fig
 
@@ -98,7 +143,11 @@ def plot_depth(inputs, wc, params) -> plt.Figure:
     measure = wc["measure"]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     sns.lineplot(data=table, x="relative_depth", y=measure, hue="model", style="dataset", markers=True, ax=ax)
-    ax.set(title="Similarity across model sizes", xlabel="relative depth (layer / number of layers)", ylabel=MEASURES[measure])
+    ax.set(
+        title="Similarity across model sizes",
+        xlabel="relative depth (layer / number of layers)",
+        ylabel=MEASURES[measure],
+    )
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     return fig
 
@@ -114,7 +163,11 @@ def plot_sae_loss(inputs, wc, params) -> plt.Figure:
         frames.append(pd.DataFrame({"epoch": np.arange(1, len(epochs) + 1), "loss": epochs, "sae": name}))
     fig, ax = plt.subplots(figsize=(5.5, 3.3))
     sns.lineplot(data=pd.concat(frames), x="epoch", y="loss", hue="sae", marker="o", ax=ax)
-    ax.set(yscale="log", title=f"SAE training: {wc['model']} / {wc['dataset']} / layer {wc['layer']}", ylabel="train loss (MSE + sparsity)")
+    ax.set(
+        yscale="log",
+        title=f"SAE training: {wc['model']} / {wc['dataset']} / layer {wc['layer']}",
+        ylabel="train loss (MSE + sparsity)",
+    )
     return fig
 
 
@@ -129,7 +182,9 @@ def plot_tokens(inputs, wc, params) -> plt.Figure:
         for j, stage in enumerate(stages):
             ax = axes[i, j]
             part = probes[(probes["sentence"] == sentence) & (probes["stage"] == stage)]
-            part = part.assign(feature=lambda t: "#" + t["feature_rank"].astype(str) + " f" + t["feature"].astype(str))
+            part = part.assign(
+                feature=lambda t: "#" + t["feature_rank"].astype(str) + " f" + t["feature"].astype(str)
+            )
             sns.barplot(data=part, x="position", y="activation", hue="feature", ax=ax, dodge=True)
             tokens = part.drop_duplicates("position").sort_values("position")["token"].tolist()
             ax.set_xticks(range(len(tokens)))
@@ -137,7 +192,9 @@ def plot_tokens(inputs, wc, params) -> plt.Figure:
             text = part["text"].iloc[0] if len(part) else ""
             ax.set(xlabel="", ylabel="activation", title=f"{stage}: {textwrap.shorten(str(text), 60)}")
             ax.legend(fontsize=6, title="top features", title_fontsize=6)
-    fig.suptitle(f"{wc['model']} / {wc['dataset']} / layer {wc['layer']}: top-variance SAE features per token", y=1.0)
+    fig.suptitle(
+        f"{wc['model']} / {wc['dataset']} / layer {wc['layer']}: top-variance SAE features per token", y=1.0
+    )
     fig.tight_layout()
     return fig
 
@@ -148,24 +205,47 @@ def plot_diff(inputs, wc, params) -> plt.Figure:
     for path in inputs:
         summary = read_json(path)
         for label in LABEL_ORDER:
-            rows.append({"dataset": summary["dataset"], "layer": summary["layer"], "label": label,
-                         "fraction": summary.get(f"{label}_fraction", np.nan),
-                         "null": summary.get(f"null_{label}_fraction", np.nan)})
+            rows.append(
+                {
+                    "dataset": summary["dataset"],
+                    "layer": summary["layer"],
+                    "label": label,
+                    "fraction": summary.get(f"{label}_fraction", np.nan),
+                    "null": summary.get(f"null_{label}_fraction", np.nan),
+                }
+            )
     table = pd.DataFrame(rows)
     datasets = sorted(table["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 3.4), sharey=True, squeeze=False)
     colors = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        part = table[table["dataset"] == dataset].pivot(index="layer", columns="label", values="fraction")[LABEL_ORDER]
-        part.plot(kind="bar", stacked=True, ax=ax, color=[colors[c] for c in LABEL_ORDER], legend=False, width=0.7)
+        part = table[table["dataset"] == dataset].pivot(index="layer", columns="label", values="fraction")[
+            LABEL_ORDER
+        ]
+        part.plot(
+            kind="bar", stacked=True, ax=ax, color=[colors[c] for c in LABEL_ORDER], legend=False, width=0.7
+        )
         null = table[(table["dataset"] == dataset) & (table["label"].isin(["lost", "new"]))]
         for k, (layer, group) in enumerate(null.groupby("layer")):
-            ax.scatter([k] * len(group), group["null"].cumsum() * 0 + group["null"], marker="_", s=200, color="black", zorder=3)
+            ax.scatter(
+                [k] * len(group),
+                group["null"].cumsum() * 0 + group["null"],
+                marker="_",
+                s=200,
+                color="black",
+                zorder=3,
+            )
             del layer
         ax.set(title=dataset, xlabel="layer", ylabel="fraction of live features", ylim=(0, 1))
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in LABEL_ORDER]
-    fig.legend(handles + [plt.Line2D([], [], color="black", marker="_", linestyle="")], LABEL_ORDER + ["seed null (lost/new)"],
-               loc="upper center", ncol=5, bbox_to_anchor=(0.5, 1.08), fontsize=8)
+    fig.legend(
+        handles + [plt.Line2D([], [], color="black", marker="_", linestyle="")],
+        LABEL_ORDER + ["seed null (lost/new)"],
+        loc="upper center",
+        ncol=5,
+        bbox_to_anchor=(0.5, 1.08),
+        fontsize=8,
+    )
     fig.suptitle(f"{wc['model']}: what fine-tuning does to SAE features, per layer", y=1.14)
     return fig
 
@@ -179,10 +259,21 @@ def plot_relnorm(inputs, wc, params) -> plt.Figure:
         frames.append(table.assign(layer=layer))
     table = pd.concat(frames, ignore_index=True)
     if "flagged" in table:
-        table["latent"] = np.where(table["flagged"].fillna(False), "exclusivity explained by shrinkage", "kept")
+        table["latent"] = np.where(
+            table["flagged"].fillna(False), "exclusivity explained by shrinkage", "kept"
+        )
     else:
         table["latent"] = "kept"
-    grid = sns.displot(data=table, x="relative_norm", col="layer", hue="latent", bins=30, height=2.8, aspect=1.2, multiple="stack")
+    grid = sns.displot(
+        data=table,
+        x="relative_norm",
+        col="layer",
+        hue="latent",
+        bins=30,
+        height=2.8,
+        aspect=1.2,
+        multiple="stack",
+    )
     grid.set_axis_labels("relative decoder norm (0 = pretrained-only, 1 = fine-tuned-only)", "latents")
     grid.figure.suptitle(f"Crosscoder latents: {wc['model']} / {wc['dataset']}", y=1.05)
     return grid.figure
@@ -226,7 +317,15 @@ FIGURES = {
 }
 
 
-def draw(rule: str, inputs, wildcards: dict, params: dict, out_png: str, dpi: int = 120, palette: str = "colorblind") -> None:
+def draw(
+    rule: str,
+    inputs,
+    wildcards: dict,
+    params: dict,
+    out_png: str,
+    dpi: int = 120,
+    palette: str = "colorblind",
+) -> None:
     """Draw the figure named by ``rule`` and save it as PNG + SVG."""
     theme(palette)
     save(FIGURES[rule](list(inputs), wildcards, params), out_png, dpi)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from layershift.shards import ShardReader, activations
 from layershift.models import load_encoder, pick_device
+from layershift.shards import ShardReader, activations
 
 SPECIAL = re.compile(r"^\[(CLS|SEP|PAD|UNK|MASK)\]$|^<.*>$")
 PUNCT = re.compile(r"^[^\w]+$")
@@ -29,12 +29,16 @@ def token_kind(token: str) -> str:
 
 
 @torch.inference_mode()
-def layer_states(model_dir: str | Path, sentences: list[str], layer: int, max_length: int = 128, device: str = "auto"):
+def layer_states(
+    model_dir: str | Path, sentences: list[str], layer: int, max_length: int = 128, device: str = "auto"
+):
     """Per sentence: (tokens, hidden states ``[seq, d]`` of ``hidden_states[layer]``)."""
     model, tokenizer = load_encoder(model_dir, pick_device(device))
     out = []
     for sentence in sentences:
-        enc = tokenizer(sentence, truncation=True, max_length=max_length, return_tensors="pt").to(model.device)
+        enc = tokenizer(sentence, truncation=True, max_length=max_length, return_tensors="pt").to(
+            model.device
+        )
         hidden = model(**enc, output_hidden_states=True).hidden_states[layer][0]  # [seq, d]
         out.append((tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist()), hidden.float().cpu()))
     return out
@@ -45,15 +49,39 @@ def probe_activations(states, sae, features: list[int], stage: str, clean: bool 
     """Long table: one row per (sentence, token, feature) with the feature's activation."""
     rows = []
     for s, (tokens, hidden) in enumerate(states):
-        acts = sae.encode(hidden.to(next(sae.parameters()).device))[:, features].cpu().numpy()  # [seq, d] -> [seq, k]
+        acts = (
+            sae.encode(hidden.to(next(sae.parameters()).device))[:, features].cpu().numpy()
+        )  # [seq, d] -> [seq, k]
         for position, token in enumerate(tokens):
             for j, feature in enumerate(features):
-                rows.append((stage, s, position, token, token_kind(token), int(feature), j + 1, float(acts[position, j])))
-    columns = ["stage", "sentence", "position", "token", "token_kind", "feature", "feature_rank", "activation"]
+                rows.append(
+                    (
+                        stage,
+                        s,
+                        position,
+                        token,
+                        token_kind(token),
+                        int(feature),
+                        j + 1,
+                        float(acts[position, j]),
+                    )
+                )
+    columns = [
+        "stage",
+        "sentence",
+        "position",
+        "token",
+        "token_kind",
+        "feature",
+        "feature_rank",
+        "activation",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def probe_table(model_dirs: dict, saes: dict, top_features: dict, sentences: list[str], layer: int, max_length: int) -> pd.DataFrame:
+def probe_table(
+    model_dirs: dict, saes: dict, top_features: dict, sentences: list[str], layer: int, max_length: int
+) -> pd.DataFrame:
     """Both stages: each stage's own top features on the same probe sentences (raw text, as in the paper)."""
     frames = []
     for stage, model_dir in model_dirs.items():
@@ -67,7 +95,9 @@ def probe_table(model_dirs: dict, saes: dict, top_features: dict, sentences: lis
 
 
 @torch.inference_mode()
-def token_kind_shares(sae, shard_dir: str | Path, features: list[int], batch_rows: int = 8192) -> pd.DataFrame:
+def token_kind_shares(
+    sae, shard_dir: str | Path, features: list[int], batch_rows: int = 8192
+) -> pd.DataFrame:
     """Over every token row of a layer: the share of each feature's activation on each token kind."""
     reader = ShardReader(shard_dir)
     sums: dict[str, np.ndarray] = {}
@@ -86,4 +116,6 @@ def activation_shares(frame: pd.DataFrame) -> pd.DataFrame:
     """Share of each feature's total activation that lands on each token kind."""
     total = frame.groupby(["stage", "feature"])["activation"].transform("sum").replace(0, np.nan)
     frame = frame.assign(share=frame["activation"] / total)
-    return frame.pivot_table(index=["stage", "feature"], columns="token_kind", values="share", aggfunc="sum", fill_value=0.0)
+    return frame.pivot_table(
+        index=["stage", "feature"], columns="token_kind", values="share", aggfunc="sum", fill_value=0.0
+    )

@@ -60,27 +60,53 @@ def figure(path: str | Path, caption: str) -> dict:
 
 
 def _figures(paths: list[str], family: str) -> list[dict]:
-    return [figure(p, Path(p).relative_to("results/figures").as_posix()) for p in sorted(paths) if f"/figures/{family}/" in p or p.endswith(f"/{family}.png")]
+    return [
+        figure(p, Path(p).relative_to("results/figures").as_posix())
+        for p in sorted(paths)
+        if f"/figures/{family}/" in p or p.endswith(f"/{family}.png")
+    ]
 
 
-def study_blocks(config: dict, config_file: str, cards: list[str], models: list[str], benchmarks: list[str]) -> list[dict]:
+def study_blocks(
+    config: dict, config_file: str, cards: list[str], models: list[str], benchmarks: list[str]
+) -> list[dict]:
     import torch
     import transformers
 
     blocks = [para(f"Seed {config['seed']}. Fine-tuning: {config['finetune']}. SAEs: {config['sae']}.")]
-    model_rows = [{"model": read_json(p)["model"], "source": read_json(p)["source"], "layers": read_json(p)["num_hidden_layers"],
-                   "hidden size": read_json(p)["hidden_size"], "SAE layers": str(config["models"][read_json(p)["model"]]["sae_layers"])}
-                  for p in models]
+    model_rows = [
+        {
+            "model": read_json(p)["model"],
+            "source": read_json(p)["source"],
+            "layers": read_json(p)["num_hidden_layers"],
+            "hidden size": read_json(p)["hidden_size"],
+            "SAE layers": str(config["models"][read_json(p)["model"]]["sae_layers"]),
+        }
+        for p in models
+    ]
     blocks += [html("<h3>Models</h3>"), table(pd.DataFrame(model_rows))]
     card_rows = []
     for path in cards:
         card = read_json(path)
-        card_rows.append({"dataset": card["dataset"], "source": card["source"], "rows read": card["rows_read"], "rows kept": card["rows_kept"],
-                          "labels": ", ".join(card["label_names"]), "dropped": ", ".join(f"{k}={v}" for k, v in card["dropped"].items() if v) or "-",
-                          **{f"{s} rows": sum(card["counts"][s].values()) for s in ("train", "validation", "test")}})
+        card_rows.append(
+            {
+                "dataset": card["dataset"],
+                "source": card["source"],
+                "rows read": card["rows_read"],
+                "rows kept": card["rows_kept"],
+                "labels": ", ".join(card["label_names"]),
+                "dropped": ", ".join(f"{k}={v}" for k, v in card["dropped"].items() if v) or "-",
+                **{f"{s} rows": sum(card["counts"][s].values()) for s in ("train", "validation", "test")},
+            }
+        )
     blocks += [html("<h3>Datasets</h3>"), table(pd.DataFrame(card_rows))]
-    env = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-           "machine": f"{platform.machine()}, {platform.system()}", "cuda": torch.cuda.is_available()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": f"{platform.machine()}, {platform.system()}",
+        "cuda": torch.cuda.is_available(),
+    }
     blocks += [html("<h3>Environment</h3>"), table(pd.DataFrame([env]))]
     if benchmarks:
         times = wall_times(benchmarks)
@@ -94,11 +120,26 @@ def wall_times(benchmark_paths: list[str]) -> pd.DataFrame:
     for path in benchmark_paths:
         frame = pd.read_csv(path, sep="\t")
         rule = Path(path).relative_to("results/benchmarks").parts[0]
-        rows.append({"rule": rule, "seconds": float(frame["s"].iloc[-1]), "max_rss_mb": float(frame.get("max_rss", pd.Series([np.nan])).iloc[-1])})
+        rows.append(
+            {
+                "rule": rule,
+                "seconds": float(frame["s"].iloc[-1]),
+                "max_rss_mb": float(frame.get("max_rss", pd.Series([np.nan])).iloc[-1]),
+            }
+        )
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    return frame.groupby("rule").agg(jobs=("seconds", "size"), total_s=("seconds", "sum"), max_s=("seconds", "max"), max_rss_mb=("max_rss_mb", "max")).reset_index()
+    return (
+        frame.groupby("rule")
+        .agg(
+            jobs=("seconds", "size"),
+            total_s=("seconds", "sum"),
+            max_s=("seconds", "max"),
+            max_rss_mb=("max_rss_mb", "max"),
+        )
+        .reset_index()
+    )
 
 
 def sae_quality(metric_paths: list[str]) -> pd.DataFrame:
@@ -115,40 +156,71 @@ def _trend(values: np.ndarray) -> float:
     return float(np.corrcoef(np.arange(len(values)), ranks)[0, 1])
 
 
-def findings(accuracy: pd.DataFrame, similarity: pd.DataFrame, sae: pd.DataFrame, diff: pd.DataFrame) -> list[str]:
+def _first_block_drop(group: pd.DataFrame, measure: str) -> float:
+    """Similarity after the first block minus similarity at the last layer."""
+    ordered = group.sort_values("layer")[measure]
+    return float(ordered.iloc[min(1, len(ordered) - 1)] - ordered.iloc[-1])
+
+
+def findings(
+    accuracy: pd.DataFrame, similarity: pd.DataFrame, sae: pd.DataFrame, diff: pd.DataFrame
+) -> list[str]:
     """The paper's claims, each checked against this study's numbers (nothing here is hard-coded)."""
     out = []
     pivot = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy")
     gain = (pivot["finetuned"] - pivot["pretrained"]) * 100
     probe_gap = (pivot["finetuned"] - pivot["linear_probe"]) * 100
-    out.append(f"Fine-tuning lifts test accuracy over the pretrained encoder with a random head in {int((gain > 0).sum())} of {len(gain)} "
-               f"model x dataset pairs (mean +{gain.mean():.1f} points, range {gain.min():+.1f} to {gain.max():+.1f}); over a linear probe on frozen "
-               f"features by {probe_gap.mean():+.1f} points on average.")
+    out.append(
+        f"Fine-tuning lifts test accuracy over the pretrained encoder with a random head in {int((gain > 0).sum())} of {len(gain)} "
+        f"model x dataset pairs (mean +{gain.mean():.1f} points, range {gain.min():+.1f} to {gain.max():+.1f}); over a linear probe on frozen "
+        f"features by {probe_gap.mean():+.1f} points on average."
+    )
     for measure in ("cosine_of_means", "cka_sentences"):
         first = similarity[similarity["layer"] == 1][measure]
         trends = similarity.groupby(["model", "dataset"])[measure].apply(lambda s: _trend(s.to_numpy()))
-        drop = similarity.groupby(["model", "dataset"]).apply(lambda g: g.sort_values("layer")[measure].iloc[1] - g.sort_values("layer")[measure].iloc[-1], include_groups=False)
-        out.append(f"{measure}: about {first.mean():.3f} after the first block (paper: ~1.0 early); falls with depth in "
-                   f"{int((trends < 0).sum())} of {len(trends)} model x dataset pairs (mean drop first to last block {drop.mean():.3f}) - "
-                   f"{'yes' if (trends < 0).mean() > 0.5 else 'no'}, the paper's shape {'holds' if (trends < 0).mean() > 0.5 else 'does not hold'} here.")
+        drop = similarity.groupby(["model", "dataset"]).apply(
+            lambda g, m=measure: _first_block_drop(g, m), include_groups=False
+        )
+        out.append(
+            f"{measure}: about {first.mean():.3f} after the first block (paper: ~1.0 early); falls with depth in "
+            f"{int((trends < 0).sum())} of {len(trends)} model x dataset pairs (mean drop first to last block {drop.mean():.3f}) - "
+            f"{'yes' if (trends < 0).mean() > 0.5 else 'no'}, the paper's shape {'holds' if (trends < 0).mean() > 0.5 else 'does not hold'} here."
+        )
     last = similarity.loc[similarity.groupby(["model", "dataset"])["layer"].idxmax()]
     by_model = last.groupby("model")["cosine_of_means"].mean()
     depth = similarity.groupby("model")["layer"].max()
     if len(by_model) > 1:
         shallow, deep = depth.idxmin(), depth.idxmax()
         verdict = "yes" if by_model[shallow] > by_model[deep] else "no"
-        out.append(f"Smaller models stay more similar at their last layer: {verdict} ({shallow}, {depth[shallow]} layers: {by_model[shallow]:.3f} "
-                   f"vs {deep}, {depth[deep]} layers: {by_model[deep]:.3f}, cosine of means).")
+        out.append(
+            f"Smaller models stay more similar at their last layer: {verdict} ({shallow}, {depth[shallow]} layers: {by_model[shallow]:.3f} "
+            f"vs {deep}, {depth[deep]} layers: {by_model[deep]:.3f}, cosine of means)."
+        )
     if not sae.empty:
-        out.append(f"SAE quality: explained variance {sae['explained_variance'].min():.3f}-{sae['explained_variance'].max():.3f} "
-                   f"(median {sae['explained_variance'].median():.3f}), mean L0 {sae['l0'].mean():.1f}, dead fraction up to {sae['dead_fraction'].max():.2f}.")
+        out.append(
+            f"SAE quality: explained variance {sae['explained_variance'].min():.3f}-{sae['explained_variance'].max():.3f} "
+            f"(median {sae['explained_variance'].median():.3f}), mean L0 {sae['l0'].mean():.1f}, dead fraction up to {sae['dead_fraction'].max():.2f}."
+        )
     if not diff.empty and "retained_fraction" in diff:
-        trend = diff.groupby(["model", "dataset"]).apply(lambda g: _trend(g.sort_values("layer")["retained_fraction"].to_numpy()), include_groups=False)
-        out.append(f"Retained SAE features fall with depth (the paper's hypothesis) in {int((trend < 0).sum())} of {len(trend)} model x dataset pairs; "
-                   f"retained fraction by layer position: " + ", ".join(f"layer {int(k)}: {v:.2f}" for k, v in diff.groupby("layer")["retained_fraction"].mean().items()) + ".")
+        trend = diff.groupby(["model", "dataset"]).apply(
+            lambda g: _trend(g.sort_values("layer")["retained_fraction"].to_numpy()), include_groups=False
+        )
+        out.append(
+            f"Retained SAE features fall with depth (the paper's hypothesis) in {int((trend < 0).sum())} of {len(trend)} model x dataset pairs; "
+            f"retained fraction by layer position: "
+            + ", ".join(
+                f"layer {int(k)}: {v:.2f}"
+                for k, v in diff.groupby("layer")["retained_fraction"].mean().items()
+            )
+            + "."
+        )
         if "null_lost_fraction" in diff:
-            excess = (diff["lost_fraction"] + diff["new_fraction"]) - (diff["null_lost_fraction"] + diff["null_new_fraction"])
-            out.append(f"Lost + new features exceed the seed-null rate by {excess.mean():+.3f} on average (positive = change beyond seed noise).")
+            excess = (diff["lost_fraction"] + diff["new_fraction"]) - (
+                diff["null_lost_fraction"] + diff["null_new_fraction"]
+            )
+            out.append(
+                f"Lost + new features exceed the seed-null rate by {excess.mean():+.3f} on average (positive = change beyond seed noise)."
+            )
     return out
 
 
@@ -160,19 +232,48 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
     diff = pd.read_parquet(inputs["diff_table"][0]) if inputs.get("diff_table") else pd.DataFrame()
     summary = pd.read_parquet(inputs["feature_summary"][0])
     figs = [str(p) for p in inputs["figures"] if str(p).endswith(".png")]
-    acc_wide = accuracy.pivot_table(index=["model", "dataset"], columns="row", values=["accuracy", "macro_f1"]).reset_index()
+    acc_wide = accuracy.pivot_table(
+        index=["model", "dataset"], columns="row", values=["accuracy", "macro_f1"]
+    ).reset_index()
     acc_wide.columns = [" ".join(c).strip() for c in acc_wide.columns]
     blocks = {
-        "study": study_blocks(config, config_file, inputs["cards"], inputs["models"], inputs.get("benchmarks", [])),
-        "classification": [table(acc_wide), *_figures(figs, "accuracy"), *_figures(figs, "classification"), *_figures(figs, "confusion"), *_figures(figs, "training")],
-        "similarity": [table(similarity.drop(columns=["n_tokens", "n_sentences", "n_token_sample"], errors="ignore")), *_figures(figs, "similarity"), *_figures(figs, "depth")],
+        "study": study_blocks(
+            config, config_file, inputs["cards"], inputs["models"], inputs.get("benchmarks", [])
+        ),
+        "classification": [
+            table(acc_wide),
+            *_figures(figs, "accuracy"),
+            *_figures(figs, "classification"),
+            *_figures(figs, "confusion"),
+            *_figures(figs, "training"),
+        ],
+        "similarity": [
+            table(similarity.drop(columns=["n_tokens", "n_sentences", "n_token_sample"], errors="ignore")),
+            *_figures(figs, "similarity"),
+            *_figures(figs, "depth"),
+        ],
         "sae": [table(sae), *_figures(figs, "sae_loss")],
-        "features": [table(summary[["model", "dataset", "layer", "stage", "description"]]), *_figures(figs, "tokens")],
-        "diff": [table(diff) if not diff.empty else para("no diff"), *_figures(figs, "diff"), *_figures(figs, "relnorm"), *_figures(figs, "diff_tokens")],
+        "features": [
+            table(summary[["model", "dataset", "layer", "stage", "description"]]),
+            *_figures(figs, "tokens"),
+        ],
+        "diff": [
+            table(diff) if not diff.empty else para("no diff"),
+            *_figures(figs, "diff"),
+            *_figures(figs, "relnorm"),
+            *_figures(figs, "diff_tokens"),
+        ],
         "findings": [{"kind": "list", "items": findings(accuracy, similarity, sae, diff)}],
     }
-    page = Environment(autoescape=select_autoescape()).from_string(TEMPLATE).render(
-        sections=SECTIONS, blocks=blocks, config_file=config_file, generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    page = (
+        Environment(autoescape=select_autoescape())
+        .from_string(TEMPLATE)
+        .render(
+            sections=SECTIONS,
+            blocks=blocks,
+            config_file=config_file,
+            generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        )
     )
     with atomic_path(out_html, suffix=".html") as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -31,7 +31,9 @@ def script_context(snakemake, offline: bool = True):
     handle = open(log_path, "w", buffering=1) if log_path else None  # noqa: SIM115 - closed below
     if handle:
         sys.stdout = sys.stderr = handle
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True
+    )
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"

@@ -83,7 +83,9 @@ class ShardWriter:
         if n == 0:
             return
         acts = np.ascontiguousarray(activations, dtype=NUMPY_DTYPES[self.dtype])
-        self._buffer.append((np.asarray(sentence_ids), np.asarray(positions), np.asarray(token_ids), list(tokens), acts))
+        self._buffer.append(
+            (np.asarray(sentence_ids), np.asarray(positions), np.asarray(token_ids), list(tokens), acts)
+        )
         self._buffered += n
         while self._buffered >= self.rows_per_group:
             self._flush(self.rows_per_group)
@@ -134,7 +136,9 @@ class ShardWriter:
         if self._buffered:
             self._flush(self._buffered)
         if self._writer is None and self._shard_index == 0:
-            self._write_group(*(np.zeros(0, np.int32),) * 3, [], np.zeros((0, self.d_model), NUMPY_DTYPES[self.dtype]))
+            self._write_group(
+                *(np.zeros(0, np.int32),) * 3, [], np.zeros((0, self.d_model), NUMPY_DTYPES[self.dtype])
+            )
         self._close_shard()
         return self.n_rows
 
@@ -198,7 +202,9 @@ class ShardReader:
         order = rng.permutation(len(self.groups)) if shuffle else np.arange(len(self.groups))
         carry = np.zeros((0, self.d_model), np.float32)
         for start in range(0, len(order), buffer_groups):
-            block = [activations(self.read_group(i, ["activation"])) for i in order[start : start + buffer_groups]]
+            block = [
+                activations(self.read_group(i, ["activation"])) for i in order[start : start + buffer_groups]
+            ]
             rows = np.concatenate([carry, *block])
             if shuffle:
                 rows = rows[rng.permutation(len(rows))]

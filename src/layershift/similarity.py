@@ -106,9 +106,13 @@ def mean_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "layer": pre["layer"],
-            "cosine_of_means": [cosine(np.asarray(a), np.asarray(b)) for a, b in zip(pre["token_mean"], ft["token_mean"], strict=True)],
+            "cosine_of_means": [
+                cosine(np.asarray(a), np.asarray(b))
+                for a, b in zip(pre["token_mean"], ft["token_mean"], strict=True)
+            ],
             "cosine_of_sentence_means": [
-                cosine(np.asarray(a), np.asarray(b)) for a, b in zip(pre["sentence_mean"], ft["sentence_mean"], strict=True)
+                cosine(np.asarray(a), np.asarray(b))
+                for a, b in zip(pre["sentence_mean"], ft["sentence_mean"], strict=True)
             ],
             "n_tokens": pre["n_tokens"],
         }
@@ -119,8 +123,12 @@ def layer_similarity(pre_dir: str | Path, ft_dir: str | Path, model: str, datase
     """All measures per layer for one model x dataset, from the two stages' extraction outputs."""
     pre_dir, ft_dir = Path(pre_dir), Path(ft_dir)
     table = mean_measures(pre_dir / "means.parquet", ft_dir / "means.parquet")
-    table = table.merge(sentence_measures(pre_dir / "sentences.parquet", ft_dir / "sentences.parquet"), on="layer")
-    table = table.merge(token_measures(pre_dir / "token_sample.parquet", ft_dir / "token_sample.parquet"), on="layer")
+    table = table.merge(
+        sentence_measures(pre_dir / "sentences.parquet", ft_dir / "sentences.parquet"), on="layer"
+    )
+    table = table.merge(
+        token_measures(pre_dir / "token_sample.parquet", ft_dir / "token_sample.parquet"), on="layer"
+    )
     n_layers = int(read_metadata(pre_dir / "means.parquet").get("n_layers", table["layer"].max()))
     table.insert(0, "dataset", dataset)
     table.insert(0, "model", model)

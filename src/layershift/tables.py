@@ -95,7 +95,9 @@ def diff_columns(diff_summary_paths: list[str]) -> pd.DataFrame:
     for path in diff_summary_paths:
         summary = read_json(path)
         flat = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        records.append({"model": summary["model"], "dataset": summary["dataset"], "layer": summary["layer"], **flat})
+        records.append(
+            {"model": summary["model"], "dataset": summary["dataset"], "layer": summary["layer"], **flat}
+        )
     return pd.DataFrame(records)
 
 
@@ -104,7 +106,9 @@ def summary_markdown(table: pd.DataFrame) -> str:
     lines = ["| model | layer | dataset | pre-trained | fine-tuned |", "|---|---|---|---|---|"]
     for (model, layer, dataset), group in table.groupby(["model", "layer", "dataset"], sort=True):
         text = {row["stage"]: row["description"] for _, row in group.iterrows()}
-        lines.append(f"| {model} | {layer} | {dataset} | {text.get('pretrained', '-')} | {text.get('finetuned', '-')} |")
+        lines.append(
+            f"| {model} | {layer} | {dataset} | {text.get('pretrained', '-')} | {text.get('finetuned', '-')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

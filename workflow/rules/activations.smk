@@ -8,20 +8,20 @@ rule extract:
         sentences=f"{T.ACTIVATIONS}/sentences.parquet",
         token_sample=f"{T.ACTIVATIONS}/token_sample.parquet",
         tokens=directory(f"{T.ACTIVATIONS}/tokens"),
-    params:
-        activations=config["activations"],
-        token_sample=config["similarity"]["token_sample"],
-        max_length=config["finetune"]["max_length"],
-        sae_layers=lambda w: config["models"][w.model]["sae_layers"],
-        seed=config["seed"],
-    threads: THREADS
-    resources:
-        **gpu_resources(),
     log:
         "results/logs/extract/{model}/{dataset}/{stage}.log",
     benchmark:
         "results/benchmarks/extract/{model}/{dataset}/{stage}.tsv"
     conda:
         "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    params:
+        activations=config["activations"],
+        token_sample=config["similarity"]["token_sample"],
+        max_length=config["finetune"]["max_length"],
+        sae_layers=lambda w: config["models"][w.model]["sae_layers"],
+        seed=config["seed"],
     script:
         "../scripts/extract.py"

@@ -21,6 +21,7 @@ except LayershiftError as err:
     sys.exit(1)
 validate(config, str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
 
+
 # Hub downloads and data preparation run on the submit host (compute nodes are often offline).
 localrules:
     prepare,
@@ -73,6 +74,17 @@ def stage_model_dir(wildcards):
 def both_stage_models(wildcards):
     """Inputs naming the pretrained (pointer) and fine-tuned (weights) model of a model x dataset."""
     return [stage_model_dir({**dict(wildcards.items()), "stage": stage}) for stage in T.STAGES]
+
+
+def onnx_import_input(wildcards):
+    """The imported BertModel for onnx-package sources; nothing for the other kinds."""
+    if config["models"][wildcards.model]["source"].startswith("onnx-package:"):
+        return f"{T.ONNX_IMPORT.format(model=wildcards.model)}/model.safetensors"
+    return []
+
+
+def sae_layers(w):
+    return config["models"][w.model]["sae_layers"]
 
 
 def gpu_resources():

@@ -5,15 +5,15 @@ rule prepare:
     output:
         splits=expand(T.DATA, split=T.SPLITS, allow_missing=True),
         card=T.CARD,
-    params:
-        dataset=dataset_cfg,
-        data=config["data"],
-        seed=config["seed"],
     log:
         "results/logs/prepare/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare/{dataset}.tsv"
     conda:
         "../../envs/layershift.yaml"
+    params:
+        dataset=dataset_cfg,
+        data=config["data"],
+        seed=config["seed"],
     script:
         "../scripts/prepare.py"

@@ -4,19 +4,19 @@ rule train_crosscoder:
         tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
     output:
         expand(f"{T.CROSSCODER}/{{file}}", file=T.CROSSCODER_FILES, allow_missing=True),
-    params:
-        crosscoder=config["crosscoder"],
-        seed=config["seed"],
-        checkpoints="results/checkpoints/crosscoder/{model}/{dataset}/layer{layer}",
-    threads: THREADS
-    resources:
-        **gpu_resources(),
     log:
         "results/logs/train_crosscoder/{model}/{dataset}/layer{layer}.log",
     benchmark:
         "results/benchmarks/train_crosscoder/{model}/{dataset}/layer{layer}.tsv"
     conda:
         "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    params:
+        crosscoder=config["crosscoder"],
+        seed=config["seed"],
+        checkpoints="results/checkpoints/crosscoder/{model}/{dataset}/layer{layer}",
     script:
         "../scripts/train_crosscoder.py"
 
@@ -25,25 +25,27 @@ rule diff:
     """Label every SAE feature retained / changed / lost / new, calibrated by the seed null; compare to the crosscoder."""
     input:
         sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
-        null=expand(f"{T.SAE_NULL}/sae_weights.safetensors", stage="pretrained", seed=NULL_SEEDS, allow_missing=True),
+        null=expand(
+            f"{T.SAE_NULL}/sae_weights.safetensors", stage="pretrained", seed=NULL_SEEDS, allow_missing=True
+        ),
         tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
         crosscoder=f"{T.CROSSCODER}/latents.parquet",
     output:
         table=T.DIFF,
         summary=T.DIFF_SUMMARY,
-    params:
-        diff=config["diff"],
-        seed=config["seed"],
-        top_tokens=config["features"]["top_tokens"],
-    threads: THREADS
-    resources:
-        **gpu_resources(),
     log:
         "results/logs/diff/{model}/{dataset}/layer{layer}.log",
     benchmark:
         "results/benchmarks/diff/{model}/{dataset}/layer{layer}.tsv"
     conda:
         "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    params:
+        diff=config["diff"],
+        seed=config["seed"],
+        top_tokens=config["features"]["top_tokens"],
     script:
         "../scripts/diff.py"
 

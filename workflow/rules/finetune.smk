@@ -7,19 +7,19 @@ rule finetune:
         card=T.CARD,
     output:
         expand("{dir}/{file}", dir=T.FINETUNED, file=T.FINETUNED_FILES),
-    params:
-        finetune=config["finetune"],
-        seed=config["seed"],
-        checkpoints="results/checkpoints/finetune/{model}/{dataset}",
-    threads: THREADS
-    resources:
-        **gpu_resources(),
     log:
         "results/logs/finetune/{model}/{dataset}.log",
     benchmark:
         "results/benchmarks/finetune/{model}/{dataset}.tsv"
     conda:
         "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    params:
+        finetune=config["finetune"],
+        seed=config["seed"],
+        checkpoints="results/checkpoints/finetune/{model}/{dataset}",
     script:
         "../scripts/finetune.py"
 
@@ -34,18 +34,18 @@ rule evaluate:
         card=T.CARD,
     output:
         T.CLASSIFICATION,
-    params:
-        finetune=config["finetune"],
-        seed=config["seed"],
-    threads: THREADS
-    resources:
-        **gpu_resources(),
     log:
         "results/logs/evaluate/{model}/{dataset}.log",
     benchmark:
         "results/benchmarks/evaluate/{model}/{dataset}.tsv"
     conda:
         "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    params:
+        finetune=config["finetune"],
+        seed=config["seed"],
     script:
         "../scripts/evaluate.py"
 
@@ -53,7 +53,12 @@ rule evaluate:
 rule accuracy_table:
     """Table 2 of the paper, rebuilt: accuracy and macro-F1 per model x dataset x row."""
     input:
-        expand(T.CLASSIFICATION, zip, model=[m for m in MODELS for d in DATASETS], dataset=[d for m in MODELS for d in DATASETS]),
+        expand(
+            T.CLASSIFICATION,
+            zip,
+            model=[m for m in MODELS for d in DATASETS],
+            dataset=[d for m in MODELS for d in DATASETS],
+        ),
     output:
         T.ACCURACY_TABLE,
     log:

@@ -5,17 +5,21 @@ rule report:
         models=expand(T.PRETRAINED, model=MODELS),
         accuracy=T.ACCURACY_TABLE,
         similarity=T.SIMILARITY_ALL,
-        sae_metrics=[f"{T.SAE.format(model=m, dataset=d, stage=s, layer=l)}/metrics.json" for m, d, l in T.model_layers(config) for s in T.STAGES],
+        sae_metrics=[
+            f"{T.SAE.format(model=m, dataset=d, stage=s, layer=l)}/metrics.json"
+            for m, d, l in T.model_layers(config)
+            for s in T.STAGES
+        ],
         feature_summary=T.FEATURE_SUMMARY,
         diff_table=T.DIFF_TABLE,
         figures=T.figure_targets(config),
     output:
         T.REPORT,
-    params:
-        config_file=CONFIG_ORIGIN,
     log:
         "results/logs/report.log",
     conda:
         "../../envs/layershift.yaml"
+    params:
+        config_file=CONFIG_ORIGIN,
     script:
         "../scripts/report.py"

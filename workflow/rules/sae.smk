@@ -4,19 +4,19 @@ rule train_sae:
         tokens=f"{T.ACTIVATIONS}/tokens",
     output:
         expand(f"{T.SAE}/{{file}}", file=T.SAE_FILES, allow_missing=True),
-    params:
-        sae=config["sae"],
-        seed=config["seed"],
-        checkpoints="results/checkpoints/sae/{model}/{dataset}/{stage}/layer{layer}",
-    threads: THREADS
-    resources:
-        **gpu_resources(),
     log:
         "results/logs/train_sae/{model}/{dataset}/{stage}/layer{layer}.log",
     benchmark:
         "results/benchmarks/train_sae/{model}/{dataset}/{stage}/layer{layer}.tsv"
     conda:
         "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    params:
+        sae=config["sae"],
+        seed=config["seed"],
+        checkpoints="results/checkpoints/sae/{model}/{dataset}/{stage}/layer{layer}",
     script:
         "../scripts/train_sae.py"
 
@@ -24,14 +24,14 @@ rule train_sae:
 use rule train_sae as train_sae_null with:
     output:
         expand(f"{T.SAE_NULL}/{{file}}", file=T.SAE_FILES, allow_missing=True),
-    params:
-        sae=config["sae"],
-        seed=lambda w: int(w.seed),
-        checkpoints="results/checkpoints/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}",
     log:
         "results/logs/train_sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train_sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}.tsv"
+    params:
+        sae=config["sae"],
+        seed=lambda w: int(w.seed),
+        checkpoints="results/checkpoints/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}",
 
 
 rule features:
@@ -45,19 +45,19 @@ rule features:
         features=expand(T.FEATURES, stage=T.STAGES, allow_missing=True),
         top_tokens=expand(T.FEATURE_TOKENS, stage=T.STAGES, allow_missing=True),
         probes=T.PROBES,
-    params:
-        features=config["features"],
-        probes=lambda w: config["datasets"][w.dataset].get("probes", []),
-        max_length=config["finetune"]["max_length"],
-    threads: THREADS
-    resources:
-        **gpu_resources(),
     log:
         "results/logs/features/{model}/{dataset}/layer{layer}.log",
     benchmark:
         "results/benchmarks/features/{model}/{dataset}/layer{layer}.tsv"
     conda:
         "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(),
+    params:
+        features=config["features"],
+        probes=lambda w: config["datasets"][w.dataset].get("probes", []),
+        max_length=config["finetune"]["max_length"],
     script:
         "../scripts/features.py"
 
@@ -65,7 +65,11 @@ rule features:
 rule feature_summary:
     """The paper's Table 1, generated: what the top features of each layer respond to, per stage."""
     input:
-        features=[T.FEATURES.format(model=m, dataset=d, stage=s, layer=l) for m, d, l in T.model_layers(config) for s in T.STAGES],
+        features=[
+            T.FEATURES.format(model=m, dataset=d, stage=s, layer=l)
+            for m, d, l in T.model_layers(config)
+            for s in T.STAGES
+        ],
         diffs=[T.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in T.model_layers(config)],
     output:
         table=T.FEATURE_SUMMARY,

@@ -1,8 +1,18 @@
 rule similarity:
     """Per layer: the paper's cosine of mean activations, linear CKA (sentences, tokens), per-sentence cosine."""
     input:
-        pretrained=expand(f"{T.ACTIVATIONS}/{{file}}", stage="pretrained", file=["means.parquet", "sentences.parquet", "token_sample.parquet"], allow_missing=True),
-        finetuned=expand(f"{T.ACTIVATIONS}/{{file}}", stage="finetuned", file=["means.parquet", "sentences.parquet", "token_sample.parquet"], allow_missing=True),
+        pretrained=expand(
+            f"{T.ACTIVATIONS}/{{file}}",
+            stage="pretrained",
+            file=["means.parquet", "sentences.parquet", "token_sample.parquet"],
+            allow_missing=True,
+        ),
+        finetuned=expand(
+            f"{T.ACTIVATIONS}/{{file}}",
+            stage="finetuned",
+            file=["means.parquet", "sentences.parquet", "token_sample.parquet"],
+            allow_missing=True,
+        ),
     output:
         T.SIMILARITY,
     log:

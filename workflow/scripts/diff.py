@@ -20,10 +20,19 @@ with script_context(snakemake) as sm:
         fallback_correlation=params["correlation_threshold"],
         seed=sm.params.seed,
     )
-    labels, summary = diff_saes(sae_pre, sae_ft, paired_shard_batches(*shard_dirs, batch_size=4096), cfg, null_sae=null)
-    labels = attach_top_tokens(labels, {"pretrained": sae_pre, "finetuned": sae_ft}, dict(zip(("pretrained", "finetuned"), shard_dirs, strict=True)), sm.params.top_tokens)
+    labels, summary = diff_saes(
+        sae_pre, sae_ft, paired_shard_batches(*shard_dirs, batch_size=4096), cfg, null_sae=null
+    )
+    labels = attach_top_tokens(
+        labels,
+        {"pretrained": sae_pre, "finetuned": sae_ft},
+        dict(zip(("pretrained", "finetuned"), shard_dirs, strict=True)),
+        sm.params.top_tokens,
+    )
     cc_dir = Path(sm.input.crosscoder).parent
-    agreement = crosscoder_sae_agreement(pd.read_parquet(sm.input.crosscoder), labels, load_crosscoder(cc_dir), sae_pre, sae_ft)
+    agreement = crosscoder_sae_agreement(
+        pd.read_parquet(sm.input.crosscoder), labels, load_crosscoder(cc_dir), sae_pre, sae_ft
+    )
     summary |= {f"crosscoder_{k}": v for k, v in agreement.items()}
     meta = {"model": w.model, "dataset": w.dataset, "layer": int(w.layer)}
     write_parquet(labels, sm.output.table, meta)

@@ -22,5 +22,7 @@ with script_context(snakemake) as sm:
     )
     texts = load_split(sm.input.split)["text"].tolist()
     meta = {"model": w.model, "dataset": w.dataset, "stage": w.stage}
-    summary = extract_activations(model_dir, texts, sm.params.sae_layers, Path(sm.output.means).parent, cfg, meta)
+    summary = extract_activations(
+        model_dir, texts, sm.params.sae_layers, Path(sm.output.means).parent, cfg, meta
+    )
     print(summary)

@@ -13,7 +13,9 @@ with script_context(snakemake) as sm:
     layer = int(w.layer)
     stages = ("pretrained", "finetuned")
     saes, top = {}, {}
-    outputs = zip(stages, sm.input.sae, sm.input.tokens, sm.output.features, sm.output.top_tokens, strict=True)
+    outputs = zip(
+        stages, sm.input.sae, sm.input.tokens, sm.output.features, sm.output.top_tokens, strict=True
+    )
     for stage, sae_file, tokens, out, out_tokens in outputs:
         shard_dir = f"{tokens}/layer{layer}"
         saes[stage] = load_sae(Path(sae_file).parent)

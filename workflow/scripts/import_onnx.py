@@ -8,6 +8,8 @@ with script_context(snakemake) as sm:
     spec = sm.params.model
     onnx_path = package_file(parse_source(spec["source"]).value, ".onnx")
     tokenizer = parse_source(spec.get("tokenizer", spec["source"]))
-    tokenizer_dir = package_model_dir(tokenizer.value) if tokenizer.kind == "package" else Path(tokenizer.value)
+    tokenizer_dir = (
+        package_model_dir(tokenizer.value) if tokenizer.kind == "package" else Path(tokenizer.value)
+    )
     report = import_onnx_bert(onnx_path, tokenizer_dir, Path(sm.output[0]).parent)
     print(report)

@@ -3,4 +3,12 @@ from layershift.runtime import script_context
 
 with script_context(snakemake) as sm:
     fig = sm.config["figures"]
-    draw(sm.rule, sm.input, dict(sm.wildcards.items()), dict(sm.params.items()), sm.output.png, fig["dpi"], fig["palette"])
+    draw(
+        sm.rule,
+        sm.input,
+        dict(sm.wildcards.items()),
+        dict(sm.params.items()),
+        sm.output.png,
+        fig["dpi"],
+        fig["palette"],
+    )

@@ -4,6 +4,9 @@ from layershift.report import build_report
 from layershift.runtime import script_context
 
 with script_context(snakemake) as sm:
-    groups = {key: list(sm.input[key]) if not isinstance(sm.input[key], str) else [sm.input[key]] for key in sm.input.keys()}
+    groups = {
+        key: list(sm.input[key]) if not isinstance(sm.input[key], str) else [sm.input[key]]
+        for key in sm.input.keys()
+    }  # noqa: SIM118 - Namedlist iterates values
     groups["benchmarks"] = sorted(glob("results/benchmarks/**/*.tsv", recursive=True))
     build_report(sm.output[0], sm.config, sm.params.config_file, groups)

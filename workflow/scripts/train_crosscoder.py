@@ -1,6 +1,12 @@
 from pathlib import Path
 
-from layershift.crosscoder import CrosscoderConfig, CrosscoderTrainConfig, latent_table, save_crosscoder, train_crosscoder
+from layershift.crosscoder import (
+    CrosscoderConfig,
+    CrosscoderTrainConfig,
+    latent_table,
+    save_crosscoder,
+    train_crosscoder,
+)
 from layershift.diff import open_paired_shards, zip_paired
 from layershift.io import write_json, write_parquet
 from layershift.runtime import script_context
@@ -20,7 +26,13 @@ with script_context(snakemake) as sm:
         hook_name=f"hidden_states.{w.layer}",
         metadata=meta,
     )
-    train = CrosscoderTrainConfig(lr=params["lr"], epochs=params["epochs"], batch_size=params["batch_size"], seed=seed, threads=sm.threads)
+    train = CrosscoderTrainConfig(
+        lr=params["lr"],
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        seed=seed,
+        threads=sm.threads,
+    )
     readers = open_paired_shards(*dirs)
     shuffled = lambda epoch: zip_paired(*readers, params["batch_size"], shuffle=True, seed=seed + epoch)  # noqa: E731
     cc, metrics = train_crosscoder(shuffled, cfg, train, checkpoint_dir=sm.params.checkpoints)
