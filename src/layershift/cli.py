@@ -1,0 +1,62 @@
+"""Command line: `layershift validate CONFIG` checks a config; `layershift summary` prints the study's key tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from layershift.errors import LayershiftError
+
+
+def validate(args: argparse.Namespace) -> int:
+    from layershift.config import load_config
+
+    load_config(args.config, base_dir=args.directory)
+    print(f"{args.config}: ok")
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    """Markdown tables of a finished study (what the README shows): accuracy, similarity, SAEs, diff."""
+    results = Path(args.results)
+    accuracy = pd.read_csv(results / "tables/accuracy.csv")
+    wide = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy").reset_index()
+    print("**Accuracy on the test split** (Table 2 rebuilt)\n")
+    print(wide[["model", "dataset", "pretrained", "linear_probe", "finetuned"]].to_markdown(index=False, floatfmt=".3f"))
+    similarity = pd.read_parquet(results / "tables/similarity.parquet")
+    cols = ["model", "dataset", "layer", "cosine_of_means", "cka_sentences", "cka_tokens", "mean_sentence_cosine"]
+    print("\n**Pretrained vs fine-tuned similarity per layer**\n")
+    print(similarity[cols].to_markdown(index=False, floatfmt=".3f"))
+    diff_path = results / "tables/diff_summary.parquet"
+    if diff_path.exists():
+        diff = pd.read_parquet(diff_path)
+        keep = [c for c in ("model", "dataset", "layer", "retained_fraction", "changed_fraction", "lost_fraction", "new_fraction",
+                            "baseline_retained_fraction", "baseline_lost_fraction", "baseline_new_fraction") if c in diff]
+        print("\n**SAE feature diff per layer** (fractions of live features; `baseline_` = seed null)\n")
+        print(diff[keep].to_markdown(index=False, floatfmt=".2f"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="layershift", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("validate", help="validate a study config (schema + files + columns + model depth)")
+    check.add_argument("config")
+    check.add_argument("--directory", default=".", help="directory that relative data paths are relative to")
+    check.set_defaults(func=validate)
+    show = sub.add_parser("summary", help="print Markdown tables of a finished study")
+    show.add_argument("--results", default="results")
+    show.set_defaults(func=summary)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LayershiftError as err:
+        print(f"layershift: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
