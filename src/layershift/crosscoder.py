@@ -54,9 +54,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from layershift.diff import SIDE_A, SIDE_B, decoder_cosine_matrix, decoder_rows
+from layershift.diff import (
+    SIDE_A,
+    SIDE_B,
+    decoder_cosine_matrix,
+    decoder_rows,
+    open_paired_shards,
+    zip_paired,
+)
 from layershift.io import atomic_dir, atomic_path, read_json, write_json
-from layershift.sae import resolve_device
+from layershift.sae import resolve_device, split_groups, subset_reader
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "crosscoder_weights.safetensors"
@@ -67,6 +74,8 @@ ARCHITECTURES = ("batchtopk", "l1")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 WEIGHT_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 CLASSES = ("shared", "tied", "pretrained-only", "finetuned-only", "dead")
+# Initial per-model decoder row norm: unit rows as in TopK/BatchTopK SAEs; 0.08 for L1 (Kissane et al. 2024).
+DEFAULT_DECODER_NORM = {"batchtopk": 1.0, "l1": 0.08}
 # Training fields that must agree between a checkpoint and the run that resumes it (epochs may grow).
 RESUME_FIELDS = (
     "lr",
@@ -94,9 +103,7 @@ class CrosscoderConfig:
     shared_sparsity_scale: float = 0.1  # their sparsity cost multiplier (L1 weight ×, BatchTopK score ÷)
     input_scale_a: float = 1.0  # multiplier of model A's activations so E‖x_a‖ = √d_in (set by training)
     input_scale_b: float = 1.0  # multiplier of model B's activations so E‖x_b‖ = √d_in (set by training)
-    threshold: float | None = (
-        None  # batchtopk: inference score threshold (set by training; None: batch top-k)
-    )
+    threshold: float | None = None  # batchtopk inference score threshold (set by training; None: top-k)
     hook_name: str = ""  # e.g. "hidden_states.6" (the layer it reads)
     dtype: str = "float32"  # parameter dtype
     metadata: dict = field(default_factory=dict)  # model/dataset/layer/seed provenance
@@ -133,17 +140,18 @@ class CrosscoderTrainConfig:
 
     lr: float = 5e-5  # Adam learning rate
     epochs: int = 10  # passes over the paired rows
-    batch_size: int = 256  # rows per step (documentation: the caller's batches decide)
+    batch_size: int = 256  # rows per step in shard training (train_crosscoder takes the caller's batches)
     seed: int = 0  # seeds the initialisation
-    init_decoder_norm: float | None = (
-        None  # initial ‖d_m,i‖ per latent and model (encoder starts as W_dec^T);
-    )
-    # None: 1.0 for batchtopk (unit rows, as in TopK/BatchTopK SAEs), 0.08 for l1 (Kissane et al. 2024)
+    init_decoder_norm: float | None = None  # initial ‖d_m,i‖ (encoder = W_dec^T); None: DEFAULT_DECODER_NORM
     l1_warmup_steps: int = 0  # l1: λ ramps linearly from 0 over this many steps
     aux_k: int | None = None  # batchtopk AuxK: dead latents per token used on the residual (None: d_in // 2)
     aux_coefficient: float = 1 / 32  # batchtopk AuxK loss weight α (Gao et al. 2024)
     dead_after_tokens: int = 1_000_000  # a latent inactive for this many training tokens counts as dead
     init_rows: int = 16384  # rows at the start of epoch 0 that set the input scales and b_dec
+    holdout_fraction: float = 0.1  # shard training: row groups held out for evaluation
+    shuffle: bool = True  # shard training: shuffle row groups and rows (same permutation for both models)
+    shuffle_buffer_groups: int = 8  # shard training: row groups mixed together when shuffling
+    eval_batch_size: int = 4096  # rows per batch when evaluating
     threads: int | None = None  # torch CPU threads (None: leave torch's setting)
     device: str = "auto"  # "auto" = cuda if available else cpu; or any torch device string
 
@@ -165,10 +173,12 @@ class CrosscoderOutput(NamedTuple):
 class Crosscoder(torch.nn.Module):
     """A two-model crosscoder; ``W_dec`` is assembled from the tied (shared) and the free decoder rows."""
 
-    def __init__(self, cfg: CrosscoderConfig, seed: int = 0, init_decoder_norm: float = 0.08) -> None:
+    def __init__(self, cfg: CrosscoderConfig, seed: int = 0, init_decoder_norm: float | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         dtype = DTYPES[cfg.dtype]
+        if init_decoder_norm is None:
+            init_decoder_norm = DEFAULT_DECODER_NORM[cfg.architecture]
         d, n_latent, n_shared = cfg.d_in, cfg.d_latent, cfg.n_shared
         generator = torch.Generator().manual_seed(seed)
         directions = torch.randn(n_latent, 2, d, generator=generator, dtype=torch.float64)
@@ -208,17 +218,20 @@ class Crosscoder(torch.nn.Module):
         """Scaled ``[n, 2, d]`` -> ``[n, d_latent]``."""
         return torch.addmm(self.b_enc, x.flatten(1), self.W_enc.flatten(0, 1))  # [n, 2d] @ [2d, d_latent]
 
-    def selection_scores(self, f: torch.Tensor) -> torch.Tensor:
+    def selection_scores(self, f: torch.Tensor, norm_sum: torch.Tensor | None = None) -> torch.Tensor:
         """BatchTopK scores ``f_i (‖d_a,i‖+‖d_b,i‖) / w_i`` (shared latents are cheaper to switch on)."""
-        return f * (self.decoder_norms().sum(dim=1) / self.sparsity_weight)
+        norm_sum = self.decoder_norms().sum(dim=1) if norm_sum is None else norm_sum  # [d_latent]
+        return f * (norm_sum / self.sparsity_weight)
 
-    def activate(self, pre: torch.Tensor, batch_topk: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def activate(
+        self, pre: torch.Tensor, batch_topk: bool, norm_sum: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-activations -> (latents ``[n, d_latent]``, smallest kept score or NaN)."""
         f = F.relu(pre)
         nan = torch.full((), math.nan, device=pre.device)
         if self.cfg.architecture == "l1":
             return f, nan
-        scores = self.selection_scores(f)
+        scores = self.selection_scores(f, norm_sum)
         if not batch_topk and self.cfg.threshold is not None:
             return f * (scores > self.cfg.threshold), nan
         n_keep = min(self.cfg.k * len(f), f.numel())
@@ -233,9 +246,10 @@ class Crosscoder(torch.nn.Module):
         """Scaled ``[n, 2, d]`` -> latents ``[n, d_latent]`` (threshold at inference unless ``batch_topk``)."""
         return self.activate(self.pre_activations(x), batch_topk)[0]
 
-    def decode_scaled(self, f: torch.Tensor) -> torch.Tensor:
+    def decode_scaled(self, f: torch.Tensor, W_dec: torch.Tensor | None = None) -> torch.Tensor:
         """Latents ``[n, d_latent]`` -> scaled reconstruction ``[n, 2, d]``."""
-        return (f @ self.W_dec.flatten(1)).view(len(f), 2, -1) + self.b_dec  # [n, d_latent] @ [d_latent, 2d]
+        W_dec = self.W_dec if W_dec is None else W_dec
+        return (f @ W_dec.flatten(1)).view(len(f), 2, -1) + self.b_dec  # [n, d_latent] @ [d_latent, 2d]
 
     def encode(self, x_a: torch.Tensor | np.ndarray, x_b: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Raw activations of both models (same tokens) -> latents ``[n, d_latent]``."""
@@ -257,19 +271,21 @@ class Crosscoder(torch.nn.Module):
         l1_coefficient: float | None = None,
     ) -> CrosscoderOutput:
         """Training forward pass on scaled ``[n, 2, d]``; ``dead`` ``[d_latent]`` marks latents for AuxK."""
+        W_dec = self.W_dec  # [d_latent, 2, d]
+        norm_sum = W_dec.norm(dim=-1).sum(dim=1)  # [d_latent]: ‖d_a,i‖ + ‖d_b,i‖
         pre = self.pre_activations(x)  # [n, 2, d] -> [n, d_latent]
-        f, min_kept = self.activate(pre, batch_topk=True)
-        recon = self.decode_scaled(f)  # [n, d_latent] -> [n, 2, d]
+        f, min_kept = self.activate(pre, batch_topk=True, norm_sum=norm_sum.detach())
+        recon = self.decode_scaled(f, W_dec)  # [n, d_latent] -> [n, 2, d]
         error = x - recon
         reconstruction = error.pow(2).sum(dim=(1, 2)).mean()
-        sparsity = (f * (self.decoder_norms().sum(dim=1) * self.sparsity_weight)).sum(dim=1).mean()
+        sparsity = (f @ (norm_sum * self.sparsity_weight)).mean()  # [n, d_latent] @ [d_latent] -> [n]
         aux = torch.zeros((), device=x.device, dtype=x.dtype)
         if self.cfg.architecture == "l1":
             lam = self.cfg.l1_coefficient if l1_coefficient is None else l1_coefficient
             loss = reconstruction + lam * sparsity
         else:
             if dead is not None and aux_k > 0 and bool(dead.any()):
-                aux = self.auxk_loss(pre, error.detach(), dead, aux_k)
+                aux = self.auxk_loss(pre, error.detach(), dead, aux_k, W_dec)
             loss = reconstruction + aux_coefficient * aux
         with torch.no_grad():
             l0 = (f > 0).sum(dim=1, dtype=torch.float32).mean()
@@ -278,14 +294,20 @@ class Crosscoder(torch.nn.Module):
         return CrosscoderOutput(loss, reconstruction, sparsity, aux, l0, fvu, f, recon, min_kept)
 
     def auxk_loss(
-        self, pre: torch.Tensor, error: torch.Tensor, dead: torch.Tensor, aux_k: int
+        self,
+        pre: torch.Tensor,
+        error: torch.Tensor,
+        dead: torch.Tensor,
+        aux_k: int,
+        W_dec: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Gao et al. 2024: the top-``aux_k`` dead latents per row model the residual ``error [n, 2, d]``."""
         k = min(aux_k, int(dead.sum()))
         dead_pre = torch.where(dead, F.relu(pre), torch.zeros_like(pre))  # only dead latents compete
         values, indices = dead_pre.topk(k, dim=1)  # [n, d_latent] -> [n, k]
         f_aux = torch.zeros_like(pre).scatter(1, indices, values)
-        error_hat = (f_aux @ self.W_dec.flatten(1)).view_as(error)  # no bias: it models a residual
+        W_dec = self.W_dec if W_dec is None else W_dec
+        error_hat = (f_aux @ W_dec.flatten(1)).view_as(error)  # no bias: it models a residual
         scale = (
             (error - error.mean(dim=0)).pow(2).sum(dim=(1, 2)).mean().clamp_min(torch.finfo(pre.dtype).tiny)
         )
@@ -364,13 +386,6 @@ def initialize_from_data(cc: Crosscoder, head: list[tuple[np.ndarray, np.ndarray
         cc.b_dec.copy_(cc.scale_inputs(x_a, x_b).mean(dim=0))
 
 
-def initial_decoder_norm(cfg: CrosscoderConfig, train: CrosscoderTrainConfig) -> float:
-    """``train.init_decoder_norm``, or the architecture's default when it is None."""
-    if train.init_decoder_norm is not None:
-        return train.init_decoder_norm
-    return 1.0 if cfg.architecture == "batchtopk" else 0.08
-
-
 def train_crosscoder(
     paired_batches: Callable[[int], PairedBatches],
     cfg: CrosscoderConfig,
@@ -398,53 +413,77 @@ def train_crosscoder(
         torch.set_num_threads(previous_threads)
 
 
+def train_crosscoder_on_shards(
+    dir_a: str | os.PathLike,
+    dir_b: str | os.PathLike,
+    cfg: CrosscoderConfig,
+    train: CrosscoderTrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[Crosscoder, dict]:
+    """Train on two layers' Parquet shards of the same tokens (pretrained ``dir_a``, fine-tuned ``dir_b``).
+
+    Row groups are checked to pair up (:func:`~layershift.diff.open_paired_shards`); ``holdout_fraction`` of
+    them are held out for the evaluation metrics; epoch ``e`` shuffles with seed ``train.seed + e``, the
+    same permutation for both models. Shard metadata (model, dataset, layer) fills ``cfg.metadata``.
+    """
+    reader_a, reader_b = open_paired_shards(dir_a, dir_b)
+    if reader_a.d_model != cfg.d_in or reader_b.d_model != cfg.d_in:
+        raise ValueError(
+            f"activations have d_model {reader_a.d_model}/{reader_b.d_model}, cfg.d_in={cfg.d_in}"
+        )
+    train_groups, heldout_groups = split_groups(len(reader_a.groups), train.holdout_fraction, train.seed)
+    train_a, train_b = subset_reader(reader_a, train_groups), subset_reader(reader_b, train_groups)
+    eval_groups = heldout_groups or train_groups
+    eval_a, eval_b = subset_reader(reader_a, eval_groups), subset_reader(reader_b, eval_groups)
+    provenance = {k: v for k, v in reader_a.metadata.items() if k not in ("dtype", "d_model", "stage")}
+    hook_name = cfg.hook_name or (f"hidden_states.{provenance['layer']}" if "layer" in provenance else "")
+    cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
+
+    def batches(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return zip_paired(
+            train_a, train_b, train.batch_size, train.shuffle, train.seed + epoch, train.shuffle_buffer_groups
+        )
+
+    cc, metrics = train_crosscoder(
+        batches,
+        cfg,
+        train,
+        checkpoint_dir,
+        progress,
+        lambda: zip_paired(eval_a, eval_b, train.eval_batch_size),
+    )
+    metrics |= {
+        "n_train_rows": train_a.n_rows,
+        "n_heldout_rows": eval_a.n_rows if heldout_groups else 0,
+        "evaluation_split": "heldout" if heldout_groups else "train",
+        "heldout_groups": heldout_groups,
+    }
+    return cc, metrics
+
+
 EPOCH_CURVES = ("epoch_loss", "epoch_reconstruction", "epoch_sparsity", "epoch_aux", "epoch_l0")
 
 
 def _train(paired_batches, cfg, train, checkpoint_dir, progress) -> tuple[Crosscoder, dict]:
     device = resolve_device(train.device)
     cfg = dataclasses.replace(cfg, metadata={**cfg.metadata, "train_config": dataclasses.asdict(train)})
-    cc = Crosscoder(cfg, seed=train.seed, init_decoder_norm=initial_decoder_norm(cfg, train)).to(device)
-    optimizer = torch.optim.Adam([p for p in cc.parameters() if p.numel()], lr=train.lr)
+    cc = Crosscoder(cfg, seed=train.seed, init_decoder_norm=train.init_decoder_norm).to(device)
+    optimizer = make_optimizer(cc, train.lr)
     state = {"epoch": 0, "step": 0, "tokens": 0} | {key: [] for key in EPOCH_CURVES}
     idle = torch.zeros(cfg.d_latent, dtype=torch.int64, device=device)  # tokens since each latent last fired
     resumed = _load_checkpoint(checkpoint_dir, cc, optimizer, train) if checkpoint_dir else None
     if resumed:
         state, idle = resumed[0], resumed[1].to(device)
-    aux_k = train.aux_k if train.aux_k is not None else max(cfg.d_in // 2, 1)
+    resumed_from = state["epoch"]
     start = time.perf_counter()
     for epoch in range(state["epoch"], train.epochs):
         stream = iter(paired_batches(epoch))
         if epoch == 0:
             head, stream = peek_pairs(stream, train.init_rows)
             initialize_from_data(cc, head, train.init_rows)
-        totals = torch.zeros(len(EPOCH_CURVES), dtype=torch.float64, device=device)
-        threshold_sum, threshold_count, steps = 0.0, 0, 0
-        for x_a, x_b in _progress(stream, progress, f"crosscoder epoch {epoch + 1}/{train.epochs}"):
-            x = cc.scale_inputs(x_a, x_b)  # 2 × [b, d] -> [b, 2, d]
-            warmup = min(1.0, (state["step"] + 1) / train.l1_warmup_steps) if train.l1_warmup_steps else 1.0
-            out = cc(
-                x, idle >= train.dead_after_tokens, aux_k, train.aux_coefficient, cfg.l1_coefficient * warmup
-            )
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                fired = (out.features > 0).any(dim=0)
-                idle = torch.where(fired, torch.zeros_like(idle), idle + len(x))
-                totals += torch.stack([out.loss, out.reconstruction, out.sparsity, out.aux, out.l0]).double()
-            if not math.isnan(out.min_kept_score.item()):
-                threshold_sum, threshold_count = (
-                    threshold_sum + out.min_kept_score.item(),
-                    threshold_count + 1,
-                )
-            steps, state["step"], state["tokens"] = steps + 1, state["step"] + 1, state["tokens"] + len(x)
-        if steps == 0:
-            raise ValueError(f"paired_batches({epoch}) yielded no rows")
-        for key, value in zip(EPOCH_CURVES, (totals / steps).tolist(), strict=True):
-            state[key].append(value)
-        if threshold_count:
-            cc.cfg.threshold = threshold_sum / threshold_count  # mean smallest kept score of this epoch
+        stream = _progress(stream, progress, f"crosscoder epoch {epoch + 1}/{train.epochs}")
+        idle = _run_epoch(cc, optimizer, stream, train, state, idle)
         state["epoch"] = epoch + 1
         if checkpoint_dir:
             _save_checkpoint(checkpoint_dir, cc, optimizer, state, idle, train)
@@ -452,12 +491,58 @@ def _train(paired_batches, cfg, train, checkpoint_dir, progress) -> tuple[Crossc
         "loss_curve": {key: state[key] for key in EPOCH_CURVES},
         "epochs": state["epoch"],
         "steps": state["step"],
-        "resumed_from_epoch": resumed[0]["epoch"] if resumed else 0,
+        "resumed_from_epoch": resumed_from,
         "seconds": time.perf_counter() - start,
         "threshold": cc.cfg.threshold,
         "device": str(device),
     }
     return cc, metrics
+
+
+def make_optimizer(cc: Crosscoder, lr: float) -> torch.optim.Adam:
+    """Adam over the non-empty weights; the fused kernel when this torch/device has one."""
+    params = [p for p in cc.parameters() if p.numel()]
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def _run_epoch(
+    cc: Crosscoder,
+    optimizer: torch.optim.Optimizer,
+    stream: Iterable[tuple[np.ndarray, np.ndarray]],
+    train: CrosscoderTrainConfig,
+    state: dict,
+    idle: torch.Tensor,
+) -> torch.Tensor:
+    """One pass of Adam steps; appends the epoch means to ``state``, sets the BatchTopK threshold to the mean
+    smallest kept score of the pass, and returns the updated idle-token counters."""
+    aux_k = train.aux_k if train.aux_k is not None else max(cc.cfg.d_in // 2, 1)
+    totals = torch.zeros(len(EPOCH_CURVES), dtype=torch.float64, device=idle.device)
+    kept_scores: list[float] = []
+    steps = 0
+    for x_a, x_b in stream:
+        x = cc.scale_inputs(x_a, x_b)  # 2 × [b, d] -> [b, 2, d]
+        warmup = min(1.0, (state["step"] + 1) / train.l1_warmup_steps) if train.l1_warmup_steps else 1.0
+        dead = idle >= train.dead_after_tokens
+        out = cc(x, dead, aux_k, train.aux_coefficient, cc.cfg.l1_coefficient * warmup)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            idle = torch.where((out.features > 0).any(dim=0), torch.zeros_like(idle), idle + len(x))
+            totals += torch.stack([out.loss, out.reconstruction, out.sparsity, out.aux, out.l0]).double()
+        if not math.isnan(out.min_kept_score.item()):
+            kept_scores.append(out.min_kept_score.item())
+        steps, state["step"], state["tokens"] = steps + 1, state["step"] + 1, state["tokens"] + len(x)
+    if steps == 0:
+        raise ValueError(f"paired_batches({state['epoch']}) yielded no rows")
+    for key, value in zip(EPOCH_CURVES, (totals / steps).tolist(), strict=True):
+        state[key].append(value)
+    if kept_scores:
+        cc.cfg.threshold = float(np.mean(kept_scores))
+    return idle
 
 
 def _progress(stream: Iterable, enabled: bool, description: str) -> Iterable:
@@ -565,10 +650,11 @@ class LatentTableConfig:
 
     pretrained_only_below: float = 0.1  # r = ‖d_b‖/(‖d_a‖+‖d_b‖) below this: pretrained-only
     finetuned_only_above: float = 0.9  # r above this: fine-tuned-only
-    max_nu_error: float = (
-        0.5  # ν^ε above this flags Complete Shrinkage (other model holds ≥ half, in its error)
-    )
-    max_nu_reconstruction: float = 0.5  # ν^r above this flags Latent Decoupling (≥ half, rebuilt by others)
+    # A latent called exclusive is flagged when the other model carries at least this share of its direction
+    # (ν = β_other / β_own): in its reconstruction error (Complete Shrinkage), or rebuilt by other latents
+    # (Latent Decoupling); 0.5 = the other model holds at least half of what the own model does.
+    max_nu_error: float = 0.5  # ν^ε above this flags Complete Shrinkage
+    max_nu_reconstruction: float = 0.5  # ν^r above this flags Latent Decoupling
     min_firing_rate: float = 1e-5  # latents firing on a smaller fraction of tokens are "dead"
 
 

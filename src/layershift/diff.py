@@ -4,28 +4,34 @@ Two SAEs are trained independently at one layer, A on the pretrained model's act
 fine-tuned model's (the token rows of the two activation sets line up: row ``t`` is the same token in both).
 Each feature is compared by two independent signals:
 
-* its **decoder direction**: the cosine matrix of A's and B's unit decoder rows ``[n_a, n_b]``, and the one-to-one
-  assignment that maximises the total cosine (:func:`scipy.optimize.linear_sum_assignment`);
+* its **decoder direction**: the cosine matrix of A's and B's unit decoder rows ``[n_a, n_b]`` and a one-to-one
+  assignment of live features (:func:`scipy.optimize.linear_sum_assignment`) maximising Σ max(cos, 0)^p
+  (``DiffConfig.assignment_power``; p = 2 by default, see there);
 * its **activation pattern**: the Pearson correlation of the two matched features' activations on the same
   tokens, accumulated in float64 over streamed batches for the matched pairs only.
 
-Every live feature then gets a label (:func:`label_features`):
+Every feature then gets a label (:func:`label_features`):
 
 ``retained``  matched, cosine ≥ τ_cos and correlation ≥ τ_corr;
 ``changed``   matched, below one of those, yet both still ≥ the "same feature" floors;
-``lost``      an A feature whose best match is no better than the floors allow (or that has no match);
+``lost``      an A feature whose match falls below a floor (or that has no live match);
 ``new``       the same for a B feature;
 ``dead``      never (or too rarely) active; excluded from matching and from every fraction.
 
 **Calibration by a seed null.** Two SAEs trained on the *same* activations with different seeds never agree
 perfectly, so fixed thresholds invent change. Given a second SAE A′ of the pretrained stage, the same matching
 of A against A′ (:func:`match_saes` on ``(x_a, x_a)`` batches) measures what seed noise alone produces, and
-:func:`calibrate_thresholds` turns it into thresholds: τ = the ``q``-quantile of the seed-to-seed matched
-cosine / correlation (a cross-stage match at least this good is indistinguishable from retraining), and the
-floors = the ``1 - q`` quantile of the seed-to-seed *runner-up* cosine / correlation (the best similarity a
-*different* feature reaches by chance; a cross-stage match below it is no evidence of the same feature, so the
-feature counts as lost / new). :func:`diff_summary` reports the label fractions next to the rates the same
-thresholds give on the null matching, so every "x % lost" comes with its seed-noise baseline.
+:func:`calibrate_thresholds` turns it into thresholds (all quantiles weighted by firing rate):
+
+* τ = min(the ``q``-quantile of the seed-to-seed matched cosine / correlation, an effect size): a cross-stage
+  match at least as good as what retraining alone gives is retained, and so is any difference smaller than
+  the effect size (``DiffConfig.retained_*``), however reproducible the SAEs;
+* chance = the median cosine / correlation of a feature with a random *other* feature (its decoy);
+* floors = halfway from chance to τ: a match below a floor is closer to an unrelated feature than to a
+  retained one, so the feature counts as lost / new.
+
+:func:`diff_summary` reports the label fractions (per feature and per unit of activity) next to the rates the
+same thresholds give on the null matching, so every "x % lost" comes with its seed-noise baseline.
 """
 
 from __future__ import annotations
@@ -64,22 +70,26 @@ PairedBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (x_a [b, d_a], x_b [b
 class DiffConfig:
     """How features are matched, called dead and labelled."""
 
-    quantile: float = (
-        0.1  # q of the seed null: τ = q-quantile of matches, floors = (1-q)-quantile of runner-ups
-    )
-    # Effect sizes: retained needs cosine ≥ min(retained_cosine, seed-null quantile) and likewise for the
+    quantile: float = 0.1  # q: seed noise level = q-quantile of the null's matched cosine / correlation
+    # Effect sizes: retained needs cosine ≥ min(retained_cosine, seed noise level) and likewise for the
     # correlation, so neither seed noise nor a difference smaller than these counts as change. Without a seed
     # null they are the cut-offs on their own (floors then halfway to 0): uncalibrated, marked "fallback".
-    retained_cosine: float = 0.7  # decoder cosine a retained match needs at most
-    retained_correlation: float = 0.5  # activation correlation a retained match needs at most
+    retained_cosine: float = 0.7  # decoder cosine at which a match is retained whatever the seed noise
+    retained_correlation: float = 0.5  # activation correlation at which a match is retained, likewise
     min_firing_rate: float = 1e-5  # features active on a smaller fraction of tokens (or never) are "dead"
     seed: int = 0  # seeds the choice of decoy features (the chance reference of each feature)
+    # The assignment maximises Σ max(cos, 0)^p over matched pairs: p = 1 is the plain total cosine; p = 2 the
+    # total captured energy (cos² = share of one unit direction the other explains), which never trades one
+    # near-perfect match for two mediocre ones (a² + b² < 1 for junk pairs), as p = 1 readily does.
+    assignment_power: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.quantile < 0.5:
             raise ValueError(f"quantile must be in (0, 0.5), got {self.quantile}")
         if self.min_firing_rate < 0:
             raise ValueError(f"min_firing_rate must be ≥ 0, got {self.min_firing_rate}")
+        if self.assignment_power <= 0:
+            raise ValueError(f"assignment_power must be > 0, got {self.assignment_power}")
 
 
 @dataclass(frozen=True)
@@ -229,10 +239,12 @@ def match_features(
     correlate: Callable[[np.ndarray], np.ndarray],
     min_firing_rate: float,
     seed: int = 0,
+    assignment_power: float = 2.0,
 ) -> pd.DataFrame:
     """The per-feature match table (columns :data:`MATCH_COLUMNS`) from a cosine matrix and firing rates.
 
-    Live features (firing rate ≥ ``min_firing_rate`` and > 0) are matched one-to-one by decoder cosine;
+    Live features (firing rate ≥ ``min_firing_rate`` and > 0) are matched one-to-one by decoder cosine,
+    maximising Σ max(cos, 0)^``assignment_power``;
     ``correlate(pairs [n, 2]) -> [n]`` supplies the activation correlation of (A feature, B feature) pairs
     and is called once, for the matched and decoy pairs together.
     """
@@ -240,24 +252,24 @@ def match_features(
     live_b = (firing_b > 0) & (firing_b >= min_firing_rate)
     idx_a, idx_b = np.flatnonzero(live_a), np.flatnonzero(live_b)
     live_cos = cosine[np.ix_(idx_a, idx_b)]  # [live_a, live_b]
-    rows, cols = optimal_matching(live_cos)
+    rows, cols = optimal_matching(np.clip(live_cos, 0.0, None) ** assignment_power)
     partner_a = np.full(len(idx_a), -1, dtype=np.int64)
     partner_b = np.full(len(idx_b), -1, dtype=np.int64)
     partner_a[rows], partner_b[cols] = cols, rows
     rng = np.random.default_rng(seed)
-    second_a = random_decoys(partner_a, len(idx_b), rng)  # local indices into idx_b
-    second_b = random_decoys(partner_b, len(idx_a), rng)  # local indices into idx_a
+    decoy_a = random_decoys(partner_a, len(idx_b), rng)  # local indices into idx_b
+    decoy_b = random_decoys(partner_b, len(idx_a), rng)  # local indices into idx_a
     pairs = np.concatenate(
         [
             np.stack([idx_a[rows], idx_b[cols]], axis=1),
-            _global_pairs(idx_a, idx_b, second_a, a_first=True),
-            _global_pairs(idx_b, idx_a, second_b, a_first=False),
+            _global_pairs(idx_a, idx_b, decoy_a, a_first=True),
+            _global_pairs(idx_b, idx_a, decoy_b, a_first=False),
         ]
     ).astype(np.int64)
     unique = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
     corr = dict(zip(map(tuple, unique.tolist()), correlate(unique) if len(unique) else [], strict=True))
-    frame_a = _side_frame(SIDE_A, cosine, firing_a, live_a, idx_a, idx_b, partner_a, second_a, corr, True)
-    frame_b = _side_frame(SIDE_B, cosine.T, firing_b, live_b, idx_b, idx_a, partner_b, second_b, corr, False)
+    frame_a = _side_frame(SIDE_A, cosine, firing_a, live_a, idx_a, idx_b, partner_a, decoy_a, corr, True)
+    frame_b = _side_frame(SIDE_B, cosine.T, firing_b, live_b, idx_b, idx_a, partner_b, decoy_b, corr, False)
     return pd.concat([frame_a, frame_b], ignore_index=True)
 
 
@@ -268,16 +280,18 @@ def _global_pairs(own: np.ndarray, other: np.ndarray, local: np.ndarray, a_first
 
 
 def _side_frame(
-    side, cosine, firing, live, own_idx, other_idx, partner, second, corr, a_first
+    side, cosine, firing, live, own_idx, other_idx, partner, decoys, corr, a_first
 ) -> pd.DataFrame:
-    """One side's rows of the match table; ``cosine`` is oriented ``[own, other]``."""
+    """One side's rows of the match table. ``cosine`` is oriented ``[own, other]``; ``partner`` / ``decoys``
+    hold local indices (into ``other_idx``) per live feature (``own_idx``); ``corr`` maps global (a, b) pairs
+    to correlations."""
     n = len(firing)
     match = np.full(n, -1, dtype=np.int64)
     decoy = np.full(n, -1, dtype=np.int64)
     has = partner >= 0
     match[own_idx[has]] = other_idx[partner[has]]
-    has2 = second >= 0
-    decoy[own_idx[has2]] = other_idx[second[has2]]
+    has_decoy = decoys >= 0
+    decoy[own_idx[has_decoy]] = other_idx[decoys[has_decoy]]
 
     def lookup(others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cos = np.full(n, np.nan)
@@ -321,6 +335,7 @@ def match_dictionaries(
         lambda pairs: activation_correlation(acts_a, acts_b, pairs),
         cfg.min_firing_rate,
         cfg.seed,
+        cfg.assignment_power,
     )
 
 
@@ -344,6 +359,7 @@ def match_saes(
         lambda pairs: paired_activation_correlation(sae_a, sae_b, paired_batches(), pairs),
         cfg.min_firing_rate,
         cfg.seed,
+        cfg.assignment_power,
     )
 
 
