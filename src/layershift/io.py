@@ -61,7 +61,20 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as pretty, key-sorted JSON, atomically (stable bytes for the same content)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null, so every JSON file is standard JSON."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return _finite(value.item())
+    return value
 
 
 def read_json(path: str | os.PathLike) -> Any:

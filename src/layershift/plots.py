@@ -240,7 +240,7 @@ def plot_diff(inputs, wc, params) -> plt.Figure:
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in LABEL_ORDER]
     fig.legend(
         handles + [plt.Line2D([], [], color="black", marker="_", linestyle="")],
-        LABEL_ORDER + ["seed null (lost/new)"],
+        LABEL_ORDER + ["seed null: retained"],
         loc="upper center",
         ncol=5,
         bbox_to_anchor=(0.5, 1.08),

@@ -60,3 +60,19 @@ def script_context(snakemake, offline: bool = True):
         if handle:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             handle.close()
+
+
+def checkpoint_dir(base: str, settings: dict) -> str:
+    """A resume directory keyed by the job's settings: changed settings never resume a stale checkpoint."""
+    import hashlib
+    import json
+
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{base}/{key}"
+
+
+def clear_checkpoints(path: str) -> None:
+    """Remove a finished job's resume directory (the outputs are complete; nothing to resume)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

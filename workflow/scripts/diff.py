@@ -16,8 +16,8 @@ with script_context(snakemake) as sm:
     null = load_sae(Path(sm.input.null[0]).parent) if sm.input.null else None
     cfg = DiffConfig(
         quantile=params["null_quantile"],
-        fallback_cosine=params["cosine_threshold"],
-        fallback_correlation=params["correlation_threshold"],
+        retained_cosine=params["cosine_threshold"],
+        retained_correlation=params["correlation_threshold"],
         seed=sm.params.seed,
     )
     labels, summary = diff_saes(

@@ -2,6 +2,7 @@ from pathlib import Path
 
 from layershift.data import load_label_names, load_split
 from layershift.finetune import FinetuneConfig, finetune
+from layershift.io import atomic_path
 from layershift.models import pointer_dir
 from layershift.runtime import script_context
 
@@ -17,4 +18,5 @@ with script_context(snakemake) as sm:
         out_dir=out_dir,
         checkpoint_dir=sm.params.checkpoints,
     )
-    log.to_csv(out_dir / "training_log.csv", index=False)
+    with atomic_path(out_dir / "training_log.csv") as tmp:
+        log.to_csv(tmp, index=False)

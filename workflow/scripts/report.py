@@ -6,7 +6,7 @@ from layershift.runtime import script_context
 with script_context(snakemake) as sm:
     groups = {
         key: list(sm.input[key]) if not isinstance(sm.input[key], str) else [sm.input[key]]
-        for key in sm.input.keys()
-    }  # noqa: SIM118 - Namedlist iterates values
+        for key in sm.input.keys()  # noqa: SIM118 - a Namedlist iterates its values, not its keys
+    }
     groups["benchmarks"] = sorted(glob("results/benchmarks/**/*.tsv", recursive=True))
     build_report(sm.output[0], sm.config, sm.params.config_file, groups)

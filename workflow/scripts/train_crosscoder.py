@@ -5,11 +5,11 @@ from layershift.crosscoder import (
     CrosscoderTrainConfig,
     latent_table,
     save_crosscoder,
-    train_crosscoder,
+    train_crosscoder_on_shards,
 )
 from layershift.diff import open_paired_shards, zip_paired
 from layershift.io import write_json, write_parquet
-from layershift.runtime import script_context
+from layershift.runtime import checkpoint_dir, clear_checkpoints, script_context
 from layershift.shards import ShardReader
 
 with script_context(snakemake) as sm:
@@ -33,10 +33,12 @@ with script_context(snakemake) as sm:
         seed=seed,
         threads=sm.threads,
     )
-    readers = open_paired_shards(*dirs)
-    shuffled = lambda epoch: zip_paired(*readers, params["batch_size"], shuffle=True, seed=seed + epoch)  # noqa: E731
-    cc, metrics = train_crosscoder(shuffled, cfg, train, checkpoint_dir=sm.params.checkpoints)
+    resume = checkpoint_dir(sm.params.checkpoints, {"crosscoder": params, "seed": seed})
+    cc, metrics = train_crosscoder_on_shards(*dirs, cfg, train, checkpoint_dir=resume)
     out_dir = Path(sm.output[0]).parent
     save_crosscoder(cc, out_dir)
     write_json({**meta, **metrics}, out_dir / "metrics.json")
-    write_parquet(latent_table(cc, zip_paired(*readers, 4096)), out_dir / "latents.parquet", meta)
+    write_parquet(
+        latent_table(cc, zip_paired(*open_paired_shards(*dirs), 4096)), out_dir / "latents.parquet", meta
+    )
+    clear_checkpoints(resume)
