@@ -44,7 +44,7 @@ def test_default_config_dry_run_lists_every_target():
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_of(proc.stdout)
     assert jobs.count("finetune") == 6 and jobs.count("extract") == 12
-    assert jobs.count("train_sae") == 2 * 3 * 6 and jobs.count("import_onnx") == 1
+    assert jobs.count("train_sae") == 3 * 6 and jobs.count("diff") == 3 * 6 and jobs.count("import_onnx") == 1
     assert "report" in jobs
 
 
@@ -77,7 +77,7 @@ def test_one_figure_builds_only_its_upstream(tmp_path):
     assert "tiny1" not in out and "topic" not in out
     jobs = jobs_of(out)
     assert {"prepare", "finetune", "extract", "train_sae", "features", "fig_tokens"} <= set(jobs)
-    assert "report" not in jobs and "evaluate" not in jobs and "train_crosscoder" not in jobs
+    assert "report" not in jobs and "evaluate" not in jobs and "diff" not in jobs
 
 
 def test_editing_one_dataset_reruns_only_its_jobs(tmp_path):

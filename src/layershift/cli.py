@@ -25,16 +25,42 @@ def summary(args: argparse.Namespace) -> int:
     accuracy = pd.read_csv(results / "tables/accuracy.csv")
     wide = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy").reset_index()
     print("**Accuracy on the test split** (Table 2 rebuilt)\n")
-    print(wide[["model", "dataset", "pretrained", "linear_probe", "finetuned"]].to_markdown(index=False, floatfmt=".3f"))
+    print(
+        wide[["model", "dataset", "pretrained", "linear_probe", "finetuned"]].to_markdown(
+            index=False, floatfmt=".3f"
+        )
+    )
     similarity = pd.read_parquet(results / "tables/similarity.parquet")
-    cols = ["model", "dataset", "layer", "cosine_of_means", "cka_sentences", "cka_tokens", "mean_sentence_cosine"]
+    cols = [
+        "model",
+        "dataset",
+        "layer",
+        "cosine_of_means",
+        "cka_sentences",
+        "cka_tokens",
+        "mean_sentence_cosine",
+    ]
     print("\n**Pretrained vs fine-tuned similarity per layer**\n")
     print(similarity[cols].to_markdown(index=False, floatfmt=".3f"))
     diff_path = results / "tables/diff_summary.parquet"
     if diff_path.exists():
         diff = pd.read_parquet(diff_path)
-        keep = [c for c in ("model", "dataset", "layer", "retained_fraction", "changed_fraction", "lost_fraction", "new_fraction",
-                            "baseline_retained_fraction", "baseline_lost_fraction", "baseline_new_fraction") if c in diff]
+        keep = [
+            c
+            for c in (
+                "model",
+                "dataset",
+                "layer",
+                "retained_fraction",
+                "changed_fraction",
+                "lost_fraction",
+                "new_fraction",
+                "baseline_retained_fraction",
+                "baseline_lost_fraction",
+                "baseline_new_fraction",
+            )
+            if c in diff
+        ]
         print("\n**SAE feature diff per layer** (fractions of live features; `baseline_` = seed null)\n")
         print(diff[keep].to_markdown(index=False, floatfmt=".2f"))
     return 0
@@ -43,7 +69,9 @@ def summary(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="layershift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("validate", help="validate a study config (schema + files + columns + model depth)")
+    check = sub.add_parser(
+        "validate", help="validate a study config (schema + files + columns + model depth)"
+    )
     check.add_argument("config")
     check.add_argument("--directory", default=".", help="directory that relative data paths are relative to")
     check.set_defaults(func=validate)

@@ -825,3 +825,44 @@ def crosscoder_sae_agreement(
         )
     out["cosine_threshold"] = cosine_threshold
     return out
+
+
+def fit_and_save_crosscoder(
+    dir_a: str | os.PathLike,
+    dir_b: str | os.PathLike,
+    settings: dict,
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    threads: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    metadata: dict | None = None,
+) -> tuple[Crosscoder, pd.DataFrame]:
+    """Train a crosscoder from a study's ``crosscoder`` settings; write weights, cfg, metrics and latents."""
+    from layershift.diff import open_paired_shards, zip_paired
+    from layershift.io import write_json, write_parquet
+    from layershift.shards import ShardReader
+
+    metadata = {**(metadata or {}), "seed": seed}
+    cfg = CrosscoderConfig(
+        d_in=ShardReader(dir_a).d_model,
+        d_latent=settings["d_latent"],
+        architecture=settings["architecture"],
+        k=settings["k"],
+        l1_coefficient=settings["l1_coefficient"],
+        n_shared=settings["n_shared"],
+        metadata=metadata,
+    )
+    train = CrosscoderTrainConfig(
+        lr=settings["lr"],
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        seed=seed,
+        threads=threads,
+    )
+    cc, metrics = train_crosscoder_on_shards(dir_a, dir_b, cfg, train, checkpoint_dir=checkpoint_dir)
+    out_dir = Path(out_dir)
+    save_crosscoder(cc, out_dir)
+    write_json({**metadata, **metrics}, out_dir / "metrics.json")
+    latents = latent_table(cc, zip_paired(*open_paired_shards(dir_a, dir_b), 4096))
+    write_parquet(latents, out_dir / "latents.parquet", metadata)
+    return cc, latents

@@ -61,7 +61,9 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as pretty, key-sorted JSON, atomically (stable bytes for the same content)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n")
+        tmp.write_text(
+            json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
+        )
 
 
 def _finite(value: Any) -> Any:

@@ -1,38 +1,15 @@
-rule train_crosscoder:
-    """A crosscoder reading both models' activations at one layer (shared latents, one decoder per model)."""
-    input:
-        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
-    output:
-        expand(f"{T.CROSSCODER}/{{file}}", file=T.CROSSCODER_FILES, allow_missing=True),
-    log:
-        "results/logs/train_crosscoder/{model}/{dataset}/layer{layer}.log",
-    benchmark:
-        "results/benchmarks/train_crosscoder/{model}/{dataset}/layer{layer}.tsv"
-    conda:
-        "../../envs/layershift.yaml"
-    threads: THREADS
-    resources:
-        **gpu_resources(),
-    params:
-        crosscoder=config["crosscoder"],
-        seed=config["seed"],
-        checkpoints="results/checkpoints/crosscoder/{model}/{dataset}/layer{layer}",
-    script:
-        "../scripts/train_crosscoder.py"
-
-
 rule diff:
-    """Label every SAE feature retained / changed / lost / new, calibrated by the seed null; compare to the crosscoder."""
+    """Label SAE features retained / changed / lost / new against the seed null, and train the crosscoder."""
     input:
         sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
         null=expand(
             f"{T.SAE_NULL}/sae_weights.safetensors", stage="pretrained", seed=NULL_SEEDS, allow_missing=True
         ),
         tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
-        crosscoder=f"{T.CROSSCODER}/latents.parquet",
     output:
         table=T.DIFF,
         summary=T.DIFF_SUMMARY,
+        crosscoder=expand(f"{T.CROSSCODER}/{{file}}", file=T.CROSSCODER_FILES, allow_missing=True),
     log:
         "results/logs/diff/{model}/{dataset}/layer{layer}.log",
     benchmark:
@@ -44,8 +21,10 @@ rule diff:
         **gpu_resources(),
     params:
         diff=config["diff"],
+        crosscoder=config["crosscoder"],
         seed=config["seed"],
         top_tokens=config["features"]["top_tokens"],
+        checkpoints="results/checkpoints/crosscoder/{model}/{dataset}/layer{layer}",
     script:
         "../scripts/diff.py"
 

@@ -1,13 +1,20 @@
 rule train_sae:
-    """A sparse autoencoder on one layer of one stage's token activations."""
+    """SAEs on one layer: the pretrained and fine-tuned stage, plus same-data SAEs with other seeds (the null)."""
     input:
-        tokens=f"{T.ACTIVATIONS}/tokens",
+        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
     output:
-        expand(f"{T.SAE}/{{file}}", file=T.SAE_FILES, allow_missing=True),
+        sae=expand(f"{T.SAE}/{{file}}", stage=T.STAGES, file=T.SAE_FILES, allow_missing=True),
+        null=expand(
+            f"{T.SAE_NULL}/{{file}}",
+            stage="pretrained",
+            seed=NULL_SEEDS,
+            file=T.SAE_FILES,
+            allow_missing=True,
+        ),
     log:
-        "results/logs/train_sae/{model}/{dataset}/{stage}/layer{layer}.log",
+        "results/logs/train_sae/{model}/{dataset}/layer{layer}.log",
     benchmark:
-        "results/benchmarks/train_sae/{model}/{dataset}/{stage}/layer{layer}.tsv"
+        "results/benchmarks/train_sae/{model}/{dataset}/layer{layer}.tsv"
     conda:
         "../../envs/layershift.yaml"
     threads: THREADS
@@ -16,22 +23,10 @@ rule train_sae:
     params:
         sae=config["sae"],
         seed=config["seed"],
-        checkpoints="results/checkpoints/sae/{model}/{dataset}/{stage}/layer{layer}",
+        null_seeds=NULL_SEEDS,
+        checkpoints="results/checkpoints/sae/{model}/{dataset}/layer{layer}",
     script:
         "../scripts/train_sae.py"
-
-
-use rule train_sae as train_sae_null with:
-    output:
-        expand(f"{T.SAE_NULL}/{{file}}", file=T.SAE_FILES, allow_missing=True),
-    log:
-        "results/logs/train_sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/train_sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}.tsv"
-    params:
-        sae=config["sae"],
-        seed=lambda w: int(w.seed),
-        checkpoints="results/checkpoints/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}",
 
 
 rule features:

@@ -7,13 +7,26 @@ from layershift.sae import save_sae, train_sae_on_shards
 from layershift.shards import ShardReader
 
 with script_context(snakemake) as sm:
-    w, seed = sm.wildcards, sm.params.seed
-    shard_dir = f"{sm.input.tokens}/layer{w.layer}"
-    meta = {"model": w.model, "dataset": w.dataset, "stage": w.stage, "layer": int(w.layer)}
-    sae_cfg, train_cfg = sae_settings(sm.config, ShardReader(shard_dir).d_model, seed, sm.threads, meta)
-    resume = checkpoint_dir(sm.params.checkpoints, {"sae": sm.params.sae, "seed": seed})
-    sae, metrics = train_sae_on_shards(shard_dir, sae_cfg, train_cfg, checkpoint_dir=resume)
-    out_dir = Path(sm.output[0]).parent
-    save_sae(sae, out_dir)
-    write_json({**meta, "seed": seed, **metrics}, out_dir / "metrics.json")
-    clear_checkpoints(resume)
+    w, out = sm.wildcards, sm.output
+    shards = {
+        stage: f"{tokens}/layer{w.layer}"
+        for stage, tokens in zip(("pretrained", "finetuned"), sm.input.tokens, strict=True)
+    }
+    # (stage, seed, output directory): each stage's SAE, then the seed-null SAEs of the pretrained stage
+    runs = [
+        (stage, sm.params.seed, Path(out.sae[i * 3]).parent)
+        for i, stage in enumerate(("pretrained", "finetuned"))
+    ]
+    runs += [
+        ("pretrained", seed, Path(out.null[i * 3]).parent) for i, seed in enumerate(sm.params.null_seeds)
+    ]
+    for stage, seed, out_dir in runs:
+        meta = {"model": w.model, "dataset": w.dataset, "stage": stage, "layer": int(w.layer)}
+        sae_cfg, train_cfg = sae_settings(
+            sm.config, ShardReader(shards[stage]).d_model, seed, sm.threads, meta
+        )
+        resume = checkpoint_dir(f"{sm.params.checkpoints}/{stage}/seed{seed}", {"sae": sm.params.sae})
+        sae, metrics = train_sae_on_shards(shards[stage], sae_cfg, train_cfg, checkpoint_dir=resume)
+        save_sae(sae, out_dir)
+        write_json({**meta, "seed": seed, **metrics}, out_dir / "metrics.json")
+        clear_checkpoints(resume)
