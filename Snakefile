@@ -7,6 +7,12 @@ min_version("8.20")
 
 # The default study, unless --configfile names another study (configs are not merged into it).
 if not workflow.config_settings.configfiles:
+    import sys
+
+    sys.path.insert(0, f"{workflow.basedir}/src")
+    from layershift.config import exit_on_bad_yaml
+
+    exit_on_bad_yaml("config.yaml")  # one line with the line number, before Snakemake's own parser
 
     configfile: "config.yaml"
 

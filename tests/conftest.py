@@ -135,19 +135,11 @@ def build_tiny_study(workdir: Path, n_models: int = 1, n_datasets: int = 1) -> P
 
 
 def run_snakemake(
-    workdir: Path, *args: str, check: bool = True, timeout: int = 900
+    workdir: Path, *args: str, check: bool = True, timeout: int = 900, configfile: bool = True
 ) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile in ``workdir`` with its config.yaml; returns the completed process."""
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
+    """Run the project's Snakefile in ``workdir`` with its config.yaml (``--configfile`` unless told not to)."""
+    config = ["--configfile", str(workdir / "config.yaml")] if configfile else []
+    cmd = [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--directory", str(workdir), *config, *args]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:

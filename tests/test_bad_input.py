@@ -135,7 +135,10 @@ def test_bad_input_stops_before_any_job(case, tmp_path, monkeypatch):
 def test_malformed_yaml(tmp_path):
     build_tiny_study(tmp_path)
     (tmp_path / "config.yaml").write_text("models:\n  tiny2: {source: path:models/tiny2\n")
-    proc = run_snakemake(tmp_path, "--cores", "1", check=False)
+    proc = run_snakemake(
+        tmp_path, "--cores", "1", check=False, configfile=False
+    )  # the Snakefile's default config.yaml
     assert proc.returncode != 0
-    assert "config.yaml" in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("layershift: ")]
+    assert len(lines) == 1 and "config.yaml: malformed YAML at line 3" in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "results").exists()

@@ -38,6 +38,17 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def exit_on_bad_yaml(path: str | Path) -> None:
+    """Stop the process with a one-line message if ``path`` is missing or not valid YAML."""
+    import sys
+
+    try:
+        load_yaml(path)
+    except ConfigError as err:
+        sys.stderr.write(f"layershift: {err}\n")
+        sys.exit(1)
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
