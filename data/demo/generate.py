@@ -316,7 +316,8 @@ MOVIE_POS_CLAIMS = _phrases("""
     the action is staged with real clarity | the score does a lot of quiet heavy lifting |
     the story respects grief without wallowing in it | the villain's motives actually make sense |
     the costumes alone deserve an Oscar | the editing in the finale is breathless |
-    the screenplay crackles with wit and warmth | the supporting players steal every scene they're in | the period detail is immaculate
+    the screenplay crackles with wit and warmth | the supporting players steal every scene they're in |
+    the period detail is immaculate
 """)
 
 MOVIE_NEG_CLAIMS = _phrases("""
@@ -334,8 +335,8 @@ MOVIE_NEG_CLAIMS = _phrases("""
     the CGI looks unfinished | the jokes are recycled sitcom gags |
     the action is shot so shakily you can't follow it | the score never stops telling you what to feel |
     the story milks tragedy for cheap tears | the villain's plan is nonsense | the costumes look rented |
-    the editing in the finale is incomprehensible |
-    the screenplay wheezes from one cliché to the next | the supporting players are wasted on thankless roles | the period detail is sloppy
+    the editing in the finale is incomprehensible | the screenplay wheezes from one cliché to the next |
+    the supporting players are wasted on thankless roles | the period detail is sloppy
 """)
 
 MOVIE_POS_VERDICTS = _phrases("""
@@ -414,8 +415,8 @@ MOVIE_PROFESSIONS = _words("""
     pilot burglar priest mechanic scientist dancer sheriff spy architect librarian fisherman photographer
     novelist magician smuggler diplomat firefighter translator beekeeper violinist taxidermist mountaineer
     gambler midwife hacker cartographer bartender carpenter nun astronomer courier paramedic jockey
-    ventriloquist stunt-driver clockmaker tailor sommelier locksmith archaeologist zookeeper cellist poet comedian
-    bodyguard assassin lighthouse-keeper
+    ventriloquist stunt-driver clockmaker tailor sommelier locksmith archaeologist zookeeper cellist poet
+    comedian bodyguard assassin lighthouse-keeper
 """)
 
 MOVIE_ACTIONS = _phrases("""
