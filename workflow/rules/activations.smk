@@ -16,9 +16,9 @@ rule extract:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(),
+        **gpu_resources(mem_mb=8000, runtime=120),
     params:
-        activations=config["activations"],
+        activations=canonical(config["activations"]),
         token_sample=config["similarity"]["token_sample"],
         max_length=config["finetune"]["max_length"],
         sae_layers=lambda w: config["models"][w.model]["sae_layers"],

@@ -1,4 +1,5 @@
 # Config validation, target lists and wildcard constraints. No ML here: it lives in src/layershift.
+import json
 import re
 import sys
 from pathlib import Path
@@ -50,11 +51,19 @@ wildcard_constraints:
 
 
 def model_cfg(wildcards):
-    return config["models"][wildcards.model]
+    return canonical(config["models"][wildcards.model])
+
+
+def canonical(settings):
+    """Settings with keys sorted: Snakemake compares params by their printed form, so key order in the
+    config file must not trigger reruns."""
+    return json.loads(json.dumps(settings, sort_keys=True))
 
 
 def dataset_cfg(wildcards):
-    return config["datasets"][wildcards.dataset]
+    """What `prepare` reads of a dataset entry (not its probes, which only the features step uses)."""
+    entry = config["datasets"][wildcards.dataset]
+    return canonical({key: value for key, value in entry.items() if key != "probes"})
 
 
 def dataset_source_file(wildcards):
@@ -87,9 +96,10 @@ def sae_layers(w):
     return config["models"][w.model]["sae_layers"]
 
 
-def gpu_resources():
-    """Resources shared by every rule that runs a model (the cluster profile routes on `gpu`)."""
-    res = {"gpu": GPUS}
+def gpu_resources(mem_mb, runtime):
+    """Resources of a rule that runs a model: memory (MB), wall time (minutes) and `gpu`, on which the
+    cluster profile routes jobs to a GPU partition."""
+    res = {"gpu": GPUS, "mem_mb": mem_mb, "runtime": runtime}
     if GPUS and config["resources"].get("gpu_model"):
         res["gpu_model"] = config["resources"]["gpu_model"]
     return res

@@ -13,7 +13,7 @@ rule prepare:
         "../../envs/layershift.yaml"
     params:
         dataset=dataset_cfg,
-        data=config["data"],
+        data=canonical(config["data"]),
         seed=config["seed"],
     script:
         "../scripts/prepare.py"

@@ -18,10 +18,10 @@ rule diff:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(),
+        **gpu_resources(mem_mb=6000, runtime=120),
     params:
-        diff=config["diff"],
-        crosscoder=config["crosscoder"],
+        diff=canonical(config["diff"]),
+        crosscoder=canonical(config["crosscoder"]),
         seed=config["seed"],
         top_tokens=config["features"]["top_tokens"],
         checkpoints="results/checkpoints/crosscoder/{model}/{dataset}/layer{layer}",

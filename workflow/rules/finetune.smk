@@ -15,9 +15,9 @@ rule finetune:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(),
+        **gpu_resources(mem_mb=8000, runtime=240),
     params:
-        finetune=config["finetune"],
+        finetune=canonical(config["finetune"]),
         seed=config["seed"],
         checkpoints="results/checkpoints/finetune/{model}/{dataset}",
     script:
@@ -42,9 +42,9 @@ rule evaluate:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(),
+        **gpu_resources(mem_mb=6000, runtime=60),
     params:
-        finetune=config["finetune"],
+        finetune=canonical(config["finetune"]),
         seed=config["seed"],
     script:
         "../scripts/evaluate.py"

@@ -19,9 +19,9 @@ rule train_sae:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(),
+        **gpu_resources(mem_mb=6000, runtime=240),
     params:
-        sae=config["sae"],
+        sae=canonical(config["sae"]),
         seed=config["seed"],
         null_seeds=NULL_SEEDS,
         checkpoints="results/checkpoints/sae/{model}/{dataset}/layer{layer}",
@@ -48,9 +48,9 @@ rule features:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(),
+        **gpu_resources(mem_mb=6000, runtime=60),
     params:
-        features=config["features"],
+        features=canonical(config["features"]),
         probes=lambda w: config["datasets"][w.dataset].get("probes", []),
         max_length=config["finetune"]["max_length"],
     script:
