@@ -92,6 +92,24 @@ def test_editing_one_dataset_reruns_only_its_jobs(tmp_path):
     assert all("mood" not in line for line in rerun), rerun
 
 
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    """Start Snakemake on the tiny study in its own process group (so a test can SIGKILL all of it)."""
+    cmd = [
+        str(SNAKEMAKE),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+
+
 ARTIFACTS = [
     "results/data/mood/train.parquet",
     "results/data/mood/test.parquet",
@@ -110,22 +128,7 @@ def test_killed_run_resumes_to_identical_artifacts(tiny_study_done, tmp_path):
     """SIGKILL the whole Snakemake process group mid-training, rerun, compare with the uninterrupted run."""
     build_tiny_study(tmp_path)
     targets = [*ARTIFACTS, "results/metrics/tiny2/mood/classification.json"]
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(SNAKEFILE),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-        "--cores",
-        "2",
-        *targets,
-    ]
-    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
-    )
+    proc = start_snakemake(tmp_path, "--cores", "2", *targets)
     deadline = time.time() + 300
     logs = [
         tmp_path / "results/logs/finetune/tiny2/mood.log",
@@ -157,22 +160,7 @@ def test_concurrent_runs_are_refused(tmp_path):
     """While one Snakemake runs, a second one on the same results directory stops with the lock message."""
     build_tiny_study(tmp_path)
     target = "results/metrics/tiny2/mood/classification.json"
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(SNAKEFILE),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-        "--cores",
-        "1",
-        target,
-    ]
-    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(ROOT / "src")}
-    first = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
-    )
+    first = start_snakemake(tmp_path, "--cores", "1", target)
     try:
         locks = tmp_path / ".snakemake/locks"
         deadline = time.time() + 120
