@@ -84,7 +84,7 @@ def test_editing_one_dataset_reruns_only_its_jobs(tmp_path):
     build_tiny_study(tmp_path, n_models=1, n_datasets=2)
     run_snakemake(tmp_path, "--cores", "2", "results/tables/similarity.parquet")
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    config["datasets"]["topic"]["probes"] = ["a new probe sentence"]
+    config["datasets"]["topic"]["keep_labels"] = ["app", "film", "sport"]  # an edit `prepare` reads
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))  # key order must not matter
     proc = run_snakemake(tmp_path, "-n", "--cores", "2", "results/tables/similarity.parquet")
     rerun = [line for line in proc.stdout.splitlines() if line.strip().startswith("wildcards:")]
