@@ -119,6 +119,16 @@ ARTIFACTS = [
 ]
 
 
+def same_artifact(a: Path, b: Path) -> bool:
+    """Byte equality, except safetensors: same tensors (its header may list keys in another order)."""
+    if a.suffix != ".safetensors":
+        return a.read_bytes() == b.read_bytes()
+    from safetensors.numpy import load_file
+
+    ta, tb = load_file(a), load_file(b)
+    return ta.keys() == tb.keys() and all((ta[k] == tb[k]).all() and ta[k].dtype == tb[k].dtype for k in ta)
+
+
 def _metrics(workdir: Path) -> dict:
     report = json.loads((workdir / "results/metrics/tiny2/mood/classification.json").read_text())
     return {row: report[row]["accuracy"] for row in ("pretrained", "linear_probe", "finetuned")}
@@ -143,7 +153,7 @@ def test_killed_run_resumes_to_identical_artifacts(tiny_study_done, tmp_path):
     shutil.rmtree(tmp_path / ".snakemake/locks", ignore_errors=True)
     run_snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", *targets)
     for artifact in ARTIFACTS:
-        assert (tmp_path / artifact).read_bytes() == (tiny_study_done / artifact).read_bytes(), artifact
+        assert same_artifact(tmp_path / artifact, tiny_study_done / artifact), artifact
     assert _metrics(tmp_path) == _metrics(tiny_study_done)
 
 
@@ -152,7 +162,7 @@ def test_second_run_is_byte_identical(tiny_study_done, tmp_path):
     build_tiny_study(tmp_path)
     run_snakemake(tmp_path, "--cores", "2", *ARTIFACTS, "results/metrics/tiny2/mood/classification.json")
     for artifact in ARTIFACTS:
-        assert (tmp_path / artifact).read_bytes() == (tiny_study_done / artifact).read_bytes(), artifact
+        assert same_artifact(tmp_path / artifact, tiny_study_done / artifact), artifact
     assert _metrics(tmp_path) == _metrics(tiny_study_done)
 
 
