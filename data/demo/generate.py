@@ -727,7 +727,7 @@ APP_NEG_MILD = _phrases("""
     a little laggy | inconsistent | not great | frustrating | worse than before | hard to find | hidden away |
     a bit of a downgrade | less intuitive | weirdly designed | a little too busy |
     clunkier than it used to be | a bit overpriced | sluggish on my tablet | overcomplicated |
-    slightly annoying
+    slightly annoying | hard to use | harder to use than it should be
 """)
 
 APP_PROBLEMS = _phrases("""
@@ -982,7 +982,7 @@ NEWS_BASE: Grammar = {
         beating burnout | managing anxiety | a stronger core | better posture | fewer headaches |
         a longer life | a better mood | beating insomnia | easing joint pain | mental clarity |
         quieting your inner critic | healthier aging | stronger bones | a quieter mind | better focus |
-        a steadier mood | fewer sick days | deeper sleep | lower cholesterol
+        a steadier mood | fewer sick days | deeper sleep | lower cholesterol | weight loss | losing weight
     """),
     "body": _phrases(
         "brain | heart | gut | skin | body | back | liver | lungs | muscles | immune system | hormones"
