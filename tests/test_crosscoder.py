@@ -11,23 +11,12 @@ import torch
 
 from layershift import crosscoder as xc
 from layershift import diff
+from tests.helpers import incoherent_atoms, unit
 
 torch.set_num_threads(1)
 
 
-# --- planted ground truth (same construction as tests/test_diff.py) ---------------------------------------
-def unit(m: np.ndarray) -> np.ndarray:
-    return m / np.linalg.norm(m, axis=-1, keepdims=True)
-
-
-def incoherent_atoms(rng: np.random.Generator, n: int, d: int, max_cos: float = 0.3) -> np.ndarray:
-    """``n`` random unit vectors in R^d with pairwise |cos| < ``max_cos`` (rejection sampling)."""
-    atoms: list[np.ndarray] = []
-    while len(atoms) < n:
-        v = unit(rng.normal(size=d))
-        if not atoms or np.abs(np.array(atoms) @ v).max() < max_cos:
-            atoms.append(v)
-    return np.array(atoms)
+# --- planted ground truth: unit() and incoherent_atoms() from tests/helpers.py -------------------------
 
 
 def planted_stages(seed=0, d=32, n_tokens=4000, n_retained=16, n_changed=4, n_lost=10, n_new=10, p=0.08):

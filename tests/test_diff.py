@@ -13,23 +13,12 @@ import torch
 from layershift import diff
 from layershift.sae import SAEConfig, TrainConfig, train_sae
 from layershift.shards import ShardWriter
+from tests.helpers import incoherent_atoms, unit
 
 torch.set_num_threads(1)
 
 
-# --- planted ground truth ---------------------------------------------------------------------------------
-def unit(m: np.ndarray) -> np.ndarray:
-    return m / np.linalg.norm(m, axis=-1, keepdims=True)
-
-
-def incoherent_atoms(rng: np.random.Generator, n: int, d: int, max_cos: float = 0.3) -> np.ndarray:
-    """``n`` random unit vectors in R^d with pairwise |cos| < ``max_cos`` (rejection sampling)."""
-    atoms: list[np.ndarray] = []
-    while len(atoms) < n:
-        v = unit(rng.normal(size=d))
-        if not atoms or np.abs(np.array(atoms) @ v).max() < max_cos:
-            atoms.append(v)
-    return np.array(atoms)
+# --- planted ground truth: unit() and incoherent_atoms() from tests/helpers.py -------------------------
 
 
 @dataclass
