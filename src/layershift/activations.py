@@ -109,6 +109,17 @@ def _list_column(vectors: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
 
 
+def write_token_sample(ids: np.ndarray, vectors: np.ndarray, path: Path, metadata: dict) -> None:
+    """The token sample (ids ``[n, 2]``: sentence, position; vectors ``[n, layers, d]``) as Arrow columns.
+
+    Built column by column (a DataFrame of per-row arrays costs ~1 s per call), no dictionary pages."""
+    columns = {"sentence_id": pa.array(ids[:, 0], pa.int64()), "position": pa.array(ids[:, 1], pa.int64())}
+    columns |= {f"layer_{layer}": _list_column(vectors[:, layer]) for layer in range(vectors.shape[1])}
+    table = pa.table(columns).replace_schema_metadata(encode_metadata(metadata))
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp, use_dictionary=False)
+
+
 class SentenceWriter:
     """Streams per-sentence mean vectors of every layer into one Parquet file, one row group per batch."""
 
@@ -223,11 +234,7 @@ def extract_activations(
     import pandas as pd
 
     write_parquet(pd.DataFrame(means), out_dir / "means.parquet", metadata)
-    ids, vectors = sample.sorted()
-    sample_frame = pd.DataFrame({"sentence_id": ids[:, 0], "position": ids[:, 1]})
-    for layer in range(n_layers):
-        sample_frame[f"layer_{layer}"] = list(vectors[:, layer].astype(np.float32))
-    write_parquet(sample_frame, out_dir / "token_sample.parquet", metadata)
+    write_token_sample(*sample.sorted(), out_dir / "token_sample.parquet", metadata)
     return {
         "n_sentences": n_sentences,
         "n_tokens": n_tokens_total,
