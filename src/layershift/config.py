@@ -178,7 +178,7 @@ def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config
 
 
 def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> None:
-    """Run the preparation itself (clean, label, cap, split) so unusable rows fail here, not in a job."""
+    """Run the failing part of preparation (clean, label, size checks) so unusable rows fail here, not in a job."""
     from layershift import data
 
     raw = data.select_columns(frame, dataset["text"], dataset["label"], dataset["source"])
@@ -189,7 +189,7 @@ def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> No
         seed=config["seed"],
     )
     try:
-        data.prepare_frame(raw, settings, origin=dataset["source"], keep_labels=dataset.get("keep_labels"))
+        data.labelled_frame(raw, settings, origin=dataset["source"], keep_labels=dataset.get("keep_labels"))
     except LayershiftError as err:
         raise ConfigError(f"{origin}: {key}: {err}") from None
 

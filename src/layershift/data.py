@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from layershift.errors import DataError
 from layershift.io import write_json, write_parquet
@@ -197,6 +196,8 @@ def split_frame(frame: pd.DataFrame, fractions: dict, seed: int) -> dict[str, pd
 
 def _two_way_split(frame: pd.DataFrame, n_second: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off ``n_second`` rows, stratified by label where that is possible."""
+    from sklearn.model_selection import train_test_split  # here: importing sklearn costs ~2 s per process
+
     stratify = _stratify(frame, len(frame) - n_second, n_second)
     return train_test_split(frame, test_size=n_second, stratify=stratify, random_state=seed)
 
@@ -211,6 +212,16 @@ def _stratify(frame: pd.DataFrame, *part_sizes: int) -> pd.Series | None:
 
 def prepare_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labels: list | None = None):
     """Clean, map labels, cap and split; return (splits, label_names, dropped counts)."""
+    frame, names, dropped = labelled_frame(raw, cfg, origin, keep_labels)
+    frame = cap_rows(frame, cfg.max_rows, cfg.seed)
+    return split_frame(frame, cfg.split, cfg.seed), names, dropped
+
+
+def labelled_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labels: list | None = None):
+    """Clean and map labels to ids; raise DataError if the rows cannot make a split classification dataset.
+
+    Everything that can make preparation fail happens here (capping and splitting cannot fail after it),
+    so the config check runs exactly this. Returns (frame, label_names, dropped counts)."""
     frame, dropped = clean_frame(raw, cfg.max_chars, keep_labels)
     if frame.empty:
         raise DataError(f"{origin}: no usable rows after cleaning (dropped: {_describe(dropped)})")
@@ -225,9 +236,7 @@ def prepare_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_label
             f"{origin}: too few rows to split 80/10/10 ({len(frame)} rows, smallest class {n_min}); need ≥ 10 rows and ≥ 3 per class"
         )
     frame = frame.assign(label=frame["label"].map({name: i for i, name in enumerate(names)}).astype("int64"))
-    frame = cap_rows(frame, cfg.max_rows, cfg.seed)
-    splits = split_frame(frame, cfg.split, cfg.seed)
-    return splits, names, dropped
+    return frame, names, dropped
 
 
 def _describe(dropped: dict) -> str:
