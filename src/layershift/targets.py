@@ -38,12 +38,11 @@ REPORT = R + "/report/index.html"
 
 FIG = R + "/figures"
 FIG_CLASSIFICATION = FIG + "/classification/{model}/{dataset}.png"
-FIG_CONFUSION = FIG + "/confusion/{model}/{dataset}.png"
 FIG_ACCURACY = FIG + "/accuracy.png"
 FIG_TRAINING = FIG + "/training/{model}/{dataset}.png"
 FIG_SIMILARITY = FIG + "/similarity/{measure}/{model}.png"
 FIG_DEPTH = FIG + "/depth/{measure}.png"
-FIG_SAE_LOSS = FIG + "/sae_loss/{model}/{dataset}/layer{layer}.png"
+FIG_SAE_LOSS = FIG + "/sae_loss/{model}/{dataset}.png"
 FIG_TOKENS = FIG + "/tokens/{model}/{dataset}/layer{layer}.png"
 FIG_DIFF = FIG + "/diff/{model}.png"
 FIG_RELNORM = FIG + "/relnorm/{model}/{dataset}.png"
@@ -64,8 +63,17 @@ def model_layers(config: dict):
 
 
 def null_seeds(config: dict) -> list[int]:
-    """Seeds of the extra same-stage SAEs that form the seed null baseline."""
+    """Seeds of the extra pretrained-stage SAEs that form the seed null baseline."""
     return [config["seed"] + 1000 * (i + 1) for i in range(config["sae"]["null_seeds"])]
+
+
+def stage_seeds(config: dict) -> dict[str, int]:
+    """Seed of each stage's SAE. The fine-tuned SAE takes the first null seed, so the (pretrained, fine-tuned)
+    pair and the (pretrained, null) pair differ in exactly the same seed and only the first differs in data:
+    the null SAE is this comparison without fine-tuning. (With one seed for both stages, two SAEs trained on
+    nearly equal early-layer activations start and stay alike, so they would look more alike than the
+    seed null and no change could ever be detected there.)"""
+    return {"pretrained": config["seed"], "finetuned": config["seed"] + 1000}
 
 
 def with_svg(paths: list[str]) -> list[str]:
@@ -115,7 +123,7 @@ def figure_targets(config: dict) -> list[str]:
     figs = [FIG_ACCURACY]
     for model, dataset in model_dataset_pairs(config):
         fmt = {"model": model, "dataset": dataset}
-        figs += [FIG_CLASSIFICATION.format(**fmt), FIG_CONFUSION.format(**fmt), FIG_TRAINING.format(**fmt)]
+        figs += [FIG_CLASSIFICATION.format(**fmt), FIG_TRAINING.format(**fmt), FIG_SAE_LOSS.format(**fmt)]
         figs += [FIG_RELNORM.format(**fmt), FIG_DIFF_TOKENS.format(**fmt)]
     for model in config["models"]:
         figs.append(FIG_DIFF.format(model=model))
@@ -123,7 +131,7 @@ def figure_targets(config: dict) -> list[str]:
     figs += [FIG_DEPTH.format(measure=m) for m in SIMILARITY_MEASURES]
     for model, dataset, layer in model_layers(config):
         fmt = {"model": model, "dataset": dataset, "layer": layer}
-        figs += [FIG_SAE_LOSS.format(**fmt), FIG_TOKENS.format(**fmt)]
+        figs.append(FIG_TOKENS.format(**fmt))
     return with_svg(figs)
 
 

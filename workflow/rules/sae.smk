@@ -22,7 +22,7 @@ rule train_sae:
         **gpu_resources(mem_mb=6000, runtime=240),
     params:
         sae=canonical(config["sae"]),
-        seed=config["seed"],
+        stage_seeds=T.stage_seeds(config),
         null_seeds=NULL_SEEDS,
         checkpoints="results/checkpoints/sae/{model}/{dataset}/layer{layer}",
     script:

@@ -14,7 +14,7 @@ with script_context(snakemake) as sm:
     }
     # (stage, seed, output directory): each stage's SAE, then the seed-null SAEs of the pretrained stage
     runs = [
-        (stage, sm.params.seed, Path(out.sae[i * 3]).parent)
+        (stage, sm.params.stage_seeds[stage], Path(out.sae[i * 3]).parent)
         for i, stage in enumerate(("pretrained", "finetuned"))
     ]
     runs += [
