@@ -42,42 +42,39 @@ def save(fig: plt.Figure, png_path: str | Path, dpi: int = 120) -> None:
 
 
 def plot_classification(inputs, wc, params) -> plt.Figure:
-    """The paper's Figure 6: per-class precision / recall / F1 of the fine-tuned model."""
+    """The paper's Figure 6 (per-class precision / recall / F1 of the fine-tuned model) beside its confusion
+    matrix (rows = true label, columns = predicted), both on the test split."""
     report = read_json(inputs[0])
-    per_class = pd.DataFrame(report["finetuned"]["per_class"]).T[["precision", "recall", "f1"]].astype(float)
-    fig, ax = plt.subplots(figsize=(4.8, 0.45 * len(per_class) + 1.6))
-    sns.heatmap(
-        per_class, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", cbar_kws={"label": "score"}, ax=ax
+    finetuned, labels = report["finetuned"], report["label_names"]
+    per_class = pd.DataFrame(finetuned["per_class"]).T[["precision", "recall", "f1"]].astype(float)
+    side = 1.6 + 0.5 * len(labels)
+    fig, (ax_report, ax_confusion) = plt.subplots(
+        1, 2, figsize=(4.6 + side + 1.2, side), gridspec_kw={"width_ratios": [4.6, side + 1.2]}
     )
-    ax.set(
-        title=f"{wc['model']} fine-tuned on {wc['dataset']}\naccuracy {report['finetuned']['accuracy']:.1%}",
-        xlabel="metric",
-        ylabel="class",
-    )
-    return fig
-
-
-def plot_confusion(inputs, wc, params) -> plt.Figure:
-    report = read_json(inputs[0])
-    matrix = np.asarray(report["finetuned"]["confusion_matrix"])
-    labels = report["label_names"]
-    size = 1.0 + 0.55 * len(labels)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
     sns.heatmap(
-        matrix,
+        per_class,
+        annot=True,
+        fmt=".2f",
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        cbar_kws={"label": "score"},
+        ax=ax_report,
+    )
+    ax_report.set(title="per-class report", xlabel="metric", ylabel="class")
+    sns.heatmap(
+        np.asarray(finetuned["confusion_matrix"]),
         annot=True,
         fmt="d",
         cmap="Blues",
         xticklabels=labels,
         yticklabels=labels,
         cbar_kws={"label": "test sentences"},
-        ax=ax,
+        ax=ax_confusion,
     )
-    ax.set(
-        title=f"Confusion matrix: {wc['model']} on {wc['dataset']}",
-        xlabel="predicted label",
-        ylabel="true label",
-    )
+    ax_confusion.set(title="confusion matrix", xlabel="predicted label", ylabel="true label")
+    fig.suptitle(f"{wc['model']} fine-tuned on {wc['dataset']}: test accuracy {finetuned['accuracy']:.1%}")
+    fig.tight_layout()
     return fig
 
 
@@ -153,22 +150,39 @@ def plot_depth(inputs, wc, params) -> plt.Figure:
 
 
 def plot_sae_loss(inputs, wc, params) -> plt.Figure:
-    """Training loss per epoch of every SAE of one layer (both stages, plus the seed-null SAEs)."""
+    """Training loss per epoch of every SAE of one model x dataset: a panel per layer, a line per SAE
+    (both stages, plus the seed-null SAEs)."""
     frames = []
     for path in inputs:
         metrics = read_json(path)
         curve = metrics.get("loss_curve", {})
         epochs = curve.get("epoch_loss", curve) if isinstance(curve, dict) else curve
-        name = f"{metrics['stage']} (seed {metrics['seed']})"
-        frames.append(pd.DataFrame({"epoch": np.arange(1, len(epochs) + 1), "loss": epochs, "sae": name}))
-    fig, ax = plt.subplots(figsize=(5.5, 3.3))
-    sns.lineplot(data=pd.concat(frames), x="epoch", y="loss", hue="sae", marker="o", ax=ax)
-    ax.set(
-        yscale="log",
-        title=f"SAE training: {wc['model']} / {wc['dataset']} / layer {wc['layer']}",
-        ylabel="train loss (MSE + sparsity)",
+        frames.append(
+            pd.DataFrame(
+                {
+                    "epoch": np.arange(1, len(epochs) + 1),
+                    "loss": epochs,
+                    "sae": f"{metrics['stage']} (seed {metrics['seed']})",
+                    "layer": metrics["layer"],
+                }
+            )
+        )
+    grid = sns.relplot(
+        data=pd.concat(frames),
+        x="epoch",
+        y="loss",
+        hue="sae",
+        col="layer",
+        kind="line",
+        marker="o",
+        height=3.0,
+        aspect=1.1,
+        facet_kws={"sharey": False},
     )
-    return fig
+    grid.set_axis_labels("epoch", "train loss (MSE + sparsity)")
+    grid.set_titles("layer {col_name}")
+    grid.figure.suptitle(f"SAE training: {wc['model']} / {wc['dataset']}", y=1.04)
+    return grid.figure
 
 
 def plot_tokens(inputs, wc, params) -> plt.Figure:
@@ -304,7 +318,6 @@ def plot_diff_tokens(inputs, wc, params) -> plt.Figure:
 
 FIGURES = {
     "fig_classification": plot_classification,
-    "fig_confusion": plot_confusion,
     "fig_accuracy": plot_accuracy,
     "fig_training": plot_training,
     "fig_similarity": plot_similarity,

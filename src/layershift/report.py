@@ -244,7 +244,6 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             table(acc_wide),
             *_figures(figs, "accuracy"),
             *_figures(figs, "classification"),
-            *_figures(figs, "confusion"),
             *_figures(figs, "training"),
         ],
         "similarity": [
