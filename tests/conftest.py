@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -132,6 +133,15 @@ def build_tiny_study(workdir: Path, n_models: int = 1, n_datasets: int = 1) -> P
     config = workdir / "config.yaml"
     config.write_text(yaml.safe_dump(tiny_config(models, datasets), sort_keys=False))
     return config
+
+
+def default_study_inputs(workdir: Path) -> Path:
+    """The default study's inputs (config.yaml, data/) in an empty ``workdir``: a results tree of the
+    repository itself (a user's `make study`) must not change what a test sees. Returns ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+    (workdir / "data").symlink_to(ROOT / "data", target_is_directory=True)
+    return workdir
 
 
 def run_snakemake(

@@ -404,20 +404,32 @@ def test_layershift_study_runs_through_slurm(tmp_path):
     except ImportError as err:
         pytest.skip(f"no tiny study to run: {err}")
     # A tiny study of its own (the session's tiny_study directory may hold results or edits of other
-    # tests), run once locally as the reference and once through SLURM.
+    # tests), run once locally as the reference and once through SLURM. The targets need every model
+    # rule (GPU partition) and one figure (CPU partition); the whole DAG would only add minutes of
+    # SLURM polling, not another kind of job.
     workdir = tmp_path / "tiny"
     configfile = build_tiny_study(workdir)
-    report = check_study_on_slurm(workdir, REPO / "Snakefile", configfile)
+    targets = (
+        "results/metrics/tiny2/mood/classification.json",
+        "results/sae/tiny2/mood/finetuned/layer2/metrics.json",
+        "results/figures/training/tiny2/mood.png",
+    )
+    report = check_study_on_slurm(workdir, REPO / "Snakefile", configfile, targets=targets)
     ran = report.rules(local=False)
     assert ran & MODEL_RULES == MODEL_RULES, f"model rules missing from the SLURM run: {MODEL_RULES - ran}"
+    assert "fig_training" in ran, ran
 
 
-def test_dry_run_with_cluster_profile_lists_gpu_rules_with_gpus():
+def test_dry_run_with_cluster_profile_lists_gpu_rules_with_gpus(tmp_path):
     """`snakemake -n --profile profiles/slurm`: every rule that declares `gpu` goes to the GPU partition."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
+    from tests.conftest import default_study_inputs
+
+    workdir = default_study_inputs(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--profile", str(CLUSTER_PROFILE.parent)],
-        cwd=REPO,
+        [sys.executable, "-m", "snakemake", "-n", "--profile", str(CLUSTER_PROFILE.parent)]
+        + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir)],
+        cwd=workdir,
         capture_output=True,
         text=True,
         timeout=300,
