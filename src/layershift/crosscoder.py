@@ -550,7 +550,7 @@ def _progress(stream: Iterable, enabled: bool, description: str) -> Iterable:
         return stream
     from tqdm.auto import tqdm
 
-    return tqdm(stream, desc=description, unit="batch", leave=False, mininterval=5.0)
+    return tqdm(stream, desc=description, unit="batch", mininterval=5.0)
 
 
 def _save_checkpoint(directory, cc, optimizer, state, idle, train) -> None:

@@ -504,7 +504,7 @@ def run_epoch(
 def _progress(stream: Iterable, enabled: bool, description: str) -> Iterable:
     if not enabled:
         return stream
-    return tqdm(stream, desc=description, unit="batch", leave=False, mininterval=5.0)
+    return tqdm(stream, desc=description, unit="batch", mininterval=5.0)
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------
