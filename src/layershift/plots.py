@@ -214,53 +214,52 @@ def plot_tokens(inputs, wc, params) -> plt.Figure:
 
 
 def plot_diff(inputs, wc, params) -> plt.Figure:
-    """Retained / changed / lost / new per layer and dataset, with the seed-null rates as markers."""
-    rows = []
-    for path in inputs:
-        summary = read_json(path)
-        for label in LABEL_ORDER:
-            rows.append(
-                {
-                    "dataset": summary["dataset"],
-                    "layer": summary["layer"],
-                    "label": label,
-                    "fraction": summary.get(f"{label}_fraction", np.nan),
-                    "null": summary.get(f"null_{label}_fraction", np.nan),
-                }
-            )
-    table = pd.DataFrame(rows)
-    datasets = sorted(table["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 3.4), sharey=True, squeeze=False)
+    """Per dataset and layer, two stacked bars: the pretrained SAE's features (retained / changed / lost)
+    and the fine-tuned SAE's (retained / changed / new), each with the seed null's retained level."""
+    sides = {  # bar offset, the three segments (bottom to top) and the null's retained key
+        "pretrained": (-0.18, ["retained", "changed", "lost"], "baseline_retained_fraction"),
+        "fine-tuned": (
+            0.18,
+            ["retained_finetuned", "changed_finetuned", "new"],
+            "baseline_retained_finetuned_fraction",
+        ),
+    }
+    summaries = pd.DataFrame([read_json(path) for path in inputs]).sort_values(["dataset", "layer"])
+    datasets = sorted(summaries["dataset"].unique())
     colors = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.8 * len(datasets), 3.6), sharey=True, squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        part = table[table["dataset"] == dataset].pivot(index="layer", columns="label", values="fraction")[
-            LABEL_ORDER
-        ]
-        part.plot(
-            kind="bar", stacked=True, ax=ax, color=[colors[c] for c in LABEL_ORDER], legend=False, width=0.7
-        )
-        null = table[(table["dataset"] == dataset) & (table["label"].isin(["lost", "new"]))]
-        for k, (layer, group) in enumerate(null.groupby("layer")):
-            ax.scatter(
-                [k] * len(group),
-                group["null"].cumsum() * 0 + group["null"],
-                marker="_",
-                s=200,
-                color="black",
-                zorder=3,
-            )
-            del layer
-        ax.set(title=dataset, xlabel="layer", ylabel="fraction of live features", ylim=(0, 1))
+        part = summaries[summaries["dataset"] == dataset].reset_index(drop=True)
+        x = np.arange(len(part))
+        for offset, segments, null_key in sides.values():
+            bottom = np.zeros(len(part))
+            for segment in segments:
+                height = part.get(f"{segment}_fraction", pd.Series(np.nan, index=part.index)).to_numpy(float)
+                colour = colors[segment.removesuffix("_finetuned")]
+                ax.bar(
+                    x + offset, height, 0.34, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5
+                )
+                bottom += np.nan_to_num(height)
+            if null_key in part:
+                ax.scatter(x + offset, part[null_key], marker="_", s=250, color="black", zorder=3)
+        ax.set_xticks(x, [str(layer) for layer in part["layer"]])
+        ax.set(title=dataset, xlabel="layer", ylim=(0, 1.02))
+    axes[0][0].set_ylabel("fraction of live features")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in LABEL_ORDER]
+    handles.append(plt.Line2D([], [], color="black", marker="_", markersize=14, linestyle=""))
     fig.legend(
-        handles + [plt.Line2D([], [], color="black", marker="_", linestyle="")],
-        LABEL_ORDER + ["seed null: retained"],
+        handles,
+        [*LABEL_ORDER, "seed null: retained"],
         loc="upper center",
         ncol=5,
-        bbox_to_anchor=(0.5, 1.08),
+        bbox_to_anchor=(0.5, 1.06),
         fontsize=8,
     )
-    fig.suptitle(f"{wc['model']}: what fine-tuning does to SAE features, per layer", y=1.14)
+    fig.suptitle(
+        f"{wc['model']}: what fine-tuning does to SAE features\n"
+        "per layer: left bar = pretrained SAE's features, right bar = fine-tuned SAE's features",
+        y=1.2,
+    )
     return fig
 
 
@@ -283,13 +282,19 @@ def plot_relnorm(inputs, wc, params) -> plt.Figure:
         x="relative_norm",
         col="layer",
         hue="latent",
-        bins=30,
+        bins=40,
+        binrange=(0, 1),
         height=2.8,
         aspect=1.2,
         multiple="stack",
     )
-    grid.set_axis_labels("relative decoder norm (0 = pretrained-only, 1 = fine-tuned-only)", "latents")
-    grid.figure.suptitle(f"Crosscoder latents: {wc['model']} / {wc['dataset']}", y=1.05)
+    grid.set(xlim=(0, 1), xticks=[0, 0.25, 0.5, 0.75, 1])
+    grid.set_axis_labels("relative decoder norm", "latents")
+    grid.set_titles("layer {col_name}")
+    grid.figure.suptitle(
+        f"Crosscoder latents: {wc['model']} / {wc['dataset']} (0 = pretrained-only, 1 = fine-tuned-only)",
+        y=1.05,
+    )
     return grid.figure
 
 
