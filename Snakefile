@@ -18,6 +18,24 @@ if not workflow.config_settings.configfiles:
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    model=_choice(MODELS),
+    dataset=_choice(DATASETS),
+    stage="pretrained|finetuned",
+    split="train|validation|test",
+    layer=r"\d+",
+    seed=r"\d+",
+    measure="|".join(T.SIMILARITY_MEASURES),
+
+
+# Hub downloads and data preparation run on the submit host (compute nodes are often offline).
+localrules:
+    prepare,
+    resolve_model,
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/finetune.smk"

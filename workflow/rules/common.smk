@@ -1,4 +1,4 @@
-# Config validation, target lists and wildcard constraints. No ML here: it lives in src/layershift.
+# Config validation, target lists and input functions (rules and directives: Snakefile). No ML here: it lives in src/layershift.
 import json
 import re
 import sys
@@ -23,12 +23,6 @@ except LayershiftError as err:
 validate(config, str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
 
 
-# Hub downloads and data preparation run on the submit host (compute nodes are often offline).
-localrules:
-    prepare,
-    resolve_model,
-
-
 MODELS = list(config["models"])
 DATASETS = list(config["datasets"])
 NULL_SEEDS = T.null_seeds(config)
@@ -38,16 +32,6 @@ GPUS = config["resources"]["gpus"]
 
 def _choice(names):
     return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
-
-
-wildcard_constraints:
-    model=_choice(MODELS),
-    dataset=_choice(DATASETS),
-    stage="pretrained|finetuned",
-    split="train|validation|test",
-    layer=r"\d+",
-    seed=r"\d+",
-    measure="|".join(T.SIMILARITY_MEASURES),
 
 
 def model_cfg(wildcards):
@@ -97,9 +81,20 @@ def sae_layers(w):
 
 
 def gpu_resources(mem_mb, runtime):
-    """Resources of a rule that runs a model: memory (MB), wall time (minutes) and `gpu`, on which the
+    """Resources of every model-running step - memory (MB), wall time (minutes) and `gpu`, on which the
     cluster profile routes jobs to a GPU partition."""
     res = {"gpu": GPUS, "mem_mb": mem_mb, "runtime": runtime}
     if GPUS and config["resources"].get("gpu_model"):
         res["gpu_model"] = config["resources"]["gpu_model"]
     return res
+
+
+def sae_metrics_of_dataset(w):
+    """metrics.json of every SAE (both stages and the seed nulls) of every SAE layer of one model x dataset."""
+    layer_dirs = [(layer, stage, T.SAE) for layer in sae_layers(w) for stage in T.STAGES]
+    layer_dirs += [(layer, "pretrained", T.SAE_NULL) for layer in sae_layers(w)]
+    return [
+        f"{template.format(model=w.model, dataset=w.dataset, stage=stage, layer=layer, seed=seed)}/metrics.json"
+        for layer, stage, template in layer_dirs
+        for seed in (NULL_SEEDS if template == T.SAE_NULL else [None])
+    ]
