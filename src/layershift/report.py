@@ -205,21 +205,22 @@ def findings(
         trend = diff.groupby(["model", "dataset"]).apply(
             lambda g: _trend(g.sort_values("layer")["retained_fraction"].to_numpy()), include_groups=False
         )
+        retained = diff.groupby(["model", "layer"])["retained_fraction"].mean()  # over datasets
+        per_model = "; ".join(
+            f"{model} " + ", ".join(f"layer {int(layer)}: {v:.2f}" for layer, v in retained[model].items())
+            for model in retained.index.unique("model")
+        )
         out.append(
             f"Retained SAE features fall with depth (the paper's hypothesis) in {int((trend < 0).sum())} of {len(trend)} model x dataset pairs; "
-            f"retained fraction by layer position: "
-            + ", ".join(
-                f"layer {int(k)}: {v:.2f}"
-                for k, v in diff.groupby("layer")["retained_fraction"].mean().items()
-            )
-            + "."
+            f"mean retained fraction over datasets per layer: {per_model}."
         )
-        if "null_lost_fraction" in diff:
-            excess = (diff["lost_fraction"] + diff["new_fraction"]) - (
-                diff["null_lost_fraction"] + diff["null_new_fraction"]
-            )
+        if "baseline_lost_fraction" in diff:
+            excess = diff["lost_fraction"] - diff["baseline_lost_fraction"]
+            worst = diff.loc[excess.idxmax()]
             out.append(
-                f"Lost + new features exceed the seed-null rate by {excess.mean():+.3f} on average (positive = change beyond seed noise)."
+                f"Lost features beyond the seed null (lost minus the null's lost fraction): mean {excess.mean():+.3f}, "
+                f"largest {excess.max():+.3f} ({worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}); "
+                "positive = change beyond what retraining with another seed produces."
             )
     return out
 
