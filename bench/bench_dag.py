@@ -50,26 +50,24 @@ def snapshot_workflow(dest: Path) -> Path:
     return dest / "Snakefile"
 
 
-def snakemake(
-    snakefile: Path, workdir: Path, *args: str, check: bool = True
-) -> tuple[float, subprocess.CompletedProcess]:
-    """Run Snakemake on ``workdir`` (its config.yaml); return wall seconds and the finished process."""
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(snakefile),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
+def invocation(snakefile: Path, workdir: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    """Command line and offline environment of Snakemake on ``workdir`` with its config.yaml."""
+    cmd = [str(SNAKEMAKE), "-s", str(snakefile), "--directory", str(workdir)]
+    cmd += ["--configfile", str(workdir / "config.yaml"), *args]
     env = {
         **os.environ,
         "PYTHONPATH": str(common.ROOT / "src"),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
+    return cmd, env
+
+
+def snakemake(
+    snakefile: Path, workdir: Path, *args: str, check: bool = True
+) -> tuple[float, subprocess.CompletedProcess]:
+    """Run Snakemake on ``workdir`` (its config.yaml); return wall seconds and the finished process."""
+    cmd, env = invocation(snakefile, workdir, *args)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
@@ -190,23 +188,7 @@ def default_study(tmp: Path, snakefile: Path, timeout: float) -> dict:
 def run_capped(snakefile: Path, workdir: Path, timeout: float) -> tuple[float, int | None, str]:
     """``snakemake --cores 2`` in its own process group; past ``timeout`` the group gets SIGTERM (Snakemake
     then stops its jobs). Returns wall seconds, the exit code (None if stopped) and the log text."""
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(snakefile),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-    ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(common.ROOT / "src"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
+    cmd, env = invocation(snakefile, workdir, "--cores", "2")
     log_path = workdir / "bench-snakemake.log"
     start = time.perf_counter()
     with open(log_path, "w") as log:

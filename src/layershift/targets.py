@@ -62,9 +62,14 @@ def model_layers(config: dict):
             yield model, dataset, layer
 
 
+def _extra_seed(config: dict, i: int) -> int:
+    """The ``i``-th seed after the study's own (0-based): null SAE ``i`` uses it."""
+    return config["seed"] + 1000 * (i + 1)
+
+
 def null_seeds(config: dict) -> list[int]:
     """Seeds of the extra pretrained-stage SAEs that form the seed null baseline."""
-    return [config["seed"] + 1000 * (i + 1) for i in range(config["sae"]["null_seeds"])]
+    return [_extra_seed(config, i) for i in range(config["sae"]["null_seeds"])]
 
 
 def stage_seeds(config: dict) -> dict[str, int]:
@@ -73,7 +78,7 @@ def stage_seeds(config: dict) -> dict[str, int]:
     the null SAE is this comparison without fine-tuning. (With one seed for both stages, two SAEs trained on
     nearly equal early-layer activations start and stay alike, so they would look more alike than the
     seed null and no change could ever be detected there.)"""
-    return {"pretrained": config["seed"], "finetuned": config["seed"] + 1000}
+    return {"pretrained": config["seed"], "finetuned": _extra_seed(config, 0)}
 
 
 def with_svg(paths: list[str]) -> list[str]:

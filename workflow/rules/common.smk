@@ -91,10 +91,11 @@ def gpu_resources(mem_mb, runtime):
 
 def sae_metrics_of_dataset(w):
     """metrics.json of every SAE (both stages and the seed nulls) of every SAE layer of one model x dataset."""
-    layer_dirs = [(layer, stage, T.SAE) for layer in sae_layers(w) for stage in T.STAGES]
-    layer_dirs += [(layer, "pretrained", T.SAE_NULL) for layer in sae_layers(w)]
-    return [
-        f"{template.format(model=w.model, dataset=w.dataset, stage=stage, layer=layer, seed=seed)}/metrics.json"
-        for layer, stage, template in layer_dirs
-        for seed in (NULL_SEEDS if template == T.SAE_NULL else [None])
+    fmt = {"model": w.model, "dataset": w.dataset}
+    sae_dirs = [T.SAE.format(**fmt, stage=stage, layer=layer) for layer in sae_layers(w) for stage in T.STAGES]
+    sae_dirs += [
+        T.SAE_NULL.format(**fmt, stage="pretrained", layer=layer, seed=seed)
+        for layer in sae_layers(w)
+        for seed in NULL_SEEDS
     ]
+    return [f"{sae_dir}/metrics.json" for sae_dir in sae_dirs]
