@@ -177,7 +177,13 @@ def test_killed_run_resumes_to_identical_artifacts(tiny_study_done, tmp_path):
 
 
 def test_concurrent_runs_are_refused(tmp_path):
-    """While one Snakemake runs, a second one on the same results directory stops with the lock message."""
+    """While one Snakemake runs, a second one on the same results directory stops with the lock message.
+
+    The second run passes --rerun-incomplete, the flag a user would reach for: without it Snakemake may
+    refuse earlier (its incomplete-file check runs before the lock check) depending on whether the first
+    run has started a job yet, and that race made the message this test reads nondeterministic. The first
+    run is paused once it holds the lock, so it can't finish before the second one asks.
+    """
     build_tiny_study(tmp_path)
     target = "results/metrics/tiny2/mood/classification.json"
     first = start_snakemake(tmp_path, "--cores", "1", target)
@@ -186,7 +192,8 @@ def test_concurrent_runs_are_refused(tmp_path):
         deadline = time.time() + 120
         while time.time() < deadline and not (locks.exists() and any(locks.iterdir())):
             time.sleep(0.1)
-        second = run_snakemake(tmp_path, "--cores", "1", target, check=False)
+        os.killpg(first.pid, signal.SIGSTOP)  # hold the lock: the first run can't finish while we check
+        second = run_snakemake(tmp_path, "--cores", "1", "--rerun-incomplete", target, check=False)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
