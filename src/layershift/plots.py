@@ -1,7 +1,9 @@
 """Every figure of the study, drawn with seaborn in one consistent, colour-blind-safe theme.
 
 Each ``plot_*`` function takes the rule's inputs (paths), wildcards and params and returns a Figure;
-``save`` writes the PNG (for the report) and an SVG beside it, atomically.
+``save`` writes the PNG (for the report) and an SVG beside it, atomically. Every plotted value is a single
+number (no replicates), so seaborn's bootstrapped error bars are switched off: they would draw nothing and
+cost most of a figure's time.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def plot_accuracy(inputs, wc, params) -> plt.Figure:
         height=3.4,
         aspect=1.1,
         hue_order=list(ROW_NAMES.values()),
+        errorbar=None,
     )
     grid.set_axis_labels("dataset", "test accuracy")
     grid.set(ylim=(0, 1))
@@ -107,9 +110,10 @@ def plot_training(inputs, wc, params) -> plt.Figure:
         y="loss",
         hue="split",
         marker="o",
+        errorbar=None,
         ax=axes[0],
     )
-    sns.lineplot(data=log, x="epoch", y="val_accuracy", marker="o", ax=axes[1])
+    sns.lineplot(data=log, x="epoch", y="val_accuracy", marker="o", errorbar=None, ax=axes[1])
     axes[0].set(title="loss", ylabel="cross-entropy")
     axes[1].set(title="validation accuracy", ylabel="accuracy", ylim=(0, 1))
     fig.suptitle(f"Fine-tuning {wc['model']} on {wc['dataset']}")
@@ -123,7 +127,15 @@ def plot_similarity(inputs, wc, params) -> plt.Figure:
     measure = wc["measure"]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     sns.lineplot(
-        data=table, x="layer", y=measure, hue="dataset", style="dataset", markers=True, dashes=False, ax=ax
+        data=table,
+        x="layer",
+        y=measure,
+        hue="dataset",
+        style="dataset",
+        markers=True,
+        dashes=False,
+        errorbar=None,
+        ax=ax,
     )
     ax.set(
         title=f"{wc['model']}: pretrained vs fine-tuned",
@@ -139,7 +151,16 @@ def plot_depth(inputs, wc, params) -> plt.Figure:
     table = pd.read_parquet(inputs[0])
     measure = wc["measure"]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    sns.lineplot(data=table, x="relative_depth", y=measure, hue="model", style="dataset", markers=True, ax=ax)
+    sns.lineplot(
+        data=table,
+        x="relative_depth",
+        y=measure,
+        hue="model",
+        style="dataset",
+        markers=True,
+        errorbar=None,
+        ax=ax,
+    )
     ax.set(
         title="Similarity across model sizes",
         xlabel="relative depth (layer / number of layers)",
@@ -175,6 +196,7 @@ def plot_sae_loss(inputs, wc, params) -> plt.Figure:
         col="layer",
         kind="line",
         marker="o",
+        errorbar=None,
         height=3.0,
         aspect=1.1,
         facet_kws={"sharey": False},
@@ -199,13 +221,26 @@ def plot_tokens(inputs, wc, params) -> plt.Figure:
             part = part.assign(
                 feature=lambda t: "#" + t["feature_rank"].astype(str) + " f" + t["feature"].astype(str)
             )
-            sns.barplot(data=part, x="position", y="activation", hue="feature", ax=ax, dodge=True)
+            features = part.sort_values("feature_rank")["feature"].unique().tolist()
+            sns.barplot(
+                data=part,
+                x="position",
+                y="activation",
+                hue="feature",
+                hue_order=features,
+                errorbar=None,
+                ax=ax,
+            )
             tokens = part.drop_duplicates("position").sort_values("position")["token"].tolist()
             ax.set_xticks(range(len(tokens)))
             ax.set_xticklabels(tokens, rotation=60, ha="right", fontsize=7)
             text = part["text"].iloc[0] if len(part) else ""
             ax.set(xlabel="", ylabel="activation", title=f"{stage}: {textwrap.shorten(str(text), 60)}")
-            ax.legend(fontsize=6, title="top features", title_fontsize=6)
+            if i == 0:  # a column shares its stage's features and colours: one legend, above the bars
+                ax.set_ylim(top=ax.get_ylim()[1] * 1.5)
+                ax.legend(fontsize=6, title="top features", title_fontsize=6, loc="upper right", ncol=3)
+            elif ax.get_legend() is not None:
+                ax.get_legend().remove()
     fig.suptitle(
         f"{wc['model']} / {wc['dataset']} / layer {wc['layer']}: top-variance SAE features per token", y=1.0
     )
