@@ -29,18 +29,54 @@ def token_kind(token: str) -> str:
 
 
 @torch.inference_mode()
-def layer_states(
-    model_dir: str | Path, sentences: list[str], layer: int, max_length: int = 128, device: str = "auto"
-):
-    """Per sentence: (tokens, hidden states ``[seq, d]`` of ``hidden_states[layer]``)."""
-    model, tokenizer = load_encoder(model_dir, pick_device(device))
+def probe_states(
+    model_dirs: dict[str, str | Path],
+    sentences: list[str],
+    layers: list[int],
+    max_length: int = 128,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """The probe sentences through each stage's encoder: one row per (stage, sentence, token) with the
+    token, the sentence's text and, per layer ``L`` in ``layers``, its hidden state in column ``layerL``
+    (``hidden_states[L]``, float32). One forward pass per sentence and stage, the raw text tokenised
+    the way the paper does it; the SAEs are applied later (``probe_table``), so the models are loaded
+    once per model x dataset instead of once per layer."""
+    frames = []
+    for stage, model_dir in model_dirs.items():
+        model, tokenizer = load_encoder(model_dir, pick_device(device))
+        for s, sentence in enumerate(sentences):
+            enc = tokenizer(sentence, truncation=True, max_length=max_length, return_tensors="pt").to(
+                model.device
+            )
+            hidden = model(**enc, output_hidden_states=True).hidden_states  # (n_layers + 1) x [1, seq, d]
+            tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+            frame = pd.DataFrame(
+                {
+                    "stage": stage,
+                    "sentence": s,
+                    "position": range(len(tokens)),
+                    "token": tokens,
+                    "text": sentence,
+                }
+            )
+            for layer in layers:
+                frame[f"layer{layer}"] = list(hidden[layer][0].float().cpu().numpy())  # [seq, d] -> seq rows
+            frames.append(frame)
+        del model
+    return pd.concat(frames, ignore_index=True)
+
+
+def stage_states(states: pd.DataFrame, stage: str, layer: int) -> list[tuple[list[str], torch.Tensor]]:
+    """Per probe sentence of ``stage``: (tokens, hidden states ``[seq, d]`` of ``layer``) from a
+    ``probe_states`` table."""
+    column = f"layer{layer}"
+    if column not in states.columns:
+        raise KeyError(f"the probe states hold no layer {layer} (they have {sorted(states.columns)})")
     out = []
-    for sentence in sentences:
-        enc = tokenizer(sentence, truncation=True, max_length=max_length, return_tensors="pt").to(
-            model.device
-        )
-        hidden = model(**enc, output_hidden_states=True).hidden_states[layer][0]  # [seq, d]
-        out.append((tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist()), hidden.float().cpu()))
+    for _, rows in states[states["stage"] == stage].groupby("sentence", sort=True):
+        rows = rows.sort_values("position")
+        hidden = torch.from_numpy(np.stack(rows[column].to_numpy()).astype(np.float32))  # [seq, d]
+        out.append((rows["token"].tolist(), hidden))
     return out
 
 
@@ -79,15 +115,14 @@ def probe_activations(states, sae, features: list[int], stage: str, clean: bool 
     return pd.DataFrame(rows, columns=columns)
 
 
-def probe_table(
-    model_dirs: dict, saes: dict, top_features: dict, sentences: list[str], layer: int, max_length: int
-) -> pd.DataFrame:
-    """Both stages: each stage's own top features on the same probe sentences (raw text, as in the paper)."""
+def probe_table(states: pd.DataFrame, saes: dict, top_features: dict, layer: int) -> pd.DataFrame:
+    """Both stages: each stage's own top features on the same probe sentences (raw text, as in the paper),
+    from the hidden states of ``probe_states``."""
+    texts = states.drop_duplicates("sentence").set_index("sentence")["text"]
     frames = []
-    for stage, model_dir in model_dirs.items():
-        states = layer_states(model_dir, sentences, layer, max_length)
-        frame = probe_activations(states, saes[stage], top_features[stage], stage)
-        frame["text"] = frame["sentence"].map(dict(enumerate(sentences)))
+    for stage, sae in saes.items():
+        frame = probe_activations(stage_states(states, stage, layer), sae, top_features[stage], stage)
+        frame["text"] = frame["sentence"].map(texts)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     table["layer"] = layer

@@ -26,6 +26,7 @@ SAE_FILES = ("cfg.json", "sae_weights.safetensors", "metrics.json")
 FEATURES = R + "/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
 FEATURE_TOKENS = R + "/features/{model}/{dataset}/{stage}/layer{layer}.top_tokens.parquet"
 PROBES = R + "/probes/{model}/{dataset}/layer{layer}.parquet"
+PROBE_STATES = R + "/probes/{model}/{dataset}/states.parquet"
 CROSSCODER = R + "/crosscoder/{model}/{dataset}/layer{layer}"
 CROSSCODER_FILES = ("cfg.json", "crosscoder_weights.safetensors", "metrics.json", "latents.parquet")
 DIFF = R + "/diff/{model}/{dataset}/layer{layer}.parquet"

@@ -29,13 +29,36 @@ rule train_sae:
         "../scripts/train_sae.py"
 
 
+rule probes:
+    """The probe sentences through the pretrained and the fine-tuned model: hidden states of every SAE layer."""
+    input:
+        models=both_stage_models,
+        test=T.DATA.replace("{split}", "test"),
+    output:
+        T.PROBE_STATES,
+    log:
+        "results/logs/probes/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/probes/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(mem_mb=4000, runtime=30),
+    params:
+        probes=lambda w: config["datasets"][w.dataset].get("probes", []),
+        layers=lambda w: config["models"][w.model]["sae_layers"],
+        max_length=config["finetune"]["max_length"],
+    script:
+        "../scripts/probes.py"
+
+
 rule features:
-    """Rank both stages' SAE features by variance, find their top tokens, and run the probe sentences."""
+    """Rank both stages' SAE features by variance, find their top tokens, and apply them to the probe sentences."""
     input:
         sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
         tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
-        models=both_stage_models,
-        test=T.DATA.replace("{split}", "test"),
+        probe_states=T.PROBE_STATES,
     output:
         features=expand(T.FEATURES, stage=T.STAGES, allow_missing=True),
         top_tokens=expand(T.FEATURE_TOKENS, stage=T.STAGES, allow_missing=True),
@@ -51,8 +74,6 @@ rule features:
         **gpu_resources(mem_mb=6000, runtime=60),
     params:
         features=canonical(config["features"]),
-        probes=lambda w: config["datasets"][w.dataset].get("probes", []),
-        max_length=config["finetune"]["max_length"],
     script:
         "../scripts/features.py"
 

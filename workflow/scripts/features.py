@@ -1,9 +1,9 @@
 from pathlib import Path
 
-from layershift.data import load_split
+import pandas as pd
+
 from layershift.features import feature_statistics, top_activating_tokens
 from layershift.io import write_parquet
-from layershift.models import pointer_dir
 from layershift.probes import probe_table, token_kind_shares
 from layershift.runtime import script_context
 from layershift.sae import load_sae
@@ -26,7 +26,5 @@ with script_context(snakemake) as sm:
         meta = {"model": w.model, "dataset": w.dataset, "stage": stage, "layer": layer}
         write_parquet(stats.merge(shares, on="feature", how="left"), out, meta)
         write_parquet(tokens_df.assign(stage=stage), out_tokens, meta)
-    model_dirs = {"pretrained": pointer_dir(sm.input.models[0]), "finetuned": Path(sm.input.models[1]).parent}
-    sentences = sm.params.probes or load_split(sm.input.test)["text"].head(3).tolist()  # no probes configured
-    probes = probe_table(model_dirs, saes, top, sentences, layer, sm.params.max_length)
+    probes = probe_table(pd.read_parquet(sm.input.probe_states), saes, top, layer)
     write_parquet(probes, sm.output.probes, {"model": w.model, "dataset": w.dataset, "layer": layer})

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from layershift.data import load_split
+from layershift.io import write_parquet
+from layershift.models import pointer_dir
+from layershift.probes import probe_states
+from layershift.runtime import script_context
+
+with script_context(snakemake) as sm:
+    w = sm.wildcards
+    model_dirs = {"pretrained": pointer_dir(sm.input.models[0]), "finetuned": Path(sm.input.models[1]).parent}
+    sentences = sm.params.probes or load_split(sm.input.test)["text"].head(3).tolist()  # no probes configured
+    states = probe_states(model_dirs, sentences, sm.params.layers, sm.params.max_length)
+    write_parquet(states, sm.output[0], {"model": w.model, "dataset": w.dataset, "layers": sm.params.layers})
