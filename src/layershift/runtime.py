@@ -24,6 +24,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_threads(threads: int | None) -> None:
+    """Hold torch to the job's ``threads``, without importing it: a job that never uses torch (figures,
+    tables, the report) would pay seconds for the import. The environment sets the thread count of a
+    torch imported later; one already imported is told directly."""
+    if not threads:
+        return
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(int(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
 @contextlib.contextmanager
 def script_context(snakemake, offline: bool = True):
     """Send stdout/stderr to ``snakemake.log[0]``, set threads, keep the hub offline, one-line errors."""
@@ -38,11 +50,7 @@ def script_context(snakemake, offline: bool = True):
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    threads = getattr(snakemake, "threads", None)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+    set_threads(getattr(snakemake, "threads", None))
     started = time.perf_counter()
     rule = getattr(snakemake, "rule", "job")
     try:
