@@ -14,7 +14,7 @@ import yaml
 
 from layershift.errors import ConfigError, LayershiftError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
 STAGES = ("pretrained", "finetuned")
 
 

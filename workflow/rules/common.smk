@@ -20,7 +20,7 @@ try:
 except LayershiftError as err:
     sys.stderr.write(f"layershift: {err}\n")
     sys.exit(1)
-validate(config, str(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+validate(config, str(Path(workflow.basedir) / "src/layershift/schemas/config.schema.yaml"))
 
 
 MODELS = list(config["models"])
