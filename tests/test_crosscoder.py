@@ -270,7 +270,7 @@ def test_config_validation():
         xc.CrosscoderConfig(d_in=4, d_latent=8, n_shared=8)
 
 
-def test_train_on_paired_shards_holds_out_row_groups(tmp_path):
+def test_train_on_paired_shards_holds_out_rows(tmp_path):
     from layershift.shards import ShardWriter
 
     x_a, x_b = tiny_pairs(3, n=320)
@@ -282,7 +282,7 @@ def test_train_on_paired_shards_holds_out_row_groups(tmp_path):
     cfg = xc.CrosscoderConfig(d_in=8, d_latent=16, k=2)
     train = xc.CrosscoderTrainConfig(lr=1e-2, epochs=2, batch_size=32, holdout_fraction=0.2, init_rows=64)
     cc, metrics = xc.train_crosscoder_on_shards(tmp_path / "a", tmp_path / "b", cfg, train, progress=False)
-    assert metrics["evaluation_split"] == "heldout" and len(metrics["heldout_groups"]) == 2
+    assert metrics["evaluation_split"] == "heldout" and metrics["split_seed"] == train.split_seed
     assert metrics["n_train_rows"] == 256 and metrics["n_heldout_rows"] == 64
     assert cc.cfg.hook_name == "hidden_states.3" and cc.cfg.metadata["dataset"] == "d"
     assert "stage" not in cc.cfg.metadata

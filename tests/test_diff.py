@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from layershift import diff
+from layershift import diff, shards
 from layershift.sae import SAEConfig, TrainConfig, train_sae
 from layershift.shards import ShardWriter
 from tests.helpers import incoherent_atoms, unit
@@ -284,10 +284,10 @@ def test_paired_shard_batches_keep_rows_paired(tmp_path):
     positions = np.arange(50, dtype=np.int32)
     write_layer(tmp_path / "a", x, positions)
     write_layer(tmp_path / "b", 2 * x, positions)
-    reader_a, reader_b = diff.open_paired_shards(tmp_path / "a", tmp_path / "b")
-    for x_a, x_b in diff.zip_paired(reader_a, reader_b, batch_size=8, shuffle=True, seed=5):
+    reader_a, reader_b = shards.open_paired(tmp_path / "a", tmp_path / "b")
+    for x_a, x_b in shards.zip_paired(reader_a, reader_b, batch_size=8, shuffle=True, seed=5):
         np.testing.assert_array_equal(2 * x_a, x_b)
-    assert sum(len(a) for a, _ in diff.paired_shard_batches(tmp_path / "a", tmp_path / "b", 8)()) == 50
+    assert sum(len(a) for a, _ in shards.paired_batches(tmp_path / "a", tmp_path / "b", 8)()) == 50
     write_layer(tmp_path / "c", x, positions[::-1].copy())
     with pytest.raises(ValueError, match="different tokens"):
-        diff.open_paired_shards(tmp_path / "a", tmp_path / "c")
+        shards.open_paired(tmp_path / "a", tmp_path / "c")

@@ -18,12 +18,10 @@ from layershift.sae import (
     evaluate_sae,
     load_sae,
     save_sae,
-    split_groups,
-    subset_reader,
     train_sae,
     train_sae_on_shards,
 )
-from layershift.shards import ShardReader, ShardWriter
+from layershift.shards import ShardReader, ShardWriter, holdout_rows
 
 D_IN, N_ATOMS, N_ROWS = 24, 16, 4096
 
@@ -138,10 +136,9 @@ def test_shard_streaming_matches_in_memory_batches(tmp_path, atoms_and_rows):
     train = fast_train(epochs=2, shuffle=False, holdout_fraction=0.25, batch_size=100)
     from_shards, metrics = train_sae_on_shards(tmp_path / "shards", cfg, train, progress=False)
 
-    groups = np.arange(len(rows)) // 256
-    train_groups, heldout = split_groups(8, 0.25, train.seed)
-    assert metrics["heldout_groups"] == heldout and len(heldout) == 2
-    train_rows = rows[np.isin(groups, train_groups)]
+    heldout = np.isin(np.arange(len(rows)), holdout_rows(len(rows), 0.25, train.split_seed))
+    assert heldout.sum() == 512
+    train_rows = rows[~heldout]
     in_memory, _ = train_sae(
         lambda epoch: (train_rows[i : i + 100] for i in range(0, len(train_rows), 100)),
         cfg,
@@ -151,7 +148,7 @@ def test_shard_streaming_matches_in_memory_batches(tmp_path, atoms_and_rows):
     assert_same_weights(from_shards, in_memory)
     assert metrics["n_train_rows"] == len(train_rows) and metrics["n_heldout_rows"] == 512
     assert from_shards.cfg.hook_name == "hidden_states.3" and from_shards.cfg.metadata["layer"] == 3
-    expected = evaluate_sae(in_memory, [rows[~np.isin(groups, train_groups)]])
+    expected = evaluate_sae(in_memory, [rows[heldout]])
     assert metrics["mse"] == pytest.approx(expected["mse"], rel=1e-6)
 
 
@@ -168,7 +165,8 @@ def test_save_load_reproduces_outputs_and_heldout_metrics(tmp_path, atoms_and_ro
     save_sae(sae, tmp_path / "sae")
     loaded = load_sae(tmp_path / "sae")
 
-    heldout = subset_reader(ShardReader(tmp_path / "shards"), metrics["heldout_groups"])
+    held = holdout_rows(len(raw), fast_train().holdout_fraction, metrics["split_seed"])
+    heldout = ShardReader(tmp_path / "shards").subset(held)
     again = evaluate_sae(loaded, heldout.iter_batches(300))
     for key in ("mse", "mse_raw", "explained_variance", "l0", "dead_fraction"):
         assert again[key] == metrics[key], key

@@ -7,7 +7,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from layershift.io import read_metadata
-from layershift.shards import ShardReader, ShardWriter, activations, shard_paths
+from layershift.shards import (
+    ShardReader,
+    ShardWriter,
+    activations,
+    holdout_rows,
+    open_paired,
+    shard_paths,
+    zip_paired,
+)
 
 D = 8
 
@@ -144,3 +152,47 @@ def test_exception_after_a_finished_shard_removes_it_too(tmp_path):
         assert len(list((tmp_path / "l").glob("part-*.parquet"))) == 3
         raise RuntimeError("boom")
     assert list((tmp_path / "l").iterdir()) == []
+
+
+# --- row-based hold-out ------------------------------------------------------------------------------------
+def test_holdout_is_row_based_whatever_the_row_groups(tmp_path):
+    """Two unequal row groups (4,096 + 1,402 rows, the default study's layout): the held-out share is the
+    asked fraction, not one whole group, and every reader of the layer gets the same row indices."""
+    n = 4096 + 1402
+    rows = token_rows(n)
+    for stage, scale in (("pretrained", 1.0), ("finetuned", 2.0)):
+        write_rows(tmp_path / stage, (*rows[:4], rows[4] * scale), rows_per_group=4096, groups_per_shard=16)
+    reader_a, reader_b = open_paired(tmp_path / "pretrained", tmp_path / "finetuned")
+    assert [g[2] for g in reader_a.groups] == [4096, 1402]
+    for fraction in (0.1, 0.25, 0.5):
+        train_a, held_a = reader_a.split(fraction, seed=7)
+        train_b, held_b = reader_b.split(fraction, seed=7)
+        assert abs(held_a.n_rows / n - fraction) <= 0.02
+        assert train_a.n_rows + held_a.n_rows == n
+        keys = ["sentence_id", "position"]
+        for a, b in ((train_a, train_b), (held_a, held_b)):
+            assert a.read_all(keys).equals(b.read_all(keys))  # the same tokens, in the same order
+            np.testing.assert_array_equal(activations(a.read_all()) * 2.0, activations(b.read_all()))
+        whole = activations(reader_a.read_all())
+        held = holdout_rows(n, fraction, 7)
+        np.testing.assert_array_equal(activations(held_a.read_all()), whole[held])
+        train_keys = train_a.read_all(keys).to_pandas()
+        assert len(train_keys.merge(held_a.read_all(keys).to_pandas())) == 0  # disjoint
+    assert not np.array_equal(holdout_rows(n, 0.1, 7), holdout_rows(n, 0.1, 8))
+
+
+def test_subset_streams_shuffled_batches_in_step(tmp_path):
+    rows = token_rows(95)
+    write_rows(tmp_path / "a", rows, rows_per_group=10)
+    write_rows(tmp_path / "b", (*rows[:4], rows[4] + 1.0), rows_per_group=10)
+    reader_a, reader_b = open_paired(tmp_path / "a", tmp_path / "b")
+    keep = np.arange(0, 95, 3)
+    sub_a, sub_b = reader_a.subset(keep), reader_b.subset(keep)
+    assert sub_a.n_rows == len(keep)
+    seen = np.concatenate([a for a, _ in zip_paired(sub_a, sub_b, 4, shuffle=True, seed=3, buffer_groups=2)])
+    for x_a, x_b in zip_paired(sub_a, sub_b, 4, shuffle=True, seed=3, buffer_groups=2):
+        np.testing.assert_array_equal(x_a + 1.0, x_b)
+    np.testing.assert_array_equal(np.sort(seen, axis=0), np.sort(rows[4][keep], axis=0))
+    nested = sub_a.subset([0, 2])  # indices into the subset's own rows
+    np.testing.assert_array_equal(activations(nested.read_all()), rows[4][keep[[0, 2]]])
+    assert holdout_rows(1, 0.5, 0).size == 0 and ShardReader(tmp_path / "a").split(0.0, 0)[1] is None

@@ -15,7 +15,6 @@ import yaml
 from layershift.errors import ConfigError, LayershiftError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
-STAGES = ("pretrained", "finetuned")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -236,28 +235,12 @@ def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:
     return validate_config(load_yaml(path), str(path), base_dir)
 
 
-def sae_settings(study: dict, d_in: int, seed: int, threads: int | None = None, metadata: dict | None = None):
-    """The study's ``sae`` section as (SAEConfig, TrainConfig) for one SAE of width ``d_in``."""
-    from layershift.sae import SAEConfig, TrainConfig
+def from_section(cls, section: dict, **values):
+    """A settings dataclass from a study config section: every key of ``section`` that names a field of ``cls``
+    (the YAML key *is* the field name, one name from config to code), then ``values`` for what the section
+    does not hold (widths, seeds, threads, provenance). Keys that are not fields belong to the rule
+    (e.g. ``sae.null_seeds``)."""
+    import dataclasses
 
-    sae = study["sae"]
-    cfg = SAEConfig(
-        d_in=d_in,
-        d_sae=sae["d_sae"],
-        architecture=sae["architecture"],
-        k=sae["k"],
-        l1_coefficient=sae["l1_coefficient"],
-        normalize_activations=sae["normalize_activations"],
-        hook_name=f"hidden_states.{metadata['layer']}" if metadata and "layer" in metadata else "",
-        metadata={**(metadata or {}), "seed": seed},
-    )
-    train = TrainConfig(
-        lr=sae["lr"],
-        epochs=sae["epochs"],
-        batch_size=sae["batch_size"],
-        seed=seed,
-        normalize_decoder=sae["normalize_decoder"],
-        holdout_fraction=sae["holdout_fraction"],
-        threads=threads,
-    )
-    return cfg, train
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in section.items() if k in names and k not in values}, **values)

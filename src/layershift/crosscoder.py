@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,28 +51,19 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from layershift.diff import (
-    SIDE_A,
-    SIDE_B,
-    decoder_cosine_matrix,
-    decoder_rows,
-    open_paired_shards,
-    zip_paired,
-)
-from layershift.io import atomic_dir, atomic_path, read_json, write_json
-from layershift.sae import resolve_device, split_groups, subset_reader
+from layershift import training
+from layershift.config import from_section
+from layershift.diff import SIDE_A, SIDE_B, decoder_cosine_matrix, decoder_rows
+from layershift.io import read_json, read_safetensors, write_json, write_safetensors
+from layershift.shards import open_paired, shard_provenance, zip_paired
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "crosscoder_weights.safetensors"
-OPTIMIZER_FILENAME = "optimizer.safetensors"
-TRAINER_STATE_FILENAME = "trainer_state.json"
 FORMAT_VERSION = 1
 ARCHITECTURES = ("batchtopk", "l1")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 WEIGHT_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
-CLASSES = ("shared", "tied", "pretrained-only", "finetuned-only", "dead")
 # Initial per-model decoder row norm: unit rows as in TopK/BatchTopK SAEs; 0.08 for L1 (Kissane et al. 2024).
 DEFAULT_DECODER_NORM = {"batchtopk": 1.0, "l1": 0.08}
 # Training fields that must agree between a checkpoint and the run that resumes it (epochs may grow).
@@ -81,6 +71,8 @@ RESUME_FIELDS = (
     "lr",
     "batch_size",
     "seed",
+    "split_seed",
+    "holdout_fraction",
     "init_decoder_norm",
     "l1_warmup_steps",
     "aux_k",
@@ -130,8 +122,7 @@ class CrosscoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CrosscoderConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return from_section(cls, data)
 
 
 @dataclass
@@ -148,7 +139,8 @@ class CrosscoderTrainConfig:
     aux_coefficient: float = 1 / 32  # batchtopk AuxK loss weight α (Gao et al. 2024)
     dead_after_tokens: int = 1_000_000  # a latent inactive for this many training tokens counts as dead
     init_rows: int = 16384  # rows at the start of epoch 0 that set the input scales and b_dec
-    holdout_fraction: float = 0.1  # shard training: row groups held out for evaluation
+    holdout_fraction: float = 0.1  # shard training: share of rows held out for evaluation
+    split_seed: int = 0  # shard training: seeds the held-out rows (the SAEs' split seed: the same rows)
     shuffle: bool = True  # shard training: shuffle row groups and rows (same permutation for both models)
     shuffle_buffer_groups: int = 8  # shard training: row groups mixed together when shuffling
     eval_batch_size: int = 4096  # rows per batch when evaluating
@@ -324,51 +316,28 @@ def save_crosscoder(cc: Crosscoder, directory: str | os.PathLike) -> None:
         "W_dec": cc.W_dec,  # [d_latent, 2, d]
         "b_dec": cc.b_dec,  # [2, d]
     }
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    with atomic_path(directory / WEIGHTS_FILENAME, suffix=".safetensors") as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", "format_version": str(FORMAT_VERSION)})
+    write_safetensors(tensors, directory / WEIGHTS_FILENAME, FORMAT_VERSION)
     write_json(cc.cfg.to_dict(), directory / CFG_FILENAME)
 
 
 def load_crosscoder(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Crosscoder:
     """Read a crosscoder saved by :func:`save_crosscoder`, checking every shape and the tied decoder rows."""
     directory = Path(directory)
-    cfg = CrosscoderConfig.from_dict(read_json(directory / CFG_FILENAME))
-    cc = Crosscoder(cfg)
-    state = load_file(directory / WEIGHTS_FILENAME)
-    expected = {name: tuple(getattr(cc, name).shape) for name in WEIGHT_NAMES}
-    found = {name: tuple(t.shape) for name, t in state.items()}
-    if found != expected:
-        raise ValueError(f"{directory}: weights {found} do not match cfg.json shapes {expected}")
-    dtype, n_shared = DTYPES[cfg.dtype], cfg.n_shared
-    W_dec = state["W_dec"].to(dtype)
-    if not torch.equal(W_dec[:n_shared, 0], W_dec[:n_shared, 1]):
+    cc = Crosscoder(CrosscoderConfig.from_dict(read_json(directory / CFG_FILENAME)))
+    shapes = {name: tuple(getattr(cc, name).shape) for name in WEIGHT_NAMES}
+    state = read_safetensors(directory / WEIGHTS_FILENAME, shapes, DTYPES[cc.cfg.dtype])
+    n_shared = cc.cfg.n_shared
+    if not torch.equal(state["W_dec"][:n_shared, 0], state["W_dec"][:n_shared, 1]):
         raise ValueError(f"{directory}: the {n_shared} designated shared latents have untied decoders")
     with torch.no_grad():
-        cc.W_enc.copy_(state["W_enc"].to(dtype))
-        cc.b_enc.copy_(state["b_enc"].to(dtype))
-        cc.b_dec.copy_(state["b_dec"].to(dtype))
-        cc.W_dec_tied.copy_(W_dec[:n_shared, 0])
-        cc.W_dec_free.copy_(W_dec[n_shared:])
+        for name in ("W_enc", "b_enc", "b_dec"):
+            getattr(cc, name).copy_(state[name])
+        cc.W_dec_tied.copy_(state["W_dec"][:n_shared, 0])
+        cc.W_dec_free.copy_(state["W_dec"][n_shared:])
     return cc.to(device)
 
 
 # --- training ---------------------------------------------------------------------------------------------
-def peek_pairs(
-    pairs: Iterator[tuple[np.ndarray, np.ndarray]], n_rows: int
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """Take paired batches until ``n_rows`` rows are seen; return them and an iterator yielding everything."""
-    import itertools
-
-    head, seen = [], 0
-    for pair in pairs:
-        head.append(pair)
-        seen += len(pair[0])
-        if seen >= n_rows:
-            break
-    return head, itertools.chain(head, pairs)
-
-
 def input_scale(rows: np.ndarray) -> float:
     """The scalar that makes the mean row norm √d (float32-exact, so JSON round trips bit for bit)."""
     norms = np.linalg.norm(rows.astype(np.float64), axis=1)
@@ -401,16 +370,10 @@ def train_crosscoder(
     ``seconds``, and :func:`evaluate_crosscoder` on ``eval_batches()`` (default: ``paired_batches(0)``, then
     ``evaluation_split`` = "train").
     """
-    previous_threads = torch.get_num_threads()
-    if train.threads:
-        torch.set_num_threads(train.threads)
-    try:
+    with training.torch_threads(train.threads):
         cc, metrics = _train(paired_batches, cfg, train, checkpoint_dir, progress)
         evaluation = evaluate_crosscoder(cc, eval_batches() if eval_batches else paired_batches(0))
-        metrics |= evaluation | {"evaluation_split": "heldout" if eval_batches else "train"}
-        return cc, metrics
-    finally:
-        torch.set_num_threads(previous_threads)
+    return cc, metrics | evaluation | {"evaluation_split": "heldout" if eval_batches else "train"}
 
 
 def train_crosscoder_on_shards(
@@ -418,26 +381,26 @@ def train_crosscoder_on_shards(
     dir_b: str | os.PathLike,
     cfg: CrosscoderConfig,
     train: CrosscoderTrainConfig,
-    checkpoint_dir: str | os.PathLike | None = None,
+    *,
     progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> tuple[Crosscoder, dict]:
     """Train on two layers' Parquet shards of the same tokens (pretrained ``dir_a``, fine-tuned ``dir_b``).
 
-    Row groups are checked to pair up (:func:`~layershift.diff.open_paired_shards`); ``holdout_fraction`` of
-    them are held out for the evaluation metrics; epoch ``e`` shuffles with seed ``train.seed + e``, the
-    same permutation for both models. Shard metadata (model, dataset, layer) fills ``cfg.metadata``.
+    Row groups are checked to pair up (:func:`~layershift.shards.open_paired`); the rows held out for the
+    evaluation metrics are :func:`~layershift.shards.holdout_rows` of ``train.split_seed`` (the SAEs' rows
+    with the same split seed); epoch ``e`` shuffles with seed ``train.seed + e``, the same permutation for
+    both models. Shard metadata (model, dataset, layer) fills ``cfg.metadata``.
     """
-    reader_a, reader_b = open_paired_shards(dir_a, dir_b)
+    reader_a, reader_b = open_paired(dir_a, dir_b)
     if reader_a.d_model != cfg.d_in or reader_b.d_model != cfg.d_in:
         raise ValueError(
             f"activations have d_model {reader_a.d_model}/{reader_b.d_model}, cfg.d_in={cfg.d_in}"
         )
-    train_groups, heldout_groups = split_groups(len(reader_a.groups), train.holdout_fraction, train.seed)
-    train_a, train_b = subset_reader(reader_a, train_groups), subset_reader(reader_b, train_groups)
-    eval_groups = heldout_groups or train_groups
-    eval_a, eval_b = subset_reader(reader_a, eval_groups), subset_reader(reader_b, eval_groups)
-    provenance = {k: v for k, v in reader_a.metadata.items() if k not in ("dtype", "d_model", "stage")}
-    hook_name = cfg.hook_name or (f"hidden_states.{provenance['layer']}" if "layer" in provenance else "")
+    train_a, heldout_a = reader_a.split(train.holdout_fraction, train.split_seed)
+    train_b, heldout_b = reader_b.split(train.holdout_fraction, train.split_seed)
+    eval_a, eval_b = (heldout_a, heldout_b) if heldout_a else (train_a, train_b)
+    provenance, hook_name = shard_provenance(reader_a, cfg.hook_name, drop=("stage",))
     cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
 
     def batches(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -453,12 +416,7 @@ def train_crosscoder_on_shards(
         progress,
         lambda: zip_paired(eval_a, eval_b, train.eval_batch_size),
     )
-    metrics |= {
-        "n_train_rows": train_a.n_rows,
-        "n_heldout_rows": eval_a.n_rows if heldout_groups else 0,
-        "evaluation_split": "heldout" if heldout_groups else "train",
-        "heldout_groups": heldout_groups,
-    }
+    metrics |= training.holdout_metrics(train_a.n_rows, heldout_a, train.split_seed)
     return cc, metrics
 
 
@@ -466,27 +424,44 @@ EPOCH_CURVES = ("epoch_loss", "epoch_reconstruction", "epoch_sparsity", "epoch_a
 
 
 def _train(paired_batches, cfg, train, checkpoint_dir, progress) -> tuple[Crosscoder, dict]:
-    device = resolve_device(train.device)
-    cfg = dataclasses.replace(cfg, metadata={**cfg.metadata, "train_config": dataclasses.asdict(train)})
+    device = training.resolve_device(train.device)
+    cfg = training.with_train_config(cfg, train)
     cc = Crosscoder(cfg, seed=train.seed, init_decoder_norm=train.init_decoder_norm).to(device)
-    optimizer = make_optimizer(cc, train.lr)
+    optimizer = training.make_adam([p for p in cc.parameters() if p.numel()], train.lr)
     state = {"epoch": 0, "step": 0, "tokens": 0} | {key: [] for key in EPOCH_CURVES}
-    idle = torch.zeros(cfg.d_latent, dtype=torch.int64, device=device)  # tokens since each latent last fired
-    resumed = _load_checkpoint(checkpoint_dir, cc, optimizer, train) if checkpoint_dir else None
+    steps = CrosscoderSteps(cc, optimizer, train, state, device)
+    resumed = training.load_checkpoint(
+        checkpoint_dir, optimizer, dataclasses.asdict(train), RESUME_FIELDS, train.epochs
+    )
     if resumed:
-        state, idle = resumed[0], resumed[1].to(device)
+        path, loaded, extra = resumed
+        state.update(loaded)
+        steps.idle = extra["idle"].to(device)
+        restore_checkpoint_weights(cc, path)
     resumed_from = state["epoch"]
+
+    def checkpoint() -> None:
+        training.save_checkpoint(
+            checkpoint_dir,
+            lambda d: save_crosscoder(cc, d),
+            optimizer,
+            state,
+            dataclasses.asdict(train),
+            {"idle": steps.idle},
+        )
+
     start = time.perf_counter()
-    for epoch in range(state["epoch"], train.epochs):
-        stream = iter(paired_batches(epoch))
-        if epoch == 0:
-            head, stream = peek_pairs(stream, train.init_rows)
-            initialize_from_data(cc, head, train.init_rows)
-        stream = _progress(stream, progress, f"crosscoder epoch {epoch + 1}/{train.epochs}")
-        idle = _run_epoch(cc, optimizer, stream, train, state, idle)
-        state["epoch"] = epoch + 1
-        if checkpoint_dir:
-            _save_checkpoint(checkpoint_dir, cc, optimizer, state, idle, train)
+    training.fit_epochs(
+        paired_batches,
+        train.epochs,
+        state,
+        steps,
+        init_rows=train.init_rows,
+        rows_of=lambda pair: len(pair[0]),
+        checkpoint=checkpoint if checkpoint_dir else None,
+        progress=progress,
+        name="crosscoder epoch",
+    )
     metrics = {
         "loss_curve": {key: state[key] for key in EPOCH_CURVES},
         "epochs": state["epoch"],
@@ -499,114 +474,60 @@ def _train(paired_batches, cfg, train, checkpoint_dir, progress) -> tuple[Crossc
     return cc, metrics
 
 
-def make_optimizer(cc: Crosscoder, lr: float) -> torch.optim.Adam:
-    """Adam over the non-empty weights; the fused kernel when this torch/device has one."""
-    params = [p for p in cc.parameters() if p.numel()]
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+class CrosscoderSteps:
+    """One Adam step per paired batch for :func:`~layershift.training.fit_epochs`: epoch means into ``state``,
+    the BatchTopK threshold from the mean smallest kept score of each pass, idle-token counters for AuxK."""
 
+    def __init__(self, cc: Crosscoder, optimizer, train: CrosscoderTrainConfig, state: dict, device) -> None:
+        self.cc, self.optimizer, self.train, self.state = cc, optimizer, train, state
+        self.aux_k = train.aux_k if train.aux_k is not None else max(cc.cfg.d_in // 2, 1)
+        # tokens since each latent last fired
+        self.idle = torch.zeros(cc.cfg.d_latent, dtype=torch.int64, device=device)
 
-def _run_epoch(
-    cc: Crosscoder,
-    optimizer: torch.optim.Optimizer,
-    stream: Iterable[tuple[np.ndarray, np.ndarray]],
-    train: CrosscoderTrainConfig,
-    state: dict,
-    idle: torch.Tensor,
-) -> torch.Tensor:
-    """One pass of Adam steps; appends the epoch means to ``state``, sets the BatchTopK threshold to the mean
-    smallest kept score of the pass, and returns the updated idle-token counters."""
-    aux_k = train.aux_k if train.aux_k is not None else max(cc.cfg.d_in // 2, 1)
-    totals = torch.zeros(len(EPOCH_CURVES), dtype=torch.float64, device=idle.device)
-    kept_scores: list[float] = []
-    steps = 0
-    for x_a, x_b in stream:
-        x = cc.scale_inputs(x_a, x_b)  # 2 × [b, d] -> [b, 2, d]
+    def initialize(self, head: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        initialize_from_data(self.cc, head, self.train.init_rows)
+
+    def start_epoch(self) -> None:
+        self.totals = torch.zeros(len(EPOCH_CURVES), dtype=torch.float64, device=self.idle.device)
+        self.kept_scores: list[float] = []
+        self.steps = 0
+
+    def step(self, pair: tuple[np.ndarray, np.ndarray]) -> None:
+        cc, train, state = self.cc, self.train, self.state
+        x = cc.scale_inputs(*pair)  # 2 × [b, d] -> [b, 2, d]
         warmup = min(1.0, (state["step"] + 1) / train.l1_warmup_steps) if train.l1_warmup_steps else 1.0
-        dead = idle >= train.dead_after_tokens
-        out = cc(x, dead, aux_k, train.aux_coefficient, cc.cfg.l1_coefficient * warmup)
-        optimizer.zero_grad(set_to_none=True)
+        dead = self.idle >= train.dead_after_tokens
+        out = cc(x, dead, self.aux_k, train.aux_coefficient, cc.cfg.l1_coefficient * warmup)
+        self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        optimizer.step()
+        self.optimizer.step()
         with torch.no_grad():
-            idle = torch.where((out.features > 0).any(dim=0), torch.zeros_like(idle), idle + len(x))
-            totals += torch.stack([out.loss, out.reconstruction, out.sparsity, out.aux, out.l0]).double()
+            fired = (out.features > 0).any(dim=0)
+            self.idle = torch.where(fired, torch.zeros_like(self.idle), self.idle + len(x))
+            self.totals += torch.stack([out.loss, out.reconstruction, out.sparsity, out.aux, out.l0]).double()
         if not math.isnan(out.min_kept_score.item()):
-            kept_scores.append(out.min_kept_score.item())
-        steps, state["step"], state["tokens"] = steps + 1, state["step"] + 1, state["tokens"] + len(x)
-    if steps == 0:
-        raise ValueError(f"paired_batches({state['epoch']}) yielded no rows")
-    for key, value in zip(EPOCH_CURVES, (totals / steps).tolist(), strict=True):
-        state[key].append(value)
-    if kept_scores:
-        cc.cfg.threshold = float(np.mean(kept_scores))
-    return idle
-
-
-def _progress(stream: Iterable, enabled: bool, description: str) -> Iterable:
-    if not enabled:
-        return stream
-    from tqdm.auto import tqdm
-
-    return tqdm(stream, desc=description, unit="batch", mininterval=5.0)
-
-
-def _save_checkpoint(directory, cc, optimizer, state, idle, train) -> None:
-    """``epoch-NNNN/``: crosscoder files, Adam state + idle counters (safetensors), trainer state (JSON)."""
-    directory = Path(directory)
-    optim_state = optimizer.state_dict()
-    tensors = {
-        f"state.{index}.{key}": value.detach().to("cpu").contiguous()
-        for index, param_state in optim_state["state"].items()
-        for key, value in param_state.items()
-    } | {"trainer.idle": idle.detach().to("cpu")}
-    with atomic_dir(directory / f"epoch-{state['epoch']:04d}") as tmp:
-        save_crosscoder(cc, tmp)
-        save_file(tensors, tmp / OPTIMIZER_FILENAME)
-        trainer = {
-            **state,
-            "param_groups": optim_state["param_groups"],
-            "train_config": dataclasses.asdict(train),
-        }
-        write_json(trainer, tmp / TRAINER_STATE_FILENAME)
-    for older in _complete_checkpoints(directory)[:-1]:
-        shutil.rmtree(older, ignore_errors=True)
-
-
-def _complete_checkpoints(directory: Path) -> list[Path]:
-    return sorted(p for p in Path(directory).glob("epoch-[0-9]*") if (p / TRAINER_STATE_FILENAME).exists())
-
-
-def _load_checkpoint(directory, cc, optimizer, train) -> tuple[dict, torch.Tensor] | None:
-    """Restore the newest checkpoint into ``cc`` and ``optimizer``; (trainer state, idle counters) or None."""
-    found = _complete_checkpoints(Path(directory)) if Path(directory).exists() else []
-    if not found:
-        return None
-    path = found[-1]
-    trainer = read_json(path / TRAINER_STATE_FILENAME)
-    saved_train = trainer.pop("train_config")
-    mismatched = [k for k in RESUME_FIELDS if saved_train.get(k) != getattr(train, k)]
-    if mismatched:
-        raise ValueError(
-            f"{path}: checkpoint trained with different {mismatched}; delete it or match the config"
+            self.kept_scores.append(out.min_kept_score.item())
+        self.steps, state["step"], state["tokens"] = (
+            self.steps + 1,
+            state["step"] + 1,
+            state["tokens"] + len(x),
         )
+
+    def end_epoch(self, rows: int) -> None:
+        for key, value in zip(EPOCH_CURVES, (self.totals / self.steps).tolist(), strict=True):
+            self.state[key].append(value)
+        if self.kept_scores:
+            self.cc.cfg.threshold = float(np.mean(self.kept_scores))
+
+
+def restore_checkpoint_weights(cc: Crosscoder, path: Path) -> None:
+    """Copy a checkpoint's weights, input scales and threshold into ``cc``."""
     saved = load_crosscoder(path)
     with torch.no_grad():
         for name in ("W_enc", "b_enc", "b_dec", "W_dec_tied", "W_dec_free"):
             getattr(cc, name).copy_(getattr(saved, name))
     for name in ("input_scale_a", "input_scale_b", "threshold"):
         setattr(cc.cfg, name, getattr(saved.cfg, name))
-    tensors = load_file(path / OPTIMIZER_FILENAME)
-    idle = tensors.pop("trainer.idle")
-    optim: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        optim.setdefault(int(index), {})[key] = value
-    groups = [{**g, "betas": tuple(g["betas"])} for g in trainer.pop("param_groups")]
-    optimizer.load_state_dict({"state": optim, "param_groups": groups})
-    return trainer, idle
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
@@ -830,39 +751,19 @@ def crosscoder_sae_agreement(
 def fit_and_save_crosscoder(
     dir_a: str | os.PathLike,
     dir_b: str | os.PathLike,
-    settings: dict,
+    cfg: CrosscoderConfig,
+    train: CrosscoderTrainConfig,
     out_dir: str | os.PathLike,
-    seed: int = 0,
-    threads: int | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
-    metadata: dict | None = None,
 ) -> tuple[Crosscoder, pd.DataFrame]:
-    """Train a crosscoder from a study's ``crosscoder`` settings; write weights, cfg, metrics and latents."""
-    from layershift.diff import open_paired_shards, zip_paired
-    from layershift.io import write_json, write_parquet
-    from layershift.shards import ShardReader
+    """Train a crosscoder on two stages' shards of a layer; write weights, cfg, metrics and the latent table."""
+    from layershift.io import write_parquet
+    from layershift.shards import paired_batches
 
-    metadata = {**(metadata or {}), "seed": seed}
-    cfg = CrosscoderConfig(
-        d_in=ShardReader(dir_a).d_model,
-        d_latent=settings["d_latent"],
-        architecture=settings["architecture"],
-        k=settings["k"],
-        l1_coefficient=settings["l1_coefficient"],
-        n_shared=settings["n_shared"],
-        metadata=metadata,
-    )
-    train = CrosscoderTrainConfig(
-        lr=settings["lr"],
-        epochs=settings["epochs"],
-        batch_size=settings["batch_size"],
-        seed=seed,
-        threads=threads,
-    )
     cc, metrics = train_crosscoder_on_shards(dir_a, dir_b, cfg, train, checkpoint_dir=checkpoint_dir)
     out_dir = Path(out_dir)
     save_crosscoder(cc, out_dir)
-    write_json({**metadata, **metrics}, out_dir / "metrics.json")
-    latents = latent_table(cc, zip_paired(*open_paired_shards(dir_a, dir_b), 4096))
-    write_parquet(latents, out_dir / "latents.parquet", metadata)
+    write_json({**cfg.metadata, **metrics}, out_dir / "metrics.json")
+    latents = latent_table(cc, paired_batches(dir_a, dir_b, 4096)())
+    write_parquet(latents, out_dir / "latents.parquet", cfg.metadata)
     return cc, latents

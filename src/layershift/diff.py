@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -523,48 +522,3 @@ def diff_saes(
         thresholds = fallback_thresholds(cfg)
     labels = label_features(match_df, thresholds)
     return labels, diff_summary(labels, null_labels, thresholds)
-
-
-# --- paired shards ----------------------------------------------------------------------------------------
-def open_paired_shards(dir_a: str | Path, dir_b: str | Path) -> tuple[Any, Any]:
-    """Two :class:`~layershift.shards.ShardReader` over shards of the same tokens, checked row group by group.
-
-    The layouts must match (same row count per group) and every group must hold the same
-    ``(sentence_id, position)`` keys in the same order; then equal shuffling seeds keep rows paired.
-    """
-    from layershift.shards import ShardReader
-
-    reader_a, reader_b = ShardReader(dir_a), ShardReader(dir_b)
-    layout_a = [n for _, _, n in reader_a.groups]
-    layout_b = [n for _, _, n in reader_b.groups]
-    if layout_a != layout_b:
-        raise ValueError(
-            f"{dir_a} and {dir_b}: row groups differ ({len(layout_a)} vs {len(layout_b)} groups)"
-        )
-    keys = ["sentence_id", "position"]
-    for group in range(len(layout_a)):
-        if not reader_a.read_group(group, keys).equals(reader_b.read_group(group, keys)):
-            raise ValueError(f"{dir_a} and {dir_b}: row group {group} holds different tokens")
-    return reader_a, reader_b
-
-
-def zip_paired(
-    reader_a: Any,
-    reader_b: Any,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    buffer_groups: int = 8,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(x_a, x_b)`` batches from two readers of :func:`open_paired_shards`, shuffled identically."""
-    stream_a = reader_a.iter_batches(batch_size, shuffle=shuffle, seed=seed, buffer_groups=buffer_groups)
-    stream_b = reader_b.iter_batches(batch_size, shuffle=shuffle, seed=seed, buffer_groups=buffer_groups)
-    yield from zip(stream_a, stream_b, strict=True)
-
-
-def paired_shard_batches(
-    dir_a: str | Path, dir_b: str | Path, batch_size: int = 4096
-) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """A factory of ``(x_a, x_b)`` batches in storage order from two layers' shards of the same tokens."""
-    reader_a, reader_b = open_paired_shards(dir_a, dir_b)
-    return lambda: zip_paired(reader_a, reader_b, batch_size)

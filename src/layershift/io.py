@@ -111,3 +111,23 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The layershift metadata dict stored in a Parquet file's schema ({} if none)."""
     raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
+
+
+def write_safetensors(tensors: dict, path: str | os.PathLike, format_version: int) -> None:
+    """Write ``tensors`` (moved to CPU, contiguous) to a safetensors file atomically, with ``format_version``."""
+    from safetensors.torch import save_file
+
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt", "format_version": str(format_version)})
+
+
+def read_safetensors(path: str | os.PathLike, shapes: dict[str, tuple], dtype: Any = None) -> dict:
+    """The tensors of a safetensors file, refused unless their names and shapes are ``shapes``; cast to ``dtype``."""
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if found != shapes:
+        raise ValueError(f"{Path(path).parent}: weights {found} do not match cfg.json shapes {shapes}")
+    return {name: t.to(dtype) if dtype is not None else t for name, t in state.items()}

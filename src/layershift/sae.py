@@ -20,19 +20,16 @@ the training stream and stored in ``cfg.json``; :meth:`SAE.encode` takes *raw* a
 On disk an SAE is a directory with ``cfg.json`` + ``sae_weights.safetensors`` (:func:`save_sae`,
 :func:`load_sae`). :func:`train_sae` streams numpy batches (never the whole matrix), can resume from per-epoch
 checkpoints and ends with the same weights as an uninterrupted run; :func:`train_sae_on_shards` wires it to a
-layer's Parquet shards with held-out row groups.
+layer's Parquet shards with held-out rows (the loop and checkpoints are :mod:`layershift.training`'s).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import math
 import os
-import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,15 +39,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from layershift.io import atomic_dir, atomic_path, read_json, write_json
-from layershift.shards import ShardReader
+from layershift.io import atomic_path, read_json, write_json
+from layershift.shards import ShardReader, shard_provenance
+from layershift.training import (
+    fit_epochs,
+    holdout_metrics,
+    load_checkpoint,
+    make_adam,
+    resolve_device,
+    save_checkpoint,
+    to_tensor,
+    torch_threads,
+    with_train_config,
+)
 
 SAE_CFG_FILENAME = "cfg.json"
 SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
-OPTIMIZER_FILENAME = "optimizer.safetensors"
-TRAINER_STATE_FILENAME = "trainer_state.json"
 FORMAT_VERSION = 1
 ARCHITECTURES = ("relu", "topk")
 NORMALIZATIONS = ("none", "expected_average_only_in", "center_and_scale")
@@ -62,7 +67,17 @@ DTYPES = {
 }
 WEIGHT_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 # Fields that must agree between a checkpoint and the run that resumes it (epochs may grow).
-RESUME_TRAIN_FIELDS = ("lr", "batch_size", "seed", "normalize_decoder", "shuffle", "init_rows", "precision")
+RESUME_TRAIN_FIELDS = (
+    "lr",
+    "batch_size",
+    "seed",
+    "split_seed",
+    "holdout_fraction",
+    "normalize_decoder",
+    "shuffle",
+    "init_rows",
+    "precision",
+)
 
 
 @dataclass
@@ -122,9 +137,10 @@ class TrainConfig:
     lr: float = 2e-5  # Adam learning rate (the paper's 2e-5)
     epochs: int = 10  # passes over the training rows
     batch_size: int = 256  # rows per optimiser step
-    seed: int = 0  # seeds initialisation, hold-out split and shuffling
+    seed: int = 0  # seeds initialisation and shuffling
     normalize_decoder: bool = True  # unit-norm decoder rows after each step (keeps L1 honest)
-    holdout_fraction: float = 0.1  # row groups held out for evaluation
+    holdout_fraction: float = 0.1  # share of rows held out for evaluation
+    split_seed: int = 0  # seeds the held-out rows: one value for every SAE of a layer, so all share the rows
     threads: int | None = None  # torch CPU threads (None: leave torch's setting)
     device: str = "auto"  # "auto" = cuda if available else cpu; or any torch device string
     precision: Literal["float32", "bf16"] = "float32"  # bf16 autocast for the forward pass (cuda only)
@@ -321,25 +337,6 @@ def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -
 
 
 # --- training ---------------------------------------------------------------------------------------------
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else is passed to :class:`torch.device`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def to_tensor(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A float batch on ``device`` without an extra host copy (``torch.from_numpy`` shares memory)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    batch = np.ascontiguousarray(batch)
-    if batch.flags.writeable:
-        return torch.from_numpy(batch).to(device, non_blocking=True)
-    with warnings.catch_warnings():  # Arrow buffers are read-only; nothing here writes to the tensor
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(batch).to(device, non_blocking=True)
-
-
 def activation_statistics(rows: np.ndarray, mode: str) -> tuple[np.ndarray, float, np.ndarray | None]:
     """From ``[n, d_in]`` raw rows: (mean of the normalised rows -> b_dec init, scale, mean to subtract).
 
@@ -358,18 +355,6 @@ def activation_statistics(rows: np.ndarray, mode: str) -> tuple[np.ndarray, floa
     return mean * scale, scale, None
 
 
-def peek_rows(batches: Iterator[np.ndarray], n_rows: int) -> tuple[list[np.ndarray], Iterator[np.ndarray]]:
-    """Take batches until ``n_rows`` rows are seen; return them and an iterator that still yields everything."""
-    head: list[np.ndarray] = []
-    seen = 0
-    for batch in batches:
-        head.append(batch)
-        seen += len(batch)
-        if seen >= n_rows:
-            break
-    return head, itertools.chain(head, batches)
-
-
 def initialize_from_data(sae: SAE, head: list[np.ndarray], n_rows: int) -> None:
     """Set normalisation statistics and ``b_dec`` (the working-space data mean) from the first rows."""
     rows = np.concatenate(head)[:n_rows] if head else np.zeros((0, sae.cfg.d_in), np.float32)
@@ -379,15 +364,6 @@ def initialize_from_data(sae: SAE, head: list[np.ndarray], n_rows: int) -> None:
     sae.set_normalization(scale, mean)
     with torch.no_grad():
         sae.b_dec.copy_(torch.from_numpy(b_dec))
-
-
-def make_optimizer(sae: SAE, lr: float) -> torch.optim.Adam:
-    """Adam over the four weights; the fused kernel when this torch/device has one."""
-    params = [getattr(sae, name) for name in WEIGHT_NAMES]
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
 
 
 def train_sae(
@@ -404,39 +380,38 @@ def train_sae(
     Returns the SAE (on the training device) and a dict: ``loss_curve``, ``n_train_rows`` (rows per epoch),
     ``epochs``, ``steps``, ``resumed_from_epoch``, ``seconds``, ``rows_per_second`` (this run only).
     """
-    previous_threads = torch.get_num_threads()
-    if train.threads:
-        torch.set_num_threads(train.threads)
-    try:
-        return _train(batches, cfg, train, checkpoint_dir, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _train(batches, cfg, train, checkpoint_dir, progress) -> tuple[SAE, dict]:
-    device = resolve_device(train.device)
-    cfg = dataclasses.replace(cfg, metadata={**cfg.metadata, "train_config": dataclasses.asdict(train)})
-    sae = SAE(cfg, seed=train.seed).to(device)
-    sae.decoder_is_unit_norm = train.normalize_decoder
-    optimizer = make_optimizer(sae, train.lr)
-    resumed = load_checkpoint(checkpoint_dir, sae, optimizer, train) if checkpoint_dir else None
-    state = resumed or new_trainer_state()
-    resumed_from_epoch = state["epoch"]
-    start, rows_this_run = time.perf_counter(), 0
-    for epoch in range(state["epoch"], train.epochs):
-        stream = iter(batches(epoch))
-        if epoch == 0:
-            head, stream = peek_rows(stream, train.init_rows)
-            initialize_from_data(sae, head, train.init_rows)
-        description = f"SAE epoch {epoch + 1}/{train.epochs}"
-        rows = run_epoch(sae, optimizer, _progress(stream, progress, description), train, state, device)
-        if rows == 0:
-            raise ValueError(f"batches({epoch}) yielded no rows")
-        state["epoch"], state["n_train_rows"] = epoch + 1, rows
-        rows_this_run += rows
-        if checkpoint_dir:
-            save_checkpoint(checkpoint_dir, sae, optimizer, state, train)
-    seconds = time.perf_counter() - start
+    with torch_threads(train.threads):
+        device = resolve_device(train.device)
+        sae = SAE(with_train_config(cfg, train), seed=train.seed).to(device)
+        sae.decoder_is_unit_norm = train.normalize_decoder
+        optimizer = make_adam([getattr(sae, name) for name in WEIGHT_NAMES], train.lr)
+        state = new_trainer_state()
+        resumed = load_checkpoint(
+            checkpoint_dir, optimizer, dataclasses.asdict(train), RESUME_TRAIN_FIELDS, train.epochs
+        )
+        if resumed:
+            path, state, _ = resumed
+            restore_checkpoint_weights(sae, path)
+        resumed_from_epoch = state["epoch"]
+        steps = SAESteps(sae, optimizer, train, state, device)
+        start = time.perf_counter()
+        rows_this_run = fit_epochs(
+            batches,
+            train.epochs,
+            state,
+            steps,
+            init_rows=train.init_rows,
+            checkpoint=(
+                lambda: save_checkpoint(
+                    checkpoint_dir, lambda d: save_sae(sae, d), optimizer, state, dataclasses.asdict(train)
+                )
+            )
+            if checkpoint_dir
+            else None,
+            progress=progress,
+            name="SAE epoch",
+        )
+        seconds = time.perf_counter() - start
     sae.decoder_is_unit_norm = (
         False  # outside training, l1 always weights by the (≈1) norms, as after load_sae
     )
@@ -464,99 +439,51 @@ def new_trainer_state() -> dict:
     }
 
 
-def run_epoch(
-    sae: SAE,
-    optimizer: torch.optim.Optimizer,
-    stream: Iterable[np.ndarray],
-    train: TrainConfig,
-    state: dict,
-    device: torch.device,
-) -> int:
-    """One pass of Adam steps over ``stream``; appends to the curves in ``state``; returns the rows seen."""
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
-    totals = torch.zeros(len(EPOCH_CURVES), dtype=torch.float64, device=device)  # summed over steps, no syncs
-    window = torch.full((), state["log_window"], dtype=torch.float64, device=device)
-    steps = rows = 0
-    for batch in stream:
-        x = to_tensor(batch, device)
-        with autocast:
+class SAESteps:
+    """One Adam step per batch for :func:`~layershift.training.fit_epochs`; per-epoch curves into ``state``."""
+
+    def __init__(self, sae: SAE, optimizer, train: TrainConfig, state: dict, device: torch.device) -> None:
+        self.sae, self.optimizer, self.train, self.state, self.device = sae, optimizer, train, state, device
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
+
+    def initialize(self, head: list[np.ndarray]) -> None:
+        initialize_from_data(self.sae, head, self.train.init_rows)
+
+    def start_epoch(self) -> None:
+        # summed over steps on the device, no host syncs per step
+        self.totals = torch.zeros(len(EPOCH_CURVES), dtype=torch.float64, device=self.device)
+        self.window = torch.full((), self.state["log_window"], dtype=torch.float64, device=self.device)
+        self.steps = 0
+
+    def step(self, batch: np.ndarray) -> None:
+        sae, train, state = self.sae, self.train, self.state
+        x = to_tensor(batch, self.device)
+        with self.autocast:
             out = sae(x)
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        optimizer.step()
+        self.optimizer.step()
         if train.normalize_decoder:
             sae.normalize_decoder_()
         terms = torch.stack([out.loss, out.mse, out.l1, out.l0]).detach().to(torch.float64)
-        totals += terms
-        window += terms[0]
-        steps, rows = steps + 1, rows + len(batch)
+        self.totals += terms
+        self.window += terms[0]
+        self.steps += 1
         state["step"] += 1
         if state["step"] % train.log_every == 0:
             state["log_step"].append(state["step"])
-            state["log_loss"].append(window.item() / train.log_every)
-            window.zero_()
-    for key, value in zip(EPOCH_CURVES, (totals / max(steps, 1)).tolist(), strict=True):
-        state[key].append(value)
-    state["log_window"] = window.item()
-    return rows
+            state["log_loss"].append(self.window.item() / train.log_every)
+            self.window.zero_()
+
+    def end_epoch(self, rows: int) -> None:
+        for key, value in zip(EPOCH_CURVES, (self.totals / max(self.steps, 1)).tolist(), strict=True):
+            self.state[key].append(value)
+        self.state["log_window"] = self.window.item()
+        self.state["n_train_rows"] = rows
 
 
-def _progress(stream: Iterable, enabled: bool, description: str) -> Iterable:
-    if not enabled:
-        return stream
-    return tqdm(stream, desc=description, unit="batch", mininterval=5.0)
-
-
-# --- checkpoints ------------------------------------------------------------------------------------------
-def save_checkpoint(
-    directory: str | os.PathLike, sae: SAE, optimizer: torch.optim.Optimizer, state: dict, train: TrainConfig
-) -> None:
-    """Write ``epoch-NNNN/`` (SAE files, Adam state as safetensors, trainer state JSON) atomically, then drop older ones."""
-    directory = Path(directory)
-    final = directory / f"epoch-{state['epoch']:04d}"
-    optim_state = optimizer.state_dict()
-    tensors = {
-        f"state.{index}.{key}": value.detach().to("cpu").contiguous()
-        for index, param_state in optim_state["state"].items()
-        for key, value in param_state.items()
-    }
-    with atomic_dir(final) as tmp:
-        save_sae(sae, tmp)
-        save_file(tensors, tmp / OPTIMIZER_FILENAME)
-        trainer = {
-            **state,
-            "param_groups": optim_state["param_groups"],
-            "train_config": dataclasses.asdict(train),
-        }
-        write_json(trainer, tmp / TRAINER_STATE_FILENAME)
-    for older in complete_checkpoints(directory)[:-1]:
-        shutil.rmtree(older, ignore_errors=True)
-
-
-def complete_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """Checkpoint directories under their final names (hence complete), oldest first."""
-    return sorted(p for p in Path(directory).glob("epoch-[0-9]*") if (p / TRAINER_STATE_FILENAME).exists())
-
-
-def load_checkpoint(
-    directory: str | os.PathLike, sae: SAE, optimizer: torch.optim.Optimizer, train: TrainConfig
-) -> dict | None:
-    """Restore the newest checkpoint into ``sae`` and ``optimizer``; return the trainer state (None: no checkpoint)."""
-    found = complete_checkpoints(directory) if Path(directory).exists() else []
-    if not found:
-        return None
-    path = found[-1]
-    trainer = read_json(path / TRAINER_STATE_FILENAME)
-    saved_train = trainer.pop("train_config")
-    mismatched = [k for k in RESUME_TRAIN_FIELDS if saved_train.get(k) != getattr(train, k)]
-    if mismatched:
-        raise ValueError(
-            f"{path}: checkpoint trained with different {mismatched}; delete it or match the config"
-        )
-    if trainer["epoch"] > train.epochs:
-        raise ValueError(
-            f"{path}: checkpoint has {trainer['epoch']} epochs, more than the {train.epochs} asked for"
-        )
+def restore_checkpoint_weights(sae: SAE, path: Path) -> None:
+    """Copy a checkpoint's weights and normalisation into ``sae`` (same architecture required)."""
     saved = load_sae(path)
     if _architecture_fields(saved.cfg) != _architecture_fields(sae.cfg):
         raise ValueError(f"{path}: checkpoint SAE config differs from the requested one")
@@ -564,24 +491,11 @@ def load_checkpoint(
         for name in WEIGHT_NAMES:
             getattr(sae, name).copy_(getattr(saved, name))
     sae.set_normalization(saved.cfg.activation_scale, saved.cfg.activation_mean)
-    optimizer.load_state_dict(
-        _unflatten_optimizer(load_file(path / OPTIMIZER_FILENAME), trainer.pop("param_groups"))
-    )
-    return trainer
 
 
 def _architecture_fields(cfg: SAEConfig) -> dict:
     ignored = {"metadata", "activation_scale", "activation_mean", "hook_name"}
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> dict:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in param_groups]
-    return {"state": state, "param_groups": groups}
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
@@ -627,26 +541,6 @@ def evaluate_sae(sae: SAE, batches: Iterable[np.ndarray]) -> dict:
 
 
 # --- shards -----------------------------------------------------------------------------------------------
-def split_groups(n_groups: int, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, held-out) row-group indices: ``round(fraction·n)`` random groups held out, at least one when the
-    fraction is positive and there are two or more groups; none otherwise."""
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-    n_holdout = round(holdout_fraction * n_groups)
-    if holdout_fraction > 0 and n_groups >= 2:
-        n_holdout = min(max(n_holdout, 1), n_groups - 1)
-    held = set(np.random.default_rng(seed).permutation(n_groups)[:n_holdout].tolist())
-    return [g for g in range(n_groups) if g not in held], sorted(held)
-
-
-def subset_reader(reader: ShardReader, groups: list[int]) -> ShardReader:
-    """A view of ``reader`` that sees only the row groups ``groups`` (in that order)."""
-    view = copy.copy(reader)
-    view.groups = [reader.groups[g] for g in groups]
-    view.n_rows = sum(n for _, _, n in view.groups)
-    return view
-
-
 def train_sae_on_shards(
     shard_dir: str | os.PathLike,
     cfg: SAEConfig,
@@ -654,20 +548,20 @@ def train_sae_on_shards(
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> tuple[SAE, dict]:
-    """Train on a layer's Parquet shards, holding out row groups; metrics include held-out evaluation.
+    """Train on a layer's Parquet shards, holding out rows; metrics include held-out evaluation.
 
-    Epoch ``e`` reads the training groups shuffled with seed ``train.seed + e`` (or in storage order when
-    ``train.shuffle`` is off). Shard metadata (model, dataset, stage, layer) fills ``cfg.metadata`` and, if
-    empty, ``hook_name`` = ``hidden_states.{layer}``. With no held-out group the evaluation uses training rows
-    (``evaluation_split`` says which).
+    The held-out rows are :func:`~layershift.shards.holdout_rows` of ``train.split_seed``: with the same
+    split seed every SAE of a layer (both stages, the nulls, the crosscoder) trains and evaluates on the same
+    row indices. Epoch ``e`` reads the training rows shuffled with seed ``train.seed + e`` (or in storage order
+    when ``train.shuffle`` is off). Shard metadata (model, dataset, stage, layer) fills ``cfg.metadata`` and,
+    if empty, ``hook_name`` = ``hidden_states.{layer}``. With no held-out row the evaluation uses training
+    rows (``evaluation_split`` says which).
     """
     reader = ShardReader(shard_dir)
     if reader.d_model != cfg.d_in:
         raise ValueError(f"{shard_dir}: activations have d_model={reader.d_model}, cfg.d_in={cfg.d_in}")
-    train_groups, heldout_groups = split_groups(len(reader.groups), train.holdout_fraction, train.seed)
-    train_reader = subset_reader(reader, train_groups)
-    provenance = {k: v for k, v in reader.metadata.items() if k not in ("dtype", "d_model")}
-    hook_name = cfg.hook_name or (f"hidden_states.{provenance['layer']}" if "layer" in provenance else "")
+    train_reader, heldout_reader = reader.split(train.holdout_fraction, train.split_seed)
+    provenance, hook_name = shard_provenance(reader, cfg.hook_name)
     cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
 
     def batches(epoch: int) -> Iterator[np.ndarray]:
@@ -679,13 +573,7 @@ def train_sae_on_shards(
         )
 
     sae, metrics = train_sae(batches, cfg, train, checkpoint_dir, progress)
-    eval_reader = subset_reader(reader, heldout_groups) if heldout_groups else train_reader
-    evaluation = evaluate_sae(sae, eval_reader.iter_batches(train.eval_batch_size))
+    evaluation = evaluate_sae(sae, (heldout_reader or train_reader).iter_batches(train.eval_batch_size))
     metrics |= {k: v for k, v in evaluation.items() if k != "n_rows"}
-    metrics |= {
-        "n_train_rows": train_reader.n_rows,
-        "n_heldout_rows": evaluation["n_rows"] if heldout_groups else 0,
-        "evaluation_split": "heldout" if heldout_groups else "train",
-        "heldout_groups": heldout_groups,
-    }
+    metrics |= holdout_metrics(train_reader.n_rows, heldout_reader, train.split_seed)
     return sae, metrics

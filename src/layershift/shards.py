@@ -15,8 +15,9 @@ more than one row group in memory; readers never more than a shuffle buffer of r
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -187,10 +188,45 @@ class ShardReader:
             if fh.metadata.row_group(g).num_rows
         ]
         self.n_rows = sum(n for _, _, n in self.groups)
+        self._rows: list[np.ndarray | None] = [None] * len(self.groups)  # per group: kept rows (None: all)
 
     def read_group(self, index: int, columns: list[str] | None = None) -> pa.Table:
         f, g, _ = self.groups[index]
-        return self._files[f].read_row_group(g, columns=columns)
+        table = self._files[f].read_row_group(g, columns=columns)
+        rows = self._rows[index]
+        return table if rows is None else table.take(pa.array(rows))
+
+    def subset(self, rows: np.ndarray) -> ShardReader:
+        """A reader of only ``rows`` (indices into this reader's rows, kept in storage order), streamed as before.
+
+        Two row-aligned readers (the same tokens in the same order) subset with the same ``rows`` stay aligned.
+        """
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if len(rows) and (rows[0] < 0 or rows[-1] >= self.n_rows):
+            raise IndexError(f"row indices must be in [0, {self.n_rows}), got {rows[0]}..{rows[-1]}")
+        view = copy.copy(self)
+        view.groups, view._rows = [], []
+        offset = 0
+        for (f, g, n), kept in zip(self.groups, self._rows, strict=True):
+            local = rows[np.searchsorted(rows, offset) : np.searchsorted(rows, offset + n)] - offset
+            offset += n
+            if not len(local):
+                continue
+            view.groups.append((f, g, len(local)))
+            view._rows.append(
+                None if len(local) == n and kept is None else (local if kept is None else kept[local])
+            )
+        view.n_rows = len(rows)
+        return view
+
+    def split(self, holdout_fraction: float, seed: int) -> tuple[ShardReader, ShardReader | None]:
+        """(training rows, held-out rows or None) by :func:`holdout_rows` — row-based, whatever the layout."""
+        heldout = holdout_rows(self.n_rows, holdout_fraction, seed)
+        if not len(heldout):
+            return self, None
+        mask = np.ones(self.n_rows, dtype=bool)
+        mask[heldout] = False
+        return self.subset(np.flatnonzero(mask)), self.subset(heldout)
 
     def iter_tables(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
         for i in range(len(self.groups)):
@@ -232,3 +268,74 @@ def activations(table: pa.Table) -> np.ndarray:
     column = table.column("activation").combine_chunks()
     d_model = column.type.list_size
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d_model)
+
+
+def holdout_rows(n_rows: int, holdout_fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of the held-out rows: ``round(fraction·n)`` rows drawn with ``seed`` (at least one when the
+    fraction is positive and there are two or more rows; never all). Depends only on ``n_rows``, the fraction
+    and the seed, so every reader of a layer's tokens (both stages, nulls, crosscoder) holds out the same rows."""
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    n_holdout = round(holdout_fraction * n_rows)
+    if holdout_fraction > 0 and n_rows >= 2:
+        n_holdout = min(max(n_holdout, 1), n_rows - 1)
+    elif n_rows < 2:
+        n_holdout = 0
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=n_holdout, replace=False))
+
+
+def shard_provenance(
+    reader: ShardReader, hook_name: str = "", drop: tuple[str, ...] = ()
+) -> tuple[dict, str]:
+    """(the shards' metadata without dtype/d_model and ``drop``, the hook name: ``hook_name`` or
+    ``hidden_states.{layer}``) - what a dictionary trained on these shards records about its input."""
+    provenance = {k: v for k, v in reader.metadata.items() if k not in ("dtype", "d_model", *drop)}
+    return provenance, hook_name or (f"hidden_states.{provenance['layer']}" if "layer" in provenance else "")
+
+
+# --- a layer's shards of both stages, row by row ----------------------------------------------------------
+def layer_shard_dir(tokens_dir: str | os.PathLike, layer: int | str) -> str:
+    """Where extraction writes layer ``layer``'s token shards under a stage's ``tokens/`` directory."""
+    return f"{tokens_dir}/layer{layer}"
+
+
+def open_paired(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> tuple[ShardReader, ShardReader]:
+    """Two readers over shards of the same tokens, checked row group by row group.
+
+    The layouts must match (same row count per group) and every group must hold the same
+    ``(sentence_id, position)`` keys in the same order; then equal shuffling seeds keep rows paired.
+    """
+    reader_a, reader_b = ShardReader(dir_a), ShardReader(dir_b)
+    layout_a = [n for _, _, n in reader_a.groups]
+    layout_b = [n for _, _, n in reader_b.groups]
+    if layout_a != layout_b:
+        raise ValueError(
+            f"{dir_a} and {dir_b}: row groups differ ({len(layout_a)} vs {len(layout_b)} groups)"
+        )
+    keys = ["sentence_id", "position"]
+    for group in range(len(layout_a)):
+        if not reader_a.read_group(group, keys).equals(reader_b.read_group(group, keys)):
+            raise ValueError(f"{dir_a} and {dir_b}: row group {group} holds different tokens")
+    return reader_a, reader_b
+
+
+def zip_paired(
+    reader_a: ShardReader,
+    reader_b: ShardReader,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    buffer_groups: int = 8,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(x_a, x_b)`` batches from two readers of :func:`open_paired`, shuffled identically."""
+    stream_a = reader_a.iter_batches(batch_size, shuffle=shuffle, seed=seed, buffer_groups=buffer_groups)
+    stream_b = reader_b.iter_batches(batch_size, shuffle=shuffle, seed=seed, buffer_groups=buffer_groups)
+    yield from zip(stream_a, stream_b, strict=True)
+
+
+def paired_batches(
+    dir_a: str | os.PathLike, dir_b: str | os.PathLike, batch_size: int = 4096
+) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """A factory of ``(x_a, x_b)`` batches in storage order from two layers' shards of the same tokens."""
+    reader_a, reader_b = open_paired(dir_a, dir_b)
+    return lambda: zip_paired(reader_a, reader_b, batch_size)

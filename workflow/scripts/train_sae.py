@@ -1,31 +1,38 @@
 from pathlib import Path
 
-from layershift.config import sae_settings
+from layershift.config import from_section
 from layershift.io import write_json
 from layershift.runtime import checkpoint_dir, clear_checkpoints, script_context
-from layershift.sae import save_sae, train_sae_on_shards
-from layershift.shards import ShardReader
+from layershift.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
+from layershift.shards import ShardReader, layer_shard_dir
+from layershift.targets import STAGES
 
 with script_context(snakemake) as sm:
-    w, out = sm.wildcards, sm.output
+    w, out, section = sm.wildcards, sm.output, sm.params.sae
     shards = {
-        stage: f"{tokens}/layer{w.layer}"
-        for stage, tokens in zip(("pretrained", "finetuned"), sm.input.tokens, strict=True)
+        stage: layer_shard_dir(tokens, w.layer) for stage, tokens in zip(STAGES, sm.input.tokens, strict=True)
     }
     # (stage, seed, output directory): each stage's SAE, then the seed-null SAEs of the pretrained stage
     runs = [
-        (stage, sm.params.stage_seeds[stage], Path(out.sae[i * 3]).parent)
-        for i, stage in enumerate(("pretrained", "finetuned"))
+        (stage, sm.params.stage_seeds[stage], Path(out.sae[i * 3]).parent) for i, stage in enumerate(shards)
     ]
     runs += [
         ("pretrained", seed, Path(out.null[i * 3]).parent) for i, seed in enumerate(sm.params.null_seeds)
     ]
     for stage, seed, out_dir in runs:
         meta = {"model": w.model, "dataset": w.dataset, "stage": stage, "layer": int(w.layer)}
-        sae_cfg, train_cfg = sae_settings(
-            sm.config, ShardReader(shards[stage]).d_model, seed, sm.threads, meta
+        d_in = ShardReader(shards[stage]).d_model
+        sae_cfg = from_section(
+            SAEConfig,
+            section,
+            d_in=d_in,
+            hook_name=f"hidden_states.{w.layer}",
+            metadata=meta | {"seed": seed},
         )
-        resume = checkpoint_dir(f"{sm.params.checkpoints}/{stage}/seed{seed}", {"sae": sm.params.sae})
+        train_cfg = from_section(
+            TrainConfig, section, seed=seed, split_seed=sm.params.split_seed, threads=sm.threads
+        )
+        resume = checkpoint_dir(f"{sm.params.checkpoints}/{stage}/seed{seed}", {"sae": section})
         sae, metrics = train_sae_on_shards(shards[stage], sae_cfg, train_cfg, checkpoint_dir=resume)
         save_sae(sae, out_dir)
         write_json({**meta, "seed": seed, **metrics}, out_dir / "metrics.json")
