@@ -42,6 +42,9 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/similarity.smk"
 include: "workflow/rules/sae.smk"
+include: "workflow/rules/crosscoder.smk"
+
+
 include: "workflow/rules/diff.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"

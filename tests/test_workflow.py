@@ -54,6 +54,7 @@ def test_default_config_dry_run_lists_every_target(tmp_path):
     jobs = jobs_of(proc.stdout)
     assert jobs.count("finetune") == 6 and jobs.count("extract") == 12
     assert jobs.count("train_sae") == 3 * 6 and jobs.count("diff") == 3 * 6 and jobs.count("import_onnx") == 1
+    assert jobs.count("crosscoder") == 3 * 6  # its own rule, not hidden in the diff's job
     assert "report" in jobs
 
 
@@ -82,6 +83,19 @@ def test_tiny_study_runs_end_to_end_and_is_cached(tiny_study_done):
     assert not list(results.rglob("*.tmp")), "temporary files left behind"
     again = run_snakemake(tiny_study_done, "-n", "--cores", "2")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_editing_figure_settings_reruns_the_figures_only(tiny_study_done, tmp_path):
+    """Every setting a job reads is a param, so Snakemake's rerun triggers see it: a new figures.dpi
+    schedules every figure (and the report that embeds them), nothing upstream."""
+    config = yaml.safe_load((tiny_study_done / "config.yaml").read_text())
+    config["figures"] = {**config.get("figures", {}), "dpi": 77}
+    edited = tmp_path / "config.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tiny_study_done, "-n", "--cores", "2", "--configfile", str(edited), configfile=False)
+    jobs = set(jobs_of(proc.stdout))
+    assert jobs and all(job.startswith("fig_") or job in ("report", "all") for job in jobs), jobs
+    assert {"fig_tokens", "fig_sae_loss", "fig_relnorm", "report"} <= jobs
 
 
 def test_one_figure_builds_only_its_upstream(tmp_path):

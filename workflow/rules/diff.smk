@@ -1,15 +1,15 @@
 rule diff:
-    """Label SAE features retained / changed / lost / new against the seed null, and train the crosscoder."""
+    """Label SAE features retained / changed / lost / new against the seed null; compare with the crosscoder."""
     input:
         sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
         null=expand(
             f"{T.SAE_NULL}/sae_weights.safetensors", stage="pretrained", seed=NULL_SEEDS, allow_missing=True
         ),
         tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
+        crosscoder_latents=f"{T.CROSSCODER}/latents.parquet",
     output:
         table=T.DIFF,
         summary=T.DIFF_SUMMARY,
-        crosscoder=expand(f"{T.CROSSCODER}/{{file}}", file=T.CROSSCODER_FILES, allow_missing=True),
     log:
         "results/logs/diff/{model}/{dataset}/layer{layer}.log",
     benchmark:
@@ -21,10 +21,8 @@ rule diff:
         **gpu_resources(mem_mb=6000, runtime=120),
     params:
         diff=canonical(config["diff"]),
-        crosscoder=canonical(config["crosscoder"]),
         seed=config["seed"],
         top_tokens=config["features"]["top_tokens"],
-        checkpoints="results/checkpoints/crosscoder/{model}/{dataset}/layer{layer}",
     script:
         "../scripts/diff.py"
 

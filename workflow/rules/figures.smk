@@ -46,6 +46,9 @@ for _name, (_target, _input, _category, _caption) in FIGURE_RULES.items():
         output:
             png=report(_target, caption=f"../report/{_caption}.rst", category=_category),
             svg=_target.replace(".png", ".svg"),
+        params:
+            dpi=config["figures"]["dpi"],
+            palette=config["figures"]["palette"],
         log:
             _target.replace("results/figures", "results/logs/figures").replace(".png", ".log"),
         conda:

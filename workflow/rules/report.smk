@@ -21,5 +21,6 @@ rule report:
         "../../envs/layershift.yaml"
     params:
         config_file=CONFIG_ORIGIN,
+        study=canonical(config),
     script:
         "../scripts/report.py"

@@ -24,6 +24,7 @@ rule train_sae:
         sae=canonical(config["sae"]),
         stage_seeds=T.stage_seeds(config),
         null_seeds=NULL_SEEDS,
+        split_seed=config["seed"],
         checkpoints="results/checkpoints/sae/{model}/{dataset}/layer{layer}",
     script:
         "../scripts/train_sae.py"

@@ -9,4 +9,4 @@ with script_context(snakemake) as sm:
         for key in sm.input.keys()  # noqa: SIM118 - a Namedlist iterates its values, not its keys
     }
     groups["benchmarks"] = sorted(glob("results/benchmarks/**/*.tsv", recursive=True))
-    build_report(sm.output[0], sm.config, sm.params.config_file, groups)
+    build_report(sm.output[0], sm.params.study, sm.params.config_file, groups)

@@ -1,0 +1,22 @@
+rule crosscoder:
+    """One dictionary over both stages' activations of a layer (Lindsey et al. 2024), vetted by latent scaling."""
+    input:
+        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
+    output:
+        expand(f"{T.CROSSCODER}/{{file}}", file=T.CROSSCODER_FILES, allow_missing=True),
+    log:
+        "results/logs/crosscoder/{model}/{dataset}/layer{layer}.log",
+    benchmark:
+        "results/benchmarks/crosscoder/{model}/{dataset}/layer{layer}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(mem_mb=6000, runtime=120),
+    params:
+        crosscoder=canonical(config["crosscoder"]),
+        holdout_fraction=config["sae"]["holdout_fraction"],
+        seed=config["seed"],
+        checkpoints="results/checkpoints/crosscoder/{model}/{dataset}/layer{layer}",
+    script:
+        "../scripts/crosscoder.py"

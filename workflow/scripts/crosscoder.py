@@ -1,0 +1,23 @@
+from pathlib import Path
+
+from layershift.config import from_section
+from layershift.crosscoder import CrosscoderConfig, CrosscoderTrainConfig, fit_and_save_crosscoder
+from layershift.runtime import checkpoint_dir, clear_checkpoints, script_context
+from layershift.shards import ShardReader, layer_shard_dir
+
+with script_context(snakemake) as sm:
+    w, p = sm.wildcards, sm.params
+    dir_a, dir_b = (layer_shard_dir(tokens, w.layer) for tokens in sm.input.tokens)
+    meta = {"model": w.model, "dataset": w.dataset, "layer": int(w.layer), "seed": p.seed}
+    cfg = from_section(CrosscoderConfig, p.crosscoder, d_in=ShardReader(dir_a).d_model, metadata=meta)
+    train = from_section(
+        CrosscoderTrainConfig,
+        p.crosscoder,
+        seed=p.seed,
+        split_seed=p.seed,
+        holdout_fraction=p.holdout_fraction,
+        threads=sm.threads,
+    )
+    resume = checkpoint_dir(p.checkpoints, {"crosscoder": p.crosscoder, "seed": p.seed})
+    fit_and_save_crosscoder(dir_a, dir_b, cfg, train, Path(sm.output[0]).parent, resume)
+    clear_checkpoints(resume)
