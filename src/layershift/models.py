@@ -65,8 +65,9 @@ def _has_weights(directory: Path) -> bool:
 
 
 def package_file(distribution: str, suffix: str) -> Path:
-    """The (first) file ending in ``suffix`` inside an installed package."""
-    matches = sorted(p for p in distribution_files(distribution) if p.name.endswith(suffix))
+    """The (first, in path order) file of an installed package whose path ends with ``suffix`` (a file name
+    ending such as ``.onnx``, or a tail of the path such as ``model/vocab.txt``)."""
+    matches = sorted(p for p in distribution_files(distribution) if p.as_posix().endswith(suffix))
     if not matches:
         raise ModelSourceError(f"package {distribution!r} contains no '*{suffix}' file")
     return matches[0]
@@ -207,8 +208,7 @@ def load_encoder(model_dir: str | Path, device: str = "cpu"):
 
 
 def pick_device(requested: str = "auto") -> str:
-    import torch
+    """:func:`layershift.training.resolve_device` as a string (what ``from_pretrained(...).to`` takes)."""
+    from layershift.training import resolve_device
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+    return str(resolve_device(requested))

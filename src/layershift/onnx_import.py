@@ -12,7 +12,6 @@ QKV weights) are not supported and fail loudly.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import logging
 import re
 import shutil
@@ -45,22 +44,6 @@ DEFAULT_CHECK_SENTENCES = [
     "In 2023, researchers trained sparse autoencoders on the hidden states of fine-tuned transformer encoders "
     "to study how individual features are retained, changed, lost or newly created across layers.",
 ]
-
-
-def find_package_file(distribution: str, suffix: str) -> Path:
-    """The single file of installed ``distribution`` whose recorded path ends with ``suffix``."""
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError as err:
-        raise FileNotFoundError(f"distribution {distribution!r} is not installed") from err
-    matches = [f for f in dist.files or [] if str(f).endswith(suffix)]
-    if len(matches) != 1:
-        found = "no file" if not matches else f"{len(matches)} files ({', '.join(map(str, matches))})"
-        raise FileNotFoundError(f"distribution {distribution!r} has {found} ending in {suffix!r}")
-    path = Path(dist.locate_file(matches[0])).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"distribution {distribution!r} records {matches[0]} but {path} is missing")
-    return path
 
 
 class _Graph:

@@ -12,18 +12,6 @@ import traceback
 from layershift.errors import LayershiftError
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def set_threads(threads: int | None) -> None:
     """Hold torch to the job's ``threads``, without importing it: a job that never uses torch (figures,
     tables, the report) would pay seconds for the import. The environment sets the thread count of a
