@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from layershift.models import load_encoder, pick_device
-from layershift.shards import ShardReader, activations
+from layershift.shards import token_activations
 
 SPECIAL = re.compile(r"^\[(CLS|SEP|PAD|UNK|MASK)\]$|^<.*>$")
 PUNCT = re.compile(r"^[^\w]+$")
@@ -134,23 +134,12 @@ def token_kind_shares(
     sae, shard_dir: str | Path, features: list[int], batch_rows: int = 8192
 ) -> pd.DataFrame:
     """Over every token row of a layer: the share of each feature's activation on each token kind."""
-    reader = ShardReader(shard_dir)
     sums: dict[str, np.ndarray] = {}
-    for table in reader.iter_tables(["token", "activation"]):
-        x = torch.from_numpy(activations(table))
-        acts = sae.encode(x)[:, features].double().numpy()  # [rows, d] -> [rows, k]
-        kinds = np.array([token_kind(t) for t in table.column("token").to_pylist()])
+    for tokens, x in token_activations(shard_dir):
+        acts = sae.encode(torch.from_numpy(x))[:, features].double().numpy()  # [rows, d] -> [rows, k]
+        kinds = np.array([token_kind(t) for t in tokens])
         for kind in np.unique(kinds):
             sums[kind] = sums.get(kind, 0) + acts[kinds == kind].sum(0)
     total = sum(sums.values())
     shares = {kind: value / np.where(total > 0, total, np.nan) for kind, value in sums.items()}
     return pd.DataFrame({"feature": features, **{f"share_{k}": v for k, v in sorted(shares.items())}})
-
-
-def activation_shares(frame: pd.DataFrame) -> pd.DataFrame:
-    """Share of each feature's total activation that lands on each token kind."""
-    total = frame.groupby(["stage", "feature"])["activation"].transform("sum").replace(0, np.nan)
-    frame = frame.assign(share=frame["activation"] / total)
-    return frame.pivot_table(
-        index=["stage", "feature"], columns="token_kind", values="share", aggfunc="sum", fill_value=0.0
-    )

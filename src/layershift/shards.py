@@ -270,6 +270,12 @@ def activations(table: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d_model)
 
 
+def token_activations(directory: str | os.PathLike) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(token strings, activations ``[rows, d_model]`` float32) of a layer's shards, one row group at a time."""
+    for table in ShardReader(directory).iter_tables(["token", "activation"]):
+        yield table.column("token").to_pylist(), activations(table)
+
+
 def holdout_rows(n_rows: int, holdout_fraction: float, seed: int) -> np.ndarray:
     """Sorted indices of the held-out rows: ``round(fraction·n)`` rows drawn with ``seed`` (at least one when the
     fraction is positive and there are two or more rows; never all). Depends only on ``n_rows``, the fraction

@@ -25,8 +25,12 @@ SAE_NULL = R + "/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
 SAE_FILES = ("cfg.json", "sae_weights.safetensors", "metrics.json")
 FEATURES = R + "/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
 FEATURE_TOKENS = R + "/features/{model}/{dataset}/{stage}/layer{layer}.top_tokens.parquet"
-PROBES = R + "/probes/{model}/{dataset}/layer{layer}.parquet"
-PROBE_STATES = R + "/probes/{model}/{dataset}/states.parquet"
+PROBE_ACTIVATIONS = (
+    R + "/probes/{model}/{dataset}/layer{layer}.parquet"
+)  # top features on the probe sentences
+PROBE_STATES = (
+    R + "/probes/{model}/{dataset}/states.parquet"
+)  # the probe sentences' hidden states, both stages
 CROSSCODER = R + "/crosscoder/{model}/{dataset}/layer{layer}"
 CROSSCODER_FILES = ("cfg.json", "crosscoder_weights.safetensors", "metrics.json", "latents.parquet")
 DIFF = R + "/diff/{model}/{dataset}/layer{layer}.parquet"
@@ -112,7 +116,7 @@ def sae_targets(config: dict) -> list[str]:
             fmt = {"model": model, "dataset": dataset, "stage": stage, "layer": layer}
             out += [f"{SAE.format(**fmt)}/{f}" for f in SAE_FILES]
             out += [FEATURES.format(**fmt), FEATURE_TOKENS.format(**fmt)]
-        out.append(PROBES.format(model=model, dataset=dataset, layer=layer))
+        out.append(PROBE_ACTIVATIONS.format(model=model, dataset=dataset, layer=layer))
     return out + [FEATURE_SUMMARY, FEATURE_SUMMARY_MD]
 
 

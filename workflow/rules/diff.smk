@@ -39,3 +39,23 @@ rule diff_table:
         "../../envs/layershift.yaml"
     script:
         "../scripts/diff_table.py"
+
+
+rule feature_summary:
+    """The paper's Table 1, generated: what the top features of each layer respond to, per stage, with the diff."""
+    input:
+        features=[
+            T.FEATURES.format(model=m, dataset=d, stage=s, layer=l)
+            for m, d, l in T.model_layers(config)
+            for s in T.STAGES
+        ],
+        diffs=[T.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in T.model_layers(config)],
+    output:
+        table=T.FEATURE_SUMMARY,
+        markdown=T.FEATURE_SUMMARY_MD,
+    log:
+        "results/logs/feature_summary.log",
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/feature_summary.py"

@@ -63,7 +63,7 @@ rule features:
     output:
         features=expand(T.FEATURES, stage=T.STAGES, allow_missing=True),
         top_tokens=expand(T.FEATURE_TOKENS, stage=T.STAGES, allow_missing=True),
-        probes=T.PROBES,
+        probe_activations=T.PROBE_ACTIVATIONS,
     log:
         "results/logs/features/{model}/{dataset}/layer{layer}.log",
     benchmark:
@@ -77,23 +77,3 @@ rule features:
         features=canonical(config["features"]),
     script:
         "../scripts/features.py"
-
-
-rule feature_summary:
-    """The paper's Table 1, generated: what the top features of each layer respond to, per stage."""
-    input:
-        features=[
-            T.FEATURES.format(model=m, dataset=d, stage=s, layer=l)
-            for m, d, l in T.model_layers(config)
-            for s in T.STAGES
-        ],
-        diffs=[T.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in T.model_layers(config)],
-    output:
-        table=T.FEATURE_SUMMARY,
-        markdown=T.FEATURE_SUMMARY_MD,
-    log:
-        "results/logs/feature_summary.log",
-    conda:
-        "../../envs/layershift.yaml"
-    script:
-        "../scripts/feature_summary.py"

@@ -7,17 +7,18 @@ from layershift.io import write_parquet
 from layershift.probes import probe_table, token_kind_shares
 from layershift.runtime import script_context
 from layershift.sae import load_sae
+from layershift.shards import layer_shard_dir
+from layershift.targets import STAGES
 
 with script_context(snakemake) as sm:
     w, params = sm.wildcards, sm.params.features
     layer = int(w.layer)
-    stages = ("pretrained", "finetuned")
     saes, top = {}, {}
     outputs = zip(
-        stages, sm.input.sae, sm.input.tokens, sm.output.features, sm.output.top_tokens, strict=True
+        STAGES, sm.input.sae, sm.input.tokens, sm.output.features, sm.output.top_tokens, strict=True
     )
     for stage, sae_file, tokens, out, out_tokens in outputs:
-        shard_dir = f"{tokens}/layer{layer}"
+        shard_dir = layer_shard_dir(tokens, layer)
         saes[stage] = load_sae(Path(sae_file).parent)
         stats = feature_statistics(saes[stage], shard_dir)
         top[stage] = stats.nsmallest(params["top_k"], "rank")["feature"].astype(int).tolist()
@@ -27,4 +28,6 @@ with script_context(snakemake) as sm:
         write_parquet(stats.merge(shares, on="feature", how="left"), out, meta)
         write_parquet(tokens_df.assign(stage=stage), out_tokens, meta)
     probes = probe_table(pd.read_parquet(sm.input.probe_states), saes, top, layer)
-    write_parquet(probes, sm.output.probes, {"model": w.model, "dataset": w.dataset, "layer": layer})
+    write_parquet(
+        probes, sm.output.probe_activations, {"model": w.model, "dataset": w.dataset, "layer": layer}
+    )
