@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from layershift.activations import ExtractConfig, extract_activations
+from layershift.config import from_section
 from layershift.data import load_split
 from layershift.models import pointer_dir
 from layershift.runtime import script_context
@@ -8,15 +9,11 @@ from layershift.runtime import script_context
 with script_context(snakemake) as sm:
     w, act = sm.wildcards, sm.params.activations
     model_dir = pointer_dir(sm.input.model) if w.stage == "pretrained" else Path(sm.input.model).parent
-    cfg = ExtractConfig(
-        batch_size=act["batch_size"],
+    cfg = from_section(
+        ExtractConfig,
+        act,
         max_length=sm.params.max_length,
-        max_sentences=act["max_sentences"],
-        max_tokens=act["max_tokens"],
         token_sample=sm.params.token_sample,
-        dtype=act["dtype"],
-        rows_per_group=act["rows_per_group"],
-        groups_per_shard=act["groups_per_shard"],
         seed=sm.params.seed,
         threads=sm.threads,
     )

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from layershift.config import from_section
 from layershift.data import load_label_names, load_split
 from layershift.finetune import FinetuneConfig, finetune
 from layershift.io import atomic_path
@@ -7,7 +8,7 @@ from layershift.models import pointer_dir
 from layershift.runtime import script_context
 
 with script_context(snakemake) as sm:
-    cfg = FinetuneConfig(**sm.params.finetune, seed=sm.params.seed, threads=sm.threads)
+    cfg = from_section(FinetuneConfig, sm.params.finetune, seed=sm.params.seed, threads=sm.threads)
     out_dir = Path(sm.output[0]).parent
     log = finetune(
         model_dir=pointer_dir(sm.input.pretrained),

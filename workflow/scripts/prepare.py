@@ -1,3 +1,4 @@
+from layershift.config import from_section
 from layershift.data import PrepareConfig, prepare_dataset
 from layershift.runtime import script_context
 
@@ -8,9 +9,7 @@ with script_context(snakemake, offline=False) as sm:
         text=ds["text"],
         label=ds["label"],
         out_dir=sm.output.card.rsplit("/", 1)[0],
-        cfg=PrepareConfig(
-            max_rows=data["max_rows"], split=data["split"], max_chars=data["max_chars"], seed=sm.params.seed
-        ),
+        cfg=from_section(PrepareConfig, data, seed=sm.params.seed),
         name=sm.wildcards.dataset,
         keep_labels=ds.get("keep_labels"),
         hub_config=ds.get("hub_config"),
