@@ -100,12 +100,10 @@ def configs(size: dict, threads: int):
 
 def train_and_heldout_rows(shard_dir: Path, train) -> tuple[np.ndarray, np.ndarray]:
     """The rows ``train_sae_on_shards`` trains on and holds out (same split), as float32 arrays."""
-    from layershift.sae import split_groups, subset_reader
     from layershift.shards import ShardReader, activations
 
-    reader = ShardReader(shard_dir)
-    train_groups, held = split_groups(len(reader.groups), train.holdout_fraction, train.seed)
-    rows = [activations(subset_reader(reader, g).read_all(["activation"])) for g in (train_groups, held)]
+    train_reader, held_reader = ShardReader(shard_dir).split(train.holdout_fraction, train.split_seed)
+    rows = [activations(r.read_all(["activation"])) for r in (train_reader, held_reader)]
     return rows[0], rows[1]
 
 
