@@ -178,10 +178,13 @@ def test_save_load_reproduces_outputs_and_heldout_metrics(tmp_path, atoms_and_ro
             assert torch.equal(a, b)
 
     cfg_json = json.loads((tmp_path / "sae" / "cfg.json").read_text())
-    for key in ("d_in", "d_sae", "architecture", "dtype", "hook_name", "normalize_activations", "device"):
+    for key in ("d_in", "d_sae", "architecture", "dtype", "normalize_activations", "device", "metadata"):
         assert key in cfg_json, key
-    assert cfg_json["apply_b_dec_to_input"] is True and cfg_json["format_version"] == 1
-    assert cfg_json["metadata"]["stage"] == "pretrained" and cfg_json["activation_scale"] != 1.0
+    assert cfg_json["apply_b_dec_to_input"] is True and cfg_json["format_version"] == 2
+    assert cfg_json["architecture"] == "standard" and cfg_json["normalize_activations"] == "none"  # folded
+    assert cfg_json["metadata"]["stage"] == "pretrained" and cfg_json["metadata"]["sae_lens_version"]
+    assert cfg_json["layershift"]["normalize_activations"] == "expected_average_only_in"
+    assert cfg_json["layershift"]["activation_scale"] != 1.0
     tensors = load_file(tmp_path / "sae" / "sae_weights.safetensors")
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {
         "W_enc": (D_IN, 32),
