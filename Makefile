@@ -9,8 +9,18 @@ BIN    := $(VENV)/bin
 
 .PHONY: study test lint bench install clean-results saelens-venv check-saelens
 
+# `make study CONFIG=configs/paper.yaml` runs another study. Snakemake parses a --configfile in its own CLI,
+# before any Snakefile code, and reports a malformed one without file or line; checked here first, it stops
+# with one line naming the file and the line (config.yaml gets the same check inside the Snakefile).
+CONFIG ?=
+
 study: $(STAMP)
+ifeq ($(CONFIG),)
 	$(BIN)/snakemake --cores $(CORES)
+else
+	@$(BIN)/python -c 'import sys; from layershift.config import exit_on_bad_yaml; exit_on_bad_yaml(sys.argv[1])' '$(CONFIG)'
+	$(BIN)/snakemake --cores $(CORES) --configfile '$(CONFIG)'
+endif
 
 test: $(STAMP)
 	$(BIN)/pytest
