@@ -9,17 +9,17 @@ BIN    := $(VENV)/bin
 
 .PHONY: study test lint bench install clean-results saelens-venv check-saelens
 
-# `make study CONFIG=configs/paper.yaml` runs another study. Snakemake parses a --configfile in its own CLI,
+# `make study CONFIGFILE=configs/paper.yaml` runs another study. Snakemake parses a --configfile in its own CLI,
 # before any Snakefile code, and reports a malformed one without file or line; checked here first, it stops
 # with one line naming the file and the line (config.yaml gets the same check inside the Snakefile).
-CONFIG ?=
+CONFIGFILE ?=
 
 study: $(STAMP)
-ifeq ($(CONFIG),)
+ifeq ($(CONFIGFILE),)
 	$(BIN)/snakemake --cores $(CORES)
 else
-	@$(BIN)/python -c 'import sys; from layershift.config import exit_on_bad_yaml; exit_on_bad_yaml(sys.argv[1])' '$(CONFIG)'
-	$(BIN)/snakemake --cores $(CORES) --configfile '$(CONFIG)'
+	@$(BIN)/python -c 'import sys; from layershift.config import exit_on_bad_yaml; exit_on_bad_yaml(sys.argv[1])' '$(CONFIGFILE)'
+	$(BIN)/snakemake --cores $(CORES) --configfile '$(CONFIGFILE)'
 endif
 
 test: $(STAMP)

@@ -147,7 +147,7 @@ def test_malformed_yaml(tmp_path):
 
 
 def test_malformed_configfile_study(tmp_path):
-    """A study file passed as `make study CONFIG=...` (Snakemake's --configfile) gets the same one line.
+    """A study file passed as `make study CONFIGFILE=...` (Snakemake's --configfile) gets the same one line.
 
     Plain `snakemake --configfile` cannot: Snakemake parses that file in its CLI before any Snakefile code runs
     (ConfigSettings in snakemake/settings/types.py), so `make study` checks it first.
@@ -155,7 +155,7 @@ def test_malformed_configfile_study(tmp_path):
     study = tmp_path / "my study.yaml"
     study.write_text("models:\n  tiny2: {source: path:models/tiny2\n")
     proc = subprocess.run(  # -o: never (re)build .venv from a test; the suite already runs inside it
-        ["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed-stamp", "study", f"CONFIG={study}"],
+        ["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed-stamp", "study", f"CONFIGFILE={study}"],
         capture_output=True,
         text=True,
         timeout=120,
