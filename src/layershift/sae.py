@@ -18,9 +18,7 @@ the training stream and stored in ``cfg.json``; :meth:`SAE.encode` takes *raw* a
 ("working") space the SAE is trained in; ``mse_raw`` in :func:`evaluate_sae` converts back.
 
 On disk an SAE is a directory with ``cfg.json`` + ``sae_weights.safetensors`` (:func:`save_sae`,
-:func:`load_sae`) that ``sae_lens.SAE.load_from_disk`` loads as it is (format 2, see :mod:`layershift.interop`:
-SAELens's architecture names and metadata, normalisation folded into those weights, our exact working-space
-weights beside them when a normalisation is on); format 1 files (``"architecture": "relu"``) still load. :func:`train_sae` streams numpy batches (never the whole matrix), can resume from per-epoch
+:func:`load_sae`). :func:`train_sae` streams numpy batches (never the whole matrix), can resume from per-epoch
 checkpoints and ends with the same weights as an uninterrupted run; :func:`train_sae_on_shards` wires it to a
 layer's Parquet shards with held-out row groups.
 """
