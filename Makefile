@@ -7,10 +7,20 @@ CORES  ?= 2
 STAMP  := $(VENV)/.installed-stamp
 BIN    := $(VENV)/bin
 
-.PHONY: study test lint bench install clean-results
+.PHONY: study test lint bench install clean-results saelens-venv check-saelens
+
+# `make study CONFIGFILE=configs/paper.yaml` runs another study. Snakemake parses a --configfile in its own CLI,
+# before any Snakefile code, and reports a malformed one without file or line; checked here first, it stops
+# with one line naming the file and the line (config.yaml gets the same check inside the Snakefile).
+CONFIGFILE ?=
 
 study: $(STAMP)
+ifeq ($(CONFIGFILE),)
 	$(BIN)/snakemake --cores $(CORES)
+else
+	@$(BIN)/python -c 'import sys; from layershift.config import exit_on_bad_yaml; exit_on_bad_yaml(sys.argv[1])' '$(CONFIGFILE)'
+	$(BIN)/snakemake --cores $(CORES) --configfile '$(CONFIGFILE)'
+endif
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -32,6 +42,24 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# The real SAELens, for tests/test_saelens_interop.py only: its own venv (sae-lens pulls transformer-lens,
+# datasets, ...; ~1.9 GB, about 3 min to build here), never the project's .venv. .ci/run builds it before `make test`.
+SAELENS_VENV  ?= .venv-saelens
+SAELENS_STAMP := $(SAELENS_VENV)/.installed-stamp
+
+saelens-venv: $(SAELENS_STAMP)
+
+$(SAELENS_STAMP): envs/saelens.lock
+	$(PYTHON) -m venv $(SAELENS_VENV)
+	$(SAELENS_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAELENS_VENV)/bin/pip install --quiet torch==2.13.0
+	$(SAELENS_VENV)/bin/pip install --quiet -r envs/saelens.lock
+	touch $(SAELENS_STAMP)
+
+# Every SAE of a finished study (results/, e.g. after `make study`) through plain SAE.load_from_disk.
+check-saelens: $(STAMP) $(SAELENS_STAMP)
+	LAYERSHIFT_SAELENS_RESULTS=results $(BIN)/pytest -q tests/test_saelens_interop.py -k study
 
 clean-results:
 	rm -rf results .snakemake

@@ -6,10 +6,12 @@ study and checks the message and that nothing was built.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import yaml
 
-from tests.conftest import build_tiny_study, run_snakemake
+from tests.conftest import ROOT, build_tiny_study, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -142,3 +144,23 @@ def test_malformed_yaml(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("layershift: ")]
     assert len(lines) == 1 and "config.yaml: malformed YAML at line 3" in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_malformed_configfile_study(tmp_path):
+    """A study file passed as `make study CONFIGFILE=...` (Snakemake's --configfile) gets the same one line.
+
+    Plain `snakemake --configfile` cannot: Snakemake parses that file in its CLI before any Snakefile code runs
+    (ConfigSettings in snakemake/settings/types.py), so `make study` checks it first.
+    """
+    study = tmp_path / "my study.yaml"
+    study.write_text("models:\n  tiny2: {source: path:models/tiny2\n")
+    proc = subprocess.run(  # -o: never (re)build .venv from a test; the suite already runs inside it
+        ["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed-stamp", "study", f"CONFIGFILE={study}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("layershift: ")]
+    assert len(lines) == 1 and f"{study}: malformed YAML at line 3" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "snakemake" not in proc.stdout

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from layershift.sae import (
     SAE,
@@ -176,10 +177,13 @@ def test_save_load_reproduces_outputs_and_heldout_metrics(tmp_path, atoms_and_ro
             assert torch.equal(a, b)
 
     cfg_json = json.loads((tmp_path / "sae" / "cfg.json").read_text())
-    for key in ("d_in", "d_sae", "architecture", "dtype", "hook_name", "normalize_activations", "device"):
+    for key in ("d_in", "d_sae", "architecture", "dtype", "normalize_activations", "device", "metadata"):
         assert key in cfg_json, key
-    assert cfg_json["apply_b_dec_to_input"] is True and cfg_json["format_version"] == 1
-    assert cfg_json["metadata"]["stage"] == "pretrained" and cfg_json["activation_scale"] != 1.0
+    assert cfg_json["apply_b_dec_to_input"] is True and cfg_json["format_version"] == 2
+    assert cfg_json["architecture"] == "standard" and cfg_json["normalize_activations"] == "none"  # folded
+    assert cfg_json["metadata"]["stage"] == "pretrained" and cfg_json["metadata"]["sae_lens_version"]
+    assert cfg_json["layershift"]["normalize_activations"] == "expected_average_only_in"
+    assert cfg_json["layershift"]["activation_scale"] != 1.0
     tensors = load_file(tmp_path / "sae" / "sae_weights.safetensors")
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {
         "W_enc": (D_IN, 32),
@@ -278,3 +282,29 @@ def test_config_validation():
         SAEConfig(D_IN, 16, architecture="topk", k=17)
     with pytest.raises(ValueError, match="normalize_activations"):
         SAEConfig(D_IN, normalize_activations="layer_norm")
+
+
+def test_format_1_files_still_load_and_resave_as_format_2(tmp_path):
+    """Files written before SAELens naming (``"architecture": "relu"``, our fields at the top level)."""
+    cfg = SAEConfig(D_IN, 16, normalize_activations="center_and_scale", metadata={"stage": "finetuned"})
+    sae = SAE(cfg, seed=2)
+    sae.set_normalization(0.3, np.linspace(-1.0, 1.0, D_IN))
+    old = tmp_path / "old"
+    old.mkdir()
+    v1 = {**dataclasses.asdict(sae.cfg), "format_version": 1, "device": "cpu", "apply_b_dec_to_input": True}
+    (old / "cfg.json").write_text(json.dumps(v1))
+    save_file(
+        {n: getattr(sae, n).detach().contiguous() for n in ("W_enc", "b_enc", "W_dec", "b_dec")},
+        old / "sae_weights.safetensors",
+    )
+    x = torch.randn(20, D_IN) * 4.0
+    loaded = load_sae(old)
+    assert loaded.cfg.format_version == 1 and loaded.cfg.architecture == "relu"
+    assert torch.equal(loaded.encode(x), sae.encode(x))
+    save_sae(loaded, tmp_path / "new")
+    cfg_json = json.loads((tmp_path / "new" / "cfg.json").read_text())
+    assert cfg_json["format_version"] == 2 and cfg_json["architecture"] == "standard"
+    assert torch.equal(load_sae(tmp_path / "new").encode(x), sae.encode(x))
+    (old / "cfg.json").write_text(json.dumps({**cfg_json, "format_version": 3}))
+    with pytest.raises(ValueError, match="newer"):
+        load_sae(old)

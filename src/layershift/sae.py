@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from layershift.interop import WORKING_WEIGHTS_FILENAME, cfg_from_saelens, fold_normalization, saelens_cfg
 from layershift.io import atomic_path, read_json, write_json
 from layershift.shards import ShardReader, shard_provenance
 from layershift.training import (
@@ -56,8 +57,10 @@ from layershift.training import (
 
 SAE_CFG_FILENAME = "cfg.json"
 SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
-FORMAT_VERSION = 1
-ARCHITECTURES = ("relu", "topk")
+# 2: cfg.json in SAELens 6's layout (ours under "layershift"), normalisation folded into sae_weights, exact
+# working-space weights in layershift_weights.safetensors; 1: our field names, working-space sae_weights.
+FORMAT_VERSION = 2
+ARCHITECTURES = ("relu", "topk")  # our names; SAELens's are interop.SAELENS_ARCHITECTURES
 NORMALIZATIONS = ("none", "expected_average_only_in", "center_and_scale")
 DTYPES = {
     "float32": torch.float32,
@@ -120,12 +123,14 @@ class SAEConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``cfg.json`` content: our fields plus the SAELens keys ``device`` and ``apply_b_dec_to_input``."""
-        return {**dataclasses.asdict(self), "device": "cpu", "apply_b_dec_to_input": True}
+        """The ``cfg.json`` content (current format): SAELens 6's layout, our own fields under "layershift"."""
+        return saelens_cfg({**dataclasses.asdict(self), "format_version": FORMAT_VERSION})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
-        """Inverse of :meth:`to_dict`; keys that are not fields (e.g. ``device``) are ignored."""
+        """Inverse of :meth:`to_dict`; also reads format 1 (our field names at the top level)."""
+        # format 2 keeps our fields under "layershift"; format 1 had them at the top level
+        data = cfg_from_saelens(data) if "layershift" in data else {"format_version": 1, **data}
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -311,14 +316,26 @@ SAE_CLASSES: dict[str, type[SAE]] = {"relu": SAE, "topk": TopKSAE}
 
 # --- files ------------------------------------------------------------------------------------------------
 def save_sae(sae: SAE, directory: str | os.PathLike) -> None:
-    """Write ``cfg.json`` + ``sae_weights.safetensors`` (SAELens names), each atomically, weights first.
+    """Write an SAE that both :func:`load_sae` and ``sae_lens.SAE.load_from_disk`` read, each file atomically.
 
-    Files are replaced one by one (not the whole directory), so siblings such as ``metrics.json`` survive.
+    ``sae_weights.safetensors`` holds the weights with the input normalisation folded in (what SAELens runs on
+    raw activations); with a normalisation on, ``layershift_weights.safetensors`` holds the working-space
+    weights bit for bit. ``cfg.json`` comes last. Files are replaced one by one (not the whole directory), so
+    siblings such as ``metrics.json`` survive.
     """
     directory = Path(directory)
     tensors = {name: getattr(sae, name).detach().to("cpu").contiguous() for name in WEIGHT_NAMES}
+    meta = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+    mode = sae.cfg.normalize_activations
+    folded = fold_normalization(tensors, mode, sae.cfg.activation_scale, sae.activation_mean.detach().cpu())
     with atomic_path(directory / SAE_WEIGHTS_FILENAME, suffix=".safetensors") as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", "format_version": str(FORMAT_VERSION)})
+        save_file(folded, tmp, metadata=meta)
+    working = directory / WORKING_WEIGHTS_FILENAME
+    if mode == "none":
+        working.unlink(missing_ok=True)
+    else:
+        with atomic_path(working, suffix=".safetensors") as tmp:
+            save_file(tensors, tmp, metadata=meta)
     write_json(sae.cfg.to_dict(), directory / SAE_CFG_FILENAME)
 
 
@@ -327,7 +344,9 @@ def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -
     directory = Path(directory)
     cfg = SAEConfig.from_dict(read_json(directory / SAE_CFG_FILENAME))
     sae = SAE(cfg)
-    state = load_file(directory / SAE_WEIGHTS_FILENAME)
+    # format 1 stored working-space weights in sae_weights; format 2 folds them there and keeps them beside
+    unfolded = cfg.format_version >= 2 and cfg.normalize_activations != "none"
+    state = load_file(directory / (WORKING_WEIGHTS_FILENAME if unfolded else SAE_WEIGHTS_FILENAME))
     expected = {name: tuple(getattr(sae, name).shape) for name in WEIGHT_NAMES}
     found = {name: tuple(t.shape) for name, t in state.items()}
     if found != expected:
