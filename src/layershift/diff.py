@@ -45,7 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import linear_sum_assignment
+
+# the matching primitives live in chance.py (which the labelling below needs); importable from here as before
+from layershift.chance import decoder_cosine_matrix, optimal_matching, unit_rows  # noqa: F401
 
 SIDE_A = "pretrained"  # the reference side (in a seed null: the first seed)
 SIDE_B = "finetuned"  # the compared side (in a seed null: the second seed)
@@ -122,24 +124,6 @@ def decoder_rows(model: Any) -> np.ndarray:
     if isinstance(weights, torch.Tensor):
         weights = weights.detach().to("cpu", torch.float64).numpy()
     return np.asarray(weights, dtype=np.float64)
-
-
-def unit_rows(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
-
-
-def decoder_cosine_matrix(W_dec_a: np.ndarray, W_dec_b: np.ndarray) -> np.ndarray:
-    """Cosine between every A and every B decoder row: ``[n_a, d] x [n_b, d] -> [n_a, n_b]``."""
-    return unit_rows(W_dec_a) @ unit_rows(W_dec_b).T
-
-
-def optimal_matching(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one assignment maximising the summed similarity: (rows, cols), ``min(n_a, n_b)`` pairs."""
-    rows, cols = linear_sum_assignment(similarity, maximize=True)
-    return rows.astype(np.int64), cols.astype(np.int64)
 
 
 def random_decoys(partner: np.ndarray, n_other: int, rng: np.random.Generator) -> np.ndarray:
