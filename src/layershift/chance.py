@@ -164,16 +164,18 @@ def seed_reproducibility(
 def random_encoder_acts(x: np.ndarray, directions: np.ndarray, firing_rates: np.ndarray) -> np.ndarray:
     """Activations ``[rows, n]`` of a random ReLU encoder: ``relu(x · dir_j − θ_j)`` with θ_j the
     ``1 − firing_rates[j]`` quantile of ``x · dir_j`` on these rows, so feature j fires on that share."""
-    pre = np.asarray(x, dtype=np.float64) @ unit_rows(directions).T
+    pre = np.asarray(x, dtype=np.float32) @ unit_rows(directions).T.astype(np.float32)  # [rows, n]
     rates = np.clip(np.asarray(firing_rates, dtype=np.float64), 0.0, 1.0)
-    theta = np.array([np.quantile(pre[:, j], 1.0 - rates[j]) for j in range(pre.shape[1])])
+    # θ_j = the (1 − rate_j) quantile of column j (lower order statistic), all columns at once
+    order = np.floor((1.0 - rates) * (len(pre) - 1)).astype(np.int64)
+    theta = np.take_along_axis(np.sort(pre, axis=0), order[None, :], axis=0)
     return np.maximum(pre - theta, 0.0)
 
 
 def pearson_pairs(acts_a: np.ndarray, acts_b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Pearson r of ``acts_a[:, rows[i]]`` and ``acts_b[:, cols[i]]`` (NaN where either is constant)."""
-    a = np.asarray(acts_a, dtype=np.float64)[:, rows]
-    b = np.asarray(acts_b, dtype=np.float64)[:, cols]
+    a = np.asarray(acts_a)[:, rows].astype(np.float64)
+    b = np.asarray(acts_b)[:, cols].astype(np.float64)
     a, b = a - a.mean(0), b - b.mean(0)
     denom = np.sqrt((a * a).sum(0) * (b * b).sum(0))
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -113,7 +113,7 @@ class DiffConfig:
     min_stable_features: int = 25
     min_stable_share: float = 0.5
     chance_draws: int = 4  # random dictionaries per chance distribution (cosine; half as many encoders)
-    chance_rows: int = 8192  # token rows (first in storage order) held in memory for the correlation chance
+    chance_rows: int = 4096  # token rows (first in storage order) held in memory for the correlation chance
 
     def __post_init__(self) -> None:
         if not 0.0 < self.quantile < 0.5:
