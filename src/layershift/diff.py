@@ -731,8 +731,10 @@ def diff_saes(
     *fine-tuned* stage. (``null_sae`` is the old name of ``null_a``.) Steps:
 
     1. match A against B, A against ``null_a`` on ``(x_a, x_a)``, B against ``null_b`` on ``(x_b, x_b)``;
-    2. chance: random-matching quantiles for each of those live shapes (:func:`matching_chance`); the
-       chance level c = the largest 99th percentile among them;
+    2. chance: random-matching quantiles for each of those live shapes (:func:`matching_chance`), and for
+       the cross-stage shape also random rows in the decoders' own spectrum
+       (:func:`~layershift.chance.random_matching_null_like`); the chance level c = the largest 99th
+       percentile among them;
     3. stability (:func:`mark_stability`) against each stage's own null, cut at c + ``stable_gap``·(1 − c);
     4. τ from the stable features of both nulls (:func:`calibrate_thresholds`: seed noise − ``tolerance_*``,
        no cap: the headline ``label``); the same with the effect-size cap ``retained_*`` goes to
@@ -760,8 +762,18 @@ def diff_saes(
         **{f"chance_cosine_{k}": v for k, v in chance.chance_quantiles(cos_chance).items()},
         **{f"chance_correlation_{k}": v for k, v in chance.chance_quantiles(corr_chance).items()},
     }
+    # isotropic random rows underrate chance for dictionaries confined to part of the space: also draw them
+    # in the two live decoders' own spectrum, and take the higher 99th percentile
+    live_rows = [
+        decoder_rows(sae)[_live(match_df, side)["feature"].to_numpy(np.int64)]
+        for sae, side in ((sae_a, SIDE_A), (sae_b, SIDE_B))
+    ]
+    like = chance.random_matching_null_like(
+        *live_rows, draws=cfg.chance_draws, seed=cfg.seed, power=cfg.assignment_power
+    )
+    chance_summary["chance_cosine_p99_spectrum"] = chance.chance_quantiles(like)["p99"]
     levels_cos, levels_corr = (
-        [chance_summary["chance_cosine_p99"]],
+        [chance_summary["chance_cosine_p99"], chance_summary["chance_cosine_p99_spectrum"]],
         [chance_summary["chance_correlation_p99"]],
     )
     for stage, (sae, null, null_df, x) in {
