@@ -792,6 +792,10 @@ def diff_saes(
         chance_summary[f"null_median_cosine_{stage}"] = (
             float(np.nanmedian(repro["cosine"])) if repro["cosine"].notna().any() else None
         )
+        # the acceptance for a reproducible SAE: median ≥ 0.7 and ≥ 80 % of live features above the
+        # random-matching 99th percentile of this null's live shapes (unmatched features count as below)
+        above = (repro["cosine"].to_numpy(np.float64) > (q_cos["p99"] or 0.0)).mean() if len(repro) else None
+        chance_summary[f"null_share_above_chance_{stage}"] = above
     chance_cos = max([v for v in levels_cos if v is not None], default=0.0)
     chance_corr = max([v for v in levels_corr if v is not None], default=0.0)
     gap = cfg.stable_gap
