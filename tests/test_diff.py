@@ -381,6 +381,7 @@ def test_without_a_finetuned_null_the_diff_is_inconclusive(trained):
         == "no seed null for the finetuned stage: its features' stability is unknown"
     )
     assert summary["threshold_source"].startswith("seed-null")  # still calibrated on the pretrained null
+    assert summary["stability_assessed_pretrained"] and not summary["stability_assessed_finetuned"]
     _, old = diff.diff_saes(
         trained["a"],
         trained["b"],

@@ -837,6 +837,10 @@ def diff_saes(
     summary = diff_summary(labels, null_labels, thresholds, chance=chance_summary, verdict=verdict)
     summary |= {f"capped_threshold_{k}": _json_safe(getattr(capped, k)) for k in ("cosine", "correlation")}
     summary["headline"] = "uncapped"
+    # a side without its own seed null counts its live features as stable only so that they get a label
+    summary |= {
+        f"stability_assessed_{side}": null is not None for side, null in ((SIDE_A, null_a), (SIDE_B, null_b))
+    }
     return labels, summary
 
 
