@@ -56,3 +56,14 @@ def test_findings_follow_the_numbers_not_a_script():
     rising = findings(*study_tables(retained_deep_last=0.9))
     retained = next(line for line in rising if line.startswith("Retained SAE features"))
     assert "in 1 of 2 model x dataset pairs" in retained  # the big model's retained fraction now rises
+
+
+def test_findings_state_no_change_for_inconclusive_layers():
+    accuracy, similarity, sae, diff = study_tables(retained_deep_last=0.2)
+    diff["verdict"] = ["conclusive", "conclusive", "conclusive", "inconclusive"]
+    text = "\n".join(findings(accuracy, similarity, sae, diff))
+    assert "Feature diff inconclusive for 1 of 4" in text
+    assert "layer 4" not in text.split("Retained SAE features")[1]  # the inconclusive cell states nothing
+    diff["verdict"] = "inconclusive"
+    text = "\n".join(findings(accuracy, similarity, sae, diff))
+    assert "Retained SAE features" not in text and "Lost features beyond" not in text

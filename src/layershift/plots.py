@@ -266,20 +266,32 @@ def plot_diff(inputs, wc, params) -> plt.Figure:
     for ax, dataset in zip(axes[0], datasets, strict=True):
         part = summaries[summaries["dataset"] == dataset].reset_index(drop=True)
         x = np.arange(len(part))
+        # issue #17: an inconclusive layer (too few stable features) gets no bars, only its tick mark
+        shown = (
+            (part["verdict"] == "conclusive").to_numpy() if "verdict" in part else np.ones(len(part), bool)
+        )
         for offset, segments, null_key in sides.values():
             bottom = np.zeros(len(part))
             for segment in segments:
                 height = part.get(f"{segment}_fraction", pd.Series(np.nan, index=part.index)).to_numpy(float)
+                height = np.where(shown, height, np.nan)
                 colour = colors[segment.removesuffix("_finetuned")]
                 ax.bar(
                     x + offset, height, 0.34, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5
                 )
                 bottom += np.nan_to_num(height)
             if null_key in part:
-                ax.scatter(x + offset, part[null_key], marker="_", s=250, color="black", zorder=3)
-        ax.set_xticks(x, [str(layer) for layer in part["layer"]])
+                null = np.where(shown, part[null_key].to_numpy(float), np.nan)
+                ax.scatter(x + offset, null, marker="_", s=250, color="black", zorder=3)
+        ax.set_xticks(
+            x,
+            [
+                str(layer) + ("" if ok else "\n(inconcl.)")
+                for layer, ok in zip(part["layer"], shown, strict=True)
+            ],
+        )
         ax.set(title=dataset, xlabel="layer", ylim=(0, 1.02))
-    axes[0][0].set_ylabel("fraction of live features")
+    axes[0][0].set_ylabel("fraction of stable features")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in LABEL_ORDER]
     handles.append(plt.Line2D([], [], color="black", marker="_", markersize=14, linestyle=""))
     fig.legend(

@@ -201,6 +201,15 @@ def findings(
             f"SAE quality: explained variance {sae['explained_variance'].min():.3f}-{sae['explained_variance'].max():.3f} "
             f"(median {sae['explained_variance'].median():.3f}), mean L0 {sae['l0'].mean():.1f}, dead fraction up to {sae['dead_fraction'].max():.2f}."
         )
+    if not diff.empty and "verdict" in diff:  # issue #17: no change is stated for an inconclusive layer
+        inconclusive = diff[diff["verdict"] != "conclusive"]
+        if len(inconclusive):
+            out.append(
+                f"Feature diff inconclusive for {len(inconclusive)} of {len(diff)} model x dataset x layer cells "
+                "(too few SAE features reproduced by their seed nulls above chance); no retained / lost change "
+                "is stated for them."
+            )
+        diff = diff[diff["verdict"] == "conclusive"]
     if not diff.empty and "retained_fraction" in diff:
         trend = diff.groupby(["model", "dataset"]).apply(
             lambda g: _trend(g.sort_values("layer")["retained_fraction"].to_numpy()), include_groups=False

@@ -95,6 +95,7 @@ def diff_columns(diff_summary_paths: list[str]) -> pd.DataFrame:
     for path in diff_summary_paths:
         summary = read_json(path)
         flat = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        flat |= {k: summary[k] for k in ("verdict", "verdict_reason") if k in summary}  # strings, kept
         records.append(
             {"model": summary["model"], "dataset": summary["dataset"], "layer": summary["layer"], **flat}
         )

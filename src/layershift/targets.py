@@ -72,17 +72,38 @@ def _extra_seed(config: dict, i: int) -> int:
     return config["seed"] + 1000 * (i + 1)
 
 
-def null_seeds(config: dict) -> list[int]:
-    """Seeds of the extra pretrained-stage SAEs that form the seed null baseline."""
-    return [_extra_seed(config, i) for i in range(config["sae"]["null_seeds"])]
+def null_seeds(config: dict, stage: str = "pretrained") -> list[int]:
+    """Seeds of a stage's seed-null SAEs (that stage's SAE retrained on the same rows with another seed).
+
+    Both stages draw from one seed set: the pretrained SAE takes the study seed and its nulls the extra
+    seeds; the fine-tuned SAE takes the first extra seed (:func:`stage_seeds`) and its first null the study
+    seed. Each null pair then differs in exactly the seeds the cross-stage pair differs in, and not in data."""
+    extra = [_extra_seed(config, i) for i in range(config["sae"]["null_seeds"])]
+    if stage == "finetuned" and extra:
+        extra[0] = config["seed"]
+    return extra
+
+
+def null_runs(config: dict) -> list[tuple[str, int]]:
+    """(stage, seed) of every seed-null SAE of a layer, pretrained first: the order of :func:`null_sae_dirs`."""
+    return [(stage, seed) for stage in STAGES for seed in null_seeds(config, stage)]
+
+
+def null_sae_dirs(config: dict, stage: str | None = None, **fmt) -> list[str]:
+    """Seed-null SAE directories of one layer (of one ``stage``, or both in :func:`null_runs` order).
+
+    ``fmt`` fills ``model`` / ``dataset`` / ``layer``; those left out stay ``{wildcards}`` for rules."""
+    fill = {key: "{" + key + "}" for key in ("model", "dataset", "layer")} | fmt
+    runs = [(s, seed) for s, seed in null_runs(config) if stage in (None, s)]
+    return [SAE_NULL.format(**fill, stage=s, seed=seed) for s, seed in runs]
 
 
 def stage_seeds(config: dict) -> dict[str, int]:
-    """Seed of each stage's SAE. The fine-tuned SAE takes the first null seed, so the (pretrained, fine-tuned)
-    pair and the (pretrained, null) pair differ in exactly the same seed and only the first differs in data:
-    the null SAE is this comparison without fine-tuning. (With one seed for both stages, two SAEs trained on
-    nearly equal early-layer activations start and stay alike, so they would look more alike than the
-    seed null and no change could ever be detected there.)"""
+    """Seed of each stage's SAE. The fine-tuned SAE takes the first extra seed, so the (pretrained, fine-tuned)
+    pair and each stage's (SAE, null) pair differ in exactly the same seeds and only the first differs in
+    data: a null pair is the cross-stage comparison without fine-tuning. (With one seed for both stages, two
+    SAEs trained on nearly equal early-layer activations start and stay alike, so they would look more alike
+    than the seed null and no change could ever be detected there.)"""
     return {"pretrained": config["seed"], "finetuned": _extra_seed(config, 0)}
 
 

@@ -25,7 +25,6 @@ validate(config, str(Path(workflow.basedir) / "src/layershift/schemas/config.sch
 
 MODELS = list(config["models"])
 DATASETS = list(config["datasets"])
-NULL_SEEDS = T.null_seeds(config)
 THREADS = config["resources"]["threads"]
 GPUS = config["resources"]["gpus"]
 
@@ -93,9 +92,5 @@ def sae_metrics_of_dataset(w):
     """metrics.json of every SAE (both stages and the seed nulls) of every SAE layer of one model x dataset."""
     fmt = {"model": w.model, "dataset": w.dataset}
     sae_dirs = [T.SAE.format(**fmt, stage=stage, layer=layer) for layer in sae_layers(w) for stage in T.STAGES]
-    sae_dirs += [
-        T.SAE_NULL.format(**fmt, stage="pretrained", layer=layer, seed=seed)
-        for layer in sae_layers(w)
-        for seed in NULL_SEEDS
-    ]
+    sae_dirs += [null for layer in sae_layers(w) for null in T.null_sae_dirs(config, **fmt, layer=layer)]
     return [f"{sae_dir}/metrics.json" for sae_dir in sae_dirs]

@@ -1,10 +1,10 @@
 rule diff:
-    """Label SAE features retained / changed / lost / new against the seed null; compare with the crosscoder."""
+    """Label stable SAE features retained / changed / lost / new against both stages' seed nulls and the
+    matched-chance model; compare with the crosscoder."""
     input:
         sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
-        null=expand(
-            f"{T.SAE_NULL}/sae_weights.safetensors", stage="pretrained", seed=NULL_SEEDS, allow_missing=True
-        ),
+        null_pretrained=[f"{d}/sae_weights.safetensors" for d in T.null_sae_dirs(config, "pretrained")],
+        null_finetuned=[f"{d}/sae_weights.safetensors" for d in T.null_sae_dirs(config, "finetuned")],
         tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
         crosscoder_latents=f"{T.CROSSCODER}/latents.parquet",
     output:

@@ -1,16 +1,11 @@
 rule train_sae:
-    """SAEs on one layer: the pretrained and fine-tuned stage, plus same-data SAEs with other seeds (the null)."""
+    """SAEs on one layer: the pretrained and fine-tuned stage, plus each stage's same-data SAEs with other seeds
+    (the seed nulls)."""
     input:
         tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
     output:
         sae=expand(f"{T.SAE}/{{file}}", stage=T.STAGES, file=T.SAE_FILES, allow_missing=True),
-        null=expand(
-            f"{T.SAE_NULL}/{{file}}",
-            stage="pretrained",
-            seed=NULL_SEEDS,
-            file=T.SAE_FILES,
-            allow_missing=True,
-        ),
+        null=[f"{null}/{file}" for null in T.null_sae_dirs(config) for file in T.SAE_FILES],
     log:
         "results/logs/train_sae/{model}/{dataset}/layer{layer}.log",
     benchmark:
@@ -23,7 +18,7 @@ rule train_sae:
     params:
         sae=canonical(config["sae"]),
         stage_seeds=T.stage_seeds(config),
-        null_seeds=NULL_SEEDS,
+        null_runs=T.null_runs(config),
         split_seed=config["seed"],
         checkpoints="results/checkpoints/sae/{model}/{dataset}/layer{layer}",
     script:

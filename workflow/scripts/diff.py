@@ -18,7 +18,11 @@ with script_context(snakemake) as sm:
         stage: layer_shard_dir(tokens, w.layer) for stage, tokens in zip(STAGES, sm.input.tokens, strict=True)
     }
     saes = {stage: load_sae(Path(path).parent) for stage, path in zip(shard_dirs, sm.input.sae, strict=True)}
-    null = load_sae(Path(sm.input.null[0]).parent) if sm.input.null else None
+    # each stage's first seed null: which features of that stage's SAE are stable
+    nulls = [
+        load_sae(Path(paths[0]).parent) if paths else None
+        for paths in (sm.input.null_pretrained, sm.input.null_finetuned)
+    ]
 
     # SAE matching, calibrated by the seed null; then how far the crosscoder agrees with the labels
     cfg = DiffConfig(
@@ -28,7 +32,7 @@ with script_context(snakemake) as sm:
         seed=p.seed,
     )
     pairs = paired_batches(*shard_dirs.values(), batch_size=4096)
-    labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, null_sae=null)
+    labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *nulls)
     labels = attach_top_tokens(labels, saes, shard_dirs, p.top_tokens)
     cc = load_crosscoder(Path(sm.input.crosscoder_latents).parent)
     latents = pd.read_parquet(sm.input.crosscoder_latents)

@@ -12,12 +12,12 @@ with script_context(snakemake) as sm:
     shards = {
         stage: layer_shard_dir(tokens, w.layer) for stage, tokens in zip(STAGES, sm.input.tokens, strict=True)
     }
-    # (stage, seed, output directory): each stage's SAE, then the seed-null SAEs of the pretrained stage
+    # (stage, seed, output directory): each stage's SAE, then the seed-null SAEs of both stages
     runs = [
         (stage, sm.params.stage_seeds[stage], Path(out.sae[i * 3]).parent) for i, stage in enumerate(shards)
     ]
     runs += [
-        ("pretrained", seed, Path(out.null[i * 3]).parent) for i, seed in enumerate(sm.params.null_seeds)
+        (stage, seed, Path(out.null[i * 3]).parent) for i, (stage, seed) in enumerate(sm.params.null_runs)
     ]
     for stage, seed, out_dir in runs:
         meta = {"model": w.model, "dataset": w.dataset, "stage": stage, "layer": int(w.layer)}

@@ -1,0 +1,217 @@
+"""What matching alone produces: the chance level of matched decoder cosines and activation correlations.
+
+The feature diff matches two dictionaries one-to-one (:func:`matched_cosines`: the assignment maximising
+Σ max(cos, 0)^p). A matched pair is the best of hundreds of candidates, so even two *unrelated* dictionaries
+produce matched cosines well above 0: two random 512 x 384 dictionaries match at a median cosine of about
+0.15 and a 99th percentile of about 0.2. A similarity is evidence of a shared feature only above that level.
+
+* :func:`random_matching_null`: matched cosines of random isotropic dictionaries (Gaussian rows) of the
+  given shapes, matched by the same algorithm, pooled over draws (cached by shape within a process).
+  Pass the shapes actually matched, i.e. the *live* feature counts, not ``d_sae``.
+* :func:`random_encoder_correlation_null`: matched activation correlations of a dictionary's features with
+  a random encoder's on the same activations (in memory, on a bounded sample of rows; see there).
+* :func:`chance_quantiles`: the quantiles recorded in every diff summary.
+* :func:`seed_reproducibility`: how well a seed-null SAE reproduces an SAE, against that chance level.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+CHANCE_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+def decoder_cosine_matrix(W_dec_a: np.ndarray, W_dec_b: np.ndarray) -> np.ndarray:
+    """Cosine between every A and every B decoder row: ``[n_a, d] x [n_b, d] -> [n_a, n_b]``."""
+    return unit_rows(W_dec_a) @ unit_rows(W_dec_b).T
+
+
+def optimal_matching(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one assignment maximising the summed similarity: (rows, cols), ``min(n_a, n_b)`` pairs."""
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+def match_cosine_matrix(cosine: np.ndarray, power: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """The diff's assignment on a cosine matrix: maximise Σ max(cos, 0)^``power`` (see ``DiffConfig``)."""
+    return optimal_matching(np.clip(cosine, 0.0, None) ** power)
+
+
+def matched_cosines(
+    W_dec_a: np.ndarray, W_dec_b: np.ndarray, power: float = 2.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a_idx, b_idx, cosine) of the one-to-one assignment the diff uses between two decoders' rows."""
+    cosine = decoder_cosine_matrix(W_dec_a, W_dec_b)
+    rows, cols = match_cosine_matrix(cosine, power)
+    return rows, cols, cosine[rows, cols]
+
+
+@lru_cache(maxsize=64)
+def _random_matching_null(n_a: int, n_b: int, d: int, draws: int, seed: int, power: float) -> np.ndarray:
+    rng = np.random.default_rng([seed, n_a, n_b, d])
+    pooled = [
+        matched_cosines(rng.standard_normal((n_a, d)), rng.standard_normal((n_b, d)), power)[2]
+        for _ in range(draws)
+    ]
+    out = np.concatenate(pooled) if pooled else np.zeros(0)
+    out.flags.writeable = False  # shared through the cache
+    return out
+
+
+def random_matching_null(
+    n_a: int, n_b: int, d: int, *, draws: int = 4, seed: int = 0, power: float = 2.0
+) -> np.ndarray:
+    """Matched cosines of two random isotropic dictionaries ``[n_a, d]``, ``[n_b, d]`` (Gaussian rows),
+    matched like the diff, pooled over ``draws`` draws: ``draws x min(n_a, n_b)`` values (read-only, cached).
+
+    Isotropic rows are the chance level of the issue's acceptance; a dictionary confined to a subspace of
+    the residual stream matches a random one of that subspace higher, so this is a lower bound on chance for
+    real SAEs (see :func:`random_matching_null_like` for one drawn in the dictionaries' own spectrum).
+    """
+    if min(n_a, n_b, d) < 0 or draws < 1:
+        raise ValueError(f"need n_a, n_b, d ≥ 0 and draws ≥ 1, got {(n_a, n_b, d, draws)}")
+    if min(n_a, n_b, d) == 0:
+        return np.zeros(0)
+    return _random_matching_null(int(n_a), int(n_b), int(d), int(draws), int(seed), float(power))
+
+
+def random_matching_null_like(
+    W_dec_a: np.ndarray, W_dec_b: np.ndarray, *, draws: int = 4, seed: int = 0, power: float = 2.0
+) -> np.ndarray:
+    """Like :func:`random_matching_null` for the shapes of ``W_dec_a`` / ``W_dec_b``, but with Gaussian
+    rows whose covariance is that of the two decoders' pooled unit rows: random dictionaries living in the
+    same (possibly low-dimensional, anisotropic) part of the space as the real ones. Never cached."""
+    rows = np.concatenate([unit_rows(W_dec_a), unit_rows(W_dec_b)])
+    n_a, n_b, d = len(W_dec_a), len(W_dec_b), rows.shape[1] if rows.ndim == 2 else 0
+    if min(n_a, n_b, d) == 0:
+        return np.zeros(0)
+    # Gaussian rows with covariance rowsᵀrows / n: a random mix of the rows themselves has exactly that
+    rng = np.random.default_rng([seed, n_a, n_b, d, 1])
+    scale = 1.0 / np.sqrt(len(rows))
+    pooled = [
+        matched_cosines(
+            rng.standard_normal((n_a, len(rows))) @ rows * scale,
+            rng.standard_normal((n_b, len(rows))) @ rows * scale,
+            power,
+        )[2]
+        for _ in range(draws)
+    ]
+    return np.concatenate(pooled)
+
+
+def chance_quantiles(values: np.ndarray, qs: tuple[float, ...] = CHANCE_QUANTILES) -> dict[str, float | None]:
+    """``{"p50": ..., "p90": ..., "p99": ...}`` of the finite ``values`` (``None`` where there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return {_q_key(q): (float(np.quantile(v, q)) if len(v) else None) for q in qs}
+
+
+def _q_key(q: float) -> str:
+    return f"p{round(100 * q):d}" if abs(100 * q - round(100 * q)) < 1e-9 else f"p{100 * q:g}"
+
+
+def seed_reproducibility(
+    W_dec: np.ndarray,
+    W_dec_null: np.ndarray,
+    live: np.ndarray | None = None,
+    live_null: np.ndarray | None = None,
+    *,
+    power: float = 2.0,
+    draws: int = 4,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How well a seed-null SAE reproduces an SAE's live features, measured against random matching.
+
+    Matches the live rows of ``W_dec`` against the live rows of ``W_dec_null`` (boolean masks; ``None``:
+    all rows) like the diff and returns ``median_matched_cosine``, ``share_above_chance`` (share of the
+    SAE's live features whose matched cosine exceeds the random-matching 99th percentile; an unmatched
+    feature counts as below), ``n_live``, ``n_live_null`` and the chance quantiles ``chance_cosine_p*`` of
+    random dictionaries of the same live shapes. The issue's acceptance for a reproducible SAE is a median
+    ≥ 0.7 and a share ≥ 0.8 (``reproducible`` below).
+    """
+    W_dec, W_dec_null = np.asarray(W_dec, dtype=np.float64), np.asarray(W_dec_null, dtype=np.float64)
+    live = np.ones(len(W_dec), bool) if live is None else np.asarray(live, bool)
+    live_null = np.ones(len(W_dec_null), bool) if live_null is None else np.asarray(live_null, bool)
+    a, b = W_dec[live], W_dec_null[live_null]
+    _, _, cos = matched_cosines(a, b, power) if len(a) and len(b) else (None, None, np.zeros(0))
+    chance = chance_quantiles(random_matching_null(len(a), len(b), W_dec.shape[1], draws=draws, seed=seed))
+    p99 = chance["p99"]
+    above = int((cos > p99).sum()) if p99 is not None else 0
+    median = float(np.median(cos)) if len(cos) else None
+    share = above / len(a) if len(a) else None
+    return {
+        "median_matched_cosine": median,
+        "share_above_chance": share,
+        "n_live": int(len(a)),
+        "n_live_null": int(len(b)),
+        "reproducible": bool(median is not None and share is not None and median >= 0.7 and share >= 0.8),
+        **{f"chance_cosine_{k}": v for k, v in chance.items()},
+    }
+
+
+# --- activation correlation -------------------------------------------------------------------------------
+def random_encoder_acts(x: np.ndarray, directions: np.ndarray, firing_rates: np.ndarray) -> np.ndarray:
+    """Activations ``[rows, n]`` of a random ReLU encoder: ``relu(x · dir_j − θ_j)`` with θ_j the
+    ``1 − firing_rates[j]`` quantile of ``x · dir_j`` on these rows, so feature j fires on that share."""
+    pre = np.asarray(x, dtype=np.float32) @ unit_rows(directions).T.astype(np.float32)  # [rows, n]
+    rates = np.clip(np.asarray(firing_rates, dtype=np.float64), 0.0, 1.0)
+    # θ_j = the (1 − rate_j) quantile of column j (lower order statistic), all columns at once
+    order = np.floor((1.0 - rates) * (len(pre) - 1)).astype(np.int64)
+    theta = np.take_along_axis(np.sort(pre, axis=0), order[None, :], axis=0)
+    return np.maximum(pre - theta, 0.0)
+
+
+def pearson_pairs(acts_a: np.ndarray, acts_b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Pearson r of ``acts_a[:, rows[i]]`` and ``acts_b[:, cols[i]]`` (NaN where either is constant)."""
+    a = np.asarray(acts_a)[:, rows].astype(np.float64)
+    b = np.asarray(acts_b)[:, cols].astype(np.float64)
+    a, b = a - a.mean(0), b - b.mean(0)
+    denom = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (a * b).sum(0) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def random_encoder_correlation_null(
+    W_dec: np.ndarray,
+    acts: np.ndarray,
+    x: np.ndarray,
+    firing_rates_other: np.ndarray,
+    *,
+    draws: int = 2,
+    seed: int = 0,
+    power: float = 2.0,
+) -> np.ndarray:
+    """Matched activation correlations between a dictionary's features and a random encoder's.
+
+    In memory, on a bounded sample of token rows the caller chooses: ``x [rows, d]`` are the raw
+    activations, ``acts [rows, n]`` the dictionary's feature activations on them (live features only, rows
+    of ``W_dec [n, d]`` in the same order). Per draw, a random dictionary of ``len(firing_rates_other)``
+    Gaussian directions becomes a ReLU encoder firing at those rates on ``x`` (:func:`random_encoder_acts`:
+    the other side's live firing rates), is matched to ``W_dec`` by decoder cosine exactly as the diff
+    matches, and the Pearson r of each matched pair is kept. Unrelated features that happen to point the
+    same way correlate on anisotropic activations; this is that level. Pooled over draws, NaNs dropped.
+    """
+    W_dec, x = np.asarray(W_dec, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    n_other = len(firing_rates_other)
+    if len(W_dec) == 0 or n_other == 0 or len(x) < 2:
+        return np.zeros(0)
+    rng = np.random.default_rng([seed, len(W_dec), n_other, x.shape[1], 2])
+    pooled = []
+    for _ in range(draws):
+        directions = rng.standard_normal((n_other, x.shape[1]))
+        rows, cols, _ = matched_cosines(W_dec, directions, power)
+        random_acts = random_encoder_acts(x, directions[cols], np.asarray(firing_rates_other)[cols])
+        r = pearson_pairs(acts, random_acts, rows, np.arange(len(cols)))
+        pooled.append(r[np.isfinite(r)])
+    return np.concatenate(pooled)

@@ -1,0 +1,37 @@
+"""Seed-null layout: each stage's SAE has its own seed nulls, drawn from one seed set shared by both stages."""
+
+from layershift import targets as T
+
+
+def study(null_seeds: int) -> dict:
+    return {"seed": 7, "sae": {"null_seeds": null_seeds}}
+
+
+def test_each_stage_pairs_with_the_other_stages_seed():
+    config = study(1)
+    seeds = T.stage_seeds(config)
+    assert seeds == {"pretrained": 7, "finetuned": 1007}
+    # each null differs from its stage's SAE in exactly the seeds the cross-stage pair differs in
+    assert T.null_seeds(config, "pretrained") == [seeds["finetuned"]]
+    assert T.null_seeds(config, "finetuned") == [seeds["pretrained"]]
+    assert T.null_runs(config) == [("pretrained", 1007), ("finetuned", 7)]
+
+
+def test_extra_null_seeds_are_new_and_distinct_per_stage():
+    config = study(3)
+    for stage in T.STAGES:
+        nulls = T.null_seeds(config, stage)
+        assert len(nulls) == len(set(nulls)) == 3
+        assert T.stage_seeds(config)[stage] not in nulls
+    assert T.null_seeds(study(0), "finetuned") == []
+
+
+def test_null_dirs_follow_the_runs_and_keep_unfilled_wildcards():
+    config = study(1)
+    assert T.null_sae_dirs(config, model="m", dataset="d", layer=3) == [
+        "results/sae_null/m/d/pretrained/layer3/seed1007",
+        "results/sae_null/m/d/finetuned/layer3/seed7",
+    ]
+    assert T.null_sae_dirs(config, "finetuned") == [
+        "results/sae_null/{model}/{dataset}/finetuned/layer{layer}/seed7"
+    ]
