@@ -9,7 +9,11 @@ with script_context(snakemake, offline=False) as sm:
         label=ds["label"],
         out_dir=sm.output.card.rsplit("/", 1)[0],
         cfg=PrepareConfig(
-            max_rows=data["max_rows"], split=data["split"], max_chars=data["max_chars"], seed=sm.params.seed
+            max_rows=data["max_rows"],
+            split=data["split"],
+            max_chars=data["max_chars"],
+            seed=sm.params.seed,
+            cleaning=ds.get("cleaning", "paper"),
         ),
         name=sm.wildcards.dataset,
         keep_labels=ds.get("keep_labels"),
