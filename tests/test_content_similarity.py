@@ -87,3 +87,41 @@ def test_content_mean_is_the_mean_over_non_special_tokens(tmp_path):
     expected = torch.cat(rows).mean(0).numpy()
     np.testing.assert_allclose(np.asarray(means.loc[2, "content_token_mean"]), expected, atol=1e-5)
     assert 0 < means.loc[0, "special_share"] < 1
+
+
+def _table(all_tokens, content, shares=(0.2, 0.1)):
+    rows = []
+    for d, (dataset, share) in enumerate(zip(("news", "movies"), shares, strict=True)):
+        for layer in range(3):
+            rows.append(
+                {
+                    "model": "m",
+                    "dataset": dataset,
+                    "layer": layer,
+                    "cosine_of_means": all_tokens[d][layer],
+                    "cosine_of_content_means": content[d][layer],
+                    "special_share": share,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_report_line_where_the_measures_disagree():
+    from layershift.report import content_token_findings
+
+    table = _table(all_tokens=[[1, 0.9, -0.03], [1, 0.9, 0.3]], content=[[1, 0.9, 0.5], [1, 0.9, 0.3]])
+    lines = content_token_findings(table)
+    assert "disagree by more than 0.1 in 1 of 6" in lines[0] and "m / news / layer 2" in lines[0]
+    assert "news 20.0%" in lines[0]
+    assert any(
+        "least similar dataset at the last layer is news over all tokens but movies" in x for x in lines
+    )
+
+
+def test_report_line_where_the_measures_agree():
+    from layershift.report import content_token_findings
+
+    table = _table(all_tokens=[[1, 0.9, 0.2], [1, 0.9, 0.3]], content=[[1, 0.92, 0.22], [1, 0.9, 0.31]])
+    lines = content_token_findings(table)
+    assert len(lines) == 1 and "agree within 0.1 everywhere" in lines[0]
+    assert content_token_findings(table.drop(columns=["cosine_of_content_means"])) == []  # old tables
