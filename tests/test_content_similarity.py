@@ -125,3 +125,30 @@ def test_report_line_where_the_measures_agree():
     lines = content_token_findings(table)
     assert len(lines) == 1 and "agree within 0.1 everywhere" in lines[0]
     assert content_token_findings(table.drop(columns=["cosine_of_content_means"])) == []  # old tables
+
+
+def test_shard_token_kinds_are_the_tokenizers(tmp_path):
+    """Extraction writes the tokenizer's kind of every shard row; feature shares over the shards use them,
+    so RoBERTa's <s>/</s> count as special and its Ġ-less continuations as subwords."""
+    from transformers import AutoTokenizer
+
+    from layershift.probes import token_kind_shares
+    from layershift.tokens import encode_with_kinds
+
+    model_dir = make_tiny_family(tmp_path / "m", "roberta", seed=0)
+    texts = ["This movie, unbelievablefun!", "Great story."]
+    extract_activations(model_dir, texts, [1], tmp_path / "acts", CFG, {}, progress=False)
+    kinds = pd.read_parquet(tmp_path / "acts/tokens/kinds.parquet")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    expected = encode_with_kinds(tok, texts, CFG.max_length)["kinds"]
+    for sentence, position, kind in kinds[["sentence_id", "position", "kind"]].itertuples(index=False):
+        assert expected[sentence][position] == kind
+    assert {"special", "punctuation", "word", "subword"} <= set(kinds["kind"])
+
+    class Identity:
+        def encode(self, x):
+            return x.abs()  # positive everywhere, so every share is defined
+
+    shares = token_kind_shares(Identity(), tmp_path / "acts/tokens/layer1", [0, 1])
+    assert {"share_special", "share_subword", "share_punctuation", "share_word"} <= set(shares.columns)
+    np.testing.assert_allclose(shares.filter(like="share_").sum(1), 1.0)
