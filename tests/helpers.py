@@ -135,3 +135,138 @@ def incoherent_atoms(rng, n: int, d: int, max_cos: float = 0.3):
         if not atoms or np.abs(np.array(atoms) @ v).max() < max_cos:
             atoms.append(v)
     return np.array(atoms)
+
+
+# --- tiny models of other encoder families ------------------------------------------------------------
+
+# Per family: the tokenizer it is built with (WordPiece / byte-level BPE / Unigram, as the real family
+# ships), whether that tokenizer lowercases, and its special tokens (the real family's spellings).
+FAMILIES = {
+    "bert": {"algo": "wordpiece", "lower": True},
+    "distilbert": {"algo": "wordpiece", "lower": True},
+    "electra": {"algo": "wordpiece", "lower": True},
+    "roberta": {"algo": "bpe", "lower": False},
+    "modernbert": {"algo": "bpe", "lower": False},
+    "deberta-v2": {"algo": "unigram", "lower": False},
+    "albert": {"algo": "unigram", "lower": True},
+    "gpt2": {"algo": "bpe", "lower": False},
+}
+_SPECIALS = {
+    "bert-like": {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"},
+    "roberta": {"pad": "<pad>", "unk": "<unk>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"},
+    "albert": {"pad": "<pad>", "unk": "<unk>", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"},
+    "gpt2": {"pad": "<|endoftext|>", "unk": "<|endoftext|>"},
+}
+
+
+def family_specials(family: str) -> dict:
+    if family in ("roberta", "gpt2", "albert"):
+        return _SPECIALS[family]
+    return _SPECIALS["bert-like"]
+
+
+def family_corpus() -> list[str]:
+    """A few hundred cased, punctuated sentences to train the tiny tokenizers on."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = [*DEFAULT_WORDS, "The", "This", "Great", "Movie", "unbelievable", "reviewing", "updates", "don't"]
+    return [
+        " ".join(rng.choice(words, size=int(rng.integers(3, 12)))).capitalize() + rng.choice([".", "!", "?"])
+        for _ in range(400)
+    ]
+
+
+def train_family_tokenizer(family: str, corpus: list[str] | None = None, vocab_size: int = 200):
+    """A ``PreTrainedTokenizerFast`` of the family's kind, trained with ``tokenizers`` on ``corpus``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    spec, specials = FAMILIES[family], family_specials(family)
+    corpus = corpus or family_corpus()
+    special_list = list(dict.fromkeys(specials.values()))
+    if spec["algo"] == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token=specials["unk"]))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=spec["lower"])
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special_list)
+    elif spec["algo"] == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size + 256,
+            special_tokens=special_list,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    else:
+        tok = Tokenizer(models.Unigram())
+        steps = [normalizers.Lowercase()] if spec["lower"] else []
+        tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace("``", '"')])
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=special_list, unk_token=specials["unk"]
+        )
+    tok.train_from_iterator(corpus, trainer)
+    if "cls" in specials:
+        cls, sep = specials["cls"], specials["sep"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B {sep}",
+            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+        )
+    names = {f"{key}_token": value for key, value in specials.items()}
+    if family == "gpt2":
+        names |= {"bos_token": specials["pad"], "eos_token": specials["pad"]}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+
+
+def make_tiny_family(
+    directory: str | Path, family: str, n_layers: int = 2, hidden: int = 32, heads: int = 2, seed: int = 0
+) -> Path:
+    """A randomly initialised tiny model of ``family`` (AutoConfig.for_model) with its own trained tokenizer,
+    saved with ``save_pretrained`` into ``directory``. Returns ``directory``."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    directory = Path(directory)
+    tokenizer = train_family_tokenizer(family)
+    common = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    sizes = {
+        "num_hidden_layers": n_layers,
+        "hidden_size": hidden,
+        "num_attention_heads": heads,
+        "intermediate_size": hidden * 2,
+        "max_position_embeddings": 64,
+    }
+    if family == "distilbert":
+        sizes = {
+            "n_layers": n_layers,
+            "dim": hidden,
+            "n_heads": heads,
+            "hidden_dim": hidden * 2,
+            "max_position_embeddings": 64,
+        }
+    elif family == "gpt2":
+        sizes = {"n_layer": n_layers, "n_embd": hidden, "n_head": heads, "n_positions": 64}
+        common |= {"bos_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.pad_token_id}
+    elif family == "electra":
+        sizes |= {"embedding_size": hidden // 2}  # ELECTRA's embeddings are narrower than its blocks
+    elif family == "albert":
+        sizes |= {"embedding_size": hidden // 2, "num_hidden_groups": 1}  # one block shared by all layers
+    elif family == "modernbert":
+        sizes |= {"global_attn_every_n_layers": 2, "local_attention": 8}
+        common |= {
+            "cls_token_id": tokenizer.cls_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "bos_token_id": tokenizer.cls_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+        }
+    config = AutoConfig.for_model(family, **sizes, **common)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config).eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

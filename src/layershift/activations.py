@@ -3,10 +3,13 @@
 Layer ``L`` is ``hidden_states[L]`` (0 = embedding output, ``L`` = output of block ``L``). For each stage
 the pass writes, atomically:
 
-    means.parquet          per layer: dataset-mean token vector, mean sentence vector, counts
+    means.parquet          per layer: dataset-mean token vector (all tokens, the paper's, and content tokens
+                           only: the tokenizer's special tokens left out), mean sentence vector, counts and
+                           the special-token share
     sentences.parquet      per sentence: its masked-mean vector at every layer (for sentence CKA / cosine)
     token_sample.parquet   a seeded bottom-k sample of token vectors at every layer (for token CKA)
     tokens/layer{L}/       token rows of the SAE layers, as Parquet shards (see shards.py)
+    tokens/kinds.parquet   the tokenizer's kind of each of those rows (special / punctuation / word / subword)
 
 Sentence order is a seeded permutation of the split, so the pretrained and fine-tuned passes see the same
 sentences in the same order and their token rows line up one to one. Padding never enters any statistic.
@@ -29,6 +32,7 @@ from layershift.io import atomic_dir, atomic_path, encode_metadata, write_parque
 from layershift.models import load_encoder, pick_device
 from layershift.runtime import set_threads
 from layershift.shards import ShardWriter
+from layershift.tokens import encode_with_kinds
 
 
 @dataclass
@@ -163,12 +167,16 @@ def extract_activations(
     metadata = {**(metadata or {}), "n_layers": n_layers - 1, "d_model": d_model, "model_dir": str(model_dir)}
 
     order = sentence_order(len(texts), cfg)
-    encoded = tokenizer([texts[i] for i in order], truncation=True, max_length=cfg.max_length)["input_ids"]
+    tokenized = encode_with_kinds(tokenizer, [texts[i] for i in order], cfg.max_length)
+    encoded, special_masks, token_kinds = tokenized["input_ids"], tokenized["special"], tokenized["kinds"]
     lengths = np.array([len(ids) for ids in encoded])
     batches = length_grouped_batches(lengths, cfg.batch_size)
 
     out_dir = Path(out_dir)
     token_sum = np.zeros((n_layers, d_model), np.float64)
+    special_sum = np.zeros((n_layers, d_model), np.float64)  # special tokens only (content = all - special)
+    n_special_total = 0
+    kinds_written: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
     sentence_sum = np.zeros((n_layers, d_model), np.float64)
     n_tokens_total = 0
     sample = TokenSample(cfg.token_sample, n_layers, d_model)
@@ -192,6 +200,12 @@ def extract_activations(
         ):
             ids = [encoded[i] for i in batch]
             padded = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+            longest = padded["input_ids"].shape[1]
+            special = np.zeros((len(batch), longest), bool)
+            for row, i in enumerate(batch):  # same side as the padding, so rows line up with the mask
+                n = len(special_masks[i])
+                at = slice(0, n) if tokenizer.padding_side == "right" else slice(longest - n, longest)
+                special[row, at] = special_masks[i]
             mask = padded["attention_mask"].to(device)
             hidden = model(
                 input_ids=padded["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
@@ -204,6 +218,9 @@ def extract_activations(
                 stacked.permute(0, 2, 1, 3)[flat_mask].cpu().numpy()
             )  # [batch, seq, layers, d] -> [tokens, layers, d]
             token_sum += tokens.sum(0, dtype=np.float64)
+            is_special = special[flat_mask.cpu().numpy()]  # per token row, same order as ``tokens``
+            special_sum += tokens[is_special].sum(0, dtype=np.float64)
+            n_special_total += int(is_special.sum())
             sentence_sum += per_sentence.sum(0).double().cpu().numpy()
             n_tokens_total += len(tokens)
 
@@ -219,17 +236,33 @@ def extract_activations(
                 strings = tokenizer.convert_ids_to_tokens(token_ids[:room].tolist())
                 for layer, writer in writers.items():
                     writer.append(sid[:room], pos[:room], token_ids[:room], strings, tokens[:room, layer])
+                kinds = [kind for i in batch for kind in token_kinds[i]][:room]
+                kinds_written.append((sid[:room], pos[:room], kinds))
         sentences.close()
         token_rows = {layer: writer.close() for layer, writer in writers.items()}
+        if writers:
+            import pandas as pd
+
+            kinds_frame = pd.DataFrame(
+                {
+                    "sentence_id": np.concatenate([k[0] for k in kinds_written] or [np.zeros(0, np.int32)]),
+                    "position": np.concatenate([k[1] for k in kinds_written] or [np.zeros(0, np.int32)]),
+                    "kind": [kind for k in kinds_written for kind in k[2]],
+                }
+            )
+            write_parquet(kinds_frame, tokens_dir / "kinds.parquet", metadata)
     seconds = time.perf_counter() - started
 
     n_sentences = len(order)
     means = {
         "layer": np.arange(n_layers),
         "token_mean": list(token_sum / max(n_tokens_total, 1)),
+        "content_token_mean": list((token_sum - special_sum) / max(n_tokens_total - n_special_total, 1)),
         "sentence_mean": list(sentence_sum / max(n_sentences, 1)),
         "n_tokens": np.full(n_layers, n_tokens_total),
         "n_sentences": np.full(n_layers, n_sentences),
+        "n_special_tokens": np.full(n_layers, n_special_total),
+        "special_share": np.full(n_layers, n_special_total / max(n_tokens_total, 1)),
     }
     import pandas as pd
 
@@ -238,6 +271,7 @@ def extract_activations(
     return {
         "n_sentences": n_sentences,
         "n_tokens": n_tokens_total,
+        "n_special_tokens": n_special_total,
         "token_rows": token_rows,
         "seconds": seconds,
         "tokens_per_second": n_tokens_total / seconds if seconds else None,

@@ -38,12 +38,29 @@ class PrepareConfig:
     split: dict = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
     max_chars: int = 5000  # texts longer than this are truncated (and counted)
     seed: int = 13
+    cleaning: str = "paper"  # one of CLEANINGS
 
 
-def clean_text(text: str) -> str:
-    """Lowercase, drop apostrophes, turn punctuation and special characters into spaces, collapse spaces."""
-    text = _APOSTROPHES.sub("", str(text).lower())
-    return _SPACES.sub(" ", _NON_WORD.sub(" ", text)).strip()
+CLEANINGS = {
+    "paper": "lowercase, drop apostrophes, punctuation to spaces (the paper's, for an uncased BERT)",
+    "lowercase": "lowercase only; punctuation kept",
+    "none": "text as written (runs of whitespace collapsed)",
+}
+
+
+def clean_text(text: str, cleaning: str = "paper") -> str:
+    """Clean one text the way ``cleaning`` (a key of ``CLEANINGS``) says; every mode collapses whitespace.
+
+    ``paper``: lowercase, drop apostrophes, turn punctuation and special characters into spaces.
+    ``lowercase``: lowercase only. ``none``: keep case and punctuation (for cased tokenizers)."""
+    if cleaning not in CLEANINGS:
+        raise ValueError(f"cleaning must be one of {sorted(CLEANINGS)}, got {cleaning!r}")
+    text = str(text)
+    if cleaning == "paper":
+        text = _NON_WORD.sub(" ", _APOSTROPHES.sub("", text.lower()))
+    elif cleaning == "lowercase":
+        text = text.lower()
+    return _SPACES.sub(" ", text).strip()
 
 
 def is_hub_source(source: str) -> bool:
@@ -131,7 +148,7 @@ def select_columns(frame: pd.DataFrame, text: str, label: str, origin: str) -> p
 
 
 def clean_frame(
-    raw: pd.DataFrame, max_chars: int, keep_labels: list | None = None
+    raw: pd.DataFrame, max_chars: int, keep_labels: list | None = None, cleaning: str = "paper"
 ) -> tuple[pd.DataFrame, dict]:
     """Clean texts, normalise labels, drop unusable rows; return the rows and the count dropped per reason."""
     dropped = {}
@@ -146,7 +163,7 @@ def clean_frame(
     text = frame["text"].map(lambda t: "" if t is None or (isinstance(t, float) and pd.isna(t)) else str(t))
     too_long = text.str.len() > max_chars
     text = text.where(~too_long, text.str.slice(0, max_chars))
-    frame = frame.assign(text=text.map(clean_text))
+    frame = frame.assign(text=text.map(lambda t: clean_text(t, cleaning)))
     empty = frame["text"].str.len() == 0
     dropped["empty_text"] = int(empty.sum())
     frame, too_long = frame[~empty], too_long[~empty]
@@ -222,7 +239,7 @@ def labelled_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labe
 
     Everything that can make preparation fail happens here (capping and splitting cannot fail after it),
     so the config check runs exactly this. Returns (frame, label_names, dropped counts)."""
-    frame, dropped = clean_frame(raw, cfg.max_chars, keep_labels)
+    frame, dropped = clean_frame(raw, cfg.max_chars, keep_labels, cfg.cleaning)
     if frame.empty:
         raise DataError(f"{origin}: no usable rows after cleaning (dropped: {_describe(dropped)})")
     names = label_map(frame["label"])
@@ -289,6 +306,7 @@ def prepare_dataset(
             "split": cfg.split,
             "max_chars": cfg.max_chars,
             "seed": cfg.seed,
+            "cleaning": cfg.cleaning,
         },
     }
     write_json(card, out_dir / "card.json")

@@ -155,14 +155,51 @@ def read_model_config(model_dir: str | Path) -> dict:
     return json.loads((Path(model_dir) / "config.json").read_text())
 
 
+# config.json keys of depth and width in families that do not spell them like BERT (DistilBERT, GPT-2)
+DEPTH_KEYS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers")
+WIDTH_KEYS = ("hidden_size", "dim", "n_embd", "d_model")
+
+
+def _first_key(cfg: dict, keys: tuple[str, ...], what: str, model_dir) -> int:
+    for key in keys:
+        if key in cfg:
+            return int(cfg[key])
+    raise ModelSourceError(f"{model_dir}: config.json names no {what} ({' / '.join(keys)})")
+
+
+def check_family(cfg: dict, model_dir: str | Path) -> None:
+    """Fail in one line, at config time, for a model this study cannot run (see README, "Encoder families").
+
+    Encoder-decoder models (T5, BART, ...) have no single stack of hidden states for AutoModel to return;
+    a model whose tokenizer has no padding token cannot be batched (decoder-only models such as GPT-2 need
+    one set: ``tokenizer.pad_token = tokenizer.eos_token``, ``model.config.pad_token_id`` likewise, saved)."""
+    kind = cfg.get("model_type", "?")
+    if cfg.get("is_encoder_decoder"):
+        raise ModelSourceError(
+            f"{model_dir}: {kind} is an encoder-decoder model; this study compares one encoder stack's "
+            "hidden states, so use an encoder (or decoder-only) model"
+        )
+    if cfg.get("pad_token_id") is None:
+        tok_cfg = Path(model_dir) / "tokenizer_config.json"
+        special = Path(model_dir) / "special_tokens_map.json"
+        texts = [p.read_text() for p in (tok_cfg, special) if p.is_file()]
+        if texts and not any(json.loads(t).get("pad_token") for t in texts):
+            raise ModelSourceError(
+                f"{model_dir}: the {kind} tokenizer has no padding token, so batches cannot be padded; "
+                "set one (tokenizer.pad_token = tokenizer.eos_token and model.config.pad_token_id) and save"
+            )
+
+
 def describe_model(model_dir: str | Path) -> dict:
-    """Depth and width of a local model, read from its config.json (no weights loaded)."""
+    """Depth and width of a local model, read from its config.json (no weights loaded); fails in one
+    line for a family that cannot run (``check_family``)."""
     cfg = read_model_config(model_dir)
+    check_family(cfg, model_dir)
     return {
         "path": str(Path(model_dir).resolve()),
         "model_type": cfg.get("model_type"),
-        "num_hidden_layers": int(cfg["num_hidden_layers"]),
-        "hidden_size": int(cfg["hidden_size"]),
+        "num_hidden_layers": _first_key(cfg, DEPTH_KEYS, "depth", model_dir),
+        "hidden_size": _first_key(cfg, WIDTH_KEYS, "width", model_dir),
         "num_attention_heads": cfg.get("num_attention_heads"),
         "vocab_size": cfg.get("vocab_size"),
     }

@@ -12,13 +12,16 @@ import torch
 
 from layershift.models import load_encoder, pick_device
 from layershift.shards import token_activations
+from layershift.tokens import encode_with_kinds
 
 SPECIAL = re.compile(r"^\[(CLS|SEP|PAD|UNK|MASK)\]$|^<.*>$")
 PUNCT = re.compile(r"^[^\w]+$")
 
 
 def token_kind(token: str) -> str:
-    """'special' ([CLS], [SEP], ...), 'punctuation', 'subword' (##...), or 'word'."""
+    """A WordPiece-only guess from the spelling: 'special' ([CLS], <s>, ...), 'punctuation', 'subword'
+    (##...), or 'word'. Only for tables written before kinds came from the tokenizer
+    (``layershift.tokens``); it misreads BPE (Ġ) and SentencePiece (▁) word starts."""
     if SPECIAL.match(token):
         return "special"
     if PUNCT.match(token):
@@ -44,18 +47,20 @@ def probe_states(
     frames = []
     for stage, model_dir in model_dirs.items():
         model, tokenizer = load_encoder(model_dir, pick_device(device))
+        encoded = encode_with_kinds(tokenizer, sentences, max_length)  # kinds from the tokenizer itself
         for s, sentence in enumerate(sentences):
-            enc = tokenizer(sentence, truncation=True, max_length=max_length, return_tensors="pt").to(
-                model.device
-            )
-            hidden = model(**enc, output_hidden_states=True).hidden_states  # (n_layers + 1) x [1, seq, d]
-            tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+            ids = torch.tensor([encoded["input_ids"][s]], device=model.device)
+            hidden = model(
+                input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True
+            ).hidden_states  # (n_layers + 1) x [1, seq, d]
+            tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][s])
             frame = pd.DataFrame(
                 {
                     "stage": stage,
                     "sentence": s,
                     "position": range(len(tokens)),
                     "token": tokens,
+                    "token_kind": encoded["kinds"][s],
                     "text": sentence,
                 }
             )
@@ -80,9 +85,20 @@ def stage_states(states: pd.DataFrame, stage: str, layer: int) -> list[tuple[lis
     return out
 
 
+def stage_kinds(states: pd.DataFrame, stage: str) -> list[list[str]] | None:
+    """Per probe sentence of ``stage``: the tokenizer's token kinds (None for tables without them)."""
+    if "token_kind" not in states.columns:
+        return None
+    rows = states[states["stage"] == stage].sort_values(["sentence", "position"])
+    return [group["token_kind"].tolist() for _, group in rows.groupby("sentence", sort=True)]
+
+
 @torch.inference_mode()
-def probe_activations(states, sae, features: list[int], stage: str, clean: bool = True) -> pd.DataFrame:
-    """Long table: one row per (sentence, token, feature) with the feature's activation."""
+def probe_activations(
+    states, sae, features: list[int], stage: str, clean: bool = True, kinds: list[list[str]] | None = None
+) -> pd.DataFrame:
+    """Long table: one row per (sentence, token, feature) with the feature's activation. ``kinds``: the
+    tokenizer's kind of each token (``stage_kinds``); without it the kind is guessed from the spelling."""
     rows = []
     for s, (tokens, hidden) in enumerate(states):
         acts = (
@@ -96,7 +112,7 @@ def probe_activations(states, sae, features: list[int], stage: str, clean: bool 
                         s,
                         position,
                         token,
-                        token_kind(token),
+                        kinds[s][position] if kinds is not None else token_kind(token),
                         int(feature),
                         j + 1,
                         float(acts[position, j]),
@@ -121,7 +137,13 @@ def probe_table(states: pd.DataFrame, saes: dict, top_features: dict, layer: int
     texts = states.drop_duplicates("sentence").set_index("sentence")["text"]
     frames = []
     for stage, sae in saes.items():
-        frame = probe_activations(stage_states(states, stage, layer), sae, top_features[stage], stage)
+        frame = probe_activations(
+            stage_states(states, stage, layer),
+            sae,
+            top_features[stage],
+            stage,
+            kinds=stage_kinds(states, stage),
+        )
         frame["text"] = frame["sentence"].map(texts)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
@@ -133,11 +155,24 @@ def probe_table(states: pd.DataFrame, saes: dict, top_features: dict, layer: int
 def token_kind_shares(
     sae, shard_dir: str | Path, features: list[int], batch_rows: int = 8192
 ) -> pd.DataFrame:
-    """Over every token row of a layer: the share of each feature's activation on each token kind."""
+    """Over every token row of a layer: the share of each feature's activation on each token kind.
+
+    The kinds are the tokenizer's, written by extraction beside the layers (``tokens/kinds.parquet``);
+    shards without that file fall back to guessing from the spelling."""
+    kinds_path = Path(shard_dir).parent / "kinds.parquet"
+    lookup = None
+    if kinds_path.is_file():
+        known = pd.read_parquet(kinds_path)
+        keys = zip(known["sentence_id"], known["position"], strict=True)
+        lookup = dict(zip(keys, known["kind"], strict=True))
     sums: dict[str, np.ndarray] = {}
-    for tokens, x in token_activations(shard_dir):
+    for rows, x in token_activations(shard_dir, ("sentence_id", "position", "token")):
         acts = sae.encode(torch.from_numpy(x))[:, features].double().numpy()  # [rows, d] -> [rows, k]
-        kinds = np.array([token_kind(t) for t in tokens])
+        if lookup is not None:
+            keys = zip(rows["sentence_id"], rows["position"], strict=True)
+            kinds = np.array([lookup.get(key, "word") for key in keys])
+        else:
+            kinds = np.array([token_kind(t) for t in rows["token"]])
         for kind in np.unique(kinds):
             sums[kind] = sums.get(kind, 0) + acts[kinds == kind].sum(0)
     total = sum(sums.values())

@@ -186,6 +186,7 @@ def findings(
             f"{int((trends < 0).sum())} of {len(trends)} model x dataset pairs (mean drop first to last block {drop.mean():.3f}) - "
             f"{'yes' if (trends < 0).mean() > 0.5 else 'no'}, the paper's shape {'holds' if (trends < 0).mean() > 0.5 else 'does not hold'} here."
         )
+    out.extend(content_token_findings(similarity))
     last = similarity.loc[similarity.groupby(["model", "dataset"])["layer"].idxmax()]
     by_model = last.groupby("model")["cosine_of_means"].mean()
     depth = similarity.groupby("model")["layer"].max()
@@ -230,6 +231,42 @@ def findings(
                 f"Lost features beyond the seed null (lost minus the null's lost fraction): mean {excess.mean():+.3f}, "
                 f"largest {excess.max():+.3f} ({worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}); "
                 "positive = change beyond what retraining with another seed produces."
+            )
+    return out
+
+
+def content_token_findings(similarity: pd.DataFrame, tolerance: float = 0.1) -> list[str]:
+    """Where the paper's cosine of means (all tokens) and the same over content tokens disagree: by more
+    than ``tolerance`` at some layer, or in which dataset ends least similar at each model's last layer."""
+    if "cosine_of_content_means" not in similarity or similarity["cosine_of_content_means"].isna().all():
+        return []
+    gap = similarity["cosine_of_content_means"] - similarity["cosine_of_means"]
+    shares = similarity.groupby("dataset")["special_share"].mean()
+    share_text = ", ".join(f"{d} {v:.1%}" for d, v in shares.items())
+    out = []
+    if gap.abs().max() > tolerance:
+        worst = similarity.loc[gap.abs().idxmax()]
+        out.append(
+            f"The cosine of means over all tokens and over content tokens only (special tokens excluded; their share: "
+            f"{share_text}) disagree by more than {tolerance} in {int((gap.abs() > tolerance).sum())} of {len(gap)} "
+            f"model x dataset x layer cells; most at {worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}: "
+            f"{worst['cosine_of_means']:.3f} with the specials, {worst['cosine_of_content_means']:.3f} without."
+        )
+    else:
+        out.append(
+            f"The cosine of means over all tokens and over content tokens only agree within {tolerance} everywhere "
+            f"(largest gap {gap.abs().max():.3f}; special-token share {share_text})."
+        )
+    last = similarity.loc[similarity.groupby(["model", "dataset"])["layer"].idxmax()]
+    for model, group in last.groupby("model"):
+        if len(group) < 2:
+            continue
+        steepest_all = group.loc[group["cosine_of_means"].idxmin(), "dataset"]
+        steepest_content = group.loc[group["cosine_of_content_means"].idxmin(), "dataset"]
+        if steepest_all != steepest_content:
+            out.append(
+                f"{model}: the least similar dataset at the last layer is {steepest_all} over all tokens but "
+                f"{steepest_content} over content tokens: part of that ranking is the special tokens' share."
             )
     return out
 

@@ -270,10 +270,13 @@ def activations(table: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d_model)
 
 
-def token_activations(directory: str | os.PathLike) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(token strings, activations ``[rows, d_model]`` float32) of a layer's shards, one row group at a time."""
-    for table in ShardReader(directory).iter_tables(["token", "activation"]):
-        yield table.column("token").to_pylist(), activations(table)
+def token_activations(
+    directory: str | os.PathLike, columns: tuple[str, ...] = ("token",)
+) -> Iterator[tuple[dict[str, list], np.ndarray]]:
+    """(the named token columns as lists, activations ``[rows, d_model]`` float32) of a layer's shards, one row
+    group at a time."""
+    for table in ShardReader(directory).iter_tables([*columns, "activation"]):
+        yield {name: table.column(name).to_pylist() for name in columns}, activations(table)
 
 
 def holdout_rows(n_rows: int, holdout_fraction: float, seed: int) -> np.ndarray:

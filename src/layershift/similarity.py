@@ -1,7 +1,10 @@
 """Layer-wise similarity of pretrained vs fine-tuned representations.
 
-The paper's measure is the cosine of the two dataset-mean activation vectors per layer. It is blind to
-anything but the mean, so beside it: linear CKA (Kornblith et al. 2019) on paired sentence vectors and on
+The paper's measure is the cosine of the two dataset-mean activation vectors per layer, averaged over all
+non-padding tokens, the tokenizer's special tokens ([CLS]/[SEP], <s>/</s>) included. Their share of the
+tokens depends on sentence length, and they can change more than the words do, so the same cosine over
+content tokens only (``cosine_of_content_means``) and the special-token share (``special_share``) stand
+beside it. The cosine of means is blind to anything but the mean, so beside it too: linear CKA (Kornblith et al. 2019) on paired sentence vectors and on
 a paired token sample, and the mean per-sentence cosine. CKA is computed from streamed cross-products,
 so no layer's sentence matrix is held in memory.
 """
@@ -101,9 +104,10 @@ def token_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
 
 
 def mean_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
-    """Per layer: the paper's cosine of dataset-mean token vectors, and of mean sentence vectors."""
+    """Per layer: the paper's cosine of dataset-mean token vectors, the same over content tokens only
+    (specials excluded) with the special-token share, and the cosine of mean sentence vectors."""
     pre, ft = pd.read_parquet(pre_path), pd.read_parquet(ft_path)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "layer": pre["layer"],
             "cosine_of_means": [
@@ -117,6 +121,19 @@ def mean_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
             "n_tokens": pre["n_tokens"],
         }
     )
+    if (
+        "content_token_mean" in pre.columns and "content_token_mean" in ft.columns
+    ):  # older extractions lack it
+        table.insert(
+            2,
+            "cosine_of_content_means",
+            [
+                cosine(np.asarray(a), np.asarray(b))
+                for a, b in zip(pre["content_token_mean"], ft["content_token_mean"], strict=True)
+            ],
+        )
+        table.insert(3, "special_share", pre["special_share"].to_numpy())
+    return table
 
 
 def layer_similarity(pre_dir: str | Path, ft_dir: str | Path, model: str, dataset: str) -> pd.DataFrame:
@@ -138,6 +155,7 @@ def layer_similarity(pre_dir: str | Path, ft_dir: str | Path, model: str, datase
 
 MEASURES = {
     "cosine_of_means": "cosine of mean token vectors (the paper's measure)",
+    "cosine_of_content_means": "cosine of mean content-token vectors (specials excluded)",
     "cka_sentences": "linear CKA of sentence vectors",
     "cka_tokens": "linear CKA of a paired token sample",
     "mean_sentence_cosine": "mean per-sentence cosine",

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 STAGES = ("pretrained", "finetuned")
 SPLITS = ("train", "validation", "test")
-SIMILARITY_MEASURES = ("cosine_of_means", "cka_sentences", "cka_tokens", "mean_sentence_cosine")
+SIMILARITY_MEASURES = (
+    "cosine_of_means",
+    "cosine_of_content_means",
+    "cka_sentences",
+    "cka_tokens",
+    "mean_sentence_cosine",
+)
 
 R = "results"
 DATA = R + "/data/{dataset}/{split}.parquet"

@@ -9,7 +9,7 @@ with script_context(snakemake, offline=False) as sm:
         text=ds["text"],
         label=ds["label"],
         out_dir=sm.output.card.rsplit("/", 1)[0],
-        cfg=from_section(PrepareConfig, data, seed=sm.params.seed),
+        cfg=from_section(PrepareConfig, data, seed=sm.params.seed, cleaning=ds.get("cleaning", "paper")),
         name=sm.wildcards.dataset,
         keep_labels=ds.get("keep_labels"),
         hub_config=ds.get("hub_config"),

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from layershift.data import load_split
+from layershift.data import clean_text, load_split
 from layershift.io import write_parquet
 from layershift.models import pointer_dir
 from layershift.probes import probe_states
@@ -9,6 +9,8 @@ from layershift.runtime import script_context
 with script_context(snakemake) as sm:
     w = sm.wildcards
     model_dirs = {"pretrained": pointer_dir(sm.input.models[0]), "finetuned": Path(sm.input.models[1]).parent}
-    sentences = sm.params.probes or load_split(sm.input.test)["text"].head(3).tolist()  # no probes configured
+    cleaning = sm.config["datasets"][w.dataset].get("cleaning", "paper")  # as the training text was
+    probes = [clean_text(sentence, cleaning) for sentence in sm.params.probes]
+    sentences = probes or load_split(sm.input.test)["text"].head(3).tolist()  # no probes configured
     states = probe_states(model_dirs, sentences, sm.params.layers, sm.params.max_length)
     write_parquet(states, sm.output[0], {"model": w.model, "dataset": w.dataset, "layers": sm.params.layers})

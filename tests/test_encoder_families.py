@@ -1,0 +1,226 @@
+"""Encoder families beyond BERT: tiny random models of each family with their own trained tokenizers.
+
+Fast tests check what the study derives from the tokenizer (special tokens, word / subword / punctuation
+kinds, case folding) on every family; one slow test runs the whole tiny study, through Snakemake and into
+the report, with one model per family in a single run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import MOOD_WORDS, make_corpus, run_snakemake, tiny_config
+from tests.helpers import FAMILIES, make_tiny_family, train_family_tokenizer
+
+# The one-run Snakemake study: the families the issue asks for by default (each model costs ~100 s of CPU,
+# ~20 jobs, mostly interpreter start-up and imports); LAYERSHIFT_TEST_FAMILIES=all (or a comma list) runs more.
+REQUIRED_FAMILIES = ["bert", "roberta", "distilbert", "electra", "deberta-v2", "modernbert"]
+_chosen = os.environ.get("LAYERSHIFT_TEST_FAMILIES", "")
+STUDY_FAMILIES = list(FAMILIES) if _chosen == "all" else _chosen.split(",") if _chosen else REQUIRED_FAMILIES
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    return {family: train_family_tokenizer(family) for family in FAMILIES}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_specials_come_from_the_tokenizer(tokenizers, family):
+    from layershift.tokens import encode_with_kinds
+
+    tok = tokenizers[family]
+    enc = encode_with_kinds(tok, ["This movie, really great!"], 32)
+    ids, kinds, special = enc["input_ids"][0], enc["kinds"][0], enc["special"][0]
+    added = {tok.cls_token_id, tok.sep_token_id} - {None}
+    assert [k == "special" for k in kinds] == [bool(s) for s in special]
+    assert [i for i, s in zip(ids, special, strict=True) if s] == [i for i in ids if i in added]
+    if family == "gpt2":
+        assert not any(special)  # a decoder-only tokenizer adds nothing around the text
+    else:
+        assert kinds[0] == kinds[-1] == "special" and sum(special) == 2
+    tokens = tok.convert_ids_to_tokens(ids)
+    assert [t for t, k in zip(tokens, kinds, strict=True) if k == "punctuation"] == [",", "!"]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_word_starts_and_subwords_come_from_the_tokenizer(tokenizers, family):
+    """An unseen compound splits into pieces: its first piece is a word start, the rest subwords, however
+    the family spells them (##, a missing Ġ, a missing ▁); the spelling rule gets BPE / SentencePiece wrong."""
+    from layershift.probes import token_kind
+    from layershift.tokens import encode_with_kinds
+
+    tok = tokenizers[family]
+    text = "This movie is moviefunbook"
+    start = text.index("moviefunbook")
+    enc = encode_with_kinds(tok, [text], 32)
+    offsets = tok([text], return_offsets_mapping=True)["offset_mapping"][0]
+    tokens = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    content = [  # the compound's pieces (a leading-space piece of byte-level BPE counts too)
+        (t, k)
+        for t, k, (a, b) in zip(tokens, enc["kinds"][0], offsets, strict=True)
+        if b > start and k != "special"
+    ]
+    assert len(content) >= 2 and content[0][1] == "word", content
+    assert all(k == "subword" for _, k in content[1:]), content
+    by_spelling = [token_kind(t) for t, _ in content]
+    if FAMILIES[family]["algo"] == "wordpiece":
+        assert by_spelling == [k for _, k in content]  # the old rule was right only for WordPiece
+    else:
+        assert by_spelling != [k for _, k in content]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_case_folding_is_read_from_the_tokenizer(tokenizers, family):
+    from layershift.tokens import lowercases
+
+    assert lowercases(tokenizers[family]) is FAMILIES[family]["lower"]
+
+
+@pytest.mark.parametrize(
+    ("cleaning", "expected"),
+    [
+        ("paper", "this movie isnt great really"),
+        ("lowercase", "this movie isn't great, really!"),
+        ("none", "This Movie isn't great, really!"),
+    ],
+)
+def test_cleaning_modes(cleaning, expected):
+    from layershift.data import clean_text
+
+    assert clean_text("This  Movie isn't great, really!", cleaning) == expected
+
+
+def test_unknown_cleaning_is_refused():
+    from layershift.data import clean_text
+
+    with pytest.raises(ValueError, match="cleaning must be one of"):
+        clean_text("x", "stem")
+
+
+def build_family_study(workdir: Path, families=STUDY_FAMILIES) -> Path:
+    """One tiny study with a model per family (2 layers, hidden 32) on one cased, punctuated corpus."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for seed, family in enumerate(families):
+        name = family.replace("-", "")
+        make_tiny_family(workdir / "models" / name, family, seed=seed)
+        models[name] = {"source": f"path:models/{name}", "sae_layers": [2]}
+    corpus = make_corpus(workdir / "data/mood.csv", MOOD_WORDS, 100, seed=1)
+    lines = corpus.read_text().splitlines()  # case and punctuation that only `cleaning: none` keeps
+    corpus.write_text(
+        "\n".join([lines[0], *(f'"{t.capitalize()}!",{y}' for t, y in (r.rsplit(",", 1) for r in lines[1:]))])
+        + "\n"
+    )
+    datasets = {
+        "mood": {
+            "source": "data/mood.csv",
+            "text": "text",
+            "label": "label",
+            "cleaning": "none",
+            "probes": ["I love this movie!", "The plot was bad, really."],
+        }
+    }
+    config = tiny_config(models, datasets)
+    config["finetune"]["epochs"] = 1
+    config["sae"]["epochs"] = 1
+    config["crosscoder"]["epochs"] = 1
+    config["sae"]["null_seeds"] = 1
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_on_every_family(tmp_path):
+    """Fine-tune -> extract -> similarity -> SAEs -> diff -> report for every family in one Snakemake run."""
+    build_family_study(tmp_path)
+    run_snakemake(tmp_path, "--cores", "2", timeout=1500)
+    results = tmp_path / "results"
+    html = (results / "report/index.html").read_text()
+    similarity = pd.read_parquet(results / "tables/similarity.parquet")
+    for family in STUDY_FAMILIES:
+        name = family.replace("-", "")
+        assert name in html
+        rows = similarity[similarity["model"] == name]
+        assert sorted(rows["layer"]) == [0, 1, 2], family
+        assert rows["cosine_of_content_means"].notna().all(), family
+        share = rows["special_share"].iloc[0]
+        assert (share == 0) if family == "gpt2" else (0 < share < 1), (family, share)
+        if family == "gpt2":  # no special tokens: the two measures are the same numbers
+            np.testing.assert_allclose(rows["cosine_of_means"], rows["cosine_of_content_means"], atol=1e-6)
+        assert (results / f"diff/{name}/mood/layer2.json").is_file(), family
+        probes = pd.read_parquet(results / f"probes/{name}/mood/layer2.parquet")
+        assert set(probes["text"]) == {"I love this movie!", "The plot was bad, really."}  # cleaning: none
+        kinds = probes.drop_duplicates(["stage", "sentence", "position"])
+        assert "punctuation" in set(kinds["token_kind"]), family
+        assert ("special" in set(kinds["token_kind"])) is (family != "gpt2"), family
+    train = pd.read_parquet(results / "data/mood/train.parquet")
+    assert train["text"].str.contains("!").all() and train["text"].str[0].str.isupper().all()
+    card = json.loads((results / "data/mood/card.json").read_text())
+    assert card["settings"]["cleaning"] == "none"
+
+
+def _family_config(tmp_path: Path, model_dir: Path, **dataset) -> dict:
+    make_corpus(tmp_path / "data/mood.csv", MOOD_WORDS, 40, seed=1)
+    datasets = {"mood": {"source": "data/mood.csv", "text": "text", "label": "label", **dataset}}
+    return tiny_config({"m": {"source": f"path:{model_dir}", "sae_layers": [1]}}, datasets)
+
+
+def _config_error(config: dict, base_dir: Path) -> str:
+    from layershift.config import validate_config
+    from layershift.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        validate_config(config, "config.yaml", base_dir)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("family", ["distilbert", "gpt2"])
+def test_families_spelling_depth_differently_validate(tmp_path, family):
+    """DistilBERT (n_layers / dim) and GPT-2 (n_layer / n_embd) config.json keys are read at config time."""
+    from layershift.config import validate_config
+
+    model_dir = make_tiny_family(tmp_path / "m", family)
+    config = _family_config(tmp_path, model_dir)
+    config["models"]["m"]["sae_layers"] = [2]
+    validate_config(config, "config.yaml", tmp_path)
+    config["models"]["m"]["sae_layers"] = [3]
+    assert "beyond the model's depth (2 layers" in _config_error(config, tmp_path)
+
+
+def test_encoder_decoder_fails_at_config_time(tmp_path):
+    model_dir = tmp_path / "t5"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(
+        json.dumps({"model_type": "t5", "is_encoder_decoder": True, "num_layers": 2, "d_model": 32})
+    )
+    assert "t5 is an encoder-decoder model" in _config_error(_family_config(tmp_path, model_dir), tmp_path)
+
+
+def test_decoder_without_pad_token_fails_at_config_time(tmp_path):
+    """GPT-2 as published has no padding token: one line at config time, not a failure in finetune."""
+    model_dir = make_tiny_family(tmp_path / "gpt2", "gpt2")
+    config_json = json.loads((model_dir / "config.json").read_text())
+    config_json.pop("pad_token_id", None)
+    (model_dir / "config.json").write_text(json.dumps(config_json))
+    tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+    tok_cfg.pop("pad_token", None)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    message = _config_error(_family_config(tmp_path, model_dir), tmp_path)
+    assert "tokenizer has no padding token" in message, message
+
+
+def test_cleaning_key_is_validated(tmp_path):
+    from tests.helpers import write_bert_config
+
+    config = _family_config(tmp_path, write_bert_config(tmp_path / "b"), cleaning="stem")
+    assert "cleaning" in _config_error(config, tmp_path)
