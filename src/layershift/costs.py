@@ -65,19 +65,10 @@ KNOWN_SHAPES = {
 }
 FALLBACK_SHAPE = (24, 1024, 4096, 30522, 16)  # bert-large
 
-# Share of a rule's CPU work time that stays on the host on a GPU node (reading and decoding Parquet shards,
-# per-batch numpy copies), from bench/README.md's ratios of the project's loop to the bare compute loop
-# measured here: SAE shard trainer / dense loop 0.82, extraction / bare forward 0.74, fine-tuning 0.85.
-HOST_FRACTION = {
-    "finetune": 0.15,
-    "evaluate": 0.15,
-    "probes": 0.15,
-    "extract": 0.26,
-    "train_sae": 0.18,
-    "crosscoder": 0.18,
-    "diff": 0.18,
-    "features": 0.18,
-}
+# Host-side data work on a GPU node (reading and decoding float16 Parquet shards, per-batch stacking and
+# copies of hidden states to numpy): values per second, from bench/README.md (one 4,096 x 384 row group
+# read back in 22-34 ms on this CPU, i.e. ~50 M values/s). Counted on top of the GPU's compute time.
+HOST_VALUES_PER_S = 50e6
 
 FIT_META = {
     "units": {
@@ -237,6 +228,7 @@ class Work:
     bytes: float  # host memory the job's data structures need beyond the fitted base
     steps: float = 0.0  # optimiser steps x layers (GPU launch-bound floor)
     low_precision: bool = False  # bf16 autocast on GPU
+    host_values: float = 0.0  # activation values the host reads, stacks or copies (GPU runs: not on the GPU)
 
 
 def _activation_rows(config: dict, stats: DataStats) -> tuple[float, float]:
@@ -282,7 +274,13 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         sentences, tokens = _activation_rows(config, stats)
         batch = int(config.get("activations", {}).get("batch_size", 64))
         buffers = 4.0 * batch * max_length * (layers + 1) * h * 4
-        return Work(flop=shape.forward_flop(sentences * tpr, tpr), bytes=8.0 * shape.params + buffers)
+        n_sae_layers = len(config["models"][model]["sae_layers"])
+        values = sentences * tpr * (layers + 1) * h + tokens * n_sae_layers * h
+        return Work(
+            flop=shape.forward_flop(sentences * tpr, tpr),
+            bytes=8.0 * shape.params + buffers,
+            host_values=values,
+        )
     _, rows = _activation_rows(config, stats)
     train_rows = rows * (1 - float(sae.get("holdout_fraction", 0.1)))
     d_sae = int(sae.get("d_sae", 1024))
@@ -293,7 +291,8 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         flop = n * (epochs * train_rows * 6 * sae_params + rows * 2 * sae_params) + _adam_flop(
             sae_params, steps
         )
-        return Work(flop=flop, bytes=n * 16.0 * sae_params + 4.0 * 4096 * (h + d_sae) * 4, steps=steps)
+        bytes_ = n * 16.0 * sae_params + 4.0 * 4096 * (h + d_sae) * 4
+        return Work(flop=flop, bytes=bytes_, steps=steps, host_values=n * (epochs + 1) * rows * h)
     if rule == "crosscoder":
         d_lat, epochs, batch = (
             int(cc.get("d_latent", 1024)),
@@ -303,16 +302,17 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         cc_params = 4.0 * h * d_lat
         steps = epochs * math.ceil(train_rows / batch)
         flop = epochs * train_rows * 6 * cc_params + rows * 2 * cc_params + _adam_flop(cc_params, steps)
-        return Work(flop=flop, bytes=16.0 * cc_params + 4.0 * 4096 * (2 * h + d_lat) * 4, steps=steps)
+        bytes_ = 16.0 * cc_params + 4.0 * 4096 * (2 * h + d_lat) * 4
+        return Work(flop=flop, bytes=bytes_, steps=steps, host_values=(epochs + 1) * rows * 2 * h)
     if rule == "diff":
         # encode the paired tokens through both stages' SAEs and the null, decoder cosines and matching
         n = sae_count(config) - 1
         flop = n * rows * 2 * sae_params + n * 2 * d_sae * d_sae * h
-        return Work(
-            flop=flop, bytes=n * 4.0 * sae_params + 8.0 * d_sae * d_sae * n + 4.0 * 4096 * (h + d_sae) * 4
-        )
+        bytes_ = n * 4.0 * sae_params + 8.0 * d_sae * d_sae * n + 4.0 * 4096 * (h + d_sae) * 4
+        return Work(flop=flop, bytes=bytes_, host_values=3 * rows * 2 * h)
     if rule == "features":
-        return Work(flop=2 * rows * 2 * sae_params, bytes=2 * 4.0 * sae_params + 4.0 * 4096 * (h + d_sae) * 4)
+        bytes_ = 2 * 4.0 * sae_params + 4.0 * 4096 * (h + d_sae) * 4
+        return Work(flop=2 * rows * 2 * sae_params, bytes=bytes_, host_values=2 * rows * 2 * h)
     if rule == "probes":
         probes = len(config["datasets"][dataset].get("probes", []) or [])
         return Work(flop=2 * shape.forward_flop(probes * 16, 16), bytes=8.0 * shape.params)
@@ -353,7 +353,12 @@ def predict_job(
         and not config.get("_crosscoder_rule")
     ):
         cc = work("crosscoder", config, wildcards, results)
-        w = Work(w.flop + cc.flop, max(w.bytes, cc.bytes), w.steps + cc.steps)
+        w = Work(
+            w.flop + cc.flop,
+            max(w.bytes, cc.bytes),
+            w.steps + cc.steps,
+            host_values=w.host_values + cc.host_values,
+        )
     gflop = w.flop / 1e9
     cpu_s = coef["overhead_s"] + coef["s_per_gflop"] * gflop
     gpu = gpu or GPU()
@@ -364,9 +369,9 @@ def predict_job(
 
 def _gpu_seconds(coef: dict, w: Work, gpu: GPU, rule: str) -> float:
     """Start-up (measured on CPU) + CUDA start-up + FLOPs at the assumed rate (or the launch-bound floor per
-    step) + the share of the measured CPU work that stays on the host."""
+    step) + the host-side data work (``HOST_VALUES_PER_S``)."""
     peak = (gpu.tflops_bf16 if w.low_precision else gpu.tflops_fp32) * 1e12 * gpu.efficiency
-    host = HOST_FRACTION.get(rule, 0.0) * coef["s_per_gflop"] * w.flop / 1e9
+    host = w.host_values / HOST_VALUES_PER_S
     return coef["overhead_s"] + gpu.cuda_startup_s + max(w.flop / peak, w.steps * gpu.step_latency_s) + host
 
 
