@@ -268,8 +268,9 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         low = str(ft.get("precision", "fp32")).lower() in ("bf16", "fp16")
         return Work(flop=flop, bytes=16.0 * shape.params + act, steps=steps * layers, low_precision=low)
     if rule == "evaluate":
-        test = stats.rows.get("test", 0)
-        return Work(flop=shape.forward_flop(test * tpr, tpr), bytes=8.0 * shape.params)
+        # pretrained head and fine-tuned model on the test split, the linear probe's features of train + test
+        rows = stats.rows.get("train", 0) + 3 * stats.rows.get("test", 0)
+        return Work(flop=shape.forward_flop(rows * tpr, tpr), bytes=8.0 * shape.params)
     if rule == "extract":
         sentences, tokens = _activation_rows(config, stats)
         batch = int(config.get("activations", {}).get("batch_size", 64))
