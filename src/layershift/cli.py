@@ -66,6 +66,16 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def costs(args: argparse.Namespace) -> int:
+    """Predicted time, memory and disk of a study, per rule (layershift.costs; no data or model is loaded)."""
+    from layershift.config import load_yaml, validate_schema
+    from layershift.costs import report_markdown
+
+    config = validate_schema(load_yaml(args.config), str(args.config))
+    print(report_markdown(config, args.results, cores=args.cores, gpu_nodes=args.gpu_nodes))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="layershift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("summary", help="print Markdown tables of a finished study")
     show.add_argument("--results", default="results")
     show.set_defaults(func=summary)
+    cost = sub.add_parser("costs", help="predict each rule's time and memory, the study's wall time and disk")
+    cost.add_argument("config")
+    cost.add_argument("--results", default="results", help="prepared data here gives measured token counts")
+    cost.add_argument("--cores", type=int, default=2, help="local cores")
+    cost.add_argument("--gpu-nodes", type=int, default=4, help="cluster GPU nodes (one job per GPU)")
+    cost.set_defaults(func=costs)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

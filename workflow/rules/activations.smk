@@ -16,7 +16,7 @@ rule extract:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(mem_mb=8000, runtime=120),
+        **gpu_resources(**predicted("extract")),
     params:
         activations=canonical(config["activations"]),
         token_sample=config["similarity"]["token_sample"],

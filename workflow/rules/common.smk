@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # run from a checkout e
 from snakemake.utils import validate
 
 from layershift import targets as T
+from layershift.costs import job_resources
 from layershift.config import validate_config
 from layershift.data import is_hub_source
 from layershift.errors import LayershiftError
@@ -86,6 +87,21 @@ def gpu_resources(mem_mb, runtime):
     if GPUS and config["resources"].get("gpu_model"):
         res["gpu_model"] = config["resources"]["gpu_model"]
     return res
+
+
+def predicted(rule):
+    """`mem_mb` and `runtime` of a rule's jobs from the cost model (layershift.costs, fitted by
+    bench/bench_costs.py): predicted for this job's model, dataset and layer, x2 time and x1.5 memory,
+    at least 5 min and 2,000 MB; a SLURM retry (`attempt` 2) asks for twice as much."""
+
+    def of_job(key):
+        def value(wildcards, attempt):
+            study = {**config, "_crosscoder_rule": "crosscoder" in {r.name for r in workflow.rules}}
+            return job_resources(rule, study, dict(wildcards.items()))[key] * attempt
+
+        return value
+
+    return {"mem_mb": of_job("mem_mb"), "runtime": of_job("runtime")}
 
 
 def sae_metrics_of_dataset(w):

@@ -18,7 +18,7 @@ rule diff:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(mem_mb=6000, runtime=120),
+        **gpu_resources(**predicted("diff")),
     params:
         diff=canonical(config["diff"]),
         seed=config["seed"],

@@ -15,7 +15,7 @@ rule finetune:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(mem_mb=8000, runtime=240),
+        **gpu_resources(**predicted("finetune")),
     params:
         finetune=canonical(config["finetune"]),
         seed=config["seed"],
@@ -42,7 +42,7 @@ rule evaluate:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(mem_mb=6000, runtime=60),
+        **gpu_resources(**predicted("evaluate")),
     params:
         finetune=canonical(config["finetune"]),
         seed=config["seed"],

@@ -14,7 +14,7 @@ rule train_sae:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(mem_mb=6000, runtime=240),
+        **gpu_resources(**predicted("train_sae")),
     params:
         sae=canonical(config["sae"]),
         stage_seeds=T.stage_seeds(config),
@@ -40,7 +40,7 @@ rule probes:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(mem_mb=4000, runtime=30),
+        **gpu_resources(**predicted("probes")),
     params:
         probes=lambda w: config["datasets"][w.dataset].get("probes", []),
         layers=lambda w: config["models"][w.model]["sae_layers"],
@@ -67,7 +67,7 @@ rule features:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(mem_mb=6000, runtime=60),
+        **gpu_resources(**predicted("features")),
     params:
         features=canonical(config["features"]),
     script:

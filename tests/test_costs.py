@@ -1,0 +1,152 @@
+"""The cost model (layershift.costs): work scales with the config, shapes come from config.json, the shipped
+coefficients load, resources have their floors and safety factors, and the workflow requests them."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from layershift import costs
+from layershift.config import load_yaml, validate_schema
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study(tmp_path: Path, rows: int = 1000, hidden: int = 64, layers: int = 4, null_seeds: int = 1) -> dict:
+    """A validated config on a config.json-only model and a hub dataset (token counts from the caps)."""
+    from tests.helpers import write_bert_config
+
+    model_dir = write_bert_config(tmp_path / f"m{hidden}x{layers}", n_layers=layers, hidden=hidden, heads=2)
+    config = {
+        "models": {"m": {"source": f"path:{model_dir}", "sae_layers": [1, layers]}},
+        "datasets": {"d": {"source": "hub:someone/some-data", "text": "text", "label": "label"}},
+        "data": {"max_rows": rows},
+        "finetune": {"epochs": 2, "batch_size": 10, "max_length": 32},
+        "sae": {"null_seeds": null_seeds},
+    }
+    return validate_schema(config, "test")
+
+
+def test_model_shape_is_read_from_config_json(tmp_path):
+    config = study(tmp_path, hidden=48, layers=3)
+    shape = costs.model_shape(config, "m", tmp_path / "results")
+    assert (shape.layers, shape.hidden, shape.intermediate, shape.vocab) == (3, 48, 96, 64)
+    assert shape.basis == "config.json"
+    assert shape.params_blocks == 3 * (4 * 48**2 + 2 * 48 * 96)
+
+
+def test_unknown_hub_model_falls_back_to_a_large_shape_and_known_ones_are_known():
+    paper = validate_schema(load_yaml(REPO / "configs/paper.yaml"), "paper")
+    tiny = costs.model_shape(paper, "bert-tiny")
+    assert (tiny.layers, tiny.hidden) == (2, 128)
+    config = {"models": {"x": {"source": "hub:nobody/not-cached-anywhere-xyz", "sae_layers": [1]}}}
+    fallback = costs.model_shape(config, "x")
+    assert (fallback.layers, fallback.hidden) == (24, 1024) and "assumed" in fallback.basis
+
+
+def test_bert_base_parameter_count_matches_the_published_110m():
+    shape = costs.Shape(*costs.KNOWN_SHAPES["bert-base-uncased"])
+    assert 108e6 < shape.params < 111e6
+
+
+def test_finetune_work_doubles_with_rows_and_with_epochs(tmp_path):
+    w1 = costs.work("finetune", study(tmp_path, rows=1000), {"model": "m", "dataset": "d"})
+    w2 = costs.work("finetune", study(tmp_path, rows=2000), {"model": "m", "dataset": "d"})
+    assert w2.flop / w1.flop == pytest.approx(2.0, rel=0.01)
+    config = study(tmp_path, rows=1000)
+    config["finetune"]["epochs"] = 4
+    assert costs.work("finetune", config, {"model": "m", "dataset": "d"}).flop / w1.flop == pytest.approx(2.0)
+    assert costs.dataset_stats(config, "d").basis == "caps"
+
+
+def test_wider_model_costs_more_per_token(tmp_path):
+    narrow = costs.work(
+        "extract", study(tmp_path, hidden=32), {"model": "m", "dataset": "d", "stage": "pretrained"}
+    )
+    wide = costs.work(
+        "extract", study(tmp_path, hidden=64), {"model": "m", "dataset": "d", "stage": "pretrained"}
+    )
+    assert 3.0 < wide.flop / narrow.flop < 4.1  # ~ hidden^2
+
+
+def test_train_sae_work_follows_the_number_of_saes(tmp_path):
+    wc = {"model": "m", "dataset": "d", "layer": "1"}
+    one = costs.work("train_sae", study(tmp_path, null_seeds=1), wc)
+    three = costs.work("train_sae", study(tmp_path, null_seeds=3), wc)
+    assert costs.sae_count(study(tmp_path, null_seeds=3)) == 2 + 3 * len(costs.NULL_STAGES)
+    assert three.flop / one.flop == pytest.approx(
+        costs.sae_count(study(tmp_path, null_seeds=3)) / 3, rel=0.01
+    )
+
+
+def test_shipped_coefficients_cover_every_model_rule():
+    coefficients = costs.load_coefficients()
+    for rule in ("finetune", "evaluate", "extract", "train_sae", "probes", "features", "diff", "prepare"):
+        entry = coefficients["rules"][rule]
+        assert entry["overhead_s"] >= 0 and entry["s_per_gflop"] >= 0 and entry["mem_base_mb"] > 0
+    assert coefficients["light_job_s"] > 0
+
+
+def test_resources_have_floors_and_safety_factors(tmp_path):
+    small = costs.job_resources("probes", study(tmp_path), {"model": "m", "dataset": "d"})
+    assert small == {"runtime": costs.FLOOR_MINUTES, "mem_mb": costs.FLOOR_MB}
+    paper = validate_schema(load_yaml(REPO / "configs/paper.yaml"), "paper")
+    wc = {"model": "bert-base", "dataset": "imdb"}
+    predicted = costs.predict_job("finetune", paper, wc)
+    res = costs.job_resources("finetune", paper, wc)  # paper.yaml: gpus 1, so the GPU prediction
+    assert res["runtime"] == max(costs.FLOOR_MINUTES, math.ceil(costs.SAFETY_TIME * predicted["gpu_s"] / 60))
+    assert res["mem_mb"] >= costs.SAFETY_MEM * predicted["mem_mb"]
+    cpu = costs.job_resources("finetune", paper, wc, gpus=0)
+    assert cpu["runtime"] > res["runtime"]  # a CPU run of bert-base on 20k rows x 10 epochs takes far longer
+    tiny = costs.job_resources("finetune", paper, {"model": "bert-tiny", "dataset": "imdb"}, gpus=0)
+    assert tiny["runtime"] < cpu["runtime"] and tiny["mem_mb"] < res["mem_mb"]
+
+
+def test_study_prediction_counts_jobs_and_disk():
+    config = validate_schema(load_yaml(REPO / "config.yaml"), "config.yaml")
+    p = costs.predict_study(config, cores=2, gpu_nodes=2)
+    assert p["rules"]["train_sae"]["jobs"] == 18 and p["rules"]["extract"]["jobs"] == 12
+    assert 150 <= p["jobs"] <= 180  # the default study runs 165 jobs
+    assert p["wall_s_local"] >= p["longest_chain_cpu_s"] and p["wall_s_cluster"] > 0
+    assert p["disk_bytes"]["total"] > 0
+
+
+def test_cli_costs_prints_per_rule_table(capsys):
+    from layershift.cli import main
+
+    assert main(["costs", str(REPO / "configs/paper.yaml"), "--gpu-nodes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "| finetune | 12 |" in out and "4 GPU node(s)" in out and "disk:" in out
+
+
+def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeypatch):
+    """`snakemake -n --profile profiles/slurm`: each model job's runtime / mem_mb is the cost model's."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    from tests.conftest import build_tiny_study
+
+    build_tiny_study(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--profile", str(REPO / "profiles/slurm")]
+        + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    monkeypatch.chdir(tmp_path)
+    config = validate_schema(yaml.safe_load((tmp_path / "config.yaml").read_text()), "config")
+    blocks = re.findall(r"rule (finetune|train_sae):\n(.*?)\n\n", output, flags=re.S)
+    assert {rule for rule, _ in blocks} == {"finetune", "train_sae"}
+    for rule, block in blocks:
+        wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", block).group(1)))
+        expected = costs.job_resources(rule, config, wildcards)
+        line = re.search(r"resources: (.*)", block).group(1)
+        assert f"mem_mb={expected['mem_mb']}," in line and f"runtime={expected['runtime']}," in line, line
