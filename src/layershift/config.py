@@ -145,6 +145,21 @@ def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> No
         _check_dataset(name, dataset, origin, Path(base_dir), config)
     for name, model in config["models"].items():
         _check_model(name, model, origin)
+    _check_sweep(config.get("sae_sweep", {}), config, origin)
+
+
+def _check_sweep(sweep: dict, config: dict, origin: str) -> None:
+    """The sweep's model and dataset are entries of the study and its layer one of the model's SAE layers."""
+    for key, entries in (("model", config["models"]), ("dataset", config["datasets"])):
+        name = sweep.get(key)
+        if name is not None and name not in entries:
+            known = ", ".join(entries)
+            raise ConfigError(f"{origin}: sae_sweep.{key}: {name!r} is not an entry of {key}s ({known})")
+    layer = sweep.get("layer")
+    model = sweep.get("model") or next(iter(config["models"]))
+    layers = config["models"][model]["sae_layers"]
+    if layer is not None and layer not in layers:
+        raise ConfigError(f"{origin}: sae_sweep.layer: {layer} is not one of {model}'s sae_layers {layers}")
 
 
 CONTENT_CHECK_MAX_BYTES = 50 * 2**20  # larger files are content-checked by the (cheap, local) prepare job

@@ -207,6 +207,36 @@ def plot_sae_loss(inputs, wc, params) -> plt.Figure:
     return grid.figure
 
 
+def plot_sae_sweep(inputs, wc, params) -> plt.Figure:
+    """The settings frontier of one layer: seed reproducibility (median matched decoder cosine of two seeds)
+    against held-out explained variance, a point per setting sized by L0, with the acceptance lines
+    (median 0.7, EV 0.6) and the random-matching 99th percentile."""
+    from layershift.sweep import MIN_EXPLAINED_VARIANCE
+
+    frame = pd.read_parquet(inputs[0])
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    sns.scatterplot(
+        data=frame,
+        x="explained_variance",
+        y="median_matched_cosine",
+        hue="setting",
+        size="l0",
+        sizes=(40, 260),
+        ax=ax,
+    )
+    ax.axhline(0.7, color="0.3", linestyle="--", linewidth=1, label="reproducible (median 0.7)")
+    ax.axvline(MIN_EXPLAINED_VARIANCE, color="0.3", linestyle=":", linewidth=1, label="faithful (EV 0.6)")
+    ax.axhline(frame["chance_cosine_p99"].max(), color="tab:red", linewidth=1, label="random matching p99")
+    ax.set(
+        xlabel="held-out explained variance (worse seed)",
+        ylabel="median matched decoder cosine, seed vs seed",
+        ylim=(0, 1.02),
+        title=f"SAE settings: {wc['model']} / {wc['dataset']} / {wc['stage']} layer {wc['layer']}",
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
 def plot_tokens(inputs, wc, params) -> plt.Figure:
     """Figures 3-5: token-level activations of each stage's top features on the probe sentences."""
     probes = pd.read_parquet(inputs[0])
@@ -379,6 +409,7 @@ FIGURES = {
     "fig_diff": plot_diff,
     "fig_relnorm": plot_relnorm,
     "fig_diff_tokens": plot_diff_tokens,
+    "fig_sae_sweep": plot_sae_sweep,
 }
 
 

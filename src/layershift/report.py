@@ -271,6 +271,21 @@ def content_token_findings(similarity: pd.DataFrame, tolerance: float = 0.1) -> 
     return out
 
 
+def sweep_blocks(sweep_tables: list, figs: list[str]) -> list[dict]:
+    """The SAE settings sweep: its table (one row per setting) and frontier figure, if the study has one."""
+    columns = ["setting", "explained_variance", "l0", "dead_fraction", "median_matched_cosine"]
+    columns += ["share_above_chance", "chance_cosine_p99", "cpu_seconds_per_sae", "reproducible", "faithful"]
+    blocks = [
+        para(
+            "SAE settings sweep: each setting trained with two seeds on one layer; reproducible = median "
+            "matched decoder cosine ≥ 0.7 and ≥ 80 % of live features above the random-matching 99th "
+            "percentile, faithful = held-out explained variance ≥ 0.6."
+        )
+    ]
+    blocks += [table(pd.read_parquet(path)[columns]) for path in sweep_tables]
+    return [*blocks, *_figures(figs, "sae_sweep")] if sweep_tables else []
+
+
 def build_report(out_html: str | Path, config: dict, config_file: str, inputs: dict) -> None:
     """Render the report from the artifact paths in ``inputs`` (grouped by kind) to ``out_html``."""
     accuracy = pd.read_csv(inputs["accuracy"][0])
@@ -298,7 +313,7 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             *_figures(figs, "similarity"),
             *_figures(figs, "depth"),
         ],
-        "sae": [table(sae), *_figures(figs, "sae_loss")],
+        "sae": [table(sae), *_figures(figs, "sae_loss"), *sweep_blocks(inputs.get("sae_sweep", []), figs)],
         "features": [
             table(summary[["model", "dataset", "layer", "stage", "description"]]),
             *_figures(figs, "tokens"),

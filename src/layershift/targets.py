@@ -29,6 +29,7 @@ SIMILARITY_ALL = R + "/tables/similarity.parquet"
 SAE = R + "/sae/{model}/{dataset}/{stage}/layer{layer}"
 SAE_NULL = R + "/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
 SAE_FILES = ("cfg.json", "sae_weights.safetensors", "metrics.json")
+SAE_SWEEP = R + "/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.parquet"
 FEATURES = R + "/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
 FEATURE_TOKENS = R + "/features/{model}/{dataset}/{stage}/layer{layer}.top_tokens.parquet"
 PROBE_ACTIVATIONS = (
@@ -53,6 +54,7 @@ FIG_ACCURACY = FIG + "/accuracy.png"
 FIG_TRAINING = FIG + "/training/{model}/{dataset}.png"
 FIG_SIMILARITY = FIG + "/similarity/{measure}/{model}.png"
 FIG_DEPTH = FIG + "/depth/{measure}.png"
+FIG_SAE_SWEEP = FIG + "/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.png"
 FIG_SAE_LOSS = FIG + "/sae_loss/{model}/{dataset}.png"
 FIG_TOKENS = FIG + "/tokens/{model}/{dataset}/layer{layer}.png"
 FIG_DIFF = FIG + "/diff/{model}.png"
@@ -113,6 +115,19 @@ def stage_seeds(config: dict) -> dict[str, int]:
     return {"pretrained": config["seed"], "finetuned": _extra_seed(config, 0)}
 
 
+def sweep_layer(config: dict) -> dict | None:
+    """``{model, dataset, stage, layer}`` of the SAE settings sweep (defaults: the first model and dataset, the
+    model's last SAE layer), or None when the sweep has no grid."""
+    sweep = config.get("sae_sweep", {})
+    if not sweep.get("grid"):
+        return None
+    model = sweep.get("model") or next(iter(config["models"]))
+    dataset = sweep.get("dataset") or next(iter(config["datasets"]))
+    layer = sweep.get("layer")
+    layer = config["models"][model]["sae_layers"][-1] if layer is None else layer
+    return {"model": model, "dataset": dataset, "stage": sweep.get("stage", "pretrained"), "layer": layer}
+
+
 def with_svg(paths: list[str]) -> list[str]:
     return [p for path in paths for p in (path, path[: -len(".png")] + ".svg")]
 
@@ -144,6 +159,9 @@ def sae_targets(config: dict) -> list[str]:
             out += [f"{SAE.format(**fmt)}/{f}" for f in SAE_FILES]
             out += [FEATURES.format(**fmt), FEATURE_TOKENS.format(**fmt)]
         out.append(PROBE_ACTIVATIONS.format(model=model, dataset=dataset, layer=layer))
+    sweep = sweep_layer(config)
+    if sweep is not None:
+        out.append(SAE_SWEEP.format(**sweep))
     return out + [FEATURE_SUMMARY, FEATURE_SUMMARY_MD]
 
 
@@ -169,6 +187,9 @@ def figure_targets(config: dict) -> list[str]:
     for model, dataset, layer in model_layers(config):
         fmt = {"model": model, "dataset": dataset, "layer": layer}
         figs.append(FIG_TOKENS.format(**fmt))
+    sweep = sweep_layer(config)
+    if sweep is not None:
+        figs.append(FIG_SAE_SWEEP.format(**sweep))
     return with_svg(figs)
 
 

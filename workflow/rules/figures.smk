@@ -10,6 +10,7 @@ FIGURE_RULES = {
     "fig_similarity": (T.FIG_SIMILARITY, T.SIMILARITY_ALL, "Similarity", "similarity"),
     "fig_depth": (T.FIG_DEPTH, T.SIMILARITY_ALL, "Similarity", "depth"),
     "fig_sae_loss": (T.FIG_SAE_LOSS, sae_metrics_of_dataset, "SAEs", "sae_loss"),
+    "fig_sae_sweep": (T.FIG_SAE_SWEEP, T.SAE_SWEEP, "SAEs", "sae_sweep"),
     "fig_tokens": (T.FIG_TOKENS, T.PROBE_ACTIVATIONS, "SAE features", "tokens"),
     "fig_diff": (
         T.FIG_DIFF,

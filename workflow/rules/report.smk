@@ -12,6 +12,7 @@ rule report:
         ],
         feature_summary=T.FEATURE_SUMMARY,
         diff_table=T.DIFF_TABLE,
+        sae_sweep=[T.SAE_SWEEP.format(**T.sweep_layer(config))] if T.sweep_layer(config) else [],
         figures=T.figure_targets(config),
     output:
         T.REPORT,

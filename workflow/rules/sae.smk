@@ -72,3 +72,27 @@ rule features:
         features=canonical(config["features"]),
     script:
         "../scripts/features.py"
+
+
+rule sae_sweep:
+    """A small grid of SAE settings on one layer, two seeds each: seed reproducibility vs EV vs L0 vs cost."""
+    input:
+        tokens=f"{T.ACTIVATIONS}/tokens",
+    output:
+        T.SAE_SWEEP,
+    log:
+        "results/logs/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.log",
+    benchmark:
+        "results/benchmarks/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(**predicted("train_sae")),
+    params:
+        sae=canonical(config["sae"]),
+        grid=canonical(config["sae_sweep"]["grid"]),
+        seeds=[T.stage_seeds(config)[s] for s in T.STAGES],
+        split_seed=config["seed"],
+    script:
+        "../scripts/sae_sweep.py"

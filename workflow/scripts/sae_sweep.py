@@ -1,0 +1,11 @@
+from layershift.io import write_parquet
+from layershift.runtime import script_context
+from layershift.shards import layer_shard_dir
+from layershift.sweep import sweep
+
+with script_context(snakemake) as sm:
+    w, p = sm.wildcards, sm.params
+    shards = layer_shard_dir(sm.input.tokens, w.layer)
+    table = sweep(shards, p.sae, p.grid, p.seeds, p.split_seed, sm.threads)
+    meta = {"model": w.model, "dataset": w.dataset, "stage": w.stage, "layer": int(w.layer)}
+    write_parquet(table.assign(**meta), sm.output[0], meta)
