@@ -39,7 +39,19 @@ def study(tmp_path, tiny_model) -> dict:
         pd.DataFrame(rows).to_csv(tmp_path / "data" / file, index=False)
         config["datasets"][name].update(source=f"data/{file}", text=text, label=label)
     config["models"] = {"tiny": {"source": f"path:{tiny_model}", "sae_layers": [0, 1, 2]}}
+    config["sae_sweep"].update(model="tiny", layer=2)
     return config
+
+
+def test_sae_sweep_names_a_model_dataset_and_sae_layer_of_the_study(study, tmp_path):
+    for key, value, expected in (
+        ("model", "minilm", "sae_sweep.model: 'minilm' is not an entry of models (tiny)"),
+        ("dataset", "imdb", "sae_sweep.dataset: 'imdb' is not an entry of datasets (movies, apps, news)"),
+        ("layer", 3, "sae_sweep.layer: 3 is not one of tiny's sae_layers [0, 1, 2]"),
+    ):
+        bad = copy.deepcopy(study)
+        bad["sae_sweep"][key] = value
+        assert expected in config_error(bad, tmp_path)
 
 
 def validate(config: dict, base_dir: Path) -> dict:
@@ -73,7 +85,8 @@ def test_default_shaped_config_validates_and_fills_defaults(study, tmp_path):
 
 def test_default_config_models_validate_with_tiny_data(study, tmp_path):
     """The default config's own bundled-package models (6 and 3 layers) pass the depth checks."""
-    study["models"] = yaml.safe_load(DEFAULT_CONFIG.read_text())["models"]
+    default = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    study["models"], study["sae_sweep"] = default["models"], default["sae_sweep"]
     too_deep = copy.deepcopy(study)
     validate(study, tmp_path)
     name, model = next(iter(too_deep["models"].items()))

@@ -132,7 +132,9 @@ def make_random_sae(d_in: int, d_sae: int, seed: int):
 # --- labels from the true dictionaries ----------------------------------------------------------------------
 def test_true_dictionaries_recover_planted_labels():
     planted = planted_stages(seed=0)
-    cfg = diff.DiffConfig(retained_cosine=0.95, retained_correlation=0.9)  # rotation 0.85: changed, not kept
+    cfg = diff.DiffConfig(
+        cosine_threshold=0.95, correlation_threshold=0.9
+    )  # rotation 0.85: changed, not kept
     match = diff.match_dictionaries(planted.dict_a, planted.dict_b, planted.codes_a, planted.codes_b, cfg)
     chance_p99 = chance.chance_quantiles(chance.random_matching_null(30, 30, 32))["p99"]
     assert 0.4 < chance_p99 < 0.75  # 30 random atoms in R^32 match this well by chance

@@ -85,13 +85,13 @@ PairedBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (x_a [b, d_a], x_b [b
 class DiffConfig:
     """How features are matched, called dead, stable and labelled, and when a layer's diff is conclusive."""
 
-    quantile: float = 0.1  # q: seed noise level = q-quantile of the nulls' matched cosine / correlation
+    null_quantile: float = 0.1  # q: seed noise level = q-quantile of the nulls' matched cosine / correlation
     # Effect sizes. Without a seed null they are the retained cut-offs (raised above chance if need be):
     # uncalibrated, marked "fallback". With nulls they only cap τ for the secondary ``label_capped``
     # (τ = min(seed noise, cap)); the headline ``label`` has no cap (issue #17: a cap that can only lower
     # τ calls a 0.72 match retained when seeds reproduce features at 0.95).
-    retained_cosine: float = 0.7
-    retained_correlation: float = 0.5
+    cosine_threshold: float = 0.7
+    correlation_threshold: float = 0.5
     # The headline's effect size is relative instead: retained needs cosine ≥ (seed noise level − tolerance),
     # so a cross-stage difference a little larger than seed noise (finite data: two stages never see the
     # same noise) is not change, while one far beyond it is, however high the seed noise level.
@@ -115,8 +115,8 @@ class DiffConfig:
     chance_rows: int = 4096  # token rows (first in storage order) held in memory for the correlation chance
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.quantile < 0.5:
-            raise ValueError(f"quantile must be in (0, 0.5), got {self.quantile}")
+        if not 0.0 < self.null_quantile < 0.5:
+            raise ValueError(f"null_quantile must be in (0, 0.5), got {self.null_quantile}")
         if self.min_firing_rate < 0:
             raise ValueError(f"min_firing_rate must be ≥ 0, got {self.min_firing_rate}")
         if self.assignment_power <= 0:
@@ -155,8 +155,8 @@ def fallback_thresholds(
     """The fixed thresholds of ``cfg``, raised above the chance levels if need be, for when no seed null
     exists: uncalibrated."""
     return thresholds_between(
-        cfg.retained_cosine,
-        cfg.retained_correlation,
+        cfg.cosine_threshold,
+        cfg.correlation_threshold,
         chance_cosine,
         chance_correlation,
         "fallback",
@@ -809,13 +809,13 @@ def diff_saes(
     if calibrate:
         tolerance = (cfg.tolerance_cosine, cfg.tolerance_correlation)
         thresholds = calibrate_thresholds(
-            pooled, cfg.quantile, None, None, chance_cos, chance_corr, gap, *tolerance
+            pooled, cfg.null_quantile, None, None, chance_cos, chance_corr, gap, *tolerance
         )
         capped = calibrate_thresholds(
             pooled,
-            cfg.quantile,
-            cfg.retained_cosine,
-            cfg.retained_correlation,
+            cfg.null_quantile,
+            cfg.cosine_threshold,
+            cfg.correlation_threshold,
             chance_cos,
             chance_corr,
             gap,

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from layershift.config import from_section
 from layershift.crosscoder import crosscoder_sae_agreement, load_crosscoder
 from layershift.diff import DiffConfig, diff_saes
 from layershift.features import attach_top_tokens
@@ -25,12 +26,7 @@ with script_context(snakemake) as sm:
     ]
 
     # SAE matching, calibrated by the seed null; then how far the crosscoder agrees with the labels
-    cfg = DiffConfig(
-        quantile=p.diff["null_quantile"],
-        retained_cosine=p.diff["cosine_threshold"],
-        retained_correlation=p.diff["correlation_threshold"],
-        seed=p.seed,
-    )
+    cfg = from_section(DiffConfig, p.diff, seed=p.seed)
     pairs = paired_batches(*shard_dirs.values(), batch_size=4096)
     labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *nulls)
     labels = attach_top_tokens(labels, saes, shard_dirs, p.top_tokens)
