@@ -93,6 +93,17 @@ def test_shipped_coefficients_cover_every_model_rule():
     assert coefficients["light_job_s"] > 0
 
 
+def test_fit_is_non_negative_and_exact_on_a_line():
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_costs import fit_line
+
+    assert fit_line([1, 2, 4], [3, 5, 9]) == pytest.approx((1.0, 2.0))
+    overhead, slope = fit_line([1, 2, 4], [9, 5, 3])  # falling: no negative slope, the mean instead
+    assert slope == 0.0 and overhead == pytest.approx(17 / 3)
+    overhead, slope = fit_line([1, 2, 4], [0.5, 4, 12])  # negative intercept: through the origin instead
+    assert overhead == 0.0 and slope > 0
+
+
 def test_resources_have_floors_and_safety_factors(tmp_path):
     small = costs.job_resources("probes", study(tmp_path), {"model": "m", "dataset": "d"})
     assert small == {"runtime": costs.FLOOR_MINUTES, "mem_mb": costs.FLOOR_MB}
