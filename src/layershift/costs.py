@@ -42,10 +42,13 @@ COMPUTE_RULES = (
     "features",
     "diff",
     "crosscoder",
+    "sae_sweep",
 )
-# stages that get seed-null SAEs: layershift.targets.NULL_STAGES where the workflow defines it (both stages
-# once train_sae trains a null for each), else the pretrained stage only (targets.SAE_NULL today)
-NULL_STAGES = tuple(getattr(_targets, "NULL_STAGES", ("pretrained",)))
+# rules not measured on their own that run another rule's code: its per-FLOP cost applies
+BORROWED_COEFFICIENTS = {
+    "crosscoder": "diff",  # fitted while the crosscoder trained inside diff
+    "sae_sweep": "train_sae",  # the same trainer on the same shards, other settings
+}
 ADAM_FLOP_PER_PARAM = 12  # one Adam update of one parameter, in FLOPs (read-modify-write of 4 tensors)
 CHARS_PER_TOKEN = 4.0  # WordPiece on English: about 4 characters per token (+2 for [CLS] and [SEP])
 SAFETY_TIME = 2.0
@@ -222,8 +225,10 @@ def _tokens(chars: float, max_length: int) -> float:
 
 
 def sae_count(config: dict) -> int:
-    """SAEs one ``train_sae`` job trains: both stages plus ``null_seeds`` seed-null SAEs per null stage."""
-    return 2 + len(NULL_STAGES) * int(config.get("sae", {}).get("null_seeds", 1))
+    """SAEs one ``train_sae`` job trains: both stages plus every seed-null SAE (``null_seeds`` per stage)."""
+    return 2 + len(
+        _targets.null_runs({"seed": 0, **config, "sae": {"null_seeds": 1, **config.get("sae", {})}})
+    )
 
 
 @dataclass(frozen=True)
@@ -309,9 +314,20 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         flop = epochs * train_rows * 6 * cc_params + rows * 2 * cc_params + _adam_flop(cc_params, steps)
         bytes_ = 16.0 * cc_params + 4.0 * 4096 * (2 * h + d_lat) * 4
         return Work(flop=flop, bytes=bytes_, steps=steps, host_values=(epochs + 1) * rows * 2 * h)
+    if rule == "sae_sweep":
+        # two SAEs per grid point, each with the study's settings overlaid by the point's
+        flop, steps = 0.0, 0.0
+        for point in config.get("sae_sweep", {}).get("grid", []):
+            s = {**sae, **point}
+            p_params, epochs = 2.0 * h * int(s.get("d_sae", 1024)), int(s.get("epochs", 10))
+            n_steps = 2 * epochs * math.ceil(train_rows / int(s.get("batch_size", 256)))
+            flop += 2 * (epochs * train_rows * 6 * p_params + 2 * rows * 2 * p_params)
+            flop += _adam_flop(p_params, n_steps)
+            steps += n_steps
+        return Work(flop=flop, bytes=2 * 16.0 * sae_params + 4.0 * 4096 * (h + d_sae) * 4, steps=steps)
     if rule == "diff":
-        # encode the paired tokens through both stages' SAEs and the null, decoder cosines and matching
-        n = sae_count(config) - 1
+        # encode the paired tokens through both stages' SAEs and their nulls, decoder cosines and matching
+        n = sae_count(config)
         flop = n * rows * 2 * sae_params + n * 2 * d_sae * d_sae * h
         bytes_ = n * 4.0 * sae_params + 8.0 * d_sae * d_sae * n + 4.0 * 4096 * (h + d_sae) * 4
         return Work(flop=flop, bytes=bytes_, host_values=3 * rows * 2 * h)
@@ -335,8 +351,8 @@ def load_coefficients(path: str | None = None) -> dict:
 
 def _rule_coefficients(rule: str, coefficients: dict) -> dict:
     rules = coefficients["rules"]
-    if rule == "crosscoder" and "crosscoder" not in rules:
-        return rules["diff"]  # measured while the crosscoder trained inside diff: same per-FLOP cost
+    if rule not in rules and rule in BORROWED_COEFFICIENTS:
+        return rules[BORROWED_COEFFICIENTS[rule]]
     return rules.get(rule, UNMEASURED_RULE)
 
 
@@ -352,18 +368,6 @@ def predict_job(
     coefficients = coefficients or load_coefficients()
     coef = _rule_coefficients(rule, coefficients)
     w = work(rule, config, wildcards, results)
-    if (
-        rule == "diff"
-        and coefficients.get("diff_includes_crosscoder", True)
-        and not config.get("_crosscoder_rule")
-    ):
-        cc = work("crosscoder", config, wildcards, results)
-        w = Work(
-            w.flop + cc.flop,
-            max(w.bytes, cc.bytes),
-            w.steps + cc.steps,
-            host_values=w.host_values + cc.host_values,
-        )
     gflop = w.flop / 1e9
     cpu_s = coef["overhead_s"] + coef["s_per_gflop"] * gflop
     gpu = gpu or GPU()
@@ -403,7 +407,7 @@ def job_resources(
     }
 
 
-def study_jobs(config: dict, crosscoder_rule: bool = False) -> dict[str, list[dict]]:
+def study_jobs(config: dict) -> dict[str, list[dict]]:
     """The compute jobs of a study, per rule, as wildcard dicts (what the DAG would schedule)."""
     models, datasets = list(config["models"]), list(config["datasets"])
     pairs = [{"model": m, "dataset": d} for m in models for d in datasets]
@@ -421,21 +425,20 @@ def study_jobs(config: dict, crosscoder_rule: bool = False) -> dict[str, list[di
         "train_sae": layers,
         "probes": pairs,
         "features": layers,
+        "crosscoder": layers,
         "diff": layers,
+        "sae_sweep": [sweep] if (sweep := _targets.sweep_layer(config)) else [],
     }
-    if crosscoder_rule:
-        jobs["crosscoder"] = layers
     return {rule: js for rule, js in jobs.items() if js}
 
 
 def light_job_count(config: dict) -> int:
-    """Jobs without a cost model of their own (resolve_model, similarity, tables, figures, report)."""
+    """Jobs without a cost model of their own: one per figure (its PNG; the SVG comes with it), resolve_model
+    per model, similarity per model x dataset, the four tables, the report and Snakemake's ``all``."""
     m, d = len(config["models"]), len(config["datasets"])
-    n_layers = sum(len(config["models"][name]["sae_layers"]) for name in config["models"]) * d
-    # resolve_model, similarity, similarity table, accuracy table, feature_summary, diff_table, report,
-    # per model x dataset: classification+training+sae_loss+relnorm+diff_tokens figures, per model: diff +
-    # 4 similarity figures, 4 depth figures, accuracy figure, per layer: tokens figure
-    return m + m * d + 2 + 3 + m * d * 5 + m * 5 + 4 + 1 + n_layers + 1  # + Snakemake's `all`
+    figures = sum(1 for path in _targets.figure_targets(config) if path.endswith(".png"))
+    tables = 4  # similarity, accuracy, diff and feature summary tables
+    return figures + m + m * d + tables + 1 + 1
 
 
 def disk_bytes(config: dict, results: str | Path = "results") -> dict[str, float]:
@@ -465,7 +468,6 @@ def predict_study(
     results: str | Path = "results",
     cores: int = 2,
     gpu_nodes: int = 0,
-    crosscoder_rule: bool = False,
     coefficients: dict | None = None,
 ) -> dict:
     """Per rule: job count, CPU / GPU seconds per job (max) and in total, memory; the study's wall time.
@@ -475,11 +477,10 @@ def predict_study(
     fitted mean cost each (on the slots).
     """
     coefficients = coefficients or load_coefficients()
-    cfg = {**config, "_crosscoder_rule": crosscoder_rule}
     per_rule, chains = {}, {}
-    for rule, jobs in study_jobs(config, crosscoder_rule).items():
-        preds = [predict_job(rule, cfg, w, results, coefficients=coefficients) for w in jobs]
-        res = [job_resources(rule, cfg, w, results, coefficients=coefficients) for w in jobs]
+    for rule, jobs in study_jobs(config).items():
+        preds = [predict_job(rule, config, w, results, coefficients=coefficients) for w in jobs]
+        res = [job_resources(rule, config, w, results, coefficients=coefficients) for w in jobs]
         per_rule[rule] = {
             "jobs": len(jobs),
             "cpu_s": sum(p["cpu_s"] for p in preds),
@@ -543,10 +544,9 @@ def report_markdown(
     results: str | Path = "results",
     cores: int = 2,
     gpu_nodes: int = 1,
-    crosscoder_rule: bool = False,
 ) -> str:
     """The prediction of a study as Markdown: per rule, totals, local and cluster wall time, disk."""
-    p = predict_study(config, results, cores=cores, gpu_nodes=gpu_nodes, crosscoder_rule=crosscoder_rule)
+    p = predict_study(config, results, cores=cores, gpu_nodes=gpu_nodes)
     gpu = GPU()
     lines = [
         "| rule | jobs | CPU per job (max) | CPU total | GPU per job (max) | GPU total | peak RAM (max) | request: runtime, mem_mb |",

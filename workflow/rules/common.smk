@@ -96,8 +96,7 @@ def predicted(rule):
 
     def of_job(key):
         def value(wildcards, attempt):
-            study = {**config, "_crosscoder_rule": "crosscoder" in {r.name for r in workflow.rules}}
-            return job_resources(rule, study, dict(wildcards.items()))[key] * attempt
+            return job_resources(rule, config, dict(wildcards.items()))[key] * attempt
 
         return value
 

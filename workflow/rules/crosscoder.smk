@@ -12,7 +12,7 @@ rule crosscoder:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(mem_mb=6000, runtime=120),
+        **gpu_resources(**predicted("crosscoder")),
     params:
         crosscoder=canonical(config["crosscoder"]),
         holdout_fraction=config["sae"]["holdout_fraction"],

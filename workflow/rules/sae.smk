@@ -88,7 +88,7 @@ rule sae_sweep:
         "../../envs/layershift.yaml"
     threads: THREADS
     resources:
-        **gpu_resources(**predicted("train_sae")),
+        **gpu_resources(**predicted("sae_sweep")),
     params:
         sae=canonical(config["sae"]),
         grid=canonical(config["sae_sweep"]["grid"]),
