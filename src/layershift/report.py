@@ -247,15 +247,15 @@ def content_token_findings(similarity: pd.DataFrame, tolerance: float = 0.1) -> 
     if gap.abs().max() > tolerance:
         worst = similarity.loc[gap.abs().idxmax()]
         out.append(
-            f"The cosine of means over all tokens and over content tokens only (special tokens excluded; their share: "
-            f"{share_text}) disagree by more than {tolerance} in {int((gap.abs() > tolerance).sum())} of {len(gap)} "
+            f"The cosine of means over all tokens and over content tokens only (special tokens excluded; their share, "
+            f"mean over models: {share_text}) disagree by more than {tolerance} in {int((gap.abs() > tolerance).sum())} of {len(gap)} "
             f"model x dataset x layer cells; most at {worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}: "
             f"{worst['cosine_of_means']:.3f} with the specials, {worst['cosine_of_content_means']:.3f} without."
         )
     else:
         out.append(
             f"The cosine of means over all tokens and over content tokens only agree within {tolerance} everywhere "
-            f"(largest gap {gap.abs().max():.3f}; special-token share {share_text})."
+            f"(largest gap {gap.abs().max():.3f}; special-token share, mean over models: {share_text})."
         )
     last = similarity.loc[similarity.groupby(["model", "dataset"])["layer"].idxmax()]
     for model, group in last.groupby("model"):
