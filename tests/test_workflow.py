@@ -73,11 +73,15 @@ def test_tiny_study_runs_end_to_end_and_is_cached(tiny_study_done):
         assert heading in html
     sae = results / "sae/tiny2/mood/finetuned/layer2"
     assert {"cfg.json", "sae_weights.safetensors", "metrics.json"} <= {p.name for p in sae.iterdir()}
-    seed = {
-        path.parts[-3] if "sae_null" not in path.parts else "null": json.loads(path.read_text())["seed"]
+    seed = {  # (kind, stage) -> seed, kind "sae" or "null"
+        (path.relative_to(results).parts[0], json.loads(path.read_text())["stage"]): json.loads(
+            path.read_text()
+        )["seed"]
         for path in results.glob("sae*/tiny2/mood/**/layer2/**/metrics.json")
     }
-    assert seed["finetuned"] == seed["null"] != seed["pretrained"], seed  # the null differs only in data
+    # each stage's null takes the other stage's seed: a null pair differs from the cross-stage pair only in data
+    assert seed["sae", "finetuned"] == seed["sae_null", "pretrained"] != seed["sae", "pretrained"], seed
+    assert seed["sae_null", "finetuned"] == seed["sae", "pretrained"], seed
     metrics = json.loads((results / "metrics/tiny2/mood/classification.json").read_text())
     assert {"pretrained", "linear_probe", "finetuned"} <= set(metrics)
     assert not list(results.rglob("*.tmp")), "temporary files left behind"

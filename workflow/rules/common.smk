@@ -10,7 +10,7 @@ from snakemake.utils import validate
 
 from layershift import targets as T
 from layershift.costs import job_resources
-from layershift.config import validate_config
+from layershift.config import SCHEMA_PATH, validate_config
 from layershift.data import is_hub_source
 from layershift.errors import LayershiftError
 from layershift.targets import all_targets
@@ -21,7 +21,7 @@ try:
 except LayershiftError as err:
     sys.stderr.write(f"layershift: {err}\n")
     sys.exit(1)
-validate(config, str(Path(workflow.basedir) / "src/layershift/schemas/config.schema.yaml"))
+validate(config, str(SCHEMA_PATH))  # the package's schema, wherever layershift is imported from
 
 
 MODELS = list(config["models"])
