@@ -246,18 +246,21 @@ def predict_measured(study: dict, coefficients: dict) -> dict:
         "rows": study["rows"],
         "rules": per_rule,
         "jobs": {"measured": study["jobs"], "predicted": whole["jobs"]},
-        "cpu_s": {
-            "measured": study["cpu_s"],
-            "predicted": round(whole["cpu_s_total"], 1),
-            "error": round(whole["cpu_s_total"] / study["cpu_s"] - 1, 3),
-        },
+        "cpu_s": compared(study["cpu_s"], whole["cpu_s_total"]),
         "wall_s": {
-            "measured": study["wall_s"],
-            "predicted": round(whole["wall_s_local"], 1),
-            "error": round(whole["wall_s_local"] / study["wall_s"] - 1, 3),
+            **compared(study["wall_s"], whole["wall_s_local"]),
             "load_before": study["load_before"],
             "load_after": study["load_after"],
         },
+    }
+
+
+def compared(measured: float, predicted: float) -> dict:
+    """A measured value beside its prediction and the relative error (predicted / measured - 1)."""
+    return {
+        "measured": measured,
+        "predicted": round(predicted, 1),
+        "error": round(predicted / measured - 1, 3),
     }
 
 
@@ -295,16 +298,8 @@ def default_study_check(coefficients: dict) -> dict:
     }
     return {
         "jobs": {"measured": DEFAULT_STUDY["jobs"], "predicted": p["jobs"]},
-        "cpu_s": {
-            "measured": DEFAULT_STUDY["cpu_s"],
-            "predicted": round(p["cpu_s_total"], 1),
-            "error": round(p["cpu_s_total"] / DEFAULT_STUDY["cpu_s"] - 1, 3),
-        },
-        "wall_s": {
-            "measured": DEFAULT_STUDY["wall_s"],
-            "predicted": round(p["wall_s_local"], 1),
-            "error": round(p["wall_s_local"] / DEFAULT_STUDY["wall_s"] - 1, 3),
-        },
+        "cpu_s": compared(DEFAULT_STUDY["cpu_s"], p["cpu_s_total"]),
+        "wall_s": compared(DEFAULT_STUDY["wall_s"], p["wall_s_local"]),
         "rules": rules,
     }
 
