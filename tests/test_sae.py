@@ -18,6 +18,7 @@ from layershift.sae import (
     TrainConfig,
     evaluate_sae,
     load_sae,
+    lr_factor,
     save_sae,
     train_sae,
     train_sae_on_shards,
@@ -224,6 +225,52 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, atoms_and_rows):
     assert [p.name for p in checkpoints.iterdir()] == ["epoch-0003"]
     with pytest.raises(ValueError, match="lr"):
         train_sae(batches, cfg, fast_train(epochs=4, lr=1e-3), checkpoint_dir=checkpoints, progress=False)
+
+
+def test_training_tokens_sets_the_passes_from_the_layer_rows(tmp_path, atoms_and_rows):
+    """A step-based budget: the smaller layer gets more passes, both take about the same number of steps."""
+    _, rows = atoms_and_rows
+    cfg = SAEConfig(D_IN, 32, l1_coefficient=1e-2)
+    train = fast_train(training_tokens=4000, holdout_fraction=0.1, batch_size=100)
+    steps = {}
+    for n in (2000, 1000):
+        write_shards(tmp_path / str(n), rows[:n])
+        _, metrics = train_sae_on_shards(tmp_path / str(n), cfg, train, progress=False)
+        assert metrics["epochs"] == int(np.ceil(4000 / metrics["n_train_rows"]))
+        rows_trained = metrics["epochs"] * metrics["n_train_rows"]  # the budget, rounded up to a whole pass
+        assert 4000 <= rows_trained < 4000 + metrics["n_train_rows"]
+        steps[n] = metrics["steps"]
+    assert metrics["epochs"] == 5  # 900 training rows (1800 rows: 3 passes)
+    assert steps[1000] > 0.75 * steps[2000]  # without the budget, half the steps
+
+
+def test_lr_decays_linearly_to_zero_over_the_last_steps():
+    assert [lr_factor(s, 10, 0.5) for s in range(10)] == [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]
+    assert lr_factor(3, None, 0.5) == lr_factor(3, 10, 0.0) == 1.0
+    assert lr_factor(9, 10, 1.0) == pytest.approx(0.1)
+
+
+def test_lr_decay_needs_the_epoch_length_and_resumes_only_the_same_schedule(tmp_path, atoms_and_rows):
+    _, rows = atoms_and_rows
+    rows = rows[:512]
+    cfg = SAEConfig(D_IN, 16, l1_coefficient=1e-2)
+    batches = shuffled_batches(rows)
+    decaying = fast_train(epochs=2, lr_decay_fraction=0.5)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        train_sae(batches, cfg, decaying, progress=False)
+    straight, _ = train_sae(batches, cfg, decaying, progress=False, steps_per_epoch=4)
+    constant, _ = train_sae(batches, cfg, fast_train(epochs=2), progress=False)
+    assert not torch.equal(straight.W_dec, constant.W_dec)
+    checkpoints = tmp_path / "ckpt"
+    train_sae(batches, cfg, decaying, checkpoint_dir=checkpoints, progress=False, steps_per_epoch=4)
+    with pytest.raises(ValueError, match="epochs"):  # 3 epochs decay on another schedule than 2
+        train_sae(
+            batches,
+            cfg,
+            dataclasses.replace(decaying, epochs=3),
+            checkpoint_dir=checkpoints,
+            steps_per_epoch=4,
+        )
 
 
 @pytest.mark.parametrize("mode", ["expected_average_only_in", "center_and_scale"])

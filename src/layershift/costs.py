@@ -296,7 +296,7 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
     d_sae = int(sae.get("d_sae", 1024))
     sae_params = 2.0 * h * d_sae
     if rule == "train_sae":
-        n, epochs, batch = sae_count(config), int(sae.get("epochs", 10)), int(sae.get("batch_size", 256))
+        n, epochs, batch = sae_count(config), sae_epochs(sae, train_rows), int(sae.get("batch_size", 256))
         steps = n * epochs * math.ceil(train_rows / batch)
         flop = n * (epochs * train_rows * 6 * sae_params + rows * 2 * sae_params) + _adam_flop(
             sae_params, steps
@@ -319,7 +319,7 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         flop, steps = 0.0, 0.0
         for point in config.get("sae_sweep", {}).get("grid", []):
             s = {**sae, **point}
-            p_params, epochs = 2.0 * h * int(s.get("d_sae", 1024)), int(s.get("epochs", 10))
+            p_params, epochs = 2.0 * h * int(s.get("d_sae", 1024)), sae_epochs(s, train_rows)
             n_steps = 2 * epochs * math.ceil(train_rows / int(s.get("batch_size", 256)))
             flop += 2 * (epochs * train_rows * 6 * p_params + 2 * rows * 2 * p_params)
             flop += _adam_flop(p_params, n_steps)
@@ -338,6 +338,13 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         probes = len(config["datasets"][dataset].get("probes", []) or [])
         return Work(flop=2 * shape.forward_flop(probes * 16, 16), bytes=8.0 * shape.params)
     raise KeyError(f"no cost model for rule {rule!r}")
+
+
+def sae_epochs(section: dict, train_rows: float) -> int:
+    """Passes over a layer's training rows: ``epochs``, or ceil(``training_tokens`` / rows) when that is set."""
+    if section.get("training_tokens"):
+        return max(1, math.ceil(int(section["training_tokens"]) / max(train_rows, 1)))
+    return int(section.get("epochs", 10))
 
 
 @functools.lru_cache(maxsize=1)

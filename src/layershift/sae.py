@@ -80,6 +80,7 @@ RESUME_TRAIN_FIELDS = (
     "shuffle",
     "init_rows",
     "precision",
+    "lr_decay_fraction",
 )
 
 
@@ -140,7 +141,11 @@ class TrainConfig:
     """How an SAE is trained (Adam, epochs over a streamed activation set)."""
 
     lr: float = 2e-5  # Adam learning rate (the paper's 2e-5)
-    epochs: int = 10  # passes over the training rows
+    epochs: int = 10  # passes over the training rows (unless training_tokens is set)
+    # rows (tokens) to train on in all, as SAELens's training_tokens: a layer with fewer rows gets more passes,
+    # ceil(training_tokens / training rows), so every SAE of a study takes about the same number of steps
+    training_tokens: int | None = None
+    lr_decay_fraction: float = 0.0  # the last fraction of steps decays the learning rate linearly to 0
     batch_size: int = 256  # rows per optimiser step
     seed: int = 0  # seeds initialisation and shuffling
     normalize_decoder: bool = True  # unit-norm decoder rows after each step (keeps L1 honest)
@@ -391,8 +396,11 @@ def train_sae(
     train: TrainConfig,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    steps_per_epoch: int | None = None,
 ) -> tuple[SAE, dict]:
     """Train an SAE on ``batches(epoch)`` (called once per epoch, yields ``[b, d_in]`` float32 arrays).
+
+    ``steps_per_epoch`` (batches per epoch) is needed only for ``train.lr_decay_fraction`` > 0.
 
     With ``checkpoint_dir`` the weights, Adam state and loss curve are saved after every epoch and training
     resumes from the last complete epoch; given the same ``batches`` the result equals an uninterrupted run.
@@ -406,13 +414,20 @@ def train_sae(
         optimizer = make_adam([getattr(sae, name) for name in WEIGHT_NAMES], train.lr)
         state = new_trainer_state()
         resumed = load_checkpoint(
-            checkpoint_dir, optimizer, dataclasses.asdict(train), RESUME_TRAIN_FIELDS, train.epochs
+            checkpoint_dir,
+            optimizer,
+            dataclasses.asdict(train),
+            # a decaying learning rate is scheduled over all epochs: only the same total may resume
+            RESUME_TRAIN_FIELDS + (("epochs",) if train.lr_decay_fraction > 0 else ()),
+            train.epochs,
         )
         if resumed:
             path, state, _ = resumed
             restore_checkpoint_weights(sae, path)
         resumed_from_epoch = state["epoch"]
-        steps = SAESteps(sae, optimizer, train, state, device)
+        steps = SAESteps(
+            sae, optimizer, train, state, device, total_steps=_total_steps(train, steps_per_epoch)
+        )
         start = time.perf_counter()
         rows_this_run = fit_epochs(
             batches,
@@ -451,6 +466,22 @@ def train_sae(
 EPOCH_CURVES = ("epoch_loss", "epoch_mse", "epoch_l1", "epoch_l0")  # per-epoch means of the SAEOutput terms
 
 
+def _total_steps(train: TrainConfig, steps_per_epoch: int | None) -> int | None:
+    if train.lr_decay_fraction <= 0:
+        return None
+    if not steps_per_epoch:
+        raise ValueError("lr_decay_fraction > 0 needs steps_per_epoch (batches per epoch)")
+    return train.epochs * steps_per_epoch
+
+
+def lr_factor(step: int, total_steps: int | None, decay_fraction: float) -> float:
+    """Learning-rate multiplier at 0-based ``step``: 1, then linear to 0 over the last ``decay_fraction`` of steps."""
+    if total_steps is None or decay_fraction <= 0:
+        return 1.0
+    decay_steps = max(1, round(decay_fraction * total_steps))
+    return min(1.0, max(0.0, (total_steps - step) / decay_steps))
+
+
 def new_trainer_state() -> dict:
     """What a checkpoint remembers besides tensors: progress and loss curves (JSON-friendly)."""
     return {"epoch": 0, "step": 0, "n_train_rows": 0, "log_step": [], "log_loss": [], "log_window": 0.0} | {
@@ -461,8 +492,17 @@ def new_trainer_state() -> dict:
 class SAESteps:
     """One Adam step per batch for :func:`~layershift.training.fit_epochs`; per-epoch curves into ``state``."""
 
-    def __init__(self, sae: SAE, optimizer, train: TrainConfig, state: dict, device: torch.device) -> None:
+    def __init__(
+        self,
+        sae: SAE,
+        optimizer,
+        train: TrainConfig,
+        state: dict,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
         self.sae, self.optimizer, self.train, self.state, self.device = sae, optimizer, train, state, device
+        self.total_steps = total_steps  # None: constant learning rate
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
 
     def initialize(self, head: list[np.ndarray]) -> None:
@@ -481,6 +521,9 @@ class SAESteps:
             out = sae(x)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
+        if self.total_steps is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = train.lr * lr_factor(state["step"], self.total_steps, train.lr_decay_fraction)
         self.optimizer.step()
         if train.normalize_decoder:
             sae.normalize_decoder_()
@@ -559,6 +602,13 @@ def evaluate_sae(sae: SAE, batches: Iterable[np.ndarray]) -> dict:
     }
 
 
+def with_epochs_for_tokens(train: TrainConfig, n_train_rows: int) -> TrainConfig:
+    """``train`` with ``epochs`` = ceil(training_tokens / n_train_rows) when ``training_tokens`` is set."""
+    if not train.training_tokens:
+        return train
+    return dataclasses.replace(train, epochs=max(1, math.ceil(train.training_tokens / max(n_train_rows, 1))))
+
+
 # --- shards -----------------------------------------------------------------------------------------------
 def train_sae_on_shards(
     shard_dir: str | os.PathLike,
@@ -580,6 +630,7 @@ def train_sae_on_shards(
     if reader.d_model != cfg.d_in:
         raise ValueError(f"{shard_dir}: activations have d_model={reader.d_model}, cfg.d_in={cfg.d_in}")
     train_reader, heldout_reader = reader.split(train.holdout_fraction, train.split_seed)
+    train = with_epochs_for_tokens(train, train_reader.n_rows)
     provenance, hook_name = shard_provenance(reader, cfg.hook_name)
     cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
 
@@ -591,7 +642,8 @@ def train_sae_on_shards(
             buffer_groups=train.shuffle_buffer_groups,
         )
 
-    sae, metrics = train_sae(batches, cfg, train, checkpoint_dir, progress)
+    steps_per_epoch = math.ceil(train_reader.n_rows / train.batch_size)
+    sae, metrics = train_sae(batches, cfg, train, checkpoint_dir, progress, steps_per_epoch)
     evaluation = evaluate_sae(sae, (heldout_reader or train_reader).iter_batches(train.eval_batch_size))
     metrics |= {k: v for k, v in evaluation.items() if k != "n_rows"}
     metrics |= holdout_metrics(train_reader.n_rows, heldout_reader, train.split_seed)

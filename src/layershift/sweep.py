@@ -76,7 +76,9 @@ def sweep(
                 "setting": setting_label(point),
                 "settings": json.dumps(point, sort_keys=True),
                 **{key: section.get(key) for key in ("architecture", "d_sae", "k", "l1_coefficient", "lr")},
-                **{key: section.get(key) for key in ("epochs", "batch_size")},
+                **{key: section.get(key) for key in ("training_tokens", "lr_decay_fraction", "batch_size")},
+                "epochs": m_a["epochs"],  # what ran (training_tokens sets it from the layer's rows)
+                "steps": m_a["steps"],
                 "explained_variance": min(m["explained_variance"] for m in runs),
                 "l0": float(np.mean([m["l0"] for m in runs])),
                 "dead_fraction": float(np.mean([m["dead_fraction"] for m in runs])),
