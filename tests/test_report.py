@@ -67,3 +67,16 @@ def test_findings_state_no_change_for_inconclusive_layers():
     diff["verdict"] = "inconclusive"
     text = "\n".join(findings(accuracy, similarity, sae, diff))
     assert "Retained SAE features" not in text and "Lost features beyond" not in text
+
+
+def test_figure_module_loads_seaborn_without_scipy_and_leaves_scipy_importable():
+    """Figure jobs start a fresh process each: layershift.plots keeps scipy (half their import time) out."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, layershift.plots as p; assert 'scipy' not in sys.modules, 'scipy loaded';"
+        "import scipy.stats; p.plot_depth  # scipy is importable afterwards"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -8,6 +8,8 @@ cost most of a figure's time.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import textwrap
 from pathlib import Path
 
@@ -17,7 +19,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+
+
+@contextlib.contextmanager
+def _scipy_hidden():
+    """Make ``import scipy`` fail inside the block, unless scipy is already loaded.
+
+    seaborn imports scipy.stats only for its KDE (and scipy.cluster for clustermap) and falls back to its own
+    copy when scipy is missing; no figure here uses either. Importing seaborn without scipy halves the start-up
+    of a figure job, most of which is imports (1.3 of 2.7 CPU-s here; 80 figure jobs in the default study).
+    Afterwards ``import scipy`` works as usual in this process.
+    """
+    hide = "scipy" not in sys.modules
+    if hide:
+        sys.modules["scipy"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if hide and sys.modules.get("scipy", 0) is None:
+            del sys.modules["scipy"]
+
+
+with _scipy_hidden():
+    import seaborn as sns  # noqa: E402
 
 from layershift.io import atomic_path, read_json  # noqa: E402
 from layershift.similarity import MEASURES  # noqa: E402
