@@ -6,11 +6,12 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from layershift.activations import ExtractConfig, extract_activations, token_priorities
+from layershift.activations import ExtractConfig, TokenSample, extract_activations, token_priorities
 from layershift.io import read_metadata
 from layershift.shards import ShardReader, activations
 from tests.helpers import make_tiny_bert, perturbed_copy, tiny_sentences
@@ -180,9 +181,35 @@ def test_max_sentences_and_float16_storage(tmp_path, models, texts):
     assert set(reader.read_all(["sentence_id"]).column("sentence_id").to_pylist()) == set(
         sentences["sentence_id"]
     )
-    assert len(pd.read_parquet(tmp_path / "out" / "token_sample.parquet")) == info["n_tokens"]
+    sample = pq.read_table(tmp_path / "out" / "token_sample.parquet")
+    assert len(sample) == info["n_tokens"]
+    for name in ("token_sample.parquet", "sentences.parquet"):  # stored at the shards' precision
+        assert pq.read_schema(tmp_path / "out" / name).field("layer_1").type.value_type == pa.float16()
+        assert read_metadata(tmp_path / "out" / name)["dtype"] == "float16"
 
 
 def test_out_of_range_sae_layer_is_refused(tmp_path, models, texts):
     with pytest.raises(ValueError, match=r"SAE layers \[3\] out of range 0..2"):
         extract_activations(models["pre"], texts, [1, 3], tmp_path / "out", CFG, progress=False)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50, 500])
+def test_token_sample_keeps_the_bottom_k_across_batches_of_any_size(k):
+    rng = np.random.default_rng(k)
+    sizes = [0, 3, 1, 40, 2, 120, 5, 0, 9]  # smaller and larger than k, empty batches
+    sample = TokenSample(k, n_layers=2, d_model=3, dtype=np.float16)
+    seen_priority, seen_ids, seen_vectors = [], [], []
+    start = 0
+    for size in sizes:
+        priority = rng.integers(0, 2**40, size, dtype=np.uint64)
+        ids = np.stack([np.arange(start, start + size), np.zeros(size, np.int64)], 1)
+        vectors = rng.normal(size=(size, 2, 3))
+        sample.offer(priority, ids, vectors)
+        seen_priority.append(priority), seen_ids.append(ids), seen_vectors.append(vectors)
+        start += size
+    priority, ids, vectors = map(np.concatenate, (seen_priority, seen_ids, seen_vectors))
+    lowest = np.sort(np.argsort(priority, kind="stable")[:k])  # ids are in arrival order, so sorted = by id
+    got_ids, got_vectors = sample.sorted()
+    np.testing.assert_array_equal(got_ids, ids[lowest])
+    assert got_vectors.dtype == np.float16
+    np.testing.assert_array_equal(got_vectors, vectors[lowest].astype(np.float16))

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from layershift.io import atomic_dir, atomic_path, encode_metadata, write_parquet
 from layershift.models import load_encoder, pick_device
 from layershift.runtime import set_threads
-from layershift.shards import ShardWriter
+from layershift.shards import ARROW_DTYPES, NUMPY_DTYPES, ShardWriter
 from layershift.tokens import encode_with_kinds
 
 
@@ -83,44 +83,58 @@ def token_priorities(sentence_ids: np.ndarray, positions: np.ndarray, seed: int)
 
 
 class TokenSample:
-    """Bottom-k sample of token vectors across all layers, by ``token_priorities`` (fixed memory)."""
+    """Bottom-k sample of token vectors across all layers, by ``token_priorities`` (fixed memory).
 
-    def __init__(self, k: int, n_layers: int, d_model: int) -> None:
+    The vectors live in ``k`` preallocated slots (in ``dtype``, the shards' precision); a batch writes only
+    its newly admitted tokens, into the slots of the tokens they evict (no copy of the whole sample per batch).
+    """
+
+    def __init__(self, k: int, n_layers: int, d_model: int, dtype=np.float32) -> None:
         self.k = k
-        self.priority = np.zeros(0, np.uint64)
-        self.ids = np.zeros((0, 2), np.int64)  # (sentence_id, position)
-        self.vectors = np.zeros((0, n_layers, d_model), np.float32)
+        self.priority = np.zeros(0, np.uint64)  # [filled] priorities of the tokens in slots 0..filled-1
+        self.ids = np.zeros((0, 2), np.int64)  # [filled, 2] (sentence_id, position)
+        self.vectors = np.empty((k, n_layers, d_model), dtype)  # [k, layers, d] slots
 
     def offer(self, priority: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Merge candidate tokens ``vectors [n, layers, d]`` and keep the k lowest priorities."""
-        if len(self.priority) >= self.k and len(priority):
+        filled = len(self.priority)
+        if filled >= self.k and len(priority):
             keep = priority < self.priority.max()
             priority, ids, vectors = priority[keep], ids[keep], vectors[keep]
-        self.priority = np.concatenate([self.priority, priority])
-        self.ids = np.concatenate([self.ids, ids])
-        self.vectors = np.concatenate([self.vectors, vectors])
-        if len(self.priority) > self.k:
-            top = np.argpartition(self.priority, self.k - 1)[: self.k]
-            self.priority, self.ids, self.vectors = self.priority[top], self.ids[top], self.vectors[top]
+        if not len(priority):
+            return
+        every = np.concatenate([self.priority, priority])  # [filled + n]
+        chosen = np.arange(len(every)) if len(every) <= self.k else np.argpartition(every, self.k - 1)[: self.k]
+        kept_slots = chosen[chosen < filled]  # old tokens stay in their slots
+        admitted = chosen[chosen >= filled] - filled  # rows of this batch that enter the sample
+        # slots 0..m-1 are used afterwards; the free ones among them (evicted, then never used) take the newcomers
+        m = len(chosen)
+        free_slots = np.setdiff1d(np.arange(m), kept_slots)  # len(free_slots) == len(admitted)
+        self.vectors[free_slots] = vectors[admitted]
+        new_priority, new_ids = np.empty(m, np.uint64), np.empty((m, 2), np.int64)
+        new_priority[kept_slots], new_ids[kept_slots] = self.priority[kept_slots], self.ids[kept_slots]
+        new_priority[free_slots], new_ids[free_slots] = priority[admitted], ids[admitted]
+        self.priority, self.ids = new_priority, new_ids
 
     def sorted(self):
+        n = len(self.priority)
         order = np.lexsort((self.ids[:, 1], self.ids[:, 0]))
-        return self.ids[order], self.vectors[order]
+        return self.ids[order], self.vectors[:n][order]
 
 
-def _list_column(vectors: np.ndarray) -> pa.Array:
-    """``[n, d]`` float32 array as a fixed-size-list Arrow column."""
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+def _list_column(vectors: np.ndarray, dtype: str = "float32") -> pa.Array:
+    """``[n, d]`` array as a fixed-size-list Arrow column of ``dtype`` (float32 or float16)."""
+    flat = np.ascontiguousarray(vectors, dtype=NUMPY_DTYPES[dtype]).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=ARROW_DTYPES[dtype]), vectors.shape[1])
 
 
-def write_token_sample(ids: np.ndarray, vectors: np.ndarray, path: Path, metadata: dict) -> None:
+def write_token_sample(ids: np.ndarray, vectors: np.ndarray, path: Path, metadata: dict, dtype: str) -> None:
     """The token sample (ids ``[n, 2]``: sentence, position; vectors ``[n, layers, d]``) as Arrow columns.
 
     Built column by column (a DataFrame of per-row arrays costs ~1 s per call), no dictionary pages."""
     columns = {"sentence_id": pa.array(ids[:, 0], pa.int64()), "position": pa.array(ids[:, 1], pa.int64())}
-    columns |= {f"layer_{layer}": _list_column(vectors[:, layer]) for layer in range(vectors.shape[1])}
-    table = pa.table(columns).replace_schema_metadata(encode_metadata(metadata))
+    columns |= {f"layer_{layer}": _list_column(vectors[:, layer], dtype) for layer in range(vectors.shape[1])}
+    table = pa.table(columns).replace_schema_metadata(encode_metadata({**metadata, "dtype": dtype}))
     with atomic_path(path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp, use_dictionary=False)
 
@@ -128,17 +142,17 @@ def write_token_sample(ids: np.ndarray, vectors: np.ndarray, path: Path, metadat
 class SentenceWriter:
     """Streams per-sentence mean vectors of every layer into one Parquet file, one row group per batch."""
 
-    def __init__(self, path: Path, n_layers: int, d_model: int, metadata: dict) -> None:
+    def __init__(self, path: Path, n_layers: int, d_model: int, metadata: dict, dtype: str = "float32") -> None:
         fields = [("sentence_id", pa.int32()), ("n_tokens", pa.int32())]
-        fields += [(f"layer_{layer}", pa.list_(pa.float32(), d_model)) for layer in range(n_layers)]
-        self.schema = pa.schema(fields, metadata=encode_metadata(metadata))
+        fields += [(f"layer_{layer}", pa.list_(ARROW_DTYPES[dtype], d_model)) for layer in range(n_layers)]
+        self.schema = pa.schema(fields, metadata=encode_metadata({**metadata, "dtype": dtype}))
         self.writer = pq.ParquetWriter(path, self.schema)
-        self.n_layers = n_layers
+        self.n_layers, self.dtype = n_layers, dtype
 
     def write(self, sentence_ids: np.ndarray, n_tokens: np.ndarray, means: np.ndarray) -> None:
         """``means`` is ``[batch, layers, d]``."""
         arrays = [pa.array(sentence_ids, pa.int32()), pa.array(n_tokens, pa.int32())]
-        arrays += [_list_column(means[:, layer]) for layer in range(self.n_layers)]
+        arrays += [_list_column(means[:, layer], self.dtype) for layer in range(self.n_layers)]
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
 
     def close(self) -> None:
@@ -179,7 +193,7 @@ def extract_activations(
     kinds_written: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
     sentence_sum = np.zeros((n_layers, d_model), np.float64)
     n_tokens_total = 0
-    sample = TokenSample(cfg.token_sample, n_layers, d_model)
+    sample = TokenSample(cfg.token_sample, n_layers, d_model, NUMPY_DTYPES[cfg.dtype])
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out_dir / "tokens") as tokens_dir, atomic_path(out_dir / "sentences.parquet") as sent_tmp:
@@ -194,7 +208,7 @@ def extract_activations(
             )
             for layer in sae_layers
         }
-        sentences = SentenceWriter(sent_tmp, n_layers, d_model, metadata)
+        sentences = SentenceWriter(sent_tmp, n_layers, d_model, metadata, cfg.dtype)
         for batch in tqdm(
             batches, desc=f"extract {metadata.get('stage', '')}", disable=not progress, mininterval=5
         ):
@@ -212,12 +226,13 @@ def extract_activations(
             ).hidden_states
             stacked = torch.stack(hidden, dim=1).float()  # [batch, layers, seq, d]
             maskf = mask[:, None, :, None].float()  # [batch, 1, seq, 1]
-            per_sentence = (stacked * maskf).sum(2) / maskf.sum(2)  # [batch, layers, d]
+            sentence_sums = (stacked * maskf).sum(2)  # [batch, layers, d]
+            per_sentence = sentence_sums / maskf.sum(2)  # [batch, layers, d]
             flat_mask = mask.bool()
             tokens = (
                 stacked.permute(0, 2, 1, 3)[flat_mask].cpu().numpy()
             )  # [batch, seq, layers, d] -> [tokens, layers, d]
-            token_sum += tokens.sum(0, dtype=np.float64)
+            token_sum += sentence_sums.sum(0).double().cpu().numpy()  # float32 within a batch, float64 across
             is_special = special[flat_mask.cpu().numpy()]  # per token row, same order as ``tokens``
             special_sum += tokens[is_special].sum(0, dtype=np.float64)
             n_special_total += int(is_special.sum())
@@ -267,7 +282,7 @@ def extract_activations(
     import pandas as pd
 
     write_parquet(pd.DataFrame(means), out_dir / "means.parquet", metadata)
-    write_token_sample(*sample.sorted(), out_dir / "token_sample.parquet", metadata)
+    write_token_sample(*sample.sorted(), out_dir / "token_sample.parquet", metadata, cfg.dtype)
     return {
         "n_sentences": n_sentences,
         "n_tokens": n_tokens_total,

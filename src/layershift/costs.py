@@ -449,7 +449,8 @@ def light_job_count(config: dict) -> int:
 
 
 def disk_bytes(config: dict, results: str | Path = "results") -> dict[str, float]:
-    """Approximate bytes each kind of output takes (weights in float32, token shards in the study's dtype)."""
+    """Approximate bytes each kind of output takes (weights in float32; token shards, sentence vectors and the
+    token sample in the study's activation dtype)."""
     out = {"models": 0.0, "activations": 0.0, "saes": 0.0, "crosscoders": 0.0}
     act_bytes = 2 if str(config.get("activations", {}).get("dtype", "float16")) == "float16" else 4
     d_sae = int(config.get("sae", {}).get("d_sae", 1024))
@@ -461,9 +462,9 @@ def disk_bytes(config: dict, results: str | Path = "results") -> dict[str, float
             stats = dataset_stats(config, dataset, results)
             sentences, rows = _activation_rows(config, stats)
             out["models"] += 4.0 * shape.params
-            out["activations"] += 2 * (
-                rows * n_layers * shape.hidden * act_bytes + sentences * (shape.layers + 1) * shape.hidden * 4
-            )
+            token_sample = int(config.get("similarity", {}).get("token_sample", 5000))
+            vectors = rows * n_layers + (sentences + token_sample) * (shape.layers + 1)  # shards, sentences, sample
+            out["activations"] += 2 * vectors * shape.hidden * act_bytes  # both stages, all at the shards' dtype
             out["saes"] += n_layers * sae_count(config) * 4.0 * (2 * shape.hidden * d_sae)
             out["crosscoders"] += n_layers * (4.0 * 4 * shape.hidden * d_lat + rows * 8)
     out["total"] = sum(out.values())

@@ -97,8 +97,8 @@ def token_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
     layers = sorted(int(c.split("_")[1]) for c in pre.columns if c.startswith("layer_"))
     rows = []
     for layer in layers:
-        x = np.stack(merged[f"layer_{layer}_pre"].to_numpy())
-        y = np.stack(merged[f"layer_{layer}_ft"].to_numpy())
+        x = np.stack(merged[f"layer_{layer}_pre"].to_numpy()).astype(np.float64)  # stored at shard precision
+        y = np.stack(merged[f"layer_{layer}_ft"].to_numpy()).astype(np.float64)
         rows.append({"layer": layer, "cka_tokens": linear_cka(x, y), "n_token_sample": len(merged)})
     return pd.DataFrame(rows)
 
