@@ -104,7 +104,9 @@ class TokenSample:
         if not len(priority):
             return
         every = np.concatenate([self.priority, priority])  # [filled + n]
-        chosen = np.arange(len(every)) if len(every) <= self.k else np.argpartition(every, self.k - 1)[: self.k]
+        chosen = (
+            np.arange(len(every)) if len(every) <= self.k else np.argpartition(every, self.k - 1)[: self.k]
+        )
         kept_slots = chosen[chosen < filled]  # old tokens stay in their slots
         admitted = chosen[chosen >= filled] - filled  # rows of this batch that enter the sample
         # slots 0..m-1 are used afterwards; the free ones among them (evicted, then never used) take the newcomers
@@ -142,7 +144,9 @@ def write_token_sample(ids: np.ndarray, vectors: np.ndarray, path: Path, metadat
 class SentenceWriter:
     """Streams per-sentence mean vectors of every layer into one Parquet file, one row group per batch."""
 
-    def __init__(self, path: Path, n_layers: int, d_model: int, metadata: dict, dtype: str = "float32") -> None:
+    def __init__(
+        self, path: Path, n_layers: int, d_model: int, metadata: dict, dtype: str = "float32"
+    ) -> None:
         fields = [("sentence_id", pa.int32()), ("n_tokens", pa.int32())]
         fields += [(f"layer_{layer}", pa.list_(ARROW_DTYPES[dtype], d_model)) for layer in range(n_layers)]
         self.schema = pa.schema(fields, metadata=encode_metadata({**metadata, "dtype": dtype}))

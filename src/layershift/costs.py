@@ -463,8 +463,9 @@ def disk_bytes(config: dict, results: str | Path = "results") -> dict[str, float
             sentences, rows = _activation_rows(config, stats)
             out["models"] += 4.0 * shape.params
             token_sample = int(config.get("similarity", {}).get("token_sample", 5000))
-            vectors = rows * n_layers + (sentences + token_sample) * (shape.layers + 1)  # shards, sentences, sample
-            out["activations"] += 2 * vectors * shape.hidden * act_bytes  # both stages, all at the shards' dtype
+            # shards, sentence vectors and token sample, both stages, all at the shards' dtype
+            vectors = rows * n_layers + (sentences + token_sample) * (shape.layers + 1)
+            out["activations"] += 2 * vectors * shape.hidden * act_bytes
             out["saes"] += n_layers * sae_count(config) * 4.0 * (2 * shape.hidden * d_sae)
             out["crosscoders"] += n_layers * (4.0 * 4 * shape.hidden * d_lat + rows * 8)
     out["total"] = sum(out.values())
