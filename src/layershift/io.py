@@ -103,6 +103,18 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | No
         pq.write_table(table, tmp)
 
 
+def vector_compression(schema: pa.Schema) -> dict[str, str]:
+    """Parquet codecs per column: none for vector (list) columns, snappy for the rest.
+
+    Float activations do not compress (snappy saves under 1 % of their bytes) and compressing them costs a
+    third of the write time. pyarrow keys a list column's codec by its leaf path, ``name.list.element``."""
+    codecs = {}
+    for field in schema:
+        is_vector = pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type)
+        codecs[f"{field.name}.list.element" if is_vector else field.name] = "none" if is_vector else "snappy"
+    return codecs
+
+
 def encode_metadata(metadata: dict) -> dict[bytes, bytes]:
     return {METADATA_KEY: json.dumps(metadata, sort_keys=True, default=_json_default).encode()}
 

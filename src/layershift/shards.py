@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from layershift.io import encode_metadata, read_metadata
+from layershift.io import encode_metadata, read_metadata, vector_compression
 
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -121,6 +121,7 @@ class ShardWriter:
                 self.schema,
                 use_dictionary=["token"],
                 write_statistics=["sentence_id", "position", "token_id"],
+                compression=vector_compression(self.schema),
             )
         self._writer.write_table(table, row_group_size=max(len(table), 1))  # pyarrow refuses 0
         self.n_rows += len(table)
