@@ -51,17 +51,21 @@ def summary(args: argparse.Namespace) -> int:
                 "model",
                 "dataset",
                 "layer",
+                "verdict",
+                "stable_fraction_pretrained",
+                "stable_fraction_finetuned",
                 "retained_fraction",
                 "changed_fraction",
                 "lost_fraction",
                 "new_fraction",
-                "baseline_retained_fraction",
-                "baseline_lost_fraction",
-                "baseline_new_fraction",
             )
             if c in diff
         ]
-        print("\n**SAE feature diff per layer** (fractions of live features; `baseline_` = seed null)\n")
+        print(
+            "\n**SAE feature diff per layer** (fractions of the *stable* features: those their stage's seed "
+            "null reproduces above chance; `stable_fraction_*` = share of live features; an inconclusive "
+            "layer's fractions support no finding)\n"
+        )
         print(diff[keep].to_markdown(index=False, floatfmt=".2f"))
     return 0
 

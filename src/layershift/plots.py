@@ -238,14 +238,16 @@ def plot_sae_sweep(inputs, wc, params) -> plt.Figure:
     from layershift.sweep import MIN_EXPLAINED_VARIANCE
 
     frame = pd.read_parquet(inputs[0])
+    frame = frame.assign(**{"L0 (active latents)": frame["l0"].round(1)})
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sns.scatterplot(
         data=frame,
         x="explained_variance",
         y="median_matched_cosine",
         hue="setting",
-        size="l0",
+        size="L0 (active latents)",
         sizes=(40, 260),
+        legend="brief",
         ax=ax,
     )
     ax.axhline(0.7, color="0.3", linestyle="--", linewidth=1, label="reproducible (median 0.7)")
