@@ -148,6 +148,10 @@ def test_shard_streaming_matches_in_memory_batches(tmp_path, atoms_and_rows):
         progress=False,
     )
     assert_same_weights(from_shards, in_memory)
+    streamed, _ = train_sae_on_shards(
+        tmp_path / "shards", cfg, dataclasses.replace(train, memory_cache_mb=0), progress=False
+    )
+    assert_same_weights(from_shards, streamed)  # rows kept in RAM (the default) change nothing
     assert metrics["n_train_rows"] == len(train_rows) and metrics["n_heldout_rows"] == 512
     assert from_shards.cfg.hook_name == "hidden_states.3" and from_shards.cfg.metadata["layer"] == 3
     expected = evaluate_sae(in_memory, [rows[heldout]])

@@ -196,3 +196,36 @@ def test_subset_streams_shuffled_batches_in_step(tmp_path):
     nested = sub_a.subset([0, 2])  # indices into the subset's own rows
     np.testing.assert_array_equal(activations(nested.read_all()), rows[4][keep[[0, 2]]])
     assert holdout_rows(1, 0.5, 0).size == 0 and ShardReader(tmp_path / "a").split(0.0, 0)[1] is None
+
+
+def test_rows_kept_in_memory_give_the_streamed_batches_and_are_decoded_once(tmp_path, monkeypatch):
+    rows = token_rows(97)
+    write_rows(tmp_path / "l", rows, dtype="float16", rows_per_group=10, groups_per_shard=3)
+    train, _ = ShardReader(tmp_path / "l").split(0.2, seed=1)  # a subset view, as SAE training uses
+    streamed = ShardReader(tmp_path / "l").split(0.2, seed=1)[0]
+    assert train.keep_in_memory(max_bytes=train.n_rows * D * 4)
+    reads = []
+    original = ShardReader.read_group
+    counted = {id(train)}  # reads of the readers under test only, not of the streamed reference
+
+    def counting_read(self, index, columns=None):
+        if id(self) in counted:
+            reads.append(index)
+        return original(self, index, columns)
+
+    monkeypatch.setattr(ShardReader, "read_group", counting_read)
+    for epoch in range(3):
+        kept = list(train.iter_batches(16, shuffle=True, seed=epoch, buffer_groups=3))
+        assert len(reads) == len(train.groups), "every group read in the first pass only"
+        reference = list(streamed.iter_batches(16, shuffle=True, seed=epoch, buffer_groups=3))
+        assert len(kept) == len(reference)
+        assert all(np.array_equal(a, b) for a, b in zip(kept, reference, strict=True))
+        kept[0][:] = 0.0  # batches are the caller's to change: the kept rows stay intact
+    # too large for the budget: keeps streaming, reading every group on every pass
+    big = ShardReader(tmp_path / "l")
+    assert not big.keep_in_memory(max_bytes=big.n_rows * D * 4 - 1)
+    counted.add(id(big))
+    reads.clear()
+    for _ in range(2):
+        list(big.iter_batches(16))
+    assert len(reads) == 2 * len(big.groups)

@@ -302,7 +302,10 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
             sae_params, steps
         )
         bytes_ = n * 16.0 * sae_params + 4.0 * 4096 * (h + d_sae) * 4
-        return Work(flop=flop, bytes=bytes_, steps=steps, host_values=n * (epochs + 1) * rows * h)
+        kept, passes = _kept_rows(
+            train_rows * h * 4, sae, epochs
+        )  # rows kept in RAM: one decode, not one an epoch
+        return Work(flop=flop, bytes=bytes_ + kept, steps=steps, host_values=n * (passes + 1) * rows * h)
     if rule == "crosscoder":
         d_lat, epochs, batch = (
             int(cc.get("d_latent", 1024)),
@@ -313,7 +316,8 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         steps = epochs * math.ceil(train_rows / batch)
         flop = epochs * train_rows * 6 * cc_params + rows * 2 * cc_params + _adam_flop(cc_params, steps)
         bytes_ = 16.0 * cc_params + 4.0 * 4096 * (2 * h + d_lat) * 4
-        return Work(flop=flop, bytes=bytes_, steps=steps, host_values=(epochs + 1) * rows * 2 * h)
+        kept, passes = _kept_rows(train_rows * 2 * h * 4, cc, epochs)
+        return Work(flop=flop, bytes=bytes_ + kept, steps=steps, host_values=(passes + 1) * rows * 2 * h)
     if rule == "sae_sweep":
         # two SAEs per grid point, each with the study's settings overlaid by the point's
         flop, steps = 0.0, 0.0
@@ -345,6 +349,14 @@ def sae_epochs(section: dict, train_rows: float) -> int:
     if section.get("training_tokens"):
         return max(1, math.ceil(int(section["training_tokens"]) / max(train_rows, 1)))
     return int(section.get("epochs", 10))
+
+
+def _kept_rows(row_bytes: float, section: dict, epochs: int) -> tuple[float, int]:
+    """(bytes held in RAM, Parquet decoding passes) of shard training: rows that fit ``memory_cache_mb``
+    (default 1024) are decoded once and kept (``ShardReader.keep_in_memory``); larger layers stream."""
+    if row_bytes <= float(section.get("memory_cache_mb", 1024)) * 2**20:
+        return row_bytes, 1
+    return 0.0, epochs
 
 
 @functools.lru_cache(maxsize=1)

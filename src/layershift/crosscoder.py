@@ -143,6 +143,7 @@ class CrosscoderTrainConfig:
     split_seed: int = 0  # shard training: seeds the held-out rows (the SAEs' split seed: the same rows)
     shuffle: bool = True  # shard training: shuffle row groups and rows (same permutation for both models)
     shuffle_buffer_groups: int = 8  # shard training: row groups mixed together when shuffling
+    memory_cache_mb: float = 1024.0  # shard training: both stages' rows kept in RAM when they fit (as SAEs)
     eval_batch_size: int = 4096  # rows per batch when evaluating
     threads: int | None = None  # torch CPU threads (None: leave torch's setting)
     device: str = "auto"  # "auto" = cuda if available else cpu; or any torch device string
@@ -400,6 +401,8 @@ def train_crosscoder_on_shards(
     train_a, heldout_a = reader_a.split(train.holdout_fraction, train.split_seed)
     train_b, heldout_b = reader_b.split(train.holdout_fraction, train.split_seed)
     eval_a, eval_b = (heldout_a, heldout_b) if heldout_a else (train_a, train_b)
+    for reader in (train_a, train_b):  # each stage's half of the budget
+        reader.keep_in_memory(train.memory_cache_mb * 2**19)
     provenance, hook_name = shard_provenance(reader_a, cfg.hook_name, drop=("stage",))
     cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
 

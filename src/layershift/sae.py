@@ -156,6 +156,9 @@ class TrainConfig:
     precision: Literal["float32", "bf16"] = "float32"  # bf16 autocast for the forward pass (cuda only)
     shuffle: bool = True  # shuffle row groups and rows within a buffer each epoch (shard training)
     shuffle_buffer_groups: int = 8  # row groups mixed together when shuffling shards
+    # a layer's training rows are kept in RAM (float32) after the first epoch when they take at most this
+    # many MiB: later epochs skip Parquet decoding, same batches; larger layers stream (0: always stream)
+    memory_cache_mb: float = 1024.0
     init_rows: int = 16384  # rows at the start of epoch 0 used to set b_dec and normalisation statistics
     log_every: int = 100  # steps per entry of the per-step loss curve (mean loss over those steps)
     eval_batch_size: int = 4096  # rows per batch when evaluating held-out rows
@@ -631,6 +634,7 @@ def train_sae_on_shards(
         raise ValueError(f"{shard_dir}: activations have d_model={reader.d_model}, cfg.d_in={cfg.d_in}")
     train_reader, heldout_reader = reader.split(train.holdout_fraction, train.split_seed)
     train = with_epochs_for_tokens(train, train_reader.n_rows)
+    train_reader.keep_in_memory(train.memory_cache_mb * 2**20)
     provenance, hook_name = shard_provenance(reader, cfg.hook_name)
     cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
 

@@ -190,6 +190,25 @@ class ShardReader:
         ]
         self.n_rows = sum(n for _, _, n in self.groups)
         self._rows: list[np.ndarray | None] = [None] * len(self.groups)  # per group: kept rows (None: all)
+        self._cache: dict[int, np.ndarray] | None = None  # group -> float32 rows (keep_in_memory)
+
+    def keep_in_memory(self, max_bytes: float) -> bool:
+        """Keep each row group's activations (float32) after its first read when all of this reader's rows
+        take at most ``max_bytes``: later passes (training epochs) skip Parquet decoding, and yield exactly
+        the batches a streaming pass would. Larger layers keep streaming. Returns whether rows are kept."""
+        fits = self.n_rows * self.d_model * 4 <= max_bytes
+        self._cache = ({} if self._cache is None else self._cache) if fits else None
+        return fits
+
+    def group_activations(self, index: int) -> np.ndarray:
+        """Row group ``index``'s ``[rows, d_model]`` float32 activations (read-only when kept in memory)."""
+        kept = self._cache.get(index) if self._cache is not None else None
+        if kept is None:
+            kept = activations(self.read_group(index, ["activation"]))
+            if self._cache is not None:
+                kept.flags.writeable = False
+                self._cache[index] = kept
+        return kept
 
     def read_group(self, index: int, columns: list[str] | None = None) -> pa.Table:
         f, g, _ = self.groups[index]
@@ -206,7 +225,7 @@ class ShardReader:
         if len(rows) and (rows[0] < 0 or rows[-1] >= self.n_rows):
             raise IndexError(f"row indices must be in [0, {self.n_rows}), got {rows[0]}..{rows[-1]}")
         view = copy.copy(self)
-        view.groups, view._rows = [], []
+        view.groups, view._rows, view._cache = [], [], None
         offset = 0
         for (f, g, n), kept in zip(self.groups, self._rows, strict=True):
             local = rows[np.searchsorted(rows, offset) : np.searchsorted(rows, offset + n)] - offset
@@ -246,10 +265,8 @@ class ShardReader:
         order = rng.permutation(len(self.groups)) if shuffle else np.arange(len(self.groups))
         carry = np.zeros((0, self.d_model), np.float32)
         for start in range(0, len(order), buffer_groups):
-            block = [
-                activations(self.read_group(i, ["activation"])) for i in order[start : start + buffer_groups]
-            ]
-            rows = np.concatenate([carry, *block])
+            block = [self.group_activations(i) for i in order[start : start + buffer_groups]]
+            rows = np.concatenate([carry, *block])  # a fresh array: batches never alias kept rows
             if shuffle:
                 rows = rows[rng.permutation(len(rows))]
             usable = len(rows) - len(rows) % batch_size
