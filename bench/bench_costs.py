@@ -54,6 +54,8 @@ def study_config(rows: int) -> dict:
     config["data"]["max_rows"] = rows
     config["activations"]["max_sentences"] = rows  # every training sentence (80 % of the rows)
     config["activations"]["max_tokens"] = 1_000_000
+    if config.get("sae_sweep", {}).get("grid"):  # the sweep stays, on a model and dataset the cut study has
+        config["sae_sweep"] |= {"model": MODEL, "dataset": DATASETS[0]}
     return config
 
 
@@ -264,20 +266,23 @@ def compared(measured: float, predicted: float) -> dict:
     }
 
 
-# The default study (config.yaml: 2 models x 3 datasets, 600 rows, 165 jobs) as measured on this machine
-# idle on 2026-11-25 20:30 (bench/README.md): whole-study wall and CPU seconds, and summed job wall seconds
-# per rule (one thread per job, idle machine: close to CPU seconds). An older code version than the fit's
-# runs, measured by others: a check at a larger size and with a second model, not a fitted point.
+# The default study (config.yaml: 2 models x 3 datasets, 188 jobs) as measured on this machine, idle, on
+# 2026-12-03 07:00-07:25 UTC (README, "What the default study shows"): whole-study wall and CPU seconds
+# (/usr/bin/time of `snakemake --cores 2`), and summed job wall seconds per rule (Snakemake's benchmark files;
+# one thread per job, idle machine: close to CPU seconds). Not a fitted point: a check at a larger size,
+# with a second model and three datasets.
 DEFAULT_STUDY = {
-    "wall_s": 752.0,
-    "cpu_s": 1473.0,
-    "jobs": 165,
+    "date": "2026-12-03",
+    "wall_s": 1504.0,
+    "cpu_s": 2913.0,
+    "jobs": 188,
     "rules_wall_s": {
-        "diff": 261.0,
-        "finetune": 260.0,
-        "train_sae": 234.0,
-        "extract": 154.0,
-        "evaluate": 97.0,
+        "train_sae": 1316.0,
+        "finetune": 435.0,
+        "crosscoder": 224.0,
+        "diff": 206.0,
+        "extract": 181.0,
+        "evaluate": 110.0,
     },
 }
 
@@ -336,9 +341,9 @@ def fit_and_report(args) -> None:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     d = report["default_study"]
     print(
-        f"default study (600 rows, 2 models x 3 datasets, measured 2026-11-25): cpu {d['cpu_s']['predicted']:.0f}"
+        f"default study (2 models x 3 datasets, measured {DEFAULT_STUDY['date']}): cpu {d['cpu_s']['predicted']:.0f}"
         f" vs {d['cpu_s']['measured']:.0f} s ({d['cpu_s']['error']:+.0%}), wall {d['wall_s']['predicted']:.0f} vs "
-        f"{d['wall_s']['measured']:.0f} s ({d['wall_s']['error']:+.0%}), jobs {d['jobs']['predicted']} vs 165; "
+        f"{d['wall_s']['measured']:.0f} s ({d['wall_s']['error']:+.0%}), jobs {d['jobs']['predicted']} vs {DEFAULT_STUDY['jobs']}; "
         + ", ".join(f"{r} {v['error']:+.0%}" for r, v in d["rules"].items())
     )
     for label, preds in (("held out", report["held_out"]["predictions"]), ("in sample", report["in_sample"])):

@@ -162,3 +162,16 @@ def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeyp
         expected = costs.job_resources(rule, config, wildcards)
         line = re.search(r"resources: (.*)", block).group(1)
         assert f"mem_mb={expected['mem_mb']}," in line and f"runtime={expected['runtime']}," in line, line
+
+
+@pytest.mark.parametrize("rows", [120, 480])
+def test_the_cost_benchmarks_cut_studies_are_valid_configs(rows):
+    """bench_costs.py cuts config.yaml to one model x dataset: the cut must still pass the config checks
+    (the sweep once pointed at a dataset the cut had dropped, and the benchmark failed at its first study)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_costs import study_config
+
+    from layershift.config import check_semantics, validate_schema
+
+    config = validate_schema(study_config(rows), "cut.yaml")
+    check_semantics(config, "cut.yaml", REPO)
