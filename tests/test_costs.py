@@ -175,3 +175,30 @@ def test_the_cost_benchmarks_cut_studies_are_valid_configs(rows):
 
     config = validate_schema(study_config(rows), "cut.yaml")
     check_semantics(config, "cut.yaml", REPO)
+
+
+def test_token_counts_come_only_from_this_datasets_prepared_splits(tmp_path):
+    """Another config's results may hold a different corpus under the same dataset name (the paper's hub
+    `news` beside the demo's `news`): its splits are used only when the card names this source and row cap."""
+    import json
+
+    import pandas as pd
+
+    config = study(tmp_path, rows=1000)
+    prepared = tmp_path / "results" / "data" / "d"
+    prepared.mkdir(parents=True)
+    for split, n in (("train", 8), ("validation", 1), ("test", 1)):
+        pd.DataFrame({"text": ["a few words here"] * n}).to_parquet(prepared / f"{split}.parquet")
+
+    def card(source, max_rows):
+        (prepared / "card.json").write_text(
+            json.dumps({"source": source, "settings": {"max_rows": max_rows}})
+        )
+        return costs.dataset_stats(config, "d", tmp_path / "results")
+
+    ours = card("hub:someone/some-data", 1000)
+    assert ours.basis == "prepared" and ours.rows["train"] == 8
+    assert card("data/demo/other.csv", 1000).basis == "caps"
+    assert card("hub:someone/some-data", 50).basis == "caps"  # prepared under another row cap
+    (prepared / "card.json").unlink()
+    assert costs.dataset_stats(config, "d", tmp_path / "results").basis == "caps"

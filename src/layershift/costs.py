@@ -84,7 +84,7 @@ FIT_META = {
         "mem_base_mb": "peak RSS (MB) above the counted bytes (weights, optimiser state, buffers)",
         "light_job_s": "mean CPU seconds of a job without a benchmark (figures, tables, similarity, report, Snakemake itself)",
     },
-    "diff_includes_crosscoder": True,
+    "diff_includes_crosscoder": False,  # True in coefficient files fitted while diff trained the crosscoder
 }
 
 
@@ -206,7 +206,9 @@ def dataset_stats(config: dict, dataset: str, results: str | Path = "results") -
     prepared = Path(results) / "data" / dataset
     rows_total, chars, basis = max_rows, None, "caps"
     try:
-        if all((prepared / f"{s}.parquet").is_file() for s in split):
+        if _prepared_for(prepared, entry, max_rows) and all(
+            (prepared / f"{s}.parquet").is_file() for s in split
+        ):
             rows = {s: _text_stats(str(prepared / f"{s}.parquet"), "text", "parquet")[0] for s in split}
             chars = _text_stats(str(prepared / "train.parquet"), "text", "parquet")[1]
             return DataStats(rows, _tokens(chars, max_length), "prepared")
@@ -218,6 +220,18 @@ def dataset_stats(config: dict, dataset: str, results: str | Path = "results") -
         chars, basis = None, "caps"
     rows = {s: int(round(rows_total * float(f))) for s, f in split.items()}
     return DataStats(rows, _tokens(chars, max_length) if chars is not None else float(max_length), basis)
+
+
+def _prepared_for(prepared: Path, entry: dict, max_rows: int) -> bool:
+    """Whether ``prepared`` holds this dataset entry's splits: its card names the same source and row cap
+    (another config's results may hold a different corpus under the same dataset name)."""
+    try:
+        card = json.loads((prepared / "card.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return str(card.get("source")) == str(entry["source"]) and int(
+        card.get("settings", {}).get("max_rows", -1)
+    ) == int(max_rows)
 
 
 def _tokens(chars: float, max_length: int) -> float:
