@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import yaml  # noqa: E402
 
+from layershift.costs import BORROWED_COEFFICIENTS  # noqa: E402
+
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DATASETS = ("movies",)
 MODEL = "minilm-l6"
@@ -151,9 +153,10 @@ WILDCARDS = {
     "crosscoder": ("model", "dataset", "layer"),
     "sae_sweep": ("model", "dataset", "stage", "layer"),
 }
-# rules fitted together with another: the sweep is the SAE trainer on other settings (its 12 SAEs give the
-# trainer's slope a second, larger point; a per-rule fit of one job per study would be a mean)
-FIT_WITH = {"sae_sweep": "train_sae"}
+# rules fitted together with the rule whose coefficients predict them (layershift.costs.BORROWED_COEFFICIENTS):
+# the sweep is the SAE trainer on other settings, and its 12 SAEs give the trainer's slope a second, larger
+# point (a per-rule fit of one job per study would be a mean). Not the crosscoder: measured on its own.
+FIT_WITH = {"sae_sweep": BORROWED_COEFFICIENTS["sae_sweep"]}
 
 
 def load_study(rows: int, workdir: Path) -> dict:

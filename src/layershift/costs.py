@@ -46,7 +46,7 @@ COMPUTE_RULES = (
 )
 # rules not measured on their own that run another rule's code: its per-FLOP cost applies
 BORROWED_COEFFICIENTS = {
-    "crosscoder": "diff",  # fitted while the crosscoder trained inside diff
+    "crosscoder": "diff",  # older coefficient files only (the crosscoder trained inside diff); now measured
     "sae_sweep": "train_sae",  # the same trainer on the same shards, other settings
 }
 ADAM_FLOP_PER_PARAM = 12  # one Adam update of one parameter, in FLOPs (read-modify-write of 4 tensors)

@@ -197,7 +197,10 @@ class ShardReader:
         take at most ``max_bytes``: later passes (training epochs) skip Parquet decoding, and yield exactly
         the batches a streaming pass would. Larger layers keep streaming. Returns whether rows are kept."""
         fits = self.n_rows * self.d_model * 4 <= max_bytes
-        self._cache = ({} if self._cache is None else self._cache) if fits else None
+        if not fits:
+            self._cache = None
+        elif self._cache is None:
+            self._cache = {}
         return fits
 
     def group_activations(self, index: int) -> np.ndarray:
