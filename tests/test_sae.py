@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from layershift.sae import (
     SAE,
+    CenteredAffine,
     SAEConfig,
     TopKSAE,
     TrainConfig,
@@ -315,6 +316,28 @@ def test_l1_is_weighted_by_decoder_norms_without_normalisation(atoms_and_rows):
         out = sae(torch.from_numpy(rows[:256]))
     assert out.l1.item() == pytest.approx((out.features * norms).sum(dim=1).mean().item(), rel=1e-5)
     assert out.loss.item() == pytest.approx(out.mse.item() + 1e-3 * out.l1.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("x_needs_grad", [False, True])
+def test_centered_affine_gradients_are_autograds_of_the_plain_expression(x_needs_grad):
+    g = torch.Generator().manual_seed(0)
+    x, W_enc, b_enc, b_dec = (
+        torch.randn(*s, generator=g, dtype=torch.float64) for s in ((9, 5), (5, 7), (7,), (5,))
+    )
+    x.requires_grad_(x_needs_grad)
+    weights = (x, W_enc, b_enc, b_dec)
+    [w.requires_grad_(True) for w in weights[1:]]
+    upstream = torch.randn(9, 7, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad(
+        CenteredAffine.apply(*weights), [w for w in weights if w.requires_grad], upstream
+    )
+    plain = torch.autograd.grad(
+        (x - b_dec) @ W_enc + b_enc, [w for w in weights if w.requires_grad], upstream
+    )
+    assert len(ours) == 3 + x_needs_grad
+    for a, b in zip(ours, plain, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(CenteredAffine.apply, weights)
 
 
 def test_sae_is_seeded_and_copyable():

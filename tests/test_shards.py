@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -11,6 +13,7 @@ from layershift.shards import (
     ShardReader,
     ShardWriter,
     activations,
+    as_float32,
     holdout_rows,
     open_paired,
     shard_paths,
@@ -61,6 +64,20 @@ def test_round_trip_keeps_every_column(tmp_path, dtype, atol):
     np.testing.assert_allclose(got, rows[4], rtol=1e-3 if atol else 0, atol=atol)
     stored = pq.read_schema(reader.paths[0]).field("activation").type.value_type
     assert str(stored) == {"float32": "float", "float16": "halffloat"}[dtype]
+
+
+def test_float16_rows_convert_exactly_like_numpy():
+    # every float16 bit pattern: normals, subnormals, both zeros, infinities, NaNs
+    every = np.arange(2**16, dtype=np.uint16).view(np.float16).reshape(-1, 64)
+    every.flags.writeable = False  # as Arrow hands them over
+    got = as_float32(every)
+    assert got.dtype == np.float32 and got.flags.writeable
+    want = every.astype(np.float32)
+    finite_or_inf = ~np.isnan(want)  # NaNs stay NaN; the hardware conversion may quiet a signalling payload
+    np.testing.assert_array_equal(np.isnan(got), ~finite_or_inf)
+    np.testing.assert_array_equal(got[finite_or_inf].view(np.uint32), want[finite_or_inf].view(np.uint32))
+    rows32 = np.ones((3, 4), np.float32)
+    assert as_float32(rows32) is rows32  # float32 shards are not copied
 
 
 def test_fixed_row_groups_and_several_shard_files(tmp_path):
@@ -229,3 +246,31 @@ def test_rows_kept_in_memory_give_the_streamed_batches_and_are_decoded_once(tmp_
     for _ in range(2):
         list(big.iter_batches(16))
     assert len(reads) == 2 * len(big.groups)
+
+
+def test_batches_read_ahead_give_the_same_stream_and_surface_read_errors(tmp_path, monkeypatch):
+    rows = token_rows(97)
+    write_rows(tmp_path / "l", rows, rows_per_group=10, groups_per_shard=3)
+    reader = ShardReader(tmp_path / "l")
+    # one buffer (no read-ahead) and many buffers (read-ahead) give the same rows; sequential keeps storage order
+    whole = np.concatenate(list(reader.iter_batches(16, buffer_groups=len(reader.groups))))
+    ahead = np.concatenate(list(reader.iter_batches(16, buffer_groups=2)))
+    np.testing.assert_array_equal(ahead, whole)
+    np.testing.assert_array_equal(whole, rows[4])
+    threads = threading.active_count()
+    stream = reader.iter_batches(16, shuffle=True, seed=3, buffer_groups=2)
+    next(stream)
+    assert threading.active_count() == threads + 1  # the read-ahead thread
+    stream.close()  # stopping early waits for the read in flight and leaves nothing running
+    assert threading.active_count() == threads
+
+    original = ShardReader.group_activations
+
+    def failing(self, index):
+        if index == 7:
+            raise OSError("corrupt row group 7")
+        return original(self, index)
+
+    monkeypatch.setattr(ShardReader, "group_activations", failing)
+    with pytest.raises(OSError, match="corrupt row group 7"):
+        list(reader.iter_batches(16, buffer_groups=2))

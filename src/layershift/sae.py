@@ -177,6 +177,35 @@ class SAEOutput(NamedTuple):
     aux: torch.Tensor  # auxiliary loss term (0: no AuxK implemented)
 
 
+class CenteredAffine(torch.autograd.Function):
+    """``(x - b_dec) @ W_enc + b_enc`` with a backward pass that does only the work training needs.
+
+    Autograd on that expression computes ``x - b_dec``'s gradient, a full ``[n, d_sae] @ [d_sae, d_in]`` matmul,
+    just to sum it into ``b_dec``; rewritten as ``x @ W_enc + (b_enc - b_dec @ W_enc)`` it instead adds an
+    outer product and a second ``[d_in, d_sae]`` gradient into ``W_enc`` every step (~9 % of a CPU step at
+    d_in 384, d_sae 512, batch 128). Here ``W_enc`` gets one matmul of the centred input, ``b_dec`` a
+    matrix-vector product, and ``x`` a gradient only when it asks for one.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, x, W_enc, b_enc, b_dec):
+        centered = x - b_dec  # [n, d_in]
+        ctx.save_for_backward(centered, W_enc)
+        return torch.addmm(b_enc, centered, W_enc)  # [n, d_in] @ [d_in, d_sae] -> [n, d_sae]
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad):
+        centered, W_enc = ctx.saved_tensors
+        grad = grad.to(centered.dtype)  # a CPU autocast forward hands back a lower-precision gradient
+        grad_b_enc = grad.sum(0)  # [n, d_sae] -> [d_sae]
+        grad_x = grad @ W_enc.T if ctx.needs_input_grad[0] else None  # [n, d_sae] @ [d_sae, d_in]
+        grad_W_enc = centered.T @ grad if ctx.needs_input_grad[1] else None  # [d_in, n] @ [n, d_sae]
+        grad_b_dec = -(W_enc @ grad_b_enc) if ctx.needs_input_grad[3] else None  # [d_in, d_sae] @ [d_sae]
+        return grad_x, grad_W_enc, grad_b_enc, grad_b_dec
+
+
 class SAE(torch.nn.Module):
     """Standard ReLU SAE; ``SAE(cfg)`` returns the subclass that ``cfg.architecture`` names."""
 
@@ -249,13 +278,9 @@ class SAE(torch.nn.Module):
         return F.relu(pre)
 
     def encode_normalized(self, x: torch.Tensor) -> torch.Tensor:
-        """Working-space inputs ``[n, d_in]`` -> latents ``[n, d_sae]``: ``activate((x - b_dec) @ W_enc + b_enc)``.
-
-        Written as ``x @ W_enc + (b_enc - b_dec @ W_enc)`` so the backward pass needs no gradient w.r.t. ``x``
-        (one ``[n, d_sae] @ [d_sae, d_in]`` matmul less per step; ``b_dec``'s gradient is a vector product).
-        """
-        bias = self.b_enc - self.b_dec @ self.W_enc  # [d_in] @ [d_in, d_sae] -> [d_sae]
-        return self.activate(torch.addmm(bias, x, self.W_enc))
+        """Working-space inputs ``[n, d_in]`` -> latents ``[n, d_sae]``: ``activate((x - b_dec) @ W_enc + b_enc)``
+        (:class:`CenteredAffine`: one matmul per pass for ``W_enc``, none for ``x`` unless it needs a gradient)."""
+        return self.activate(CenteredAffine.apply(x, self.W_enc, self.b_enc, self.b_dec))
 
     def decode_normalized(self, f: torch.Tensor) -> torch.Tensor:
         """Latents ``[n, d_sae]`` -> working-space reconstruction ``[n, d_in]``."""

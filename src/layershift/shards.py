@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -267,17 +268,34 @@ class ShardReader:
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(self.groups)) if shuffle else np.arange(len(self.groups))
         carry = np.zeros((0, self.d_model), np.float32)
-        for start in range(0, len(order), buffer_groups):
-            block = [self.group_activations(i) for i in order[start : start + buffer_groups]]
+        buffers = [order[start : start + buffer_groups] for start in range(0, len(order), buffer_groups)]
+        for block in self._prefetched(buffers):
             rows = np.concatenate([carry, *block])  # a fresh array: batches never alias kept rows
-            if shuffle:
-                rows = rows[rng.permutation(len(rows))]
+            perm = rng.permutation(len(rows)) if shuffle else None
             usable = len(rows) - len(rows) % batch_size
-            for b in range(0, usable, batch_size):
-                yield rows[b : b + batch_size]
-            carry = rows[usable:]
+            for b in range(0, usable, batch_size):  # gathered batch by batch: no shuffled copy of the buffer
+                yield rows[b : b + batch_size] if perm is None else rows[perm[b : b + batch_size]]
+            carry = rows[usable:] if perm is None else rows[perm[usable:]]
         if len(carry) and not drop_last:
             yield carry
+
+    def _prefetched(self, buffers: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        """Each buffer's row groups, read and decoded one buffer ahead in a background thread (Parquet and
+        the float16 conversion release the GIL), so the next buffer's I/O overlaps training on this one."""
+        if len(buffers) < 2:
+            yield from ([self.group_activations(i) for i in groups] for groups in buffers)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def load(groups: np.ndarray) -> list[np.ndarray]:
+            return [self.group_activations(i) for i in groups]
+
+        with ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
+            pending = pool.submit(load, buffers[0])
+            for following in [*buffers[1:], None]:
+                block = pending.result()
+                pending = pool.submit(load, following) if following is not None else None
+                yield block
 
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
         """The whole layer as one table: for small layers, tests and per-token lookups only."""
@@ -288,7 +306,20 @@ def activations(table: pa.Table) -> np.ndarray:
     """The ``activation`` column of ``table`` as a ``[rows, d_model]`` float32 array."""
     column = table.column("activation").combine_chunks()
     d_model = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d_model)
+    return as_float32(column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d_model))
+
+
+def as_float32(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32 (exact from float16). Float16 goes through torch, whose vectorised conversion is
+    ~6x faster than NumPy's element-by-element one (a tenth of a one-epoch SAE run on float16 shards); only
+    the processes that train or encode read shards, and they have torch loaded already."""
+    if values.dtype != np.float16:
+        return values.astype(np.float32, copy=False)
+    import torch
+
+    with warnings.catch_warnings():  # Arrow buffers are read-only; the conversion only reads them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(values).float().numpy()
 
 
 def token_activations(
