@@ -245,6 +245,11 @@ def test_unstable_features_are_labelled_and_left_out_of_fractions():
     assert verdict == "inconclusive" and "2 stable pretrained features" in reason
     verdict, reason = diff.diff_verdict(fractions, cfg, {"pretrained": True, "finetuned": False})
     assert verdict == "inconclusive" and "no seed null for the finetuned stage" in reason
+    # a share just under the bar says so in counts, not as a rounded "0.50 (< 0.5)"
+    verdict, reason = diff.diff_verdict(
+        fractions, diff.DiffConfig(min_stable_features=1, min_stable_share=0.6)
+    )
+    assert (verdict, reason) == ("inconclusive", "1 of 2 live finetuned features stable (50.0% < 60%)")
 
 
 # --- trained SAEs -----------------------------------------------------------------------------------------

@@ -610,7 +610,11 @@ def diff_verdict(
         if n_stable < cfg.min_stable_features:
             reasons.append(f"{n_stable} stable {side} features (< {cfg.min_stable_features})")
         elif share is None or share < cfg.min_stable_share:
-            reasons.append(f"{share or 0.0:.2f} of live {side} features stable (< {cfg.min_stable_share:g})")
+            n_live = fractions.get(f"n_live_{side}", 0)
+            reasons.append(
+                f"{n_stable} of {n_live} live {side} features stable ({share or 0.0:.1%} < "
+                f"{cfg.min_stable_share:.0%})"
+            )
     if reasons:
         return "inconclusive", "; ".join(reasons)
     return "conclusive", (

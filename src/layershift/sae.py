@@ -182,9 +182,9 @@ class CenteredAffine(torch.autograd.Function):
 
     Autograd on that expression computes ``x - b_dec``'s gradient, a full ``[n, d_sae] @ [d_sae, d_in]`` matmul,
     just to sum it into ``b_dec``; rewritten as ``x @ W_enc + (b_enc - b_dec @ W_enc)`` it instead adds an
-    outer product and a second ``[d_in, d_sae]`` gradient into ``W_enc`` every step (~9 % of a CPU step at
-    d_in 384, d_sae 512, batch 128). Here ``W_enc`` gets one matmul of the centred input, ``b_dec`` a
-    matrix-vector product, and ``x`` a gradient only when it asks for one.
+    outer product and a second ``[d_in, d_sae]`` gradient into ``W_enc`` every step (3–7 % of an SAE's
+    training time at d_in 384, d_sae 512, batch 128, interleaved A/B). Here ``W_enc`` gets one matmul of the
+    centred input, ``b_dec`` a matrix-vector product, and ``x`` a gradient only when it asks for one.
     """
 
     @staticmethod
