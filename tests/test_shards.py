@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from layershift import shards
 from layershift.io import read_metadata
 from layershift.shards import (
     ShardReader,
@@ -252,12 +253,19 @@ def test_batches_read_ahead_give_the_same_stream_and_surface_read_errors(tmp_pat
     rows = token_rows(97)
     write_rows(tmp_path / "l", rows, rows_per_group=10, groups_per_shard=3)
     reader = ShardReader(tmp_path / "l")
+    threads = threading.active_count()
+    monkeypatch.setattr(shards, "spare_core", lambda: False)  # torch busy on every core: read in line
+    stream = reader.iter_batches(16, buffer_groups=2)
+    inline = [next(stream)]
+    assert threading.active_count() == threads
+    inline += list(stream)
+    monkeypatch.setattr(shards, "spare_core", lambda: True)
     # one buffer (no read-ahead) and many buffers (read-ahead) give the same rows; sequential keeps storage order
     whole = np.concatenate(list(reader.iter_batches(16, buffer_groups=len(reader.groups))))
     ahead = np.concatenate(list(reader.iter_batches(16, buffer_groups=2)))
     np.testing.assert_array_equal(ahead, whole)
+    np.testing.assert_array_equal(np.concatenate(inline), whole)
     np.testing.assert_array_equal(whole, rows[4])
-    threads = threading.active_count()
     stream = reader.iter_batches(16, shuffle=True, seed=3, buffer_groups=2)
     next(stream)
     assert threading.active_count() == threads + 1  # the read-ahead thread
