@@ -326,7 +326,8 @@ def test_centered_affine_gradients_are_autograds_of_the_plain_expression(x_needs
     )
     x.requires_grad_(x_needs_grad)
     weights = (x, W_enc, b_enc, b_dec)
-    [w.requires_grad_(True) for w in weights[1:]]
+    for weight in weights[1:]:
+        weight.requires_grad_(True)
     upstream = torch.randn(9, 7, generator=g, dtype=torch.float64)
     ours = torch.autograd.grad(
         CenteredAffine.apply(*weights), [w for w in weights if w.requires_grad], upstream
