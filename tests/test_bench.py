@@ -50,6 +50,13 @@ def test_sae_bench_writes_ratios(tmp_path):
     assert 0 <= result["quality"]["project"]["dead_fraction"] <= 1
 
 
+def test_sae_paths_bench_trains_both_paths_to_the_same_quality(tmp_path):
+    result = run_bench("bench_sae_paths.py", tmp_path)
+    assert set(result["loop_seconds"]) == {"a_sparse", "b_dense"} and result["ratios"]["a_over_b"] > 0
+    sparse, dense = (result["heldout"][name] for name in ("a_sparse", "b_dense"))
+    assert sparse["mse"] == pytest.approx(dense["mse"], rel=0.05)  # rounding apart, the same training
+
+
 def test_finetune_bench_writes_ratios(tmp_path):
     result = run_bench("bench_finetune.py", tmp_path)
     assert {"a_project", "b_bare"} <= set(result["tokens_per_second"])

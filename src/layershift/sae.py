@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from layershift import sparse_codes
 from layershift.interop import WORKING_WEIGHTS_FILENAME, cfg_from_saelens, fold_normalization, saelens_cfg
 from layershift.io import atomic_path, read_json, write_json
 from layershift.shards import ShardReader, shard_provenance
@@ -277,6 +278,10 @@ class SAE(torch.nn.Module):
         """Pre-activations -> latents (ReLU)."""
         return F.relu(pre)
 
+    def active_latents(self, pre: torch.Tensor) -> torch.Tensor:
+        """Which latents :meth:`activate` leaves nonzero, as a bool mask like ``pre``."""
+        return pre > 0
+
     def encode_normalized(self, x: torch.Tensor) -> torch.Tensor:
         """Working-space inputs ``[n, d_in]`` -> latents ``[n, d_sae]``: ``activate((x - b_dec) @ W_enc + b_enc)``
         (:class:`CenteredAffine`: one matmul per pass for ``W_enc``, none for ``x`` unless it needs a gradient)."""
@@ -338,6 +343,9 @@ class TopKSAE(SAE):
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)  # [n, d_sae] -> [n, k]
         return torch.zeros_like(pre).scatter_(-1, indices, F.relu(values))  # [n, k] -> [n, d_sae]
+
+    def active_latents(self, pre: torch.Tensor) -> torch.Tensor:
+        return self.activate(pre) > 0
 
     def loss_terms(self, mse: torch.Tensor, l1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         aux = torch.zeros((), device=mse.device)
@@ -532,6 +540,8 @@ class SAESteps:
         self.sae, self.optimizer, self.train, self.state, self.device = sae, optimizer, train, state, device
         self.total_steps = total_steps  # None: constant learning rate
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
+        self.sparse = sparse_codes.takes_sparse_path(sae, train.precision)  # per batch: see sparse_codes
+        self.codes_were_sparse = True
 
     def initialize(self, head: list[np.ndarray]) -> None:
         initialize_from_data(self.sae, head, self.train.init_rows)
@@ -546,7 +556,13 @@ class SAESteps:
         sae, train, state = self.sae, self.train, self.state
         x = to_tensor(batch, self.device)
         with self.autocast:
-            out = sae(x)
+            # the sparse path once the previous batch's codes were sparse (so dense phases compute the
+            # encoder once a step); it hands a batch back when its codes turn out too dense
+            out = sparse_codes.training_terms(sae, x) if self.sparse and self.codes_were_sparse else None
+            if out is None:
+                out = sae(x)
+            if self.sparse:
+                self.codes_were_sparse = out.l0.item() <= sparse_codes.MAX_DENSITY * sae.cfg.d_sae
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if self.total_steps is not None:
