@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from layershift import sparse_codes
 from layershift.sae import SAE, SAEConfig, TrainConfig, train_sae
 from layershift.sparse_codes import SparseCodePass, training_terms
+from layershift.training import TRAINER_STATE_FILENAME
 
 D_IN, D_SAE, N = 12, 20, 16
 PARAMS = ("W_enc", "b_enc", "W_dec", "b_dec")
@@ -140,3 +144,28 @@ def test_dense_phases_compute_the_encoder_once_a_step(monkeypatch):
     )
     assert metrics["steps"] == 8
     assert tried == [None]  # the first batch tried, found its codes too dense, and no batch after it
+
+
+def test_a_resumed_run_takes_the_paths_the_uninterrupted_one_took(tmp_path, monkeypatch):
+    """Which path a step tries depends on the previous batch, so the checkpoint carries it: resuming after an
+    epoch that ended on a dense batch must not try the sparse path first (different rounding)."""
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(1024, D_IN)).astype(np.float32)
+
+    def batches(epoch):
+        return (rows[start : start + 64] for start in range(0, len(rows), 64))
+
+    cfg = SAEConfig(D_IN, D_SAE, l1_coefficient=1e-2)
+    train = TrainConfig(lr=3e-3, epochs=2, batch_size=64, init_rows=256)
+    # a bar between the batches' densities: the paths alternate, and the first epoch ends on a dense batch
+    monkeypatch.setattr(sparse_codes, "MAX_DENSITY", 0.5)
+    monkeypatch.setattr(sparse_codes.training_terms, "__defaults__", (0.5,))
+    straight, _ = train_sae(batches, cfg, train, progress=False)
+    checkpoints = tmp_path / "ckpt"
+    train_sae(batches, cfg, dataclasses.replace(train, epochs=1), checkpoint_dir=checkpoints, progress=False)
+    saved = json.loads((checkpoints / "epoch-0001" / TRAINER_STATE_FILENAME).read_text())
+    assert saved["codes_were_sparse"] is False
+    resumed, metrics = train_sae(batches, cfg, train, checkpoint_dir=checkpoints, progress=False)
+    assert metrics["resumed_from_epoch"] == 1
+    for name in PARAMS:
+        assert torch.equal(getattr(resumed, name), getattr(straight, name)), name

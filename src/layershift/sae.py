@@ -519,10 +519,10 @@ def lr_factor(step: int, total_steps: int | None, decay_fraction: float) -> floa
 
 
 def new_trainer_state() -> dict:
-    """What a checkpoint remembers besides tensors: progress and loss curves (JSON-friendly)."""
-    return {"epoch": 0, "step": 0, "n_train_rows": 0, "log_step": [], "log_loss": [], "log_window": 0.0} | {
-        key: [] for key in EPOCH_CURVES
-    }
+    """What a checkpoint remembers besides tensors: progress, loss curves and whether the last batch's codes
+    were sparse (which path the next step tries, so a resumed run takes the same paths; JSON-friendly)."""
+    progress = {"epoch": 0, "step": 0, "n_train_rows": 0, "log_step": [], "log_loss": [], "log_window": 0.0}
+    return progress | {"codes_were_sparse": True} | {key: [] for key in EPOCH_CURVES}
 
 
 class SAESteps:
@@ -541,7 +541,6 @@ class SAESteps:
         self.total_steps = total_steps  # None: constant learning rate
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.precision == "bf16")
         self.sparse = sparse_codes.takes_sparse_path(sae, train.precision)  # per batch: see sparse_codes
-        self.codes_were_sparse = True
 
     def initialize(self, head: list[np.ndarray]) -> None:
         initialize_from_data(self.sae, head, self.train.init_rows)
@@ -558,11 +557,12 @@ class SAESteps:
         with self.autocast:
             # the sparse path once the previous batch's codes were sparse (so dense phases compute the
             # encoder once a step); it hands a batch back when its codes turn out too dense
-            out = sparse_codes.training_terms(sae, x) if self.sparse and self.codes_were_sparse else None
+            try_sparse = self.sparse and state.get("codes_were_sparse", True)  # checkpoints before the key
+            out = sparse_codes.training_terms(sae, x) if try_sparse else None
             if out is None:
                 out = sae(x)
             if self.sparse:
-                self.codes_were_sparse = out.l0.item() <= sparse_codes.MAX_DENSITY * sae.cfg.d_sae
+                state["codes_were_sparse"] = out.l0.item() <= sparse_codes.MAX_DENSITY * sae.cfg.d_sae
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if self.total_steps is not None:

@@ -42,13 +42,14 @@ def bag_offsets(counts: torch.Tensor) -> torch.Tensor:
 
 
 class SparseCodePass(torch.autograd.Function):
-    """``(x, W_enc, b_enc, W_dec, b_dec; pre, active) -> (x̂ [n, d], values [nnz])`` with a sparse backward.
+    """``(x, W_enc, b_enc, W_dec, b_dec; centered, pre, active) -> (x̂ [n, d], values [nnz])``, sparse backward.
 
-    ``x`` is ``[n, d]`` in the SAE's working space; the caller computes ``centered = x - b_dec`` and
-    ``pre = centered @ W_enc + b_enc`` ``[n, m]`` without gradient and ``active``, the flat row-major indices
-    into ``pre`` of the latents the activation keeps (ReLU: ``pre > 0``; TopK: the selected ones). ``values = pre.flatten()[active]`` are the
-    nonzero codes and ``x̂ = Σ values · W_dec[latent] + b_dec`` per row. Gradients flow to ``x`` (if it asks),
-    ``W_enc``, ``b_enc``, ``W_dec`` and ``b_dec``; ``centered``, ``pre`` and ``active`` get none.
+    ``x`` is ``[n, d]`` in the SAE's working space. The caller computes, without gradient, ``centered =
+    x - b_dec``, ``pre = centered @ W_enc + b_enc`` ``[n, m]`` and ``active``: the flat row-major indices
+    into ``pre`` of the latents the activation keeps (ReLU: ``pre > 0``; TopK: the selected ones).
+    ``values = pre.flatten()[active]`` are the nonzero codes and ``x̂ = Σ values · W_dec[latent] + b_dec``
+    per row. Gradients flow to ``x`` (if it asks), ``W_enc``, ``b_enc``, ``W_dec`` and ``b_dec``;
+    ``centered``, ``pre`` and ``active`` get none.
     """
 
     @staticmethod
