@@ -12,7 +12,9 @@ Same function and gradients as the dense path, different summation order (roundi
 :func:`training_terms` takes this path only where it is faster: on CPU, in float32, when at most
 :data:`MAX_DENSITY` of the batch's codes are active (measured crossover, d 384, m 512, batch 128, 1 thread:
 sparse 2.3 vs dense 4.7 ms a step at 2 % active, 4.1 vs 4.9 ms at 16 %, 8.0 vs 5.0 ms at 50 %;
-``bench/bench_sae.py`` times the trainer). Any other batch goes through :meth:`SAE.forward` unchanged.
+``bench/bench_sae_paths.py`` times the trainer both ways). Any other batch goes through :meth:`SAE.forward`
+unchanged; the trainer (``SAESteps``) tries this path only after a batch whose codes were sparse, so dense
+phases of training compute the encoder once a step.
 """
 
 from __future__ import annotations
