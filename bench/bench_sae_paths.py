@@ -4,7 +4,7 @@ Two variants of the same ``train_sae_on_shards`` call, interleaved, same rows, s
 
     a  sparse   the trainer as shipped: a batch whose codes are at most ``sparse_codes.MAX_DENSITY`` active
                 takes the sparse path (2 dense matmuls of 5, the rest gathered over active latents)
-    b  dense    the same trainer with the sparse path switched off (every step through ``SAE.forward``)
+    b  dense    the same trainer with the sparse path switched off (every step through the dense ``SAE.training_terms``)
 
 Rows: a real layer's token shards (``--shards results/activations/<model>/<dataset>/<stage>/tokens/layerN``,
 written by the study) or, by default, synthetic float16 shards as ``bench_sae.py`` writes them (sparse

@@ -53,6 +53,18 @@ def test_sparse_path_matches_the_dense_forward_and_its_autograd(architecture, un
         torch.testing.assert_close(ours, autograds, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("architecture", ["relu", "topk"])
+def test_the_dense_training_terms_are_forwards_bit_for_bit(architecture):
+    """The trainer's dense path skips forward's reporting extras; loss and gradients must not move at all."""
+    sae = sae_with_sparse_codes(architecture, unit_norm=False, normalize="center_and_scale")
+    x = torch.randn(N, D_IN, generator=torch.Generator().manual_seed(0))
+    lean, full = sae.training_terms(x), sae(x)
+    for name in ("loss", "mse", "l1", "l0"):
+        assert torch.equal(getattr(lean, name), getattr(full, name)), name
+    for a, b in zip(grads(lean.loss, sae), grads(full.loss, sae), strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("x_needs_grad", [False, True])
 def test_sparse_code_pass_passes_gradcheck(x_needs_grad):
     g = torch.Generator().manual_seed(0)

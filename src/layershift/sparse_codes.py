@@ -12,8 +12,8 @@ Same function and gradients as the dense path, different summation order (roundi
 :func:`training_terms` takes this path only where it is faster: on CPU, in float32, when at most
 :data:`MAX_DENSITY` of the batch's codes are active (measured crossover, d 384, m 512, batch 128, 1 thread:
 sparse 2.3 vs dense 4.7 ms a step at 2 % active, 4.1 vs 4.9 ms at 16 %, 8.0 vs 5.0 ms at 50 %;
-``bench/bench_sae_paths.py`` times the trainer both ways). Any other batch goes through :meth:`SAE.forward`
-unchanged; the trainer (``SAESteps``) tries this path only after a batch whose codes were sparse, so dense
+``bench/bench_sae_paths.py`` times the trainer both ways). Any other batch goes through the dense
+:meth:`SAE.training_terms`; the trainer (``SAESteps``) tries this path only after a batch whose codes were sparse, so dense
 phases of training compute the encoder once a step.
 """
 
@@ -99,7 +99,7 @@ def takes_sparse_path(sae, precision: str) -> bool:
 
 def training_terms(sae, x: torch.Tensor, max_density: float = MAX_DENSITY) -> TrainingTerms | None:
     """Loss, MSE, L1 and L0 of a raw batch ``[n, d_in]`` on the sparse path, or None when its codes are too
-    dense for it to pay (the caller then runs :meth:`SAE.forward`). Same values as ``sae(x)`` up to rounding."""
+    dense for it to pay (the caller then runs :meth:`SAE.training_terms`). Same values as ``sae(x)`` up to rounding."""
     x = sae.normalize(x.to(sae.W_enc.dtype))  # [n, d_in], working space
     n = len(x)
     with torch.no_grad():
