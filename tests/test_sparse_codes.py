@@ -25,7 +25,7 @@ def sae_with_sparse_codes(architecture: str = "relu", unit_norm: bool = True, no
     sae = SAE(cfg, seed=1)
     with torch.no_grad():
         sae.b_enc.fill_(-0.6)  # about a quarter of the latents fire: sparse, with empty rows and latents
-        sae.b_dec.normal_(0, 0.1)
+        sae.b_dec.copy_(torch.linspace(-0.1, 0.1, D_IN))  # seeded tests only: no global RNG
         if not unit_norm:
             sae.W_dec.mul_(torch.linspace(0.5, 1.5, D_SAE)[:, None])
     sae.decoder_is_unit_norm = unit_norm
