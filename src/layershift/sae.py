@@ -578,7 +578,7 @@ class SAESteps:
             if out is None:
                 out = sae.training_terms(x)
             if self.sparse:
-                state["codes_were_sparse"] = out.l0.item() <= sparse_codes.MAX_DENSITY * sae.cfg.d_sae
+                state["codes_were_sparse"] = sparse_codes.codes_are_sparse(out.l0.item(), sae.cfg.d_sae)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if self.total_steps is not None:

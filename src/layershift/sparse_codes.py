@@ -13,8 +13,9 @@ Same function and gradients as the dense path, different summation order (roundi
 :data:`MAX_DENSITY` of the batch's codes are active (measured crossover, d 384, m 512, batch 128, 1 thread:
 sparse 2.3 vs dense 4.7 ms a step at 2 % active, 4.1 vs 4.9 ms at 16 %, 8.0 vs 5.0 ms at 50 %;
 ``bench/bench_sae_paths.py`` times the trainer both ways). Any other batch goes through the dense
-:meth:`SAE.training_terms`; the trainer (``SAESteps``) tries this path only after a batch whose codes were sparse, so dense
-phases of training compute the encoder once a step.
+:meth:`SAE.training_terms`; the trainer (``SAESteps``) tries this path only after a batch whose codes were
+sparse, so dense phases of training compute the encoder once a step. :func:`codes_are_sparse` is the one
+rule both use.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class TrainingTerms(NamedTuple):
     mse: torch.Tensor
     l1: torch.Tensor
     l0: torch.Tensor
+
+
+def codes_are_sparse(n_active: float, n_codes: float, max_density: float | None = None) -> bool:
+    """Whether at most ``max_density`` (default :data:`MAX_DENSITY`) of ``n_codes`` codes are active."""
+    return n_active <= (MAX_DENSITY if max_density is None else max_density) * n_codes
 
 
 def bag_offsets(counts: torch.Tensor) -> torch.Tensor:
@@ -97,7 +103,7 @@ def takes_sparse_path(sae, precision: str) -> bool:
     return sae.W_enc.device.type == "cpu" and sae.W_enc.dtype == torch.float32 and precision == "float32"
 
 
-def training_terms(sae, x: torch.Tensor, max_density: float = MAX_DENSITY) -> TrainingTerms | None:
+def training_terms(sae, x: torch.Tensor, max_density: float | None = None) -> TrainingTerms | None:
     """Loss, MSE, L1 and L0 of a raw batch ``[n, d_in]`` on the sparse path, or None when its codes are too
     dense for it to pay (the caller then runs :meth:`SAE.training_terms`). Same values as ``sae(x)`` up to rounding."""
     x = sae.normalize(x.to(sae.W_enc.dtype))  # [n, d_in], working space
@@ -106,7 +112,7 @@ def training_terms(sae, x: torch.Tensor, max_density: float = MAX_DENSITY) -> Tr
         centered = x - sae.b_dec
         pre = torch.addmm(sae.b_enc, centered, sae.W_enc)  # [n, d_in] @ [d_in, d_sae] -> [n, d_sae]
         active = sae.active_latents(pre).view(-1).nonzero().squeeze(1)  # [nnz] flat row-major indices
-    if active.numel() > max_density * pre.numel():
+    if not codes_are_sparse(active.numel(), pre.numel(), max_density):
         return None
     recon, values = SparseCodePass.apply(x, sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, centered, pre, active)
     mse = F.mse_loss(recon, x)
