@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -24,9 +25,42 @@ def set_threads(threads: int | None) -> None:
         sys.modules["torch"].set_num_threads(int(threads))
 
 
+# glibc's mallopt parameters (malloc.h) and what keep_freed_memory sets them to
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+KEEP_FREED_BYTES = 1 << 30  # allocations below this come from the heap; free heap top kept up to this
+HEAP_GROWTH_PAD_BYTES = 64 << 20  # extra heap asked of the kernel each time it grows (address space only)
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep freed memory for the next allocation instead of handing it back to the
+    kernel; returns whether it took (False off glibc, or with ``LAYERSHIFT_MALLOC=default``).
+
+    By default glibc serves each allocation above a threshold (128 kB, rising to at most 32 MB as blocks
+    are freed) with a fresh ``mmap``, unmaps it on ``free``, and trims the heap's free top. A training or
+    inference loop frees and reallocates the same large tensors every step (activations, gradients, a
+    BERT's 47 MB word-embedding gradient), so each step faults every page of them in again, zero-filled by
+    the kernel: 5.4 million page faults and a fifth of the CPU time of a MiniLM fine-tuning job
+    (``bench/README.md``, "Allocator"). Kept, the memory is reused: the peak resident size stays what the
+    largest step needs."""
+    if os.environ.get("LAYERSHIFT_MALLOC", "").lower() == "default":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    settings = (
+        (M_MMAP_THRESHOLD, KEEP_FREED_BYTES),
+        (M_TRIM_THRESHOLD, KEEP_FREED_BYTES),
+        (M_TOP_PAD, HEAP_GROWTH_PAD_BYTES),
+    )
+    return all([mallopt(param, value) == 1 for param, value in settings])
+
+
 @contextlib.contextmanager
 def script_context(snakemake, offline: bool = True):
-    """Send stdout/stderr to ``snakemake.log[0]``, set threads, keep the hub offline, one-line errors."""
+    """Send stdout/stderr to ``snakemake.log[0]``, set threads, keep the hub offline, keep freed memory
+    (:func:`keep_freed_memory`), one-line errors."""
     log_path = snakemake.log[0] if len(snakemake.log) else None
     handle = open(log_path, "w", buffering=1) if log_path else None  # noqa: SIM115 - closed below
     if handle:
@@ -39,6 +73,7 @@ def script_context(snakemake, offline: bool = True):
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     set_threads(getattr(snakemake, "threads", None))
+    keep_freed_memory()
     started = time.perf_counter()
     rule = getattr(snakemake, "rule", "job")
     try:
