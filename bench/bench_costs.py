@@ -270,22 +270,22 @@ def compared(measured: float, predicted: float) -> dict:
 
 
 # The default study (config.yaml: 2 models x 3 datasets, 188 jobs) as measured on this machine, idle, on
-# 2026-12-03 13:04-13:27 UTC with the sparse-code SAE path (README, "What the default study shows"): whole-study
-# wall and CPU seconds (/usr/bin/time of `snakemake --cores 2`), and summed job wall seconds per rule
-# (Snakemake's benchmark files; one thread per job, idle machine: close to CPU seconds). Not a fitted point:
-# a check at a larger size, with a second model and three datasets.
+# 2026-12-03 16:05-16:27 UTC with the sparse-code SAE path and kept freed memory (README, "What the default
+# study shows"): whole-study wall and CPU seconds (/usr/bin/time of `snakemake --cores 2`), and summed job
+# wall seconds per rule (Snakemake's benchmark files; one thread per job, idle machine: close to CPU
+# seconds). Not a fitted point: a check at a larger size, with a second model and three datasets.
 DEFAULT_STUDY = {
     "date": "2026-12-03",
-    "wall_s": 1316.0,
-    "cpu_s": 2549.0,
+    "wall_s": 1300.0,
+    "cpu_s": 2508.6,
     "jobs": 188,
     "rules_wall_s": {
-        "train_sae": 984.0,
-        "finetune": 443.0,
-        "crosscoder": 222.0,
-        "diff": 219.0,
-        "extract": 176.0,
-        "evaluate": 104.0,
+        "train_sae": 1012.0,
+        "finetune": 357.0,
+        "crosscoder": 223.0,
+        "diff": 224.0,
+        "extract": 175.0,
+        "evaluate": 101.0,
     },
 }
 
