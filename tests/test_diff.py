@@ -422,3 +422,34 @@ def test_paired_shard_batches_keep_rows_paired(tmp_path):
     write_layer(tmp_path / "c", x, positions[::-1].copy())
     with pytest.raises(ValueError, match="different tokens"):
         shards.open_paired(tmp_path / "a", tmp_path / "c")
+
+
+def test_rows_kept_in_memory_give_the_same_diff_and_are_decoded_once(trained, tmp_path, monkeypatch):
+    """The diff streams a layer seven times; with the rows kept each stage's row groups are decoded on the
+    first pass only, and every label and summary value is the streamed diff's."""
+    planted = trained["planted"]
+    positions = np.arange(len(planted.x_a), dtype=np.int32)
+    write_layer(tmp_path / "a", planted.x_a.astype(np.float32), positions)
+    write_layer(tmp_path / "b", planted.x_b.astype(np.float32), positions)
+    decoded = []
+    original = shards.ShardReader.read_group
+
+    def counting_read(self, index, columns=None):
+        if columns is None or "activation" in columns:
+            decoded.append(index)
+        return original(self, index, columns)
+
+    monkeypatch.setattr(shards.ShardReader, "read_group", counting_read)
+    results, passes = {}, {}
+    for budget in (0.0, 1024.0):
+        decoded.clear()
+        pairs = shards.paired_batches(tmp_path / "a", tmp_path / "b", 64, memory_cache_mb=budget)
+        n_groups = len(shards.ShardReader(tmp_path / "a").groups)
+        results[budget] = diff.diff_saes(
+            trained["a"], trained["b"], pairs, diff.DiffConfig(), trained["a_null"], trained["b_null"]
+        )
+        passes[budget] = len(decoded) / (2 * n_groups)  # both stages' groups per pass
+    assert passes[1024.0] == 1 and passes[0.0] >= 6, passes
+    (streamed, s_summary), (kept, k_summary) = results[0.0], results[1024.0]
+    pd.testing.assert_frame_equal(streamed, kept)
+    assert json.dumps(s_summary, sort_keys=True) == json.dumps(k_summary, sort_keys=True)

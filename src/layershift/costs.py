@@ -348,7 +348,9 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         n = sae_count(config)
         flop = n * rows * 2 * sae_params + n * 2 * d_sae * d_sae * h
         bytes_ = n * 4.0 * sae_params + 8.0 * d_sae * d_sae * n + 4.0 * 4096 * (h + d_sae) * 4
-        return Work(flop=flop, bytes=bytes_, host_values=3 * rows * 2 * h)
+        # both stages' rows, held in RAM across the passes when they fit diff.memory_cache_mb
+        kept, _ = _kept_rows(rows * 2 * h * 4, config.get("diff", {}), 1)
+        return Work(flop=flop, bytes=bytes_ + kept, host_values=3 * rows * 2 * h)
     if rule == "features":
         bytes_ = 2 * 4.0 * sae_params + 4.0 * 4096 * (h + d_sae) * 4
         return Work(flop=2 * rows * 2 * sae_params, bytes=bytes_, host_values=2 * rows * 2 * h)

@@ -113,6 +113,10 @@ class DiffConfig:
     min_stable_share: float = 0.5
     chance_draws: int = 4  # random dictionaries per chance distribution (cosine; half as many encoders)
     chance_rows: int = 4096  # token rows (first in storage order) held in memory for the correlation chance
+    # The diff streams the layer's token rows seven times (firing rates and correlations for three matchings,
+    # the chance sample); rows of both stages that fit this many MiB together (float32) are decoded once and
+    # kept in RAM for the other passes (the same values: the results do not change). 0: decode every pass.
+    memory_cache_mb: float = 1024.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.null_quantile < 0.5:
@@ -127,6 +131,8 @@ class DiffConfig:
             raise ValueError("min_stable_share must be in [0, 1] and min_stable_features ≥ 1")
         if self.chance_draws < 1 or self.chance_rows < 2:
             raise ValueError("chance_draws must be ≥ 1 and chance_rows ≥ 2")
+        if self.memory_cache_mb < 0:
+            raise ValueError(f"memory_cache_mb must be ≥ 0, got {self.memory_cache_mb}")
 
 
 @dataclass(frozen=True)

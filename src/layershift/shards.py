@@ -408,8 +408,14 @@ def zip_paired(
 
 
 def paired_batches(
-    dir_a: str | os.PathLike, dir_b: str | os.PathLike, batch_size: int = 4096
+    dir_a: str | os.PathLike, dir_b: str | os.PathLike, batch_size: int = 4096, memory_cache_mb: float = 0.0
 ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """A factory of ``(x_a, x_b)`` batches in storage order from two layers' shards of the same tokens."""
+    """A factory of ``(x_a, x_b)`` batches in storage order from two layers' shards of the same tokens.
+
+    When both layers' rows take at most ``memory_cache_mb`` MiB together (float32), each row group is
+    decoded on the first pass and kept for the later ones (:meth:`ShardReader.keep_in_memory`; the same
+    batches); otherwise every pass streams the shards again."""
     reader_a, reader_b = open_paired(dir_a, dir_b)
+    for reader in (reader_a, reader_b):  # each stage's half of the budget
+        reader.keep_in_memory(memory_cache_mb * 2**19)
     return lambda: zip_paired(reader_a, reader_b, batch_size)

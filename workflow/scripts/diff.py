@@ -27,7 +27,7 @@ with script_context(snakemake) as sm:
 
     # SAE matching, calibrated by the seed null; then how far the crosscoder agrees with the labels
     cfg = from_section(DiffConfig, p.diff, seed=p.seed)
-    pairs = paired_batches(*shard_dirs.values(), batch_size=4096)
+    pairs = paired_batches(*shard_dirs.values(), batch_size=4096, memory_cache_mb=cfg.memory_cache_mb)
     labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *nulls)
     labels = attach_top_tokens(labels, saes, shard_dirs, p.top_tokens)
     cc = load_crosscoder(Path(sm.input.crosscoder_latents).parent)
