@@ -68,6 +68,15 @@ print(kept, mmapped >> 20, libc.mallinfo2().fordblks >> 20)
 """
 
 
+def _has_mallinfo2() -> bool:
+    """glibc 2.33 or newer: ``mallopt`` to set and ``mallinfo2`` to read the heap back."""
+    libc, version = platform.libc_ver()
+    return libc == "glibc" and tuple(int(part) for part in version.split(".")[:2]) >= (2, 33)
+
+
+MALLINFO2 = pytest.mark.skipif(not _has_mallinfo2(), reason="needs glibc >= 2.33 (mallopt, mallinfo2)")
+
+
 def _heap_after_a_freed_block(mode: str, **env: str) -> tuple[str, int, int]:
     """(keep_freed_memory's answer, MB of the 48 MB block served by mmap, MB free in the heap after free)."""
     proc = subprocess.run(
@@ -81,7 +90,7 @@ def _heap_after_a_freed_block(mode: str, **env: str) -> tuple[str, int, int]:
     return kept, int(mmapped), int(free_in_heap)
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@MALLINFO2
 def test_freed_memory_stays_in_the_heap_for_the_next_step():
     """By default glibc serves a 48 MB block (a BERT word-embedding gradient) with its own mmap and unmaps
     it on free, so the next step faults all its pages in again; kept, it comes from the heap and stays."""
@@ -92,7 +101,7 @@ def test_freed_memory_stays_in_the_heap_for_the_next_step():
     assert mmapped_default >= 48 and free_default < 48
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@MALLINFO2
 def test_the_default_allocator_can_be_kept():
     kept, mmapped, _ = _heap_after_a_freed_block("keep", LAYERSHIFT_MALLOC="default")
     assert (kept, mmapped) == ("False", 48)
