@@ -439,12 +439,12 @@ def test_rows_kept_in_memory_give_the_same_diff_and_are_decoded_once(trained, tm
             decoded.append(index)
         return original(self, index, columns)
 
+    n_groups = len(shards.ShardReader(tmp_path / "a").groups)
     monkeypatch.setattr(shards.ShardReader, "read_group", counting_read)
     results, passes = {}, {}
     for budget in (0.0, 1024.0):
         decoded.clear()
         pairs = shards.paired_batches(tmp_path / "a", tmp_path / "b", 64, memory_cache_mb=budget)
-        n_groups = len(shards.ShardReader(tmp_path / "a").groups)
         results[budget] = diff.diff_saes(
             trained["a"], trained["b"], pairs, diff.DiffConfig(), trained["a_null"], trained["b_null"]
         )

@@ -9,9 +9,11 @@ import sys
 import pytest
 
 
-def _run(code: str) -> str:
-    env = {"PATH": "/usr/bin:/bin"}  # no inherited OMP_NUM_THREADS / MKL_NUM_THREADS
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+def _run(code: str, *args: str, **env: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", **env}  # no inherited OMP_NUM_THREADS / MKL_NUM_THREADS
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
+    )
     return proc.stdout.strip()
 
 
@@ -79,14 +81,7 @@ MALLINFO2 = pytest.mark.skipif(not _has_mallinfo2(), reason="needs glibc >= 2.33
 
 def _heap_after_a_freed_block(mode: str, **env: str) -> tuple[str, int, int]:
     """(keep_freed_memory's answer, MB of the 48 MB block served by mmap, MB free in the heap after free)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", HEAP_AFTER_A_FREED_BLOCK, mode],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", **env},
-        check=True,
-    )
-    kept, mmapped, free_in_heap = proc.stdout.split()
+    kept, mmapped, free_in_heap = _run(HEAP_AFTER_A_FREED_BLOCK, mode, **env).split()
     return kept, int(mmapped), int(free_in_heap)
 
 

@@ -56,7 +56,7 @@ from layershift import training
 from layershift.config import from_section
 from layershift.diff import SIDE_A, SIDE_B, decoder_cosine_matrix, decoder_rows
 from layershift.io import read_json, read_safetensors, write_json, write_safetensors
-from layershift.shards import open_paired, shard_provenance, zip_paired
+from layershift.shards import keep_pair_in_memory, open_paired, shard_provenance, zip_paired
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "crosscoder_weights.safetensors"
@@ -401,8 +401,7 @@ def train_crosscoder_on_shards(
     train_a, heldout_a = reader_a.split(train.holdout_fraction, train.split_seed)
     train_b, heldout_b = reader_b.split(train.holdout_fraction, train.split_seed)
     eval_a, eval_b = (heldout_a, heldout_b) if heldout_a else (train_a, train_b)
-    for reader in (train_a, train_b):  # each stage's half of the budget
-        reader.keep_in_memory(train.memory_cache_mb * 2**19)
+    keep_pair_in_memory(train_a, train_b, train.memory_cache_mb)
     provenance, hook_name = shard_provenance(reader_a, cfg.hook_name, drop=("stage",))
     cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
 

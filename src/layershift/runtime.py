@@ -54,7 +54,7 @@ def keep_freed_memory() -> bool:
         (M_TRIM_THRESHOLD, KEEP_FREED_BYTES),
         (M_TOP_PAD, HEAP_GROWTH_PAD_BYTES),
     )
-    return all([mallopt(param, value) == 1 for param, value in settings])
+    return all([mallopt(param, value) == 1 for param, value in settings])  # a list: every one is set
 
 
 @contextlib.contextmanager

@@ -416,6 +416,12 @@ def paired_batches(
     decoded on the first pass and kept for the later ones (:meth:`ShardReader.keep_in_memory`; the same
     batches); otherwise every pass streams the shards again."""
     reader_a, reader_b = open_paired(dir_a, dir_b)
-    for reader in (reader_a, reader_b):  # each stage's half of the budget
-        reader.keep_in_memory(memory_cache_mb * 2**19)
+    keep_pair_in_memory(reader_a, reader_b, memory_cache_mb)
     return lambda: zip_paired(reader_a, reader_b, batch_size)
+
+
+def keep_pair_in_memory(reader_a: ShardReader, reader_b: ShardReader, memory_cache_mb: float) -> None:
+    """:meth:`ShardReader.keep_in_memory` for two stages' readers sharing one budget of ``memory_cache_mb``
+    MiB (each stage's half: both keep their rows or, for equal layers, neither)."""
+    for reader in (reader_a, reader_b):
+        reader.keep_in_memory(memory_cache_mb * 2**19)
