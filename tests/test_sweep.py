@@ -1,10 +1,16 @@
 """SAE settings sweep: a setting that recovers a planted dictionary is reproducible across seeds, an
-under-trained one (decoders still at their random initialisation) is not, and both are scored on one table."""
+under-trained one (decoders still at their random initialisation) is not, and both are scored on one table.
+The study-settings row reads the study's own SAEs when given them, with the same numbers as training them."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from layershift import sweep as sweep_module
+from layershift.config import from_section
+from layershift.io import write_json
+from layershift.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
 from layershift.shards import ShardWriter
 from layershift.sweep import setting_label, sweep
 from tests.helpers import incoherent_atoms
@@ -51,3 +57,53 @@ def test_sweep_needs_two_seeds(planted_shards):
 def test_setting_labels_are_stable():
     assert setting_label({"lr": 0.001, "d_sae": 64}) == "d_sae=64 lr=0.001"
     assert setting_label({}) == "study settings"
+
+
+def save_study_sae(shard_dir, section: dict, seed: int, directory) -> None:
+    """An SAE saved the way the workflow's train_sae saves a study SAE: weights, cfg.json, metrics.json."""
+    cfg = from_section(SAEConfig, section, d_in=D)
+    train = from_section(TrainConfig, section, seed=seed, split_seed=0)
+    sae, metrics = train_sae_on_shards(shard_dir, cfg, train, progress=False)
+    save_sae(sae, directory)
+    write_json({"seed": seed, **metrics}, directory / "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def study_saes(planted_shards, tmp_path_factory):
+    root = tmp_path_factory.mktemp("study_saes")
+    saes = {seed: root / f"seed{seed}" for seed in (1, 2)}
+    for seed, directory in saes.items():
+        save_study_sae(planted_shards, BASE, seed, directory)
+    return saes
+
+
+def test_study_settings_row_reads_the_study_saes_and_equals_training_them(
+    planted_shards, study_saes, monkeypatch
+):
+    trained = sweep(planted_shards, BASE, [{}], seeds=(1, 2), split_seed=0)
+    calls, train_setting = [], sweep_module.train_setting
+    monkeypatch.setattr(sweep_module, "train_setting", lambda *a: calls.append(a[1]) or train_setting(*a))
+    grid = [
+        {},
+        {"lr": BASE["lr"]},
+        {"epochs": 1},
+    ]  # a point restating the study's value is the study's setting
+    read = sweep(planted_shards, BASE, grid, seeds=(1, 2), split_seed=0, study_saes=study_saes)
+    assert [section["epochs"] for section in calls] == [1, 1]  # only the one point that is not the study's
+    timing = ["cpu_seconds_per_sae"]
+    for row in (0, 1):
+        expected = trained.drop(columns=timing).iloc[0]
+        expected["setting"], expected["settings"] = read["setting"][row], read["settings"][row]
+        pd.testing.assert_series_equal(read.drop(columns=timing).iloc[row], expected, check_names=False)
+    assert (read[timing[0]] > 0).all()  # the study SAEs' own CPU time, recorded by train_sae_on_shards
+
+
+def test_study_saes_of_other_settings_or_seeds_are_refused(planted_shards, study_saes):
+    swapped = {1: study_saes[2], 2: study_saes[1]}
+    with pytest.raises(
+        ValueError, match=r"seed2: not an SAE of these settings and seed 1 \(differs in \['seed'\]\)"
+    ):
+        sweep(planted_shards, BASE, [{}], seeds=(1, 2), split_seed=0, study_saes=swapped)
+    other = {**BASE, "l1_coefficient": 2e-2}
+    with pytest.raises(ValueError, match=r"differs in \['l1_coefficient'\]"):
+        sweep(planted_shards, other, [{}], seeds=(1, 2), split_seed=0, study_saes=study_saes)

@@ -35,3 +35,25 @@ def test_null_dirs_follow_the_runs_and_keep_unfilled_wildcards():
     assert T.null_sae_dirs(config, "finetuned") == [
         "results/sae_null/{model}/{dataset}/finetuned/layer{layer}/seed7"
     ]
+
+
+def test_sweep_reads_the_study_saes_of_its_seeds_only_when_a_point_is_the_study_setting():
+    config = study(1) | {"sae_sweep": {"grid": [{}, {"lr": 0.1}]}}
+    where = {"model": "m", "dataset": "d", "layer": 3}
+    assert T.sweep_seeds(config) == [7, 1007]
+    assert T.sweep_study_saes(config, stage="pretrained", **where) == {
+        7: "results/sae/m/d/pretrained/layer3",
+        1007: "results/sae_null/m/d/pretrained/layer3/seed1007",
+    }
+    assert T.sweep_study_saes(config, stage="finetuned", **where) == {
+        1007: "results/sae/m/d/finetuned/layer3",
+        7: "results/sae_null/m/d/finetuned/layer3/seed7",
+    }
+    restated = {**config, "sae": {"null_seeds": 1, "lr": 0.1}, "sae_sweep": {"grid": [{"lr": 0.1}]}}
+    assert len(T.sweep_study_saes(restated, stage="pretrained", **where)) == 2  # the study's value, restated
+    no_study_point = {**config, "sae_sweep": {"grid": [{"lr": 0.1}]}}
+    assert T.sweep_study_saes(no_study_point, stage="pretrained", **where) == {}
+    no_nulls = study(0) | {"sae_sweep": {"grid": [{}]}}
+    assert T.sweep_study_saes(no_nulls, stage="pretrained", **where) == {
+        7: "results/sae/m/d/pretrained/layer3"
+    }

@@ -56,6 +56,10 @@ def test_default_config_dry_run_lists_every_target(tmp_path):
     assert jobs.count("train_sae") == 3 * 6 and jobs.count("diff") == 3 * 6 and jobs.count("import_onnx") == 1
     assert jobs.count("crosscoder") == 3 * 6  # its own rule, not hidden in the diff's job
     assert "report" in jobs
+    # the sweep's study-settings row reads the study's own SAEs of that layer (both seeds), not a retraining
+    sweep_job = proc.stdout.split("rule sae_sweep:", 1)[1].split("\n\n", 1)[0]
+    for sae in ("sae/minilm-l6/news/pretrained/layer6", "sae_null/minilm-l6/news/pretrained/layer6/seed1013"):
+        assert f"results/{sae}/sae_weights.safetensors" in sweep_job, sweep_job
 
 
 def test_tiny_study_runs_end_to_end_and_is_cached(tiny_study_done):

@@ -333,13 +333,19 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         kept, passes = _kept_rows(train_rows * 2 * h * 4, cc, epochs)
         return Work(flop=flop, bytes=bytes_ + kept, steps=steps, host_values=(passes + 1) * rows * 2 * h)
     if rule == "sae_sweep":
-        # two SAEs per grid point, each with the study's settings overlaid by the point's
+        # two SAEs per grid point, each with the study's settings overlaid by the point's; the study-settings
+        # point reads the study's own SAEs of its seeds (trained by train_sae) instead of training them
         flop, steps = 0.0, 0.0
+        n_study = len(_sweep_study_saes(config))
         for point in config.get("sae_sweep", {}).get("grid", []):
             s = {**sae, **point}
+            trained = 2 - (n_study if _targets.is_study_setting(sae, point) else 0)
             p_params, epochs = 2.0 * h * int(s.get("d_sae", 1024)), sae_epochs(s, train_rows)
-            n_steps = 2 * epochs * math.ceil(train_rows / int(s.get("batch_size", 256)))
-            flop += 2 * (epochs * train_rows * 6 * p_params + 2 * rows * 2 * p_params)
+            n_steps = trained * epochs * math.ceil(train_rows / int(s.get("batch_size", 256)))
+            flop += trained * (
+                epochs * train_rows * 6 * p_params + rows * 2 * p_params
+            )  # training, evaluation
+            flop += 2 * rows * 2 * p_params  # both seeds' firing rates, trained or read
             flop += _adam_flop(p_params, n_steps)
             steps += n_steps
         return Work(flop=flop, bytes=2 * 16.0 * sae_params + 4.0 * 4096 * (h + d_sae) * 4, steps=steps)
@@ -358,6 +364,13 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
         probes = len(config["datasets"][dataset].get("probes", []) or [])
         return Work(flop=2 * shape.forward_flop(probes * 16, 16), bytes=8.0 * shape.params)
     raise KeyError(f"no cost model for rule {rule!r}")
+
+
+def _sweep_study_saes(config: dict) -> dict[int, str]:
+    """The study's SAEs the sweep reads instead of training (none without a sweep)."""
+    sweep = _targets.sweep_layer(config)
+    filled = {"seed": 0, **config, "sae": {"null_seeds": 1, **config.get("sae", {})}}
+    return _targets.sweep_study_saes(filled, **sweep) if sweep else {}
 
 
 def sae_epochs(section: dict, train_rows: float) -> int:

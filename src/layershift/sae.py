@@ -607,7 +607,7 @@ class SAESteps:
 def restore_checkpoint_weights(sae: SAE, path: Path) -> None:
     """Copy a checkpoint's weights and normalisation into ``sae`` (same architecture required)."""
     saved = load_sae(path)
-    if _architecture_fields(saved.cfg) != _architecture_fields(sae.cfg):
+    if architecture_fields(saved.cfg) != architecture_fields(sae.cfg):
         raise ValueError(f"{path}: checkpoint SAE config differs from the requested one")
     with torch.no_grad():
         for name in WEIGHT_NAMES:
@@ -615,7 +615,8 @@ def restore_checkpoint_weights(sae: SAE, path: Path) -> None:
     sae.set_normalization(saved.cfg.activation_scale, saved.cfg.activation_mean)
 
 
-def _architecture_fields(cfg: SAEConfig) -> dict:
+def architecture_fields(cfg: SAEConfig) -> dict:
+    """What an SAE's weights are shaped and activated by: its config less provenance and normalisation."""
     ignored = {"metadata", "activation_scale", "activation_mean", "hook_name"}
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
 
@@ -684,8 +685,10 @@ def train_sae_on_shards(
     row indices. Epoch ``e`` reads the training rows shuffled with seed ``train.seed + e`` (or in storage order
     when ``train.shuffle`` is off). Shard metadata (model, dataset, stage, layer) fills ``cfg.metadata`` and,
     if empty, ``hook_name`` = ``hidden_states.{layer}``. With no held-out row the evaluation uses training
-    rows (``evaluation_split`` says which).
+    rows (``evaluation_split`` says which). ``cpu_seconds`` is this call's process CPU time, training and
+    evaluation (of this run only, like ``seconds``, when it resumed).
     """
+    cpu_start = time.process_time()
     reader = ShardReader(shard_dir)
     if reader.d_model != cfg.d_in:
         raise ValueError(f"{shard_dir}: activations have d_model={reader.d_model}, cfg.d_in={cfg.d_in}")
@@ -708,4 +711,5 @@ def train_sae_on_shards(
     evaluation = evaluate_sae(sae, (heldout_reader or train_reader).iter_batches(train.eval_batch_size))
     metrics |= {k: v for k, v in evaluation.items() if k != "n_rows"}
     metrics |= holdout_metrics(train_reader.n_rows, heldout_reader, train.split_seed)
+    metrics["cpu_seconds"] = time.process_time() - cpu_start
     return sae, metrics

@@ -6,13 +6,19 @@ setting: held-out explained variance (the worse seed), L0, dead fraction, CPU se
 the second seed reproduces the first: the median Hungarian-matched decoder cosine of the live features and
 the share above the random-matching 99th percentile (:func:`layershift.chance.seed_reproducibility`).
 A setting is *reproducible* at median ≥ 0.7 and share ≥ 0.8, *faithful* at EV ≥ 0.6.
+
+The study-settings row (a grid point that leaves the study's section as it is) is the study's own SAEs when
+they are given (``study_saes``: the layer's stage SAE and its seed nulls, saved by ``train_sae`` with the same
+settings, rows and seeds): they are read, not trained a second time, after checking that their recorded
+settings are the sweep's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import time
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +27,18 @@ import torch
 
 from layershift.chance import seed_reproducibility
 from layershift.config import from_section
-from layershift.sae import SAE, SAEConfig, TrainConfig, train_sae_on_shards
+from layershift.io import read_json
+from layershift.sae import (
+    SAE,
+    SAEConfig,
+    TrainConfig,
+    architecture_fields,
+    load_sae,
+    train_sae_on_shards,
+    with_epochs_for_tokens,
+)
 from layershift.shards import ShardReader
+from layershift.targets import is_study_setting
 
 MIN_EXPLAINED_VARIANCE = 0.6  # below this an SAE reconstructs too little of the layer to stand for it
 
@@ -46,9 +62,38 @@ def train_setting(shard_dir: str | Path, section: dict, seed: int, split_seed: i
     reader = ShardReader(shard_dir)
     cfg = from_section(SAEConfig, section, d_in=reader.d_model)
     train = from_section(TrainConfig, section, seed=seed, split_seed=split_seed, threads=threads)
-    start = time.process_time()
     sae, metrics = train_sae_on_shards(shard_dir, cfg, train, progress=False)
-    metrics["cpu_seconds"] = time.process_time() - start
+    return sae.W_dec.detach().double().numpy(), firing_rates(sae, reader), metrics
+
+
+HOW_IT_RAN = ("threads", "device")  # training settings that do not change what is learned (beyond rounding)
+
+
+def read_setting(
+    directory: str | os.PathLike, shard_dir: str | Path, section: dict, seed: int, split_seed: int
+):
+    """The SAE saved in ``directory`` as :func:`train_setting` would have trained it: (decoder, firing rates,
+    metrics). Raises ValueError when its recorded settings or seed are not ``section``'s and ``seed``."""
+    reader = ShardReader(shard_dir)
+    sae, metrics = load_sae(directory), read_json(Path(directory) / "metrics.json")
+    expected_train = with_epochs_for_tokens(
+        from_section(TrainConfig, section, seed=seed, split_seed=split_seed), metrics["n_train_rows"]
+    )
+    recorded = sae.cfg.metadata.get("train_config", {})
+    differs = sorted(
+        key
+        for key, value in dataclasses.asdict(expected_train).items()
+        if key not in HOW_IT_RAN and recorded.get(key) != value
+    )
+    expected_cfg = from_section(SAEConfig, section, d_in=reader.d_model)
+    differs += sorted(
+        key
+        for key, value in architecture_fields(expected_cfg).items()
+        if architecture_fields(sae.cfg).get(key) != value
+    )
+    if differs:
+        raise ValueError(f"{directory}: not an SAE of these settings and seed {seed} (differs in {differs})")
+    metrics.setdefault("cpu_seconds", float("nan"))  # saved before metrics recorded it
     return sae.W_dec.detach().double().numpy(), firing_rates(sae, reader), metrics
 
 
@@ -59,16 +104,26 @@ def sweep(
     seeds: Sequence[int],
     split_seed: int,
     threads: int | None = 1,
+    study_saes: Mapping[int, str | os.PathLike] | None = None,
 ) -> pd.DataFrame:
-    """One row per grid point (``base`` overlaid with the point): quality, cost and seed reproducibility."""
+    """One row per grid point (``base`` overlaid with the point): quality, cost and seed reproducibility.
+
+    ``study_saes`` maps a seed to the directory of the study's SAE of that seed, trained with ``base`` on
+    these shards: the study-settings row reads those instead of training them again."""
     if len(seeds) != 2:
         raise ValueError(f"a sweep compares two seeds, got {list(seeds)}")
+    study_saes = study_saes or {}
+
+    def setting_of(section: dict, seed: int, reuse: bool):
+        if reuse and seed in study_saes:
+            return read_setting(study_saes[seed], shard_dir, section, seed, split_seed)
+        return train_setting(shard_dir, section, seed, split_seed, threads)
+
     rows = []
     for point in grid:
         section = {**base, **point}
-        (dec_a, fire_a, m_a), (dec_b, fire_b, m_b) = (
-            train_setting(shard_dir, section, seed, split_seed, threads) for seed in seeds
-        )
+        reuse = is_study_setting(base, point)
+        (dec_a, fire_a, m_a), (dec_b, fire_b, m_b) = (setting_of(section, seed, reuse) for seed in seeds)
         repro = seed_reproducibility(dec_a, dec_b, fire_a > 0, fire_b > 0, seed=split_seed)
         runs = (m_a, m_b)
         rows.append(

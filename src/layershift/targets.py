@@ -115,6 +115,38 @@ def stage_seeds(config: dict) -> dict[str, int]:
     return {"pretrained": config["seed"], "finetuned": _extra_seed(config, 0)}
 
 
+def stage_sae_dirs(config: dict, stage: str, **fmt) -> dict[int, str]:
+    """``{seed: directory}`` of every SAE the study trains on one stage's layer: the stage's own, then its nulls.
+
+    ``fmt`` fills ``model`` / ``dataset`` / ``layer`` as in :func:`null_sae_dirs`."""
+    fill = {key: "{" + key + "}" for key in ("model", "dataset", "layer")} | fmt
+    nulls = dict(zip(null_seeds(config, stage), null_sae_dirs(config, stage, **fmt), strict=True))
+    return {stage_seeds(config)[stage]: SAE.format(**fill, stage=stage)} | nulls
+
+
+def is_study_setting(base: dict, point: dict) -> bool:
+    """Whether a sweep grid ``point`` laid over the study's ``sae`` section ``base`` leaves it as it is."""
+    return {**base, **point} == base
+
+
+def sweep_study_saes(config: dict, **fmt) -> dict[int, str]:
+    """``{seed: directory}`` of the study's own SAEs that the sweep's study-settings row reads instead of
+    training them again: its stage's SAEs of the sweep's seeds (none when no grid point is the study's setting).
+
+    ``fmt`` fills ``model`` / ``dataset`` / ``stage`` / ``layer`` (the sweep layer's wildcards)."""
+    sweep = config.get("sae_sweep", {})
+    if not any(is_study_setting(config["sae"], point) for point in sweep.get("grid", [])):
+        return {}
+    stage = fmt.pop("stage")
+    trained = stage_sae_dirs(config, stage, **fmt)
+    return {seed: trained[seed] for seed in sweep_seeds(config) if seed in trained}
+
+
+def sweep_seeds(config: dict) -> list[int]:
+    """The sweep's two seeds: the two stages' SAE seeds, so its study-settings row is the study's own SAEs."""
+    return [stage_seeds(config)[stage] for stage in STAGES]
+
+
 def sweep_layer(config: dict) -> dict | None:
     """``{model, dataset, stage, layer}`` of the SAE settings sweep (defaults: the first model and dataset, the
     model's last SAE layer), or None when the sweep has no grid."""

@@ -109,3 +109,10 @@ def sae_metrics_of_dataset(w):
     sae_dirs = [T.SAE.format(**fmt, stage=stage, layer=layer) for layer in sae_layers(w) for stage in T.STAGES]
     sae_dirs += [null for layer in sae_layers(w) for null in T.null_sae_dirs(config, **fmt, layer=layer)]
     return [f"{sae_dir}/metrics.json" for sae_dir in sae_dirs]
+
+
+def sweep_study_saes(w):
+    """The study's own SAEs of the sweep layer and seeds, as ``[[seed, directory], ...]``: the sweep's
+    study-settings row reads them instead of training them a second time."""
+    dirs = T.sweep_study_saes(config, model=w.model, dataset=w.dataset, stage=w.stage, layer=w.layer)
+    return [[seed, directory] for seed, directory in dirs.items()]

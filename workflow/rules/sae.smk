@@ -75,9 +75,11 @@ rule features:
 
 
 rule sae_sweep:
-    """A small grid of SAE settings on one layer, two seeds each: seed reproducibility vs EV vs L0 vs cost."""
+    """A small grid of SAE settings on one layer, two seeds each: seed reproducibility vs EV vs L0 vs cost.
+    The study-settings row is the study's own SAEs of that layer (trained once, by train_sae)."""
     input:
         tokens=f"{T.ACTIVATIONS}/tokens",
+        study_saes=lambda w: [f"{d}/{file}" for _, d in sweep_study_saes(w) for file in T.SAE_FILES],
     output:
         T.SAE_SWEEP,
     log:
@@ -92,7 +94,8 @@ rule sae_sweep:
     params:
         sae=canonical(config["sae"]),
         grid=canonical(config["sae_sweep"]["grid"]),
-        seeds=[T.stage_seeds(config)[s] for s in T.STAGES],
+        seeds=T.sweep_seeds(config),
+        study_saes=sweep_study_saes,
         split_seed=config["seed"],
     script:
         "../scripts/sae_sweep.py"

@@ -6,6 +6,7 @@ from layershift.sweep import sweep
 with script_context(snakemake) as sm:
     w, p = sm.wildcards, sm.params
     shards = layer_shard_dir(sm.input.tokens, w.layer)
-    table = sweep(shards, p.sae, p.grid, p.seeds, p.split_seed, sm.threads)
+    study_saes = {int(seed): directory for seed, directory in p.study_saes}
+    table = sweep(shards, p.sae, p.grid, p.seeds, p.split_seed, sm.threads, study_saes=study_saes)
     meta = {"model": w.model, "dataset": w.dataset, "stage": w.stage, "layer": int(w.layer)}
     write_parquet(table.assign(**meta), sm.output[0], meta)
