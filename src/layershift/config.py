@@ -144,8 +144,28 @@ def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> No
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset, origin, Path(base_dir), config)
     for name, model in config["models"].items():
-        _check_model(name, model, origin)
+        _check_model(name, model, origin, config["finetune"]["max_length"])
     _check_sweep(config.get("sae_sweep", {}), config, origin)
+    _check_widths(config, origin)
+
+
+def _check_widths(config: dict, origin: str) -> None:
+    """Latent counts the dictionaries need (the SAE and crosscoder configs raise on them inside a job, after
+    fine-tuning and extraction): TopK's k and the crosscoder's k and shared latents within the width."""
+    sae = config["sae"]
+    for where, entry in [("sae", sae)] + [
+        (f"sae_sweep.grid[{i}]", {**sae, **g}) for i, g in enumerate(config["sae_sweep"]["grid"])
+    ]:
+        if entry["architecture"] == "topk" and entry["k"] > entry["d_sae"]:
+            raise ConfigError(f"{origin}: {where}: k ({entry['k']}) must be at most d_sae ({entry['d_sae']})")
+    cc = config["crosscoder"]
+    if cc["n_shared"] >= cc["d_latent"]:
+        raise ConfigError(
+            f"{origin}: crosscoder.n_shared: {cc['n_shared']} shared latents need d_latent > {cc['n_shared']}, "
+            f"got d_latent {cc['d_latent']}"
+        )
+    if cc["architecture"] == "batchtopk" and cc["k"] > cc["d_latent"]:
+        raise ConfigError(f"{origin}: crosscoder.k: {cc['k']} must be at most d_latent ({cc['d_latent']})")
 
 
 def _check_sweep(sweep: dict, config: dict, origin: str) -> None:
@@ -201,6 +221,7 @@ def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> No
         split=config["data"]["split"],
         max_chars=config["data"]["max_chars"],
         seed=config["seed"],
+        cleaning=dataset.get("cleaning", "paper"),  # as the prepare job cleans it
     )
     try:
         data.labelled_frame(raw, settings, origin=dataset["source"], keep_labels=dataset.get("keep_labels"))
@@ -208,14 +229,32 @@ def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> No
         raise ConfigError(f"{origin}: {key}: {err}") from None
 
 
-def _check_model(name: str, model: dict, origin: str) -> None:
+def _check_model(name: str, model: dict, origin: str, max_length: int) -> None:
+    from layershift import models
+
     key = f"models.{name}"
+    if models.parse_source(model["source"]).kind == "onnx-package":
+        try:
+            models.onnx_tokenizer_dir(model)
+        except LayershiftError as err:
+            raise ConfigError(f"{origin}: {key}.tokenizer: {err}") from None
+    elif "tokenizer" in model:
+        raise ConfigError(
+            f"{origin}: {key}.tokenizer: only onnx-package models take a tokenizer source; this model loads "
+            "its tokenizer from its own directory (remove the key)"
+        )
     try:
         depth = model_depth(model)
     except LayershiftError as err:
         raise ConfigError(f"{origin}: {key}.source: {err}") from None
     if depth is None:
         return
+    limit = model_max_tokens(model)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"{origin}: finetune.max_length: {max_length} tokens is more than {key} can take "
+            f"({limit} positions); set finetune.max_length to at most {limit}"
+        )
     for i, layer in enumerate(model["sae_layers"]):
         if layer > depth:
             raise ConfigError(
@@ -237,6 +276,14 @@ def model_depth(model: dict) -> int | None:
     if models.hub_offline() or not models.hub_reachable():
         raise ConfigError(models.offline_message(source.value))
     return None  # a hub model not cached yet: the download rule fetches it and checks depth
+
+
+def model_max_tokens(model: dict) -> int | None:
+    """Longest input (tokens) a configured local model's position embeddings allow; None if unknown or unbounded."""
+    from layershift import models
+
+    model_dir = models.local_model_dir(models.parse_source(model["source"]))
+    return None if model_dir is None else models.max_input_tokens(models.read_model_config(model_dir))
 
 
 def validate_config(config: dict, origin: str = "config.yaml", base_dir: str | Path = ".") -> dict:

@@ -253,6 +253,15 @@ def labelled_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labe
             f"{origin}: too few rows to split 80/10/10 ({len(frame)} rows, smallest class {n_min}); need ≥ 10 rows and ≥ 3 per class"
         )
     frame = frame.assign(label=frame["label"].map({name: i for i, name in enumerate(names)}).astype("int64"))
+    # the stratified cap keeps each class's share of the rows: a rare class can lose every row
+    if len(frame) > cfg.max_rows:
+        train = split_frame(cap_rows(frame, cfg.max_rows, cfg.seed), cfg.split, cfg.seed)["train"]
+        if train["label"].nunique() < 2:  # fine-tuning and the linear probe need two classes to train on
+            raise DataError(
+                f"{origin}: data.max_rows={cfg.max_rows} leaves one class ({names[train['label'].iloc[0]]!r}) in "
+                f"the train split (the cap keeps each class's share of {len(frame)} rows; smallest class {n_min}); "
+                "raise data.max_rows or choose classes with keep_labels"
+            )
     return frame, names, dropped
 
 

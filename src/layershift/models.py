@@ -73,6 +73,34 @@ def package_file(distribution: str, suffix: str) -> Path:
     return matches[0]
 
 
+def onnx_tokenizer_dir(model: dict) -> Path:
+    """The directory an onnx-package model's tokenizer files (vocab.txt / tokenizer.json) are copied from:
+    its ``tokenizer:`` source (``package:`` or ``path:``), else the ONNX package itself if it ships them."""
+    names = ("vocab.txt", "tokenizer.json")
+    spec = model.get("tokenizer")
+    if spec is None:
+        dist = parse_source(model["source"]).value
+        found = sorted(p.parent for p in distribution_files(dist) if p.name in names)
+        if not found:
+            raise ModelSourceError(
+                f"package {dist!r} ships no tokenizer ({' / '.join(names)}); set the model's tokenizer: "
+                "to a 'package:<distribution>' or 'path:<dir>' holding the matching vocabulary"
+            )
+        return found[0]
+    source = parse_source(spec)
+    if source.kind == "package":
+        directory = package_model_dir(source.value)
+    elif source.kind == "path":
+        directory = Path(source.value)
+    else:
+        raise ModelSourceError(
+            f"{spec!r}: an onnx-package tokenizer comes from a 'package:' or 'path:' source"
+        )
+    if not any((directory / name).is_file() for name in names):
+        raise ModelSourceError(f"{directory}: has neither {' nor '.join(names)}")
+    return directory
+
+
 def onnx_layer_count(onnx_path: str | Path) -> int:
     """Number of encoder blocks in a BERT ONNX file, from its initializer names (no graph execution)."""
     import re
@@ -190,11 +218,77 @@ def check_family(cfg: dict, model_dir: str | Path) -> None:
             )
 
 
+# families whose position ids start after the padding index (RoBERTa's create_position_ids_from_input_ids):
+# pad_token_id + 1 of their max_position_embeddings are never used by a token
+OFFSET_POSITION_FAMILIES = frozenset(
+    {
+        "roberta",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "camembert",
+        "data2vec-text",
+        "xmod",
+        "roberta-prelayernorm",
+        "ibert",
+        "longformer",
+        "mpnet",
+        "luke",
+        "esm",
+    }
+)
+ROTARY_FAMILIES = frozenset({"modernbert"})  # no position table: longer inputs do not index out of range
+
+
+def max_input_tokens(cfg: dict) -> int | None:
+    """The most tokens (specials included) a model's absolute position embeddings can index, from its
+    config.json; None where positions are not a table (rotary, DeBERTa without position_biased_input)."""
+    kind = cfg.get("model_type")
+    if (
+        kind in ROTARY_FAMILIES
+        or cfg.get("position_embedding_type") == "rotary"  # ESM-2
+        or (kind in ("deberta", "deberta-v2") and not cfg.get("position_biased_input", True))
+    ):
+        return None
+    size = next((int(cfg[k]) for k in ("max_position_embeddings", "n_positions") if cfg.get(k)), None)
+    if size is None:
+        return None
+    if kind in OFFSET_POSITION_FAMILIES:
+        size -= int(cfg.get("pad_token_id", 1) or 0) + 1
+    return size
+
+
+# files a tokenizer is loaded from (fast tokenizer.json, WordPiece, byte-level BPE, SentencePiece)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spm.model",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
+
+
+def check_tokenizer_files(model_dir: str | Path) -> None:
+    """Fail in one line for a model directory with weights but no tokenizer files: transformers then builds
+    an empty tokenizer (specials only) that maps every word to the unknown token, and the study runs on it."""
+    model_dir = Path(model_dir)
+    if not _has_weights(model_dir):
+        return  # a config.json-only directory (not yet downloaded or a depth-only stand-in): nothing to check
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES) and not any(
+        model_dir.glob("*.model")
+    ):
+        raise ModelSourceError(
+            f"{model_dir}: model weights but no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer into the same directory (tokenizer.save_pretrained)"
+        )
+
+
 def describe_model(model_dir: str | Path) -> dict:
     """Depth and width of a local model, read from its config.json (no weights loaded); fails in one
-    line for a family that cannot run (``check_family``)."""
+    line for a family that cannot run (``check_family``) or a directory without tokenizer files."""
     cfg = read_model_config(model_dir)
     check_family(cfg, model_dir)
+    check_tokenizer_files(model_dir)
     return {
         "path": str(Path(model_dir).resolve()),
         "model_type": cfg.get("model_type"),

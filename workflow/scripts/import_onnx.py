@@ -1,15 +1,12 @@
 from pathlib import Path
 
-from layershift.models import package_file, package_model_dir, parse_source
+from layershift.models import onnx_tokenizer_dir, package_file, parse_source
 from layershift.onnx_import import import_onnx_bert
 from layershift.runtime import script_context
 
 with script_context(snakemake) as sm:
     spec = sm.params.model
     onnx_path = package_file(parse_source(spec["source"]).value, ".onnx")
-    tokenizer = parse_source(spec.get("tokenizer", spec["source"]))
-    tokenizer_dir = (
-        package_model_dir(tokenizer.value) if tokenizer.kind == "package" else Path(tokenizer.value)
-    )
+    tokenizer_dir = onnx_tokenizer_dir(spec)
     report = import_onnx_bert(onnx_path, tokenizer_dir, Path(sm.output[0]).parent)
     print(report)
