@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from layershift.tokens import BYTE_SYMBOLS, is_byte_level, readable_byte_token, token_strings
 from tests.conftest import MOOD_WORDS, make_corpus, run_snakemake, tiny_config
-from tests.helpers import FAMILIES, make_tiny_family, train_family_tokenizer
+from tests.helpers import FAMILIES, family_corpus, make_tiny_family, train_family_tokenizer
 
 # The one-run Snakemake study: the families the issue asks for by default (each model costs ~100 s of CPU,
 # ~20 jobs, mostly interpreter start-up and imports); LAYERSHIFT_TEST_FAMILIES=all (or a comma list) runs more.
@@ -224,3 +225,32 @@ def test_cleaning_key_is_validated(tmp_path):
 
     config = _family_config(tmp_path, write_bert_config(tmp_path / "b"), cleaning="stem")
     assert "cleaning" in _config_error(config, tmp_path)
+
+
+def test_byte_level_tokens_are_shown_as_text_and_others_as_the_vocabulary_spells_them():
+    """Byte-level BPE spells each byte as a symbol ('café' is 'ĠcafÃ©', an emoji 'ĠðŁĶ¥'): tables and figures
+    show the text, with the word-start mark kept; WordPiece and SentencePiece tokens are left as they are."""
+    corpus = family_corpus() + ["un café très bon 🔥 vraiment"] * 200
+    text = "un café très bon 🔥 good"
+    for family in ("roberta", "modernbert", "gpt2"):
+        tokenizer = train_family_tokenizer(family, corpus)
+        ids = tokenizer(text)["input_ids"]
+        assert is_byte_level(tokenizer) and "ĠcafÃ©" in tokenizer.convert_ids_to_tokens(ids)
+        shown = token_strings(tokenizer, ids)
+        assert {"Ġcafé", "Ġtrès", "Ġ🔥", "Ġgood"} <= set(shown), shown
+        specials = set(tokenizer.all_special_tokens)
+        assert [t for t in shown if t in specials] == [
+            t for t in tokenizer.convert_ids_to_tokens(ids) if t in specials
+        ]
+    for family in ("bert", "deberta-v2"):
+        tokenizer = train_family_tokenizer(family, corpus)
+        ids = tokenizer(text)["input_ids"]
+        assert not is_byte_level(tokenizer)
+        assert token_strings(tokenizer, ids) == tokenizer.convert_ids_to_tokens(ids)
+
+
+def test_byte_tokens_of_a_split_character_and_controls_show_as_escapes():
+    assert readable_byte_token("ðŁ") == "\\xf0\\x9f"  # the first two bytes of a 4-byte emoji
+    assert readable_byte_token("Ċ") == "\\n" and readable_byte_token("Ġ") == "Ġ"
+    assert readable_byte_token("<mask>") == "<mask>" and readable_byte_token("▁x") == "▁x"  # not byte symbols
+    assert sorted(BYTE_SYMBOLS.values()) == list(range(256))

@@ -32,7 +32,7 @@ from layershift.io import atomic_dir, atomic_path, encode_metadata, vector_compr
 from layershift.models import load_encoder, pick_device
 from layershift.runtime import set_threads
 from layershift.shards import ARROW_DTYPES, NUMPY_DTYPES, ShardWriter
-from layershift.tokens import encode_with_kinds
+from layershift.tokens import encode_with_kinds, token_strings
 
 
 @dataclass
@@ -291,7 +291,7 @@ def extract_activations(
             sample.offer(token_priorities(sid, pos, cfg.seed), np.stack([sid, pos], 1), tokens)
             room = cfg.max_tokens - writers[sae_layers[0]].rows_appended if writers else 0
             if room > 0:
-                strings = tokenizer.convert_ids_to_tokens(token_ids[:room].tolist())
+                strings = token_strings(tokenizer, token_ids[:room].tolist())
                 for layer, writer in writers.items():
                     writer.append(sid[:room], pos[:room], token_ids[:room], strings, tokens[:room, layer])
                 kinds = [kind for i in batch for kind in token_kinds[i]][:room]

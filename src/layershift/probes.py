@@ -12,7 +12,7 @@ import torch
 
 from layershift.models import load_encoder, pick_device
 from layershift.shards import token_activations
-from layershift.tokens import encode_with_kinds
+from layershift.tokens import encode_with_kinds, token_strings
 
 SPECIAL = re.compile(r"^\[(CLS|SEP|PAD|UNK|MASK)\]$|^<.*>$")
 PUNCT = re.compile(r"^[^\w]+$")
@@ -53,7 +53,7 @@ def probe_states(
             hidden = model(
                 input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True
             ).hidden_states  # (n_layers + 1) x [1, seq, d]
-            tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][s])
+            tokens = token_strings(tokenizer, encoded["input_ids"][s])
             frame = pd.DataFrame(
                 {
                     "stage": stage,

@@ -5,7 +5,7 @@ One row per (sentence, token). Columns::
     sentence_id  int32    index of the sentence in the extracted split
     position     int32    token position in the sentence (0 = [CLS])
     token_id     int32    tokenizer id
-    token        string   tokenizer string of the token
+    token        string   the token as shown (``layershift.tokens.token_strings``: the vocabulary string; byte-level BPE as text)
     activation   fixed_size_list<float16|float32>[d_model]
 
 A layer's shards live in one directory as ``part-00000.parquet, part-00001.parquet, ...``; the schema

@@ -73,3 +73,56 @@ def lowercases(tokenizer) -> bool:
     if normalizer is not None:
         return normalizer.normalize_str("AbC") == normalizer.normalize_str("abc")
     return bool(getattr(tokenizer, "do_lower_case", False))
+
+
+def _byte_symbols() -> dict[str, int]:
+    """Byte-level BPE's alphabet (GPT-2's ``bytes_to_unicode``), inverted: printable symbol -> byte.
+
+    Printable Latin-1 bytes stand for themselves; the other 68 bytes (controls, space, ...) take the
+    symbols from U+0100 on, in byte order (space is ``Ġ``, newline ``Ċ``)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    symbols = {chr(b): b for b in printable}
+    shifted = [b for b in range(256) if b not in symbols.values()]
+    return symbols | {chr(256 + i): b for i, b in enumerate(shifted)}
+
+
+BYTE_SYMBOLS = _byte_symbols()
+WORD_START = "Ġ"  # byte-level BPE's spelling of a leading space, kept as the word-start mark
+
+
+def is_byte_level(tokenizer) -> bool:
+    """Whether the (fast) tokenizer's vocabulary spells bytes as symbols (its decoder is ``ByteLevel``)."""
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    if decoder is None:
+        return False
+    return (
+        b'"type":"ByteLevel"' in decoder.__getstate__()
+    )  # the decoder's own JSON (a Sequence lists its steps)
+
+
+def readable_byte_token(token: str) -> str:
+    """A byte-level BPE token as text: its bytes decoded as UTF-8 (``Ã©`` -> ``é``, ``ðŁĶ¥`` -> 🔥), a leading
+    space shown as ``Ġ``, and bytes of a character split over several tokens (or control characters) as
+    escapes (``\\xf0``). A token with a symbol outside the byte alphabet (an added token) is left as it is."""
+    if not token or any(c not in BYTE_SYMBOLS for c in token):
+        return token
+    raw = bytes(BYTE_SYMBOLS[c] for c in token)
+    start = WORD_START if raw.startswith(b" ") else ""
+    text = raw.removeprefix(b" ").decode("utf-8", errors="backslashreplace")
+    return start + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    """The tokens of ``ids`` as tables and figures show them: the vocabulary's own strings (``##ing``,
+    ``▁good``, ``[CLS]``), except that a byte-level BPE vocabulary (RoBERTa, ModernBERT, GPT-2), which
+    spells every byte as a symbol, is shown as text (:func:`readable_byte_token`); special tokens stay as
+    they are. The token ids, stored beside the strings, stay exact."""
+    tokens = tokenizer.convert_ids_to_tokens(list(ids))
+    if not is_byte_level(tokenizer):
+        return tokens
+    specials = set(tokenizer.all_special_ids)
+    return [tok if i in specials else readable_byte_token(tok) for i, tok in zip(ids, tokens, strict=True)]
