@@ -371,3 +371,12 @@ def test_onnx_tokenizer_source_checked_at_config_time(study, tmp_path, model, to
     if tokenizer is not None:
         study["models"][model]["tokenizer"] = tokenizer
     assert expect in config_error(study, tmp_path)
+
+
+def test_probe_empty_after_cleaning_is_refused(study, tmp_path):
+    """A probe of emoji only is empty after the paper's cleaning: it would reach the SAEs as no token at all."""
+    study["datasets"]["movies"]["probes"] = ["I love this movie", "🔥 🙂"]
+    message = config_error(study, tmp_path)
+    assert "datasets.movies.probes[1]: '🔥 🙂' is empty after cleaning ('paper')" in message
+    study["datasets"]["movies"]["cleaning"] = "none"
+    validate(study, tmp_path)

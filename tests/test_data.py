@@ -381,3 +381,25 @@ def test_row_cap_leaving_one_class_fails_before_any_job():
     assert message.startswith("big.csv: data.max_rows=10 leaves one class ('A') in the train split")
     splits, names, _ = prepare_frame(raw, PrepareConfig(max_rows=2000), "big.csv")  # no cap: B is in train
     assert splits["train"]["label"].nunique() == 2
+
+
+def test_one_rare_class_does_not_unstratify_the_others():
+    """40 + 40 rows and a 3-row class: the validation + test part holds ~1 row of the rare class, which cannot
+    be stratified; the two large classes still are (before, that split went unstratified: up to 4 rows
+    apart in a 8-row part)."""
+    raw = pd.DataFrame(
+        {"text": [f"row number {i}" for i in range(83)], "label": ["A"] * 40 + ["B"] * 40 + ["C"] * 3}
+    )
+    for seed in range(10):
+        splits, names, _ = prepare_frame(raw, PrepareConfig(seed=seed), "rare.csv")
+        for part in ("validation", "test"):
+            counts = splits[part]["label"].value_counts()
+            assert abs(counts.get(0, 0) - counts.get(1, 0)) <= 1, (seed, part, counts.to_dict())
+        assert sum(len(split) for split in splits.values()) == 83
+
+
+def test_keep_labels_naming_no_label_says_so():
+    raw = pd.DataFrame({"text": [f"row {i}" for i in range(20)], "label": ["pos", "neg"] * 10})
+    cfg = PrepareConfig()
+    message = one_line_error(prepare_frame, raw, cfg, "d.csv", keep_labels=["pos", "neutral"])
+    assert message == "d.csv: keep_labels ['neutral'] match no row's label (labels: 'neg', 'pos')"

@@ -189,6 +189,13 @@ def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config
     from layershift import data
 
     key = f"datasets.{name}"
+    cleaning = dataset.get("cleaning", "paper")
+    for i, probe in enumerate(dataset.get("probes") or []):
+        if not data.clean_text(str(probe), cleaning):
+            raise ConfigError(
+                f"{origin}: {key}.probes[{i}]: {probe!r} is empty after cleaning ({cleaning!r}): no token of"
+                " it would reach the SAEs"
+            )
     source = dataset["source"]
     if data.is_hub_source(source):
         return  # checked when the download/prepare step runs (hub access may need the network)

@@ -220,11 +220,17 @@ def _two_way_split(frame: pd.DataFrame, n_second: int, seed: int) -> tuple[pd.Da
 
 
 def _stratify(frame: pd.DataFrame, *part_sizes: int) -> pd.Series | None:
-    """Stratify by label where every class has at least two rows and each part can hold every class;
-    otherwise split unstratified (a part smaller than the number of classes cannot be stratified)."""
+    """Strata for a split: the label, except that classes with a single row share one stratum (a lone such
+    row joins the largest class), so one rare class does not leave every other class unstratified; None
+    (unstratified) when a part is smaller than the number of strata. With every class at two rows or more
+    the strata are the labels."""
     counts = frame["label"].value_counts()
-    feasible = counts.min() >= 2 and all(size >= len(counts) for size in part_sizes)
-    return frame["label"] if feasible else None
+    single = counts.index[counts < 2]
+    strata = frame["label"].where(~frame["label"].isin(single), -1)  # label ids are >= 0
+    if len(single) == 1:
+        strata = strata.replace(-1, counts.idxmax())
+    feasible = all(size >= strata.nunique() for size in part_sizes)
+    return strata if feasible else None
 
 
 def prepare_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labels: list | None = None):
@@ -239,6 +245,12 @@ def labelled_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labe
 
     Everything that can make preparation fail happens here (capping and splitting cannot fail after it),
     so the config check runs exactly this. Returns (frame, label_names, dropped counts)."""
+    if keep_labels:
+        present = set(raw["label"].map(_label_string).dropna())
+        missing = [v for v in keep_labels if _label_string(v) not in present]
+        if missing:
+            shown = ", ".join(repr(v) for v in sorted(present)[:12]) + (", ..." if len(present) > 12 else "")
+            raise DataError(f"{origin}: keep_labels {missing} match no row's label (labels: {shown})")
     frame, dropped = clean_frame(raw, cfg.max_chars, keep_labels, cfg.cleaning)
     if frame.empty:
         raise DataError(f"{origin}: no usable rows after cleaning (dropped: {_describe(dropped)})")
