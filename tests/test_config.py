@@ -380,3 +380,31 @@ def test_probe_empty_after_cleaning_is_refused(study, tmp_path):
     assert "datasets.movies.probes[1]: '🔥 🙂' is empty after cleaning ('paper')" in message
     study["datasets"]["movies"]["cleaning"] = "none"
     validate(study, tmp_path)
+
+
+def test_relative_model_paths_are_relative_to_base_dir_like_data_paths(
+    study, tmp_path, tiny_model, monkeypatch
+):
+    """`layershift validate --directory DIR` (base_dir) must read a relative `path:` model where the workflow,
+    run in DIR, reads it, as it already does for relative data files; the checks of that model still run."""
+    import shutil
+
+    shutil.copytree(tiny_model, tmp_path / "models/tiny")
+    study["models"]["tiny"]["source"] = "path:models/tiny"
+    monkeypatch.chdir(tmp_path.parent)  # elsewhere, as a user validating another study's config
+    validate(copy.deepcopy(study), tmp_path)
+    study["models"]["tiny"]["sae_layers"] = [0, 3]
+    assert "models.tiny.sae_layers[1]: layer 3 is beyond the model's depth (2 layers" in config_error(
+        study, tmp_path
+    )
+
+
+def test_unknown_figure_palette_is_refused_at_config_time(study, tmp_path):
+    """The figure jobs run last: a misspelt palette must stop the run before the study computes for hours."""
+    study["figures"] = {"palette": "colourblind"}
+    assert "figures.palette: 'colourblind' is not a seaborn or matplotlib palette name" in config_error(
+        study, tmp_path
+    )
+    for name in ("colorblind", "muted6", "viridis", "tab10", "Set2"):
+        study["figures"] = {"palette": name}
+        validate(copy.deepcopy(study), tmp_path)

@@ -130,6 +130,19 @@ def test_editing_one_dataset_reruns_only_its_jobs(tmp_path):
     assert rerun and all("topic" in line for line in rerun), rerun
 
 
+def test_editing_sae_layers_keeps_the_fine_tune(tiny_study_done, tmp_path):
+    """sae_layers is read by the activation and SAE steps only: a changed layer list must not re-resolve the
+    model (resolve_model's params) and so re-run its fine-tunes and evaluations."""
+    config = yaml.safe_load((tiny_study_done / "config.yaml").read_text())
+    config["models"]["tiny2"]["sae_layers"] = [1]
+    edited = tmp_path / "config.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tiny_study_done, "-n", "--cores", "2", "--configfile", str(edited), configfile=False)
+    jobs = set(jobs_of(proc.stdout))
+    assert "extract" in jobs and "train_sae" in jobs, jobs  # the layers' own steps do rerun
+    assert not jobs & {"resolve_model", "finetune", "evaluate"}, jobs
+
+
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     """Start Snakemake on the tiny study in its own process group (so a test can SIGKILL all of it)."""
     cmd = [

@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         "validate", help="validate a study config (schema + files + columns + model depth)"
     )
     check.add_argument("config")
-    check.add_argument("--directory", default=".", help="directory that relative data paths are relative to")
+    check.add_argument(
+        "--directory", default=".", help="directory that relative data and model paths are relative to"
+    )
     check.set_defaults(func=validate)
     show = sub.add_parser("summary", help="print Markdown tables of a finished study")
     show.add_argument("--results", default="results")

@@ -144,9 +144,42 @@ def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> No
     for name, dataset in config["datasets"].items():
         _check_dataset(name, dataset, origin, Path(base_dir), config)
     for name, model in config["models"].items():
-        _check_model(name, model, origin, config["finetune"]["max_length"])
+        _check_model(name, _rebased(model, Path(base_dir)), origin, config["finetune"]["max_length"])
     _check_sweep(config.get("sae_sweep", {}), config, origin)
     _check_widths(config, origin)
+    _check_palette(config["figures"]["palette"], origin)
+
+
+SEABORN_NAMED_PALETTES = {
+    f"{name}{n}" for name in ("deep", "muted", "pastel", "bright", "dark", "colorblind") for n in ("", "6")
+}
+
+
+def _check_palette(palette: str, origin: str) -> None:
+    """A palette name seaborn knows (the figure jobs, the study's last step, would fail on it after every
+    other job); seaborn is imported only for a name outside its own named palettes."""
+    if palette in SEABORN_NAMED_PALETTES:
+        return
+    import seaborn
+
+    try:
+        seaborn.color_palette(palette)
+    except (ValueError, KeyError):
+        raise ConfigError(
+            f"{origin}: figures.palette: {palette!r} is not a seaborn or matplotlib palette name "
+            "(e.g. 'colorblind', 'deep', 'viridis', 'tab10')"
+        ) from None
+
+
+def _rebased(model: dict, base_dir: Path) -> dict:
+    """A model entry whose relative ``path:`` sources (model, onnx tokenizer) are relative to ``base_dir``, as
+    relative data files are: the workflow runs in that directory."""
+    rebased = dict(model)
+    for key in ("source", "tokenizer"):
+        value = model.get(key)
+        if isinstance(value, str) and value.startswith("path:") and not Path(value[5:]).is_absolute():
+            rebased[key] = f"path:{base_dir / value[5:]}"
+    return rebased
 
 
 def _check_widths(config: dict, origin: str) -> None:

@@ -35,7 +35,10 @@ def _choice(names):
 
 
 def model_cfg(wildcards):
-    return canonical(config["models"][wildcards.model])
+    """Where a model comes from (source, tokenizer, revision): not its sae_layers, which only the activation
+    and SAE steps read, so adding a layer does not re-resolve the model and re-run its fine-tunes."""
+    entry = config["models"][wildcards.model]
+    return canonical({key: value for key, value in entry.items() if key != "sae_layers"})
 
 
 def canonical(settings):

@@ -8,5 +8,7 @@ with script_context(snakemake, offline=False) as sm:
     spec = sm.params.model
     imported = str(Path(sm.input[0]).parent) if sm.input else None
     info = resolve_pretrained(spec["source"], spec.get("revision"), imported)
-    check_layers(sm.wildcards.model, spec["sae_layers"], info["num_hidden_layers"])
+    # read from the config, not a param: the check changes no output, so its layers must not trigger a rerun
+    layers = sm.config["models"][sm.wildcards.model]["sae_layers"]
+    check_layers(sm.wildcards.model, layers, info["num_hidden_layers"])
     write_json({"model": sm.wildcards.model, **info}, sm.output[0])
