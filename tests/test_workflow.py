@@ -234,3 +234,16 @@ def test_concurrent_runs_are_refused(tmp_path):
         first.wait()
     assert second.returncode != 0
     assert "LockException" in second.stderr or "locked" in second.stderr.lower()
+
+
+def test_summary_prints_the_tables_of_a_finished_study_and_one_line_elsewhere(
+    tiny_study_done, tmp_path, capsys
+):
+    from layershift.cli import main
+
+    assert main(["summary", "--results", str(tiny_study_done / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "**Accuracy on the test split**" in out and "**SAE feature diff per layer**" in out
+    assert main(["summary", "--results", str(tmp_path / "results")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"layershift: {tmp_path}/results/tables: no accuracy.csv"), err

@@ -19,9 +19,18 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
+SUMMARY_TABLES = ("accuracy.csv", "similarity.parquet")  # what every finished study has
+
+
 def summary(args: argparse.Namespace) -> int:
     """Markdown tables of a finished study (what the README shows): accuracy, similarity, SAEs, diff."""
     results = Path(args.results)
+    missing = [name for name in SUMMARY_TABLES if not (results / "tables" / name).is_file()]
+    if missing:
+        raise LayershiftError(
+            f"{results}/tables: no {', '.join(missing)}; run the study first (snakemake --cores N), or point "
+            "--results at a finished study's results directory"
+        )
     accuracy = pd.read_csv(results / "tables/accuracy.csv")
     wide = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy").reset_index()
     print("**Accuracy on the test split** (Table 2 rebuilt)\n")
