@@ -240,9 +240,13 @@ def _tokens(chars: float, max_length: int) -> float:
 
 def sae_count(config: dict) -> int:
     """SAEs one ``train_sae`` job trains: both stages plus every seed-null SAE (``null_seeds`` per stage)."""
-    return 2 + len(
-        _targets.null_runs({"seed": 0, **config, "sae": {"null_seeds": 1, **config.get("sae", {})}})
-    )
+    return 2 + len(_targets.null_runs(_seeded(config)))
+
+
+def _seeded(config: dict) -> dict:
+    """``config`` with the schema's seed defaults where a (cut or hand-made) config leaves them out: the
+    seed and ``sae.null_seeds``, which the seed-null layout in :mod:`layershift.targets` reads."""
+    return {"seed": 0, **config, "sae": {"null_seeds": 1, **config.get("sae", {})}}
 
 
 @dataclass(frozen=True)
@@ -369,8 +373,7 @@ def work(rule: str, config: dict, wildcards: dict, results: str | Path = "result
 def _sweep_study_saes(config: dict) -> dict[int, str]:
     """The study's SAEs the sweep reads instead of training (none without a sweep)."""
     sweep = _targets.sweep_layer(config)
-    filled = {"seed": 0, **config, "sae": {"null_seeds": 1, **config.get("sae", {})}}
-    return _targets.sweep_study_saes(filled, **sweep) if sweep else {}
+    return _targets.sweep_study_saes(_seeded(config), **sweep) if sweep else {}
 
 
 def sae_epochs(section: dict, train_rows: float) -> int:

@@ -257,15 +257,9 @@ def max_input_tokens(cfg: dict) -> int | None:
     return size
 
 
-# files a tokenizer is loaded from (fast tokenizer.json, WordPiece, byte-level BPE, SentencePiece)
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "vocab.txt",
-    "vocab.json",
-    "spm.model",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-)
+# files a tokenizer is loaded from: fast tokenizer.json, WordPiece vocab.txt, byte-level BPE vocab.json, and
+# any SentencePiece *.model (spm.model, spiece.model, sentencepiece.bpe.model, tokenizer.model)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model")
 
 
 def check_tokenizer_files(model_dir: str | Path) -> None:
@@ -274,9 +268,7 @@ def check_tokenizer_files(model_dir: str | Path) -> None:
     model_dir = Path(model_dir)
     if not _has_weights(model_dir):
         return  # a config.json-only directory (not yet downloaded or a depth-only stand-in): nothing to check
-    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES) and not any(
-        model_dir.glob("*.model")
-    ):
+    if not any(path.is_file() for pattern in TOKENIZER_FILES for path in model_dir.glob(pattern)):
         raise ModelSourceError(
             f"{model_dir}: model weights but no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
             "save the tokenizer into the same directory (tokenizer.save_pretrained)"

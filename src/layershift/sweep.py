@@ -85,12 +85,10 @@ def read_setting(
         for key, value in dataclasses.asdict(expected_train).items()
         if key not in HOW_IT_RAN and recorded.get(key) != value
     )
-    expected_cfg = from_section(SAEConfig, section, d_in=reader.d_model)
-    differs += sorted(
-        key
-        for key, value in architecture_fields(expected_cfg).items()
-        if architecture_fields(sae.cfg).get(key) != value
+    expected_cfg, saved_cfg = (
+        architecture_fields(cfg) for cfg in (from_section(SAEConfig, section, d_in=reader.d_model), sae.cfg)
     )
+    differs += sorted(key for key, value in expected_cfg.items() if saved_cfg.get(key) != value)
     if differs:
         raise ValueError(f"{directory}: not an SAE of these settings and seed {seed} (differs in {differs})")
     metrics.setdefault("cpu_seconds", float("nan"))  # saved before metrics recorded it
