@@ -181,3 +181,17 @@ def test_a_resumed_run_takes_the_paths_the_uninterrupted_one_took(tmp_path, monk
     assert metrics["resumed_from_epoch"] == 1
     for name in PARAMS:
         assert torch.equal(getattr(resumed, name), getattr(straight, name)), name
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 1.0])
+def test_sampled_products_are_the_dense_products_read_at_the_pairs(density):
+    """The codes' gradient is a matmul computed at the active pairs only; rows with no pair included."""
+    g = torch.Generator().manual_seed(0)
+    left, right = torch.randn(9, 7, generator=g), torch.randn(11, 7, generator=g)
+    mask = torch.rand(9, 11, generator=g) < density
+    mask[3] = False  # an empty row in the middle
+    active = mask.view(-1).nonzero().squeeze(1)  # [nnz] row-major, as training_terms forms it
+    rows, cols = active // 11, active % 11
+    offsets = sparse_codes.bag_offsets(torch.bincount(rows, minlength=9))
+    ours = sparse_codes.sampled_products(left, right, offsets, cols)
+    torch.testing.assert_close(ours, (left @ right.T).view(-1)[active])
