@@ -13,8 +13,13 @@
    whole study, against what was measured. Writes ``src/layershift/cost_coefficients.json`` (the fit on
    all sizes, which the workflow uses) and ``bench/results/costs.json`` (measurements, held-out errors).
 
+3. ``check``: the shipped coefficients (``src/layershift/cost_coefficients.json``, not refitted) against
+   the studies in ``--workdir`` and the measured default study: after a code change, whether the model
+   still predicts within #20's 25 % (nothing written).
+
     python bench/bench_costs.py run [--sizes 100 200 400] [--workdir /tmp/layershift-costs]
     python bench/bench_costs.py fit [--fit 100 200] [--workdir /tmp/layershift-costs]
+    python bench/bench_costs.py check [--workdir /tmp/layershift-costs]
 
 CPU time is the clock: on a shared 2-core machine the wall clock carries other people's jobs.
 """
@@ -270,22 +275,23 @@ def compared(measured: float, predicted: float) -> dict:
 
 
 # The default study (config.yaml: 2 models x 3 datasets, 188 jobs) as measured on this machine, idle, on
-# 2026-12-03 16:05-16:27 UTC with the sparse-code SAE path and kept freed memory (README, "What the default
-# study shows"): whole-study wall and CPU seconds (/usr/bin/time of `snakemake --cores 2`), and summed job
-# wall seconds per rule (Snakemake's benchmark files; one thread per job, idle machine: close to CPU
-# seconds). Not a fitted point: a check at a larger size, with a second model and three datasets.
+# 2026-12-03 21:59-22:18 UTC with the sparse-code SAE path (sampled codes' gradient) and kept freed memory
+# (README, "What the default study shows"): whole-study wall and CPU seconds (/usr/bin/time of `snakemake
+# --cores 2`), and summed job wall seconds per rule (Snakemake's benchmark files; one thread per job, idle
+# machine: close to CPU seconds). Not a fitted point: a check at a larger size, with a second model and
+# three datasets.
 DEFAULT_STUDY = {
     "date": "2026-12-03",
-    "wall_s": 1300.0,
-    "cpu_s": 2508.6,
+    "wall_s": 1130.0,
+    "cpu_s": 2188.6,
     "jobs": 188,
     "rules_wall_s": {
-        "train_sae": 1012.0,
-        "finetune": 357.0,
-        "crosscoder": 223.0,
-        "diff": 224.0,
-        "extract": 175.0,
-        "evaluate": 101.0,
+        "train_sae": 813.0,
+        "finetune": 375.0,
+        "crosscoder": 196.0,
+        "diff": 180.0,
+        "extract": 172.0,
+        "evaluate": 97.0,
     },
 }
 
@@ -342,14 +348,29 @@ def fit_and_report(args) -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    d = report["default_study"]
+    print_report(
+        report["default_study"],
+        [("held out", report["held_out"]["predictions"]), ("in sample", report["in_sample"])],
+    )
+
+
+def check_shipped(args) -> None:
+    """The shipped coefficients, unchanged, against the measured studies and the default study."""
+    from layershift import costs
+
+    shipped = costs.load_coefficients()
+    studies = [load_study(rows, args.workdir) for rows in args.sizes]
+    print_report(default_study_check(shipped), [("shipped", [predict_measured(s, shipped) for s in studies])])
+
+
+def print_report(d: dict, predictions: list[tuple[str, list[dict]]]) -> None:
     print(
         f"default study (2 models x 3 datasets, measured {DEFAULT_STUDY['date']}): cpu {d['cpu_s']['predicted']:.0f}"
         f" vs {d['cpu_s']['measured']:.0f} s ({d['cpu_s']['error']:+.0%}), wall {d['wall_s']['predicted']:.0f} vs "
         f"{d['wall_s']['measured']:.0f} s ({d['wall_s']['error']:+.0%}), jobs {d['jobs']['predicted']} vs {DEFAULT_STUDY['jobs']}; "
         + ", ".join(f"{r} {v['error']:+.0%}" for r, v in d["rules"].items())
     )
-    for label, preds in (("held out", report["held_out"]["predictions"]), ("in sample", report["in_sample"])):
+    for label, preds in predictions:
         for p in preds:
             print(
                 f"{label} rows={p['rows']}: cpu {p['cpu_s']['predicted']:.0f} vs {p['cpu_s']['measured']:.0f} s "
@@ -416,7 +437,7 @@ def paper_dry_run(workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "fit", "paper-dry-run"))
+    parser.add_argument("command", choices=("run", "fit", "check", "paper-dry-run"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[120, 240, 480])
     parser.add_argument(
         "--fit", type=int, nargs="+", default=None, help="sizes to fit on (default: all but the largest)"
@@ -429,6 +450,8 @@ def main() -> None:
             run_study(rows, args.workdir, args.cores)
     elif args.command == "paper-dry-run":
         paper_dry_run(args.workdir)
+    elif args.command == "check":
+        check_shipped(args)
     else:
         fit_and_report(args)
 

@@ -202,3 +202,36 @@ def test_token_counts_come_only_from_this_datasets_prepared_splits(tmp_path):
     assert card("hub:someone/some-data", 50).basis == "caps"  # prepared under another row cap
     (prepared / "card.json").unlink()
     assert costs.dataset_stats(config, "d", tmp_path / "results").basis == "caps"
+
+
+def test_list_schedule_waits_for_upstream_jobs_and_fills_free_slots():
+    pair = {"model": "m", "dataset": "d"}
+    jobs = [
+        ("finetune", pair, 10.0),
+        ("extract", {**pair, "stage": "pretrained"}, 4.0),  # needs only the split: beside the fine-tune
+        ("extract", {**pair, "stage": "finetuned"}, 4.0),  # after the fine-tune
+        ("train_sae", {**pair, "layer": "1"}, 6.0),  # after both extracts
+        ("evaluate", {"model": "other", "dataset": "d"}, 3.0),  # another model's fine-tune: not waited for
+    ]
+    assert costs.list_schedule(jobs, slots=2) == 10 + 4 + 6
+    assert costs.list_schedule(jobs, slots=1) == 10 + 4 + 4 + 6 + 3
+    independent = [("prepare", {"dataset": str(i)}, 5.0) for i in range(4)]
+    assert costs.list_schedule(independent, slots=2) == 10.0
+    assert costs.list_schedule([], slots=2) == 0.0
+
+
+def test_every_scheduled_rule_comes_after_what_it_waits_for():
+    order = costs.STAGE_ORDER
+    assert set(costs.study_jobs(validate_schema(load_yaml(REPO / "config.yaml"), "config.yaml"))) <= set(
+        order
+    )
+    for rule, upstream in costs.UPSTREAM.items():
+        assert all(order.index(up) < order.index(rule) for up in upstream), rule
+
+
+def test_a_study_with_few_long_jobs_is_predicted_slower_than_its_cpu_over_the_cores(tmp_path):
+    """One model x one dataset: the fine-tune runs alone, so the wall time exceeds CPU seconds / cores."""
+    p = costs.predict_study(study(tmp_path), tmp_path / "results", cores=2)
+    assert p["wall_s_local"] > p["cpu_s_total"] / 2
+    many = costs.predict_study(study(tmp_path), tmp_path / "results", cores=64)
+    assert many["cpu_s_total"] / 64 < many["wall_s_local"] < p["wall_s_local"]

@@ -516,6 +516,68 @@ def disk_bytes(config: dict, results: str | Path = "results") -> dict[str, float
     return out
 
 
+# What each compute job waits for: the jobs of these rules whose shared wildcards agree with its own (a
+# fine-tuned extract waits for its fine-tune; the pretrained one only for its dataset's split). The rules'
+# inputs in workflow/rules/*.smk, at the granularity the schedule needs.
+UPSTREAM = {
+    "finetune": ("prepare", "import_onnx"),
+    "evaluate": ("finetune",),
+    "probes": ("finetune",),
+    "extract": ("prepare", "import_onnx", "finetune"),
+    "train_sae": ("extract",),
+    "crosscoder": ("extract",),
+    "sae_sweep": ("train_sae",),
+    "features": ("train_sae", "probes"),
+    "diff": ("train_sae", "crosscoder"),
+}
+
+
+# Rules in an order that puts every rule after those it waits for.
+STAGE_ORDER = (
+    "prepare",
+    "import_onnx",
+    "finetune",
+    "extract",
+    "evaluate",
+    "probes",
+    "train_sae",
+    "crosscoder",
+    "features",
+    "sae_sweep",
+    "diff",
+)
+
+
+def _waits_for(rule: str, w: dict, up_rule: str, up: dict) -> bool:
+    if rule == "extract" and up_rule == "finetune" and w.get("stage") == "pretrained":
+        return False
+    return all(w[k] == up[k] for k in w.keys() & up.keys())
+
+
+def list_schedule(jobs: list[tuple[str, dict, float]], slots: int) -> float:
+    """Makespan of ``(rule, wildcards, seconds)`` jobs on ``slots`` one-thread slots: each job starts on the
+    first free slot once everything it waits for (:data:`UPSTREAM`) has finished, in DAG order (no
+    look-ahead, as a greedy scheduler runs them). The few long jobs of a small study leave slots idle, which
+    ``total / slots`` does not see."""
+    done: dict[int, float] = {}  # job index -> finish time
+    free = [0.0] * max(1, slots)  # when each slot is next free
+    order = sorted(range(len(jobs)), key=lambda i: STAGE_ORDER.index(jobs[i][0]))
+    for i in order:
+        rule, w, seconds = jobs[i]
+        ready = max(
+            (
+                done[j]
+                for j, (up_rule, up, _) in enumerate(jobs)
+                if up_rule in UPSTREAM.get(rule, ()) and _waits_for(rule, w, up_rule, up)
+            ),
+            default=0.0,
+        )
+        slot = min(range(len(free)), key=lambda k: max(free[k], ready))
+        done[i] = max(free[slot], ready) + seconds
+        free[slot] = done[i]
+    return max(done.values(), default=0.0)
+
+
 def predict_study(
     config: dict,
     results: str | Path = "results",
@@ -525,12 +587,15 @@ def predict_study(
 ) -> dict:
     """Per rule: job count, CPU / GPU seconds per job (max) and in total, memory; the study's wall time.
 
-    Study wall time = max(sum of job seconds / parallel slots, the longest chain), where the chain is
-    prepare → finetune → extract → train_sae → diff of the slowest model x dataset; the light jobs add their
-    fitted mean cost each (on the slots).
+    Study wall time on ``cores``: the compute jobs list-scheduled on the cores (:func:`list_schedule`), plus
+    the light jobs' fitted mean cost each spread over the cores, and never less than all CPU seconds over
+    the cores. ``longest_chain_*`` is the slowest prepare → finetune → extract → train_sae → crosscoder →
+    diff chain of one model x dataset, the crosscoder counted after the SAEs though it may run beside them
+    (the cluster's floor: a conservative critical path when every job gets its own node).
     """
     coefficients = coefficients or load_coefficients()
     per_rule, chains = {}, {}
+    scheduled = []
     for rule, jobs in study_jobs(config).items():
         preds = [predict_job(rule, config, w, results, coefficients=coefficients) for w in jobs]
         res = [job_resources(rule, config, w, results, coefficients=coefficients) for w in jobs]
@@ -545,6 +610,7 @@ def predict_study(
             "mem_mb_request_max": max(r["mem_mb"] for r in res),
         }
         for w, p in zip(jobs, preds, strict=True):
+            scheduled.append((rule, w, p["cpu_s"]))
             key = (w.get("model"), w.get("dataset"))
             chain = chains.setdefault(key, {})
             chain[rule] = (
@@ -576,7 +642,7 @@ def predict_study(
         "jobs": light + sum(r["jobs"] for r in per_rule.values()),
         "cpu_s_total": cpu_total,
         "gpu_s_total": gpu_total,
-        "wall_s_local": max(cpu_total / cores, longest[0]),
+        "wall_s_local": max(cpu_total / cores, list_schedule(scheduled, cores) + light_s / cores),
         "longest_chain_cpu_s": longest[0],
         "longest_chain_gpu_s": longest[1],
         "disk_bytes": disk_bytes(config, results),
