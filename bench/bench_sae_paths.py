@@ -3,7 +3,7 @@
 Two variants of the same ``train_sae_on_shards`` call, interleaved, same rows, seed and thread count:
 
     a  sparse   the trainer as shipped: a batch whose codes are at most ``sparse_codes.MAX_DENSITY`` active
-                takes the sparse path (2 dense matmuls of 5, the rest gathered over active latents)
+                takes the sparse path (1 dense matmul of 5: the encoder; the rest over the active latents)
     b  dense    the same trainer with the sparse path switched off (every step through the dense ``SAE.training_terms``)
 
 Rows: a real layer's token shards (``--shards results/activations/<model>/<dataset>/<stage>/tokens/layerN``,
