@@ -167,6 +167,7 @@ def token_kind_shares(
         lookup = dict(zip(keys, known["kind"], strict=True))
     sums: dict[str, np.ndarray] = {}
     for rows, x in token_activations(shard_dir, ("sentence_id", "position", "token")):
+        x = np.array(x, dtype=np.float32)  # a writable float32 copy of the (read-only, float16) shard rows
         acts = sae.encode(torch.from_numpy(x))[:, features].double().numpy()  # [rows, d] -> [rows, k]
         if lookup is not None:
             keys = zip(rows["sentence_id"], rows["position"], strict=True)
