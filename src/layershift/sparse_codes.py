@@ -15,10 +15,9 @@ Same function and gradients as the dense path, different summation order (roundi
 :data:`MAX_DENSITY` of the batch's codes are active (measured crossover, d 384, m 512, batch 128, 1 thread,
 median of 5 interleaved rounds of 60 steps: sparse 2.9 vs dense 5.2 ms a step at 2 % active, 4.1 vs 5.6 ms
 at 12.5 %, 5.7 vs 4.8 ms at 25 %, 8.4 vs 5.3 ms at 50 %; ``bench/bench_sae_paths.py`` times the trainer both
-ways). Any other batch goes through the dense
-:meth:`SAE.training_terms`; the trainer (``SAESteps``) tries this path only after a batch whose codes were
-sparse, so dense phases of training compute the encoder once a step. :func:`codes_are_sparse` is the one
-rule both use.
+ways). Any other batch goes through the dense :meth:`SAE.training_terms`; the trainer (``SAESteps``) tries
+this path only after a batch whose codes were sparse, so dense phases of training compute the encoder once a
+step. :func:`codes_are_sparse` is the one rule both use.
 """
 
 from __future__ import annotations
@@ -102,7 +101,9 @@ class SparseCodePass(torch.autograd.Function):
         return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, None, None, None
 
 
-def sampled_products(left: torch.Tensor, right: torch.Tensor, row_offsets: torch.Tensor, cols: torch.Tensor):
+def sampled_products(
+    left: torch.Tensor, right: torch.Tensor, row_offsets: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
     """``(left @ right.T)[r, c]`` for the ``nnz`` (row, column) pairs given row-major, ``[nnz]``.
 
     ``left`` is ``[n, d]``, ``right`` ``[m, d]``; the pairs are a CSR pattern: ``row_offsets`` ``[n]`` (where each
