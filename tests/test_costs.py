@@ -235,3 +235,35 @@ def test_a_study_with_few_long_jobs_is_predicted_slower_than_its_cpu_over_the_co
     assert p["wall_s_local"] > p["cpu_s_total"] / 2
     many = costs.predict_study(study(tmp_path), tmp_path / "results", cores=64)
     assert many["cpu_s_total"] / 64 < many["wall_s_local"] < p["wall_s_local"]
+
+
+def test_the_schedules_dependencies_are_the_workflows_rule_graph():
+    """costs.UPSTREAM restates the rules' inputs: its closure must be what `snakemake --rulegraph` draws
+    between the compute rules (walking through light rules such as resolve_model)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--rulegraph", "-s", str(REPO / "Snakefile")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', proc.stdout, flags=re.M))
+    parents: dict[str, set[str]] = {}
+    for up, down in re.findall(r"^\s*(\d+) -> (\d+)$", proc.stdout, flags=re.M):
+        parents.setdefault(names[down], set()).add(names[up])
+    compute = set(costs.STAGE_ORDER)
+
+    def ancestors(rule: str, direct) -> set[str]:
+        seen, todo = set(), list(direct(rule))
+        while todo:
+            rule = todo.pop()
+            if rule not in seen:
+                seen.add(rule)
+                todo.extend(direct(rule))
+        return seen & compute
+
+    for rule in compute & set(parents):
+        in_graph = ancestors(rule, lambda r: parents.get(r, ()))
+        in_model = ancestors(rule, lambda r: costs.UPSTREAM.get(r, ()))
+        assert in_model == in_graph, rule
