@@ -56,6 +56,14 @@ def _write_data(text: bytes):
     return mutate
 
 
+def _all(*mutations):
+    def mutate(config: dict, workdir):
+        for each in mutations:
+            each(config, workdir)
+
+    return mutate
+
+
 CASES = {
     "unknown key, near miss": (
         _rename("models.tiny2.sae_layers", "sae_layer"),
@@ -101,6 +109,12 @@ CASES = {
     "no usable rows": (
         _write_data(b"text,label\n  ,positive\n!!!,negative\n,\n"),
         ["datasets.mood", "no usable rows"],
+    ),
+    "split leaves a part empty": (  # was a sklearn traceback from the row check (capped) or the prepare job
+        _all(
+            _set("data.max_rows", 10), _set("data.split", {"train": 0.98, "validation": 0.01, "test": 0.01})
+        ),
+        ["datasets.mood", "data.split", "the validation split empty at 10 rows"],
     ),
     "empty probe list": (_set("datasets.mood.probes", []), ["datasets.mood.probes", "must not be empty"]),
     "unknown model package": (

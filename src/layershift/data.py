@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ FILE_READERS = {
 }
 
 _APOSTROPHES = re.compile(r"['’`]")
-_NON_WORD = re.compile(r"[^\w\s]|_")
+_NON_WORD = re.compile(r"(?:[^\w\s]|_)+")  # runs of punctuation, symbols, '_' and combining marks
 _SPACES = re.compile(r"\s+")
 
 
@@ -57,10 +58,23 @@ def clean_text(text: str, cleaning: str = "paper") -> str:
         raise ValueError(f"cleaning must be one of {sorted(CLEANINGS)}, got {cleaning!r}")
     text = str(text)
     if cleaning == "paper":
-        text = _NON_WORD.sub(" ", _APOSTROPHES.sub("", text.lower()))
+        text = _APOSTROPHES.sub("", text.lower())
+        text = _NON_WORD.sub(lambda run: _word_marks(run, text), text)
     elif cleaning == "lowercase":
         text = text.lower()
     return _SPACES.sub(" ", text).strip()
+
+
+def _word_marks(run: re.Match, text: str) -> str:
+    """What replaces a ``_NON_WORD`` run: a space, except that the combining marks (vowel signs, viramas,
+    accents of decomposed text) opening a run right after a letter or digit stay, as part of that word (\\w
+    does not match them: without this, Devanagari, Tamil or vowelled Arabic fall apart into consonants)."""
+    chars = run.group()
+    n_marks = 0
+    if run.start() > 0 and text[run.start() - 1].isalnum():
+        while n_marks < len(chars) and unicodedata.category(chars[n_marks]).startswith("M"):
+            n_marks += 1
+    return chars[:n_marks] + (" " if n_marks < len(chars) else "")
 
 
 def is_hub_source(source: str) -> bool:
@@ -106,13 +120,22 @@ def read_file(path: str | Path) -> pd.DataFrame:
             )
         if kind == "parquet":
             return pd.read_parquet(path)
-        return pd.read_json(path, lines=True, encoding="utf-8", encoding_errors="strict", dtype=False)
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not JSON; a .json file may be one array
+        lines = path.suffix.lower() == ".jsonl" or _first_char(path) != "["
+        return pd.read_json(path, lines=lines, encoding="utf-8-sig", encoding_errors="strict", dtype=False)
     except UnicodeDecodeError as err:
         raise DataError(
             f"{path}: not valid UTF-8 text (byte {err.start}: {err.reason}); re-encode the file as UTF-8"
         ) from None
     except (ValueError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: cannot be parsed as {kind}: {str(err).splitlines()[0]}") from None
+
+
+def _first_char(path: Path) -> str:
+    """The first character of a UTF-8 text file that is not whitespace or a byte-order mark ('' if none)."""
+    with path.open("rb") as handle:
+        head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    return head[:1]
 
 
 def _read_hub(dataset_id: str, hub_config: str | None, hub_split: str) -> pd.DataFrame:
@@ -160,7 +183,7 @@ def clean_frame(
         keep = frame["label"].isin({_label_string(v) for v in keep_labels})
         dropped["label_not_kept"] = int((~keep).sum())
         frame = frame[keep]
-    text = frame["text"].map(lambda t: "" if t is None or (isinstance(t, float) and pd.isna(t)) else str(t))
+    text = frame["text"].map(lambda t: "" if _missing(t) else str(t))
     too_long = text.str.len() > max_chars
     text = text.where(~too_long, text.str.slice(0, max_chars))
     frame = frame.assign(text=text.map(lambda t: clean_text(t, cleaning)))
@@ -174,13 +197,23 @@ def clean_frame(
 
 
 def _label_string(value) -> str | None:
-    """Labels as strings ('5' for 5 and 5.0); None for missing or blank."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    """Labels as strings ('5' for 5, 5.0 and the text '5.0'); None for missing or blank."""
+    if _missing(value):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
+    if _INTEGRAL_FLOAT.fullmatch(text):  # a CSV's 5.0 (how pandas writes a float column) is the number 5
+        text = str(int(float(text)))
     return text or None
+
+
+_INTEGRAL_FLOAT = re.compile(r"[+-]?\d+\.0*")
+
+
+def _missing(value) -> bool:
+    """None, NaN, pd.NA (nullable Int64 / boolean / string columns) or NaT: no value."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 def label_map(labels: pd.Series) -> list[str]:
@@ -203,11 +236,19 @@ def cap_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return kept.sort_index()
 
 
+def split_sizes(n_rows: int, fractions: dict) -> dict[str, int]:
+    """Rows of each split that ``split_frame`` makes of ``n_rows`` rows (validation and test rounded up)."""
+    rest_fraction = fractions["validation"] + fractions["test"]
+    rest = math.ceil(rest_fraction * n_rows)
+    test = math.ceil(fractions["test"] / rest_fraction * rest)
+    return {"train": n_rows - rest, "validation": rest - test, "test": test}
+
+
 def split_frame(frame: pd.DataFrame, fractions: dict, seed: int) -> dict[str, pd.DataFrame]:
     """Stratified train / validation / test split with the given fractions."""
-    rest_fraction = fractions["validation"] + fractions["test"]
-    train, rest = _two_way_split(frame, math.ceil(rest_fraction * len(frame)), seed)
-    validation, test = _two_way_split(rest, math.ceil(fractions["test"] / rest_fraction * len(rest)), seed)
+    sizes = split_sizes(len(frame), fractions)
+    train, rest = _two_way_split(frame, sizes["validation"] + sizes["test"], seed)
+    validation, test = _two_way_split(rest, sizes["test"], seed)
     return {"train": train.sort_index(), "validation": validation.sort_index(), "test": test.sort_index()}
 
 
@@ -265,14 +306,30 @@ def labelled_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labe
             f"{origin}: too few rows to split 80/10/10 ({len(frame)} rows, smallest class {n_min}); need ≥ 10 rows and ≥ 3 per class"
         )
     frame = frame.assign(label=frame["label"].map({name: i for i, name in enumerate(names)}).astype("int64"))
-    # the stratified cap keeps each class's share of the rows: a rare class can lose every row
-    if len(frame) > cfg.max_rows:
+    n_rows = min(len(frame), cfg.max_rows)
+    sizes = split_sizes(n_rows, cfg.split)
+    empty = [split for split in SPLITS if sizes[split] < 1]
+    if empty:
+        raise DataError(
+            f"{origin}: data.split {cfg.split} leaves the {' and '.join(empty)} split empty at {n_rows} rows "
+            f"({', '.join(f'{k} {v}' for k, v in sizes.items())}); give it a larger fraction or use more rows"
+        )
+    capped = len(frame) > cfg.max_rows
+    # the stratified cap keeps each class's share of the rows: a rare class can lose every row; a train split
+    # no larger than the largest class can hold that class alone (else it holds two, and sklearn need not run)
+    if capped or sizes["train"] <= frame["label"].value_counts().max():
         train = split_frame(cap_rows(frame, cfg.max_rows, cfg.seed), cfg.split, cfg.seed)["train"]
         if train["label"].nunique() < 2:  # fine-tuning and the linear probe need two classes to train on
+            only = names[train["label"].iloc[0]]
+            if capped:
+                raise DataError(
+                    f"{origin}: data.max_rows={cfg.max_rows} leaves one class ({only!r}) in the train split (the "
+                    f"cap keeps each class's share of {len(frame)} rows; smallest class {n_min}); "
+                    "raise data.max_rows or choose classes with keep_labels"
+                )
             raise DataError(
-                f"{origin}: data.max_rows={cfg.max_rows} leaves one class ({names[train['label'].iloc[0]]!r}) in "
-                f"the train split (the cap keeps each class's share of {len(frame)} rows; smallest class {n_min}); "
-                "raise data.max_rows or choose classes with keep_labels"
+                f"{origin}: data.split {cfg.split} leaves one class ({only!r}) in the train split "
+                f"({sizes['train']} of {n_rows} rows); raise data.split.train"
             )
     return frame, names, dropped
 

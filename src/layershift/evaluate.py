@@ -31,6 +31,7 @@ from layershift.finetune import (
     load_classifier,
     load_finetuned,
     load_tokenizer,
+    macro_f1,
     make_batches,
     predict_logits,
 )
@@ -93,7 +94,7 @@ def classification_metrics(y_true, y_pred, label_names: Sequence[str]) -> dict:
     }
     return {
         "accuracy": float((y_true == y_pred).mean()),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(y_true, y_pred),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
         "n": int(len(y_true)),
         "labels": names,

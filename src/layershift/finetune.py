@@ -310,13 +310,22 @@ def make_scheduler(optimizer, total_steps: int, warmup_ratio: float) -> torch.op
     )
 
 
+def macro_f1(y_true, y_pred) -> float:
+    """Mean F1 over the classes that occur in ``y_true`` or ``y_pred``: a class of the label set that the split
+    has no row of and that nothing predicts has no F1 (sklearn's zero_division would count it as 0)."""
+    present = sorted(set(np.asarray(y_true).tolist()) | set(np.asarray(y_pred).tolist()))
+    return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+
+
 def score_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Mean cross-entropy, accuracy and macro-F1 of ``logits`` [n, C] against ``labels`` [n]."""
-    n_classes = logits.shape[1]
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     pred = logits.argmax(axis=1)
-    macro_f1 = f1_score(labels, pred, labels=list(range(n_classes)), average="macro", zero_division=0)
-    return {"loss": float(loss), "accuracy": float((pred == labels).mean()), "macro_f1": float(macro_f1)}
+    return {
+        "loss": float(loss),
+        "accuracy": float((pred == labels).mean()),
+        "macro_f1": macro_f1(labels, pred),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
