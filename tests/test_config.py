@@ -180,6 +180,12 @@ def test_unknown_key_without_near_miss_lists_known_keys(study, tmp_path):
         (("datasets", "movies", "probes"), [], "datasets.movies.probes: must not be empty"),
         (("sae", "architecture"), "gelu", "sae.architecture: 'gelu' is not one of"),
         (("models", "tiny", "sae_layers"), [1, -1], "models.tiny.sae_layers[1]: -1 is out of range"),
+        # integral floats (YAML's `1.0`) are not integers: as a layer they made the path 'layer1.0', which no rule
+        # makes (MissingInputException at DAG build); as a width, batch size or seed they failed inside a job
+        (("models", "tiny", "sae_layers"), [1.0, 2], "models.tiny.sae_layers[0]: expected integer, got float 1.0"),
+        (("sae", "d_sae"), 512.0, "sae.d_sae: expected integer, got float 512.0"),
+        (("finetune", "batch_size"), 16.0, "finetune.batch_size: expected integer, got float 16.0"),
+        (("seed",), 13.0, "seed: expected integer, got float 13.0"),
     ],
 )
 def test_schema_violations_name_the_key(study, tmp_path, path, value, expect):

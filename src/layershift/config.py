@@ -63,7 +63,15 @@ def _with_defaults(validator_class):
                     instance[name] = _copy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
+    # JSON Schema counts 1.0 as an integer, but a float where the code expects an int (a layer index, a seed,
+    # a width, a batch size) fails only inside a job (torch, numpy, sklearn) or, as a layer, as a Snakemake
+    # MissingInputException for 'layer1.0'; YAML's `2.0` is a float, so integers must be written as integers
+    strict_integers = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool)
+    )
+    return jsonschema.validators.extend(
+        validator_class, {"properties": fill_defaults}, type_checker=strict_integers
+    )
 
 
 def _copy(value):
