@@ -260,6 +260,53 @@ def test_unreachable_hub_model_while_offline(study, tmp_path, monkeypatch):
     assert "offline" in message and "path:<local dir>" in message and "HF_HOME" in message
 
 
+def _offline_hub_cache(tmp_path, monkeypatch) -> Path:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    return tmp_path / "hf" / "hub"
+
+
+def test_pinned_hub_revision_is_found_in_the_cache_offline(study, tmp_path, monkeypatch):
+    """A hub model cached at its pinned ``revision`` only (a tag, no 'main') validates offline, with that
+    snapshot's depth: the check looked up the default branch and called the cached model unreachable."""
+    cache = _offline_hub_cache(tmp_path, monkeypatch)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--acme--tiny"
+    write_bert_config(repo / "snapshots" / sha, n_layers=2)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text(sha)
+    study["models"]["hub"] = {"source": "hub:acme/tiny", "revision": "v1", "sae_layers": [1, 2]}
+    validate(copy.deepcopy(study), tmp_path)
+    study["models"]["hub"]["revision"] = sha  # a commit hash is a snapshot directory of its own
+    validate(copy.deepcopy(study), tmp_path)
+    study["models"]["hub"]["sae_layers"] = [3]  # the pinned snapshot's depth is the one checked
+    assert "models.hub.sae_layers[0]: layer 3 is beyond the model's depth (2 layers" in config_error(
+        study, tmp_path
+    )
+    del study["models"]["hub"]["revision"]  # 'main' is not cached: unreachable offline, as before
+    assert "models.hub.source: hub model 'acme/tiny' is not in the local" in config_error(study, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("source", "expect"),
+    [
+        ("/opt/models/my-bert", "'/opt/models/my-bert' is not a hub model id"),  # a path without 'path:'
+        ("./models/tiny", "for a local directory write 'path:./models/tiny'"),
+        ("hub:", "'' is not a hub model id"),
+        ("hub:org/name/extra", "'org/name/extra' is not a hub model id"),
+        ("package:", "'package:' names no distribution"),
+    ],
+)
+def test_source_that_is_no_hub_id_or_package_is_one_line(study, tmp_path, monkeypatch, source, expect):
+    """Sources huggingface_hub or importlib refuse were tracebacks (HFValidationError, ValueError) at parse time."""
+    _offline_hub_cache(tmp_path, monkeypatch)
+    study["models"]["tiny"]["source"] = source
+    message = config_error(study, tmp_path)
+    assert message.startswith(f"{ORIGIN}: models.tiny.source: ") and expect in message, message
+
+
 def test_missing_package_model(study, tmp_path):
     study["models"]["pkg"] = {"source": "package:layershift-no-such-package", "sae_layers": [1]}
     message = config_error(study, tmp_path)

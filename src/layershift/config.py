@@ -318,7 +318,7 @@ def model_depth(model: dict) -> int | None:
     source = models.parse_source(model["source"])
     if source.kind == "onnx-package":
         return models.onnx_layer_count(models.package_file(source.value, ".onnx"))
-    model_dir = models.local_model_dir(source)
+    model_dir = models.local_model_dir(source, model.get("revision"))  # the snapshot resolve_model will use
     if model_dir is not None:
         return models.describe_model(model_dir)["num_hidden_layers"]
     if models.hub_offline() or not models.hub_reachable():
@@ -330,7 +330,7 @@ def model_max_tokens(model: dict) -> int | None:
     """Longest input (tokens) a configured local model's position embeddings allow; None if unknown or unbounded."""
     from layershift import models
 
-    model_dir = models.local_model_dir(models.parse_source(model["source"]))
+    model_dir = models.local_model_dir(models.parse_source(model["source"]), model.get("revision"))
     return None if model_dir is None else models.max_input_tokens(models.read_model_config(model_dir))
 
 

@@ -40,6 +40,8 @@ def parse_source(source: str) -> ModelSource:
 
 def distribution_files(distribution: str) -> list[Path]:
     """Absolute paths of an installed distribution's files; one-line error if it is not installed."""
+    if not distribution:
+        raise ModelSourceError("'package:' names no distribution (package:<distribution>)")
     try:
         dist = importlib_metadata.distribution(distribution)
     except importlib_metadata.PackageNotFoundError:
@@ -136,8 +138,15 @@ def hub_offline() -> bool:
 def cached_hub_dir(repo_id: str, revision: str | None = None) -> Path | None:
     """The local snapshot directory of a hub model if its config.json is already cached, else None."""
     from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-    hit = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    try:
+        hit = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except HFValidationError:  # a local path or a typo read as a hub id: a traceback at config time
+        local = f"; for a local directory write 'path:{repo_id}'" if "/" in repo_id or repo_id.startswith(".") else ""
+        raise ModelSourceError(
+            f"{repo_id!r} is not a hub model id ('name' or 'namespace/name'){local}"
+        ) from None
     return Path(hit).parent if isinstance(hit, str) else None
 
 
@@ -165,8 +174,9 @@ def offline_message(repo_id: str, err: Exception | None = None) -> str:
     )
 
 
-def local_model_dir(source: ModelSource) -> Path | None:
-    """Where a source's Hugging Face directory is, without downloading or importing (None if not local yet)."""
+def local_model_dir(source: ModelSource, revision: str | None = None) -> Path | None:
+    """Where a source's Hugging Face directory is, without downloading or importing (None if not local yet);
+    for a hub source, the cached snapshot of ``revision`` (the model's pinned one; None: the default branch)."""
     if source.kind == "path":
         path = Path(source.value)
         if not (path / "config.json").is_file():
@@ -175,7 +185,7 @@ def local_model_dir(source: ModelSource) -> Path | None:
     if source.kind == "package":
         return package_model_dir(source.value)
     if source.kind == "hub":
-        return cached_hub_dir(source.value)
+        return cached_hub_dir(source.value, revision)
     return None
 
 
