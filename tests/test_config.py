@@ -196,6 +196,22 @@ def test_schema_violations_name_the_key(study, tmp_path, path, value, expect):
     assert expect in config_error(study, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("section", "name", "expect"),
+    [
+        # YAML reads `2024:` as an int: the workflow's wildcard constraints (re.escape) then raised a TypeError
+        ("models", 2024, "models: name 2024 is not a string; quote it in the YAML ('2024')"),
+        ("datasets", 1.5, "datasets: name 1.5 is not a string; quote it in the YAML ('1.5')"),
+        ("models", "my model", "models: name 'my model' may only use letters, digits, '_', '.', '-'"),
+        ("datasets", "a/b", "datasets: name 'a/b' may only use letters, digits, '_', '.', '-'"),
+    ],
+)
+def test_entry_names_that_cannot_be_wildcards(study, tmp_path, section, name, expect):
+    entries = study[section]
+    entries[name] = entries.pop(next(iter(entries)))
+    assert expect in config_error(study, tmp_path)
+
+
 def test_missing_required_key(study, tmp_path):
     del study["datasets"]["news"]["label"]
     message = config_error(study, tmp_path)

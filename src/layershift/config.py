@@ -118,6 +118,13 @@ def _describe_error(err: jsonschema.ValidationError) -> str:
             return f"{prefix}: unknown key{_did_you_mean(key, known)}"
     if err.validator == "required":
         return f"{where}: {err.message}"
+    if "propertyNames" in err.relative_schema_path:  # an entry's name (the error is the name's own check)
+        if not isinstance(err.instance, str):  # YAML reads `2024:` or `1.5:` as a number
+            return f"{where}: name {err.instance!r} is not a string; quote it in the YAML ('{err.instance}')"
+        return (
+            f"{where}: name {err.instance!r} may only use letters, digits, '_', '.', '-' "
+            "(and start with a letter or digit)"
+        )
     if err.validator == "type":
         return f"{where}: expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}"
     if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
@@ -126,8 +133,6 @@ def _describe_error(err: jsonschema.ValidationError) -> str:
         return f"{where}: {err.instance!r} is not one of {err.validator_value}"
     if err.validator == "minItems" and err.validator_value == 1:
         return f"{where}: must not be empty"
-    if err.validator == "propertyNames":
-        return f"{where}: name {err.instance!r} may only use letters, digits, '_', '.', '-'"
     return f"{where}: {err.message}"
 
 
