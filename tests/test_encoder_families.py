@@ -220,6 +220,27 @@ def test_decoder_without_pad_token_fails_at_config_time(tmp_path):
     assert "tokenizer has no padding token" in message, message
 
 
+def test_tokenizer_without_pad_token_fails_when_the_model_is_resolved(tmp_path):
+    """config.json names a pad_token_id (as every BertConfig does) but the tokenizer has no padding token:
+    the config check, which reads the tokenizer files only without a pad_token_id, let it through and
+    finetune / extract failed on their first batch; resolve_model (the first job of a model) now stops it."""
+    from layershift.errors import ModelSourceError
+    from layershift.models import resolve_pretrained
+
+    model_dir = make_tiny_family(tmp_path / "rob", "roberta")
+    assert json.loads((model_dir / "config.json").read_text())["pad_token_id"] is not None
+    resolve_pretrained(f"path:{model_dir}")  # with its padding token: fine
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = model_dir / name
+        if path.is_file():
+            settings = json.loads(path.read_text())
+            settings.pop("pad_token", None)
+            path.write_text(json.dumps(settings))
+    with pytest.raises(ModelSourceError, match="has no padding token") as info:
+        resolve_pretrained(f"path:{model_dir}")
+    assert "\n" not in str(info.value)
+
+
 def test_cleaning_key_is_validated(tmp_path):
     from tests.helpers import write_bert_config
 

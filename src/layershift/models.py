@@ -314,7 +314,27 @@ def resolve_pretrained(
         model_dir = cached_hub_dir(parsed.value, revision) or download_hub_model(parsed.value, revision)
     else:
         model_dir = local_model_dir(parsed)
-    return {"source": source, "revision": revision, **describe_model(model_dir)}
+    info = describe_model(model_dir)
+    if _has_weights(model_dir):
+        check_padding_token(model_dir)
+    return {"source": source, "revision": revision, **info}
+
+
+def check_padding_token(model_dir: str | Path) -> None:
+    """Fail in one line if the model's tokenizer, as transformers loads it, has no padding token.
+
+    ``check_family`` reads the tokenizer files only when config.json has no ``pad_token_id``: a config with one
+    (every BertConfig has 0) beside a tokenizer without a padding token passed, and fine-tuning and extraction
+    then failed on their first batch. Whether a tokenizer pads depends on its class's defaults, so this loads
+    it; ``resolve_model`` runs it before any job that needs the model."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        raise ModelSourceError(
+            f"{model_dir}: the tokenizer has no padding token, so batches cannot be padded; set one "
+            "(tokenizer.pad_token = ..., matching model.config.pad_token_id) and save it"
+        )
 
 
 def pointer_dir(pointer_json: str | Path) -> Path:
