@@ -218,6 +218,19 @@ def test_missing_required_key(study, tmp_path):
     assert "datasets.news" in message and "'label' is a required property" in message
 
 
+def test_max_length_beyond_an_onnx_models_positions(study, tmp_path):
+    """The default study's ONNX model (512 positions) took any finetune.max_length: only local Hugging Face
+    directories were checked, and a long text would have failed inside the fine-tune."""
+    default = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    study["models"] = {"minilm-l3": default["models"]["minilm-l3"]}
+    study["sae_sweep"].update(model="minilm-l3", layer=3)
+    study["finetune"]["max_length"] = 512
+    validate(copy.deepcopy(study), tmp_path)
+    study["finetune"]["max_length"] = 1024
+    message = config_error(study, tmp_path)
+    assert "finetune.max_length: 1024 tokens is more than models.minilm-l3 can take (512 positions)" in message
+
+
 def test_sae_layer_beyond_model_depth(study, tmp_path):
     study["models"]["tiny"]["sae_layers"] = [1, 5]
     message = config_error(study, tmp_path)

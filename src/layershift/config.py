@@ -335,7 +335,10 @@ def model_max_tokens(model: dict) -> int | None:
     """Longest input (tokens) a configured local model's position embeddings allow; None if unknown or unbounded."""
     from layershift import models
 
-    model_dir = models.local_model_dir(models.parse_source(model["source"]), model.get("revision"))
+    source = models.parse_source(model["source"])
+    if source.kind == "onnx-package":  # imported into a BertModel with the ONNX file's position table
+        return models.onnx_position_count(models.package_file(source.value, ".onnx"))
+    model_dir = models.local_model_dir(source, model.get("revision"))
     return None if model_dir is None else models.max_input_tokens(models.read_model_config(model_dir))
 
 

@@ -116,6 +116,17 @@ def onnx_layer_count(onnx_path: str | Path) -> int:
     return max(layers) + 1
 
 
+def onnx_position_count(onnx_path: str | Path) -> int | None:
+    """Rows of a BERT ONNX file's position table (the most tokens it takes), None if it has none by that name."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for init in model.graph.initializer:
+        if init.name.endswith("embeddings.position_embeddings.weight") and init.dims:
+            return int(init.dims[0])
+    return None
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face endpoint answers a TCP connection within ``timeout`` seconds."""
     import socket
