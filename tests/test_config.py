@@ -231,6 +231,18 @@ def test_max_length_beyond_an_onnx_models_positions(study, tmp_path):
     assert "finetune.max_length: 1024 tokens is more than models.minilm-l3 can take (512 positions)" in message
 
 
+def test_max_length_checked_when_a_not_yet_cached_hub_model_is_resolved(tmp_path):
+    """A hub model that is not cached yet has no config.json at config time (depth and positions unknown):
+    resolve_model checked its depth only, so a max_length beyond its positions reached the fine-tune."""
+    from layershift.errors import ModelSourceError
+    from layershift.models import check_max_length
+
+    model_dir = write_bert_config(tmp_path / "m", n_layers=2)  # 64 positions
+    check_max_length("m", 64, model_dir)
+    with pytest.raises(ModelSourceError, match=r"finetune.max_length: 65 tokens is more than models.m can take"):
+        check_max_length("m", 65, model_dir)
+
+
 def test_sae_layer_beyond_model_depth(study, tmp_path):
     study["models"]["tiny"]["sae_layers"] = [1, 5]
     message = config_error(study, tmp_path)

@@ -362,6 +362,17 @@ def check_layers(model: str, layers: list[int], depth: int) -> None:
         )
 
 
+def check_max_length(model: str, max_length: int, model_dir: str | Path) -> None:
+    """Fail in one line if ``finetune.max_length`` is beyond a resolved model's position table: the config check
+    can read it only for models already on disk (a hub model not cached yet is downloaded by resolve_model)."""
+    limit = max_input_tokens(read_model_config(model_dir))
+    if limit is not None and max_length > limit:
+        raise ModelSourceError(
+            f"finetune.max_length: {max_length} tokens is more than models.{model} can take ({limit} positions); "
+            f"set finetune.max_length to at most {limit}"
+        )
+
+
 def load_encoder(model_dir: str | Path, device: str = "cpu"):
     """A local encoder (AutoModel) in eval mode, plus its tokenizer; never touches the network."""
     from transformers import AutoModel, AutoTokenizer

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from layershift.io import write_json
-from layershift.models import check_layers, resolve_pretrained
+from layershift.models import check_layers, check_max_length, resolve_pretrained
 from layershift.runtime import script_context
 
 with script_context(snakemake, offline=False) as sm:
@@ -11,4 +11,5 @@ with script_context(snakemake, offline=False) as sm:
     # read from the config, not a param: the check changes no output, so its layers must not trigger a rerun
     layers = sm.config["models"][sm.wildcards.model]["sae_layers"]
     check_layers(sm.wildcards.model, layers, info["num_hidden_layers"])
+    check_max_length(sm.wildcards.model, sm.config["finetune"]["max_length"], info["path"])
     write_json({"model": sm.wildcards.model, **info}, sm.output[0])
