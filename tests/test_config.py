@@ -182,7 +182,11 @@ def test_unknown_key_without_near_miss_lists_known_keys(study, tmp_path):
         (("models", "tiny", "sae_layers"), [1, -1], "models.tiny.sae_layers[1]: -1 is out of range"),
         # integral floats (YAML's `1.0`) are not integers: as a layer they made the path 'layer1.0', which no rule
         # makes (MissingInputException at DAG build); as a width, batch size or seed they failed inside a job
-        (("models", "tiny", "sae_layers"), [1.0, 2], "models.tiny.sae_layers[0]: expected integer, got float 1.0"),
+        (
+            ("models", "tiny", "sae_layers"),
+            [1.0, 2],
+            "models.tiny.sae_layers[0]: expected integer, got float 1.0",
+        ),
         (("sae", "d_sae"), 512.0, "sae.d_sae: expected integer, got float 512.0"),
         (("finetune", "batch_size"), 16.0, "finetune.batch_size: expected integer, got float 16.0"),
         (("seed",), 13.0, "seed: expected integer, got float 13.0"),
@@ -212,6 +216,14 @@ def test_entry_names_that_cannot_be_wildcards(study, tmp_path, section, name, ex
     assert expect in config_error(study, tmp_path)
 
 
+@pytest.mark.parametrize("name", ["onnx_import", "pretrained.json"])
+def test_dataset_names_that_collide_with_model_files(study, tmp_path, name):
+    """results/models/<model>/<dataset>/ is a fine-tuned model: these two names are the pretrained model's
+    own files there, and the DAG failed on them (AmbiguousRuleException, ChildIOException)."""
+    study["datasets"][name] = study["datasets"].pop("news")
+    assert f"datasets: name {name!r} is reserved" in config_error(study, tmp_path)
+
+
 def test_missing_required_key(study, tmp_path):
     del study["datasets"]["news"]["label"]
     message = config_error(study, tmp_path)
@@ -228,7 +240,9 @@ def test_max_length_beyond_an_onnx_models_positions(study, tmp_path):
     validate(copy.deepcopy(study), tmp_path)
     study["finetune"]["max_length"] = 1024
     message = config_error(study, tmp_path)
-    assert "finetune.max_length: 1024 tokens is more than models.minilm-l3 can take (512 positions)" in message
+    assert (
+        "finetune.max_length: 1024 tokens is more than models.minilm-l3 can take (512 positions)" in message
+    )
 
 
 def test_max_length_checked_when_a_not_yet_cached_hub_model_is_resolved(tmp_path):
@@ -239,7 +253,9 @@ def test_max_length_checked_when_a_not_yet_cached_hub_model_is_resolved(tmp_path
 
     model_dir = write_bert_config(tmp_path / "m", n_layers=2)  # 64 positions
     check_max_length("m", 64, model_dir)
-    with pytest.raises(ModelSourceError, match=r"finetune.max_length: 65 tokens is more than models.m can take"):
+    with pytest.raises(
+        ModelSourceError, match=r"finetune.max_length: 65 tokens is more than models.m can take"
+    ):
         check_max_length("m", 65, model_dir)
 
 

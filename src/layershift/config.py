@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from layershift import targets
 from layershift.errors import ConfigError, LayershiftError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
@@ -155,6 +156,11 @@ def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> No
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ConfigError(f"{origin}: data.split: fractions must sum to 1, got {total:g} ({split})")
     for name, dataset in config["datasets"].items():
+        if name in RESERVED_DATASET_NAMES:
+            raise ConfigError(
+                f"{origin}: datasets: name {name!r} is reserved (results/models/<model>/{name} holds the "
+                "model's own files, where a fine-tuned model would go); rename the dataset"
+            )
         _check_dataset(name, dataset, origin, Path(base_dir), config)
     for name, model in config["models"].items():
         _check_model(name, _rebased(model, Path(base_dir)), origin, config["finetune"]["max_length"])
@@ -162,6 +168,12 @@ def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> No
     _check_widths(config, origin)
     _check_palette(config["figures"]["palette"], origin)
 
+
+# names under results/models/<model>/ beside the fine-tuned models' results/models/<model>/<dataset>/: a dataset
+# so named made Snakemake's DAG fail (AmbiguousRuleException with import_onnx, ChildIOException with the pointer)
+RESERVED_DATASET_NAMES = frozenset(
+    Path(template).name for template in (targets.ONNX_IMPORT, targets.PRETRAINED)
+)
 
 SEABORN_NAMED_PALETTES = {
     f"{name}{n}" for name in ("deep", "muted", "pastel", "bright", "dark", "colorblind") for n in ("", "6")

@@ -154,7 +154,11 @@ def cached_hub_dir(repo_id: str, revision: str | None = None) -> Path | None:
     try:
         hit = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     except HFValidationError:  # a local path or a typo read as a hub id: a traceback at config time
-        local = f"; for a local directory write 'path:{repo_id}'" if "/" in repo_id or repo_id.startswith(".") else ""
+        local = (
+            f"; for a local directory write 'path:{repo_id}'"
+            if "/" in repo_id or repo_id.startswith(".")
+            else ""
+        )
         raise ModelSourceError(
             f"{repo_id!r} is not a hub model id ('name' or 'namespace/name'){local}"
         ) from None
