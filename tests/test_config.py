@@ -282,6 +282,21 @@ def test_missing_dataset_file(study, tmp_path):
     assert "datasets.apps.source: file 'data/missing.csv' does not exist" in message
 
 
+@pytest.mark.parametrize("typo", ["data/missing.txt", "data/movies", "./movies.csv.bak", "a/b/c.csv"])
+def test_a_misspelt_local_file_is_not_taken_for_a_hub_dataset(study, tmp_path, typo):
+    """An unknown suffix (or none) made a missing file a 'hub dataset' that failed in prepare with an
+    offline message; a source with a local directory part, './', or two '/' is a path, never a hub id."""
+    study["datasets"]["apps"]["source"] = typo
+    assert f"datasets.apps.source: file {typo!r} does not exist" in config_error(study, tmp_path)
+
+
+def test_hub_dataset_ids_are_left_to_prepare(study, tmp_path):
+    """'name', 'namespace/name' (no such local directory) and 'hub:...' stay hub ids, checked when prepared."""
+    for source in ("imdb", "stanfordnlp/imdb", "hub:data/imdb"):
+        study["datasets"]["apps"]["source"] = source
+        validate(study, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("field", "wrong", "right"), [("text", "reviews", "review"), ("label", "sentimnt", "sentiment")]
 )

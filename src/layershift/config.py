@@ -243,6 +243,17 @@ def _check_sweep(sweep: dict, config: dict, origin: str) -> None:
 CONTENT_CHECK_MAX_BYTES = 50 * 2**20  # larger files are content-checked by the (cheap, local) prepare job
 
 
+def _names_a_local_path(source: str, base_dir: Path) -> bool:
+    """Whether a bare source that is no existing file still reads as a local path: absolute, ``./`` or ``~``,
+    more than one '/', or a first part that is a local directory (``data/typo.csv`` where ``data/`` exists)."""
+    if source.startswith("hub:"):
+        return False
+    path = Path(source)
+    if path.is_absolute() or source.startswith(("./", "../", "~")) or source.count("/") > 1:
+        return True
+    return "/" in source and (base_dir / path.parts[0]).is_dir()
+
+
 def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config: dict) -> None:
     from layershift import data
 
@@ -256,6 +267,12 @@ def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config
             )
     source = dataset["source"]
     if data.is_hub_source(source):
+        # a misspelt file, not a hub id ('name' or 'namespace/name')
+        if _names_a_local_path(source, base_dir):
+            raise ConfigError(
+                f"{origin}: {key}.source: file {source!r} does not exist (a hub dataset id has no directory "
+                f"part; write 'hub:{source}' if it is one)"
+            )
         return  # checked when the download/prepare step runs (hub access may need the network)
     path = Path(source) if Path(source).is_absolute() else base_dir / source
     if path.suffix.lower() not in data.FILE_READERS:
