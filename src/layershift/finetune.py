@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import math
-import shutil
 import sys
 import time
 import warnings
@@ -33,7 +32,7 @@ from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from layershift.errors import DataError
-from layershift.io import atomic_dir, read_json, write_json
+from layershift.io import atomic_dir, read_json, remove_tree, write_json
 from layershift.runtime import set_threads
 from layershift.training import resolve_device, seed_everything
 
@@ -616,7 +615,7 @@ def load_checkpoint(ckpt: Path, run: _Run, fingerprint: str, device: torch.devic
 
 def remove_checkpoint(ckpt: Path) -> None:
     """Delete ``ckpt`` (checkpoint_dir/last) and checkpoint_dir itself if that leaves it empty."""
-    shutil.rmtree(ckpt, ignore_errors=True)
+    remove_tree(ckpt)
     with contextlib.suppress(OSError):
         ckpt.parent.rmdir()
 

@@ -34,6 +34,8 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; final files get the usual permissions
     try:
         yield tmp_path
+        # again: writers that replace the file (safetensors >= 0.5 writes a fresh 0600 file) undo the chmod above
+        tmp_path.chmod(0o666 & ~_umask())
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -50,12 +52,31 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
+        for path in tmp.rglob("*"):  # files some writers create 0600 (safetensors) get the usual permissions
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o666 & ~_umask())
+        # the old directory leaves its final name in one rename before it is deleted: a kill during the
+        # deletion must not leave a half-deleted directory (a checkpoint missing its optimiser) under it
         if final.exists():
-            shutil.rmtree(final)
+            remove_tree(final)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Delete a directory without ever leaving it half-deleted under its name: rename it to a hidden
+    ``.<name>.<random>.removed`` sibling first (one atomic step), then delete that. A kill during the
+    deletion leaves only the hidden sibling behind."""
+    import shutil
+
+    path = Path(path)
+    if not path.exists():
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".removed", dir=path.parent))
+    os.replace(path, trash)  # replaces the empty placeholder directory
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -104,6 +104,6 @@ def checkpoint_dir(base: str, settings: dict) -> str:
 
 def clear_checkpoints(path: str) -> None:
     """Remove a finished job's resume directory (the outputs are complete; nothing to resume)."""
-    import shutil
+    from layershift.io import remove_tree
 
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from layershift.io import atomic_dir, read_json, write_json
+from layershift.io import atomic_dir, read_json, remove_tree, write_json
 
 OPTIMIZER_FILENAME = "optimizer.safetensors"
 TRAINER_STATE_FILENAME = "trainer_state.json"
@@ -199,7 +198,7 @@ def save_checkpoint(
         trainer = {**state, "param_groups": optim_state["param_groups"], "train_config": train_config}
         write_json(trainer, tmp / TRAINER_STATE_FILENAME)
     for older in complete_checkpoints(directory)[:-1]:
-        shutil.rmtree(older, ignore_errors=True)
+        remove_tree(older)
     return final
 
 

@@ -1,0 +1,98 @@
+"""Kills during deletion and file permissions: nothing half-deleted under a final name, usual file modes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from layershift.io import atomic_dir, remove_tree, write_safetensors
+from layershift.runtime import clear_checkpoints
+from layershift.training import complete_checkpoints, load_checkpoint, save_checkpoint
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL/SIGTERM arriving while a directory is being deleted."""
+
+
+def interrupt_rmtree_once(monkeypatch):
+    """The next shutil.rmtree deletes one file of the tree, then the process 'dies'."""
+    real = shutil.rmtree
+    state = {"armed": True}
+
+    def rmtree(path, *args, **kwargs):
+        if not state["armed"]:
+            return real(path, *args, **kwargs)
+        state["armed"] = False
+        files = sorted(p for p in __import__("pathlib").Path(path).rglob("*") if p.is_file())
+        files[0].unlink()  # optimizer.safetensors sorts first: deleted before trainer_state.json
+        raise Killed
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+
+
+def sae_checkpoint(directory, epoch=1):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    save_checkpoint(
+        directory,
+        lambda d: save_file(dict(model.state_dict()), d / "sae_weights.safetensors"),
+        optimizer,
+        {"epoch": epoch},
+        {"lr": 0.1},
+    )
+    return optimizer
+
+
+def test_a_kill_while_clearing_checkpoints_leaves_none_half_deleted(tmp_path, monkeypatch):
+    """train_sae clears a finished SAE's checkpoints; killed during that, the rerun retrains that SAE and
+    must start fresh, not fail on a checkpoint that still has its trainer_state.json but no optimiser."""
+    resume = tmp_path / "checkpoints/sae/finetuned/seed3/abc"
+    optimizer = sae_checkpoint(resume)
+    interrupt_rmtree_once(monkeypatch)
+    with pytest.raises(Killed):
+        clear_checkpoints(str(resume))
+    assert complete_checkpoints(resume) == []
+    assert load_checkpoint(resume, optimizer, {"lr": 0.1}, ["lr"], epochs=2) is None
+
+
+def test_a_kill_while_replacing_a_directory_leaves_the_old_one_whole_or_gone(tmp_path, monkeypatch):
+    final = tmp_path / "last"
+    final.mkdir()
+    for name in ("model.safetensors", "progress.json", "state.safetensors"):
+        (final / name).write_text("old")
+    interrupt_rmtree_once(monkeypatch)
+    with pytest.raises(Killed), atomic_dir(final) as tmp:
+        (tmp / "progress.json").write_text("new")
+    assert not final.exists() or sorted(p.name for p in final.iterdir()) == [
+        "model.safetensors",
+        "progress.json",
+        "state.safetensors",
+    ]
+
+
+def test_remove_tree_removes(tmp_path):
+    (tmp_path / "d/sub").mkdir(parents=True)
+    (tmp_path / "d/sub/f").write_text("x")
+    remove_tree(tmp_path / "d")
+    remove_tree(tmp_path / "missing")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_safetensors_files_get_the_usual_permissions(tmp_path):
+    """safetensors writes a fresh 0600 file; shared results trees need group/world-readable weights."""
+    old = os.umask(0o022)
+    try:
+        write_safetensors({"w": torch.zeros(2)}, tmp_path / "a.safetensors", format_version=2)
+        with atomic_dir(tmp_path / "model") as tmp:
+            save_file({"w": torch.zeros(2)}, tmp / "model.safetensors")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a.safetensors", tmp_path / "model/model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
