@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from layershift.errors import ArtifactError
 from layershift.io import atomic_dir, remove_tree, write_safetensors
 from layershift.runtime import clear_checkpoints
 from layershift.training import complete_checkpoints, load_checkpoint, save_checkpoint
@@ -96,3 +97,50 @@ def test_safetensors_files_get_the_usual_permissions(tmp_path):
         os.umask(old)
     for path in (tmp_path / "a.safetensors", tmp_path / "model/model.safetensors"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def artifact_error(call, path) -> str:
+    """The one-line ArtifactError of ``call()``; it names ``path``."""
+    with pytest.raises(ArtifactError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: cannot be read (") and "rerun" in message
+    return message
+
+
+def test_a_truncated_shard_sae_or_table_is_one_line_naming_the_file(tmp_path):
+    """A job that loads several artifacts failed with the parser's words alone ('Parquet magic bytes not
+    found', 'incomplete metadata'), naming no file; a missing file still raises FileNotFoundError."""
+    import numpy as np
+    import pandas as pd
+
+    from layershift.io import read_table
+    from layershift.sae import SAE, SAEConfig, load_sae, save_sae
+    from layershift.shards import ShardReader, ShardWriter
+
+    rows = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    with ShardWriter(tmp_path / "shards", 8, "float16", 16, 2, {"layer": 0}) as writer:
+        writer.append(np.arange(64) // 8, np.arange(64) % 8, np.arange(64), ["t"] * 64, rows)
+    shard = sorted((tmp_path / "shards").glob("part-*.parquet"))[-1]
+    assert ShardReader(tmp_path / "shards").n_rows == 64
+    truncate(shard)
+    artifact_error(lambda: ShardReader(tmp_path / "shards"), shard)
+
+    save_sae(SAE(SAEConfig(8, 16)), tmp_path / "sae")
+    weights = tmp_path / "sae" / "sae_weights.safetensors"
+    truncate(weights)
+    artifact_error(lambda: load_sae(tmp_path / "sae"), weights)
+    (tmp_path / "sae" / "cfg.json").write_text('{"d_in": 8, ')
+    artifact_error(lambda: load_sae(tmp_path / "sae"), tmp_path / "sae" / "cfg.json")
+
+    table = tmp_path / "table.parquet"
+    pd.DataFrame({"a": range(100)}).to_parquet(table)
+    truncate(table)
+    artifact_error(lambda: read_table(table), table)
+    with pytest.raises(FileNotFoundError):
+        read_table(tmp_path / "missing.parquet")

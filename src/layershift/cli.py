@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from layershift.errors import LayershiftError
+from layershift.io import read_table
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -39,7 +40,7 @@ def summary(args: argparse.Namespace) -> int:
             index=False, floatfmt=".3f"
         )
     )
-    similarity = pd.read_parquet(results / "tables/similarity.parquet")
+    similarity = read_table(results / "tables/similarity.parquet")
     cols = [
         "model",
         "dataset",
@@ -53,7 +54,7 @@ def summary(args: argparse.Namespace) -> int:
     print(similarity[cols].to_markdown(index=False, floatfmt=".3f"))
     diff_path = results / "tables/diff_summary.parquet"
     if diff_path.exists():
-        diff = pd.read_parquet(diff_path)
+        diff = read_table(diff_path)
         keep = [
             c
             for c in (

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from layershift.errors import DataError
-from layershift.io import write_json, write_parquet
+from layershift.io import read_table, write_json, write_parquet
 
 SPLITS = ("train", "validation", "test")
 FILE_READERS = {
@@ -405,7 +405,7 @@ def _file_sha256(source: str) -> str | None:
 
 def load_split(path: str | Path) -> pd.DataFrame:
     """A prepared split (columns row, text, label, label_name)."""
-    return pd.read_parquet(path)
+    return read_table(path)
 
 
 def load_label_names(card_path: str | Path) -> list[str]:

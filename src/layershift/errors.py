@@ -15,3 +15,7 @@ class DataError(LayershiftError):
 
 class ModelSourceError(LayershiftError):
     """A model source cannot be resolved (missing package, unreachable hub id offline, ...)."""
+
+
+class ArtifactError(LayershiftError):
+    """A workflow artifact on disk cannot be parsed (truncated or corrupted outside the workflow)."""

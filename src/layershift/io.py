@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from layershift.errors import ArtifactError
+
 METADATA_KEY = b"layershift"
 
 
@@ -101,7 +103,34 @@ def _finite(value: Any) -> Any:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    with reading(path):
+        return json.loads(Path(path).read_text())
+
+
+def read_table(path: str | os.PathLike, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_parquet`` of a workflow artifact; a corrupt file is one line naming it (:func:`reading`)."""
+    with reading(path):
+        return pd.read_parquet(path, **kwargs)
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Parse errors of the artifact at ``path`` (truncated Parquet, safetensors or JSON) as one line naming it.
+
+    A job loading several files otherwise fails with the parser's message alone (``Parquet magic bytes not
+    found``, ``incomplete metadata``), which names no file; a missing file raises as it is.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, SafetensorError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ArtifactError(
+            f"{path}: cannot be read ({reason}); delete it and rerun the job that writes it"
+        ) from None
 
 
 def _json_default(value: Any) -> Any:
@@ -142,7 +171,8 @@ def encode_metadata(metadata: dict) -> dict[bytes, bytes]:
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The layershift metadata dict stored in a Parquet file's schema ({} if none)."""
-    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    with reading(path):
+        raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
 
 
@@ -159,7 +189,8 @@ def read_safetensors(path: str | os.PathLike, shapes: dict[str, tuple], dtype: A
     """The tensors of a safetensors file, refused unless their names and shapes are ``shapes``; cast to ``dtype``."""
     from safetensors.torch import load_file
 
-    state = load_file(path)
+    with reading(path):
+        state = load_file(path)
     found = {name: tuple(t.shape) for name, t in state.items()}
     if found != shapes:
         raise ValueError(f"{Path(path).parent}: weights {found} do not match cfg.json shapes {shapes}")

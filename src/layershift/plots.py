@@ -43,7 +43,7 @@ def _scipy_hidden():
 with _scipy_hidden():
     import seaborn as sns  # noqa: E402
 
-from layershift.io import atomic_path, read_json  # noqa: E402
+from layershift.io import atomic_path, read_json, read_table  # noqa: E402
 from layershift.similarity import MEASURES  # noqa: E402
 
 ROW_NAMES = {
@@ -146,7 +146,7 @@ def plot_training(inputs, wc, params) -> plt.Figure:
 
 def plot_similarity(inputs, wc, params) -> plt.Figure:
     """Figures 1-2: a similarity measure per layer, one line per dataset, for one model."""
-    table = pd.read_parquet(inputs[0])
+    table = read_table(inputs[0])
     table = table[table["model"] == wc["model"]]
     measure = wc["measure"]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -172,7 +172,7 @@ def plot_similarity(inputs, wc, params) -> plt.Figure:
 
 def plot_depth(inputs, wc, params) -> plt.Figure:
     """Similarity vs relative depth across model sizes: do smaller models stay more similar?"""
-    table = pd.read_parquet(inputs[0])
+    table = read_table(inputs[0])
     measure = wc["measure"]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     sns.lineplot(
@@ -237,7 +237,7 @@ def plot_sae_sweep(inputs, wc, params) -> plt.Figure:
     (median 0.7, EV 0.6) and the random-matching 99th percentile."""
     from layershift.sweep import MIN_EXPLAINED_VARIANCE
 
-    frame = pd.read_parquet(inputs[0])
+    frame = read_table(inputs[0])
     frame = frame.assign(**{"L0 (active latents)": frame["l0"].round(1)})
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sns.scatterplot(
@@ -265,7 +265,7 @@ def plot_sae_sweep(inputs, wc, params) -> plt.Figure:
 
 def plot_tokens(inputs, wc, params) -> plt.Figure:
     """Figures 3-5: token-level activations of each stage's top features on the probe sentences."""
-    probes = pd.read_parquet(inputs[0])
+    probes = read_table(inputs[0])
     sentences = sorted(probes["sentence"].unique())
     stages = ["pretrained", "finetuned"]
     width = max(6.0, 0.45 * probes.groupby("sentence")["position"].max().max() + 2)
@@ -370,7 +370,7 @@ def plot_relnorm(inputs, wc, params) -> plt.Figure:
     """Crosscoder relative decoder norms per layer, after latent-scaling filtering."""
     frames = []
     for path in inputs:
-        table = pd.read_parquet(path)
+        table = read_table(path)
         layer = int(Path(path).parent.name.removeprefix("layer"))
         frames.append(table.assign(layer=layer))
     table = pd.concat(frames, ignore_index=True)
@@ -405,7 +405,7 @@ def plot_diff_tokens(inputs, wc, params) -> plt.Figure:
     """Top tokens of the largest 'lost' and 'new' features per layer, as a readable text panel."""
     lines = []
     for path in inputs:
-        table = pd.read_parquet(path)
+        table = read_table(path)
         layer = int(Path(path).stem.removeprefix("layer"))
         for label in ("lost", "new"):
             part = table[table["label"] == label]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from layershift.io import read_table
 from layershift.models import load_encoder, pick_device
 from layershift.shards import token_activations
 from layershift.tokens import encode_with_kinds, token_strings
@@ -162,7 +163,7 @@ def token_kind_shares(
     kinds_path = Path(shard_dir).parent / "kinds.parquet"
     lookup = None
     if kinds_path.is_file():
-        known = pd.read_parquet(kinds_path)
+        known = read_table(kinds_path)
         keys = zip(known["sentence_id"], known["position"], strict=True)
         lookup = dict(zip(keys, known["kind"], strict=True))
     sums: dict[str, np.ndarray] = {}

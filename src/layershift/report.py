@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, select_autoescape
 
-from layershift.io import atomic_path, read_json
+from layershift.io import atomic_path, read_json, read_table
 
 SECTIONS = [
     ("study", "The study"),
@@ -282,17 +282,17 @@ def sweep_blocks(sweep_tables: list, figs: list[str]) -> list[dict]:
             "percentile, faithful = held-out explained variance ≥ 0.6."
         )
     ]
-    blocks += [table(pd.read_parquet(path)[columns]) for path in sweep_tables]
+    blocks += [table(read_table(path)[columns]) for path in sweep_tables]
     return [*blocks, *_figures(figs, "sae_sweep")] if sweep_tables else []
 
 
 def build_report(out_html: str | Path, config: dict, config_file: str, inputs: dict) -> None:
     """Render the report from the artifact paths in ``inputs`` (grouped by kind) to ``out_html``."""
     accuracy = pd.read_csv(inputs["accuracy"][0])
-    similarity = pd.read_parquet(inputs["similarity"][0])
+    similarity = read_table(inputs["similarity"][0])
     sae = sae_quality(inputs["sae_metrics"])
-    diff = pd.read_parquet(inputs["diff_table"][0]) if inputs.get("diff_table") else pd.DataFrame()
-    summary = pd.read_parquet(inputs["feature_summary"][0])
+    diff = read_table(inputs["diff_table"][0]) if inputs.get("diff_table") else pd.DataFrame()
+    summary = read_table(inputs["feature_summary"][0])
     figs = [str(p) for p in inputs["figures"] if str(p).endswith(".png")]
     acc_wide = accuracy.pivot_table(
         index=["model", "dataset"], columns="row", values=["accuracy", "macro_f1"]

@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 
 from layershift import sparse_codes
 from layershift.interop import WORKING_WEIGHTS_FILENAME, cfg_from_saelens, fold_normalization, saelens_cfg
-from layershift.io import atomic_path, read_json, write_json
+from layershift.io import atomic_path, read_json, reading, write_json
 from layershift.shards import ShardReader, shard_provenance
 from layershift.training import (
     fit_epochs,
@@ -403,7 +403,9 @@ def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -
     sae = SAE(cfg)
     # format 1 stored working-space weights in sae_weights; format 2 folds them there and keeps them beside
     unfolded = cfg.format_version >= 2 and cfg.normalize_activations != "none"
-    state = load_file(directory / (WORKING_WEIGHTS_FILENAME if unfolded else SAE_WEIGHTS_FILENAME))
+    weights = directory / (WORKING_WEIGHTS_FILENAME if unfolded else SAE_WEIGHTS_FILENAME)
+    with reading(weights):
+        state = load_file(weights)
     expected = {name: tuple(getattr(sae, name).shape) for name in WEIGHT_NAMES}
     found = {name: tuple(t.shape) for name, t in state.items()}
     if found != expected:

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from layershift.io import encode_metadata, read_metadata, vector_compression
+from layershift.io import encode_metadata, read_metadata, reading, vector_compression
 
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -174,6 +174,11 @@ def shard_paths(directory: str | os.PathLike) -> list[Path]:
     return paths
 
 
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    with reading(path):
+        return pq.ParquetFile(path)
+
+
 class ShardReader:
     """Read a layer's shards back as float32 arrays, sequentially or shuffled, one buffer at a time."""
 
@@ -181,7 +186,7 @@ class ShardReader:
         self.paths = shard_paths(directory)
         self.metadata = read_metadata(self.paths[0])
         self.d_model = int(self.metadata["d_model"])
-        self._files = [pq.ParquetFile(p) for p in self.paths]
+        self._files = [_open_parquet(p) for p in self.paths]
         # (file index, row group index, rows) for every non-empty row group, in storage order
         self.groups = [
             (f, g, fh.metadata.row_group(g).num_rows)
@@ -216,7 +221,8 @@ class ShardReader:
 
     def read_group(self, index: int, columns: list[str] | None = None) -> pa.Table:
         f, g, _ = self.groups[index]
-        table = self._files[f].read_row_group(g, columns=columns)
+        with reading(self.paths[f]):
+            table = self._files[f].read_row_group(g, columns=columns)
         rows = self._rows[index]
         return table if rows is None else table.take(pa.array(rows))
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from layershift.io import read_metadata
+from layershift.io import read_metadata, read_table
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,7 +92,7 @@ def sentence_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame
 
 def token_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
     """Per layer: linear CKA of the paired token sample (same (sentence, position) keys on both sides)."""
-    pre, ft = pd.read_parquet(pre_path), pd.read_parquet(ft_path)
+    pre, ft = read_table(pre_path), read_table(ft_path)
     merged = pre.merge(ft, on=["sentence_id", "position"], suffixes=("_pre", "_ft"))
     layers = sorted(int(c.split("_")[1]) for c in pre.columns if c.startswith("layer_"))
     rows = []
@@ -106,7 +106,7 @@ def token_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
 def mean_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
     """Per layer: the paper's cosine of dataset-mean token vectors, the same over content tokens only
     (specials excluded) with the special-token share, and the cosine of mean sentence vectors."""
-    pre, ft = pd.read_parquet(pre_path), pd.read_parquet(ft_path)
+    pre, ft = read_table(pre_path), read_table(ft_path)
     table = pd.DataFrame(
         {
             "layer": pre["layer"],

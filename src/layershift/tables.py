@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from layershift.io import atomic_path, read_json, read_metadata, write_parquet
+from layershift.io import atomic_path, read_json, read_metadata, read_table, write_parquet
 
 ROWS = ("pretrained", "linear_probe", "finetuned")
 
@@ -35,7 +35,7 @@ def accuracy_table(classification_paths: list[str], out_csv: str | Path | None =
 
 
 def concat_parquet(paths: list[str], out: str | Path) -> pd.DataFrame:
-    table = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    table = pd.concat([read_table(p) for p in paths], ignore_index=True)
     write_parquet(table, out)
     return table
 
@@ -64,8 +64,8 @@ def feature_summary(feature_paths: list[str], diff_paths: list[str] = ()) -> pd.
     records = []
     for path in feature_paths:
         meta = read_metadata(path)
-        stats = pd.read_parquet(path)
-        tokens = pd.read_parquet(str(path).replace(".parquet", ".top_tokens.parquet"))
+        stats = read_table(path)
+        tokens = read_table(str(path).replace(".parquet", ".top_tokens.parquet"))
         top = stats.dropna(subset=[c for c in stats.columns if c.startswith("share_")][:1] or ["rank"])
         top = top.nsmallest(len(tokens["feature"].unique()) or 3, "rank")
         share_cols = [c for c in stats.columns if c.startswith("share_")]

@@ -1,12 +1,10 @@
 from pathlib import Path
 
-import pandas as pd
-
 from layershift.config import from_section
 from layershift.crosscoder import crosscoder_sae_agreement, load_crosscoder
 from layershift.diff import DiffConfig, diff_saes
 from layershift.features import attach_top_tokens
-from layershift.io import write_json, write_parquet
+from layershift.io import read_table, write_json, write_parquet
 from layershift.runtime import script_context
 from layershift.sae import load_sae
 from layershift.shards import layer_shard_dir, paired_batches
@@ -31,7 +29,7 @@ with script_context(snakemake) as sm:
     labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *nulls)
     labels = attach_top_tokens(labels, saes, shard_dirs, p.top_tokens)
     cc = load_crosscoder(Path(sm.input.crosscoder_latents).parent)
-    latents = pd.read_parquet(sm.input.crosscoder_latents)
+    latents = read_table(sm.input.crosscoder_latents)
     agreement = crosscoder_sae_agreement(latents, labels, cc, saes["pretrained"], saes["finetuned"])
     summary |= {f"crosscoder_{k}": v for k, v in agreement.items()}
 

@@ -1,9 +1,7 @@
 from pathlib import Path
 
-import pandas as pd
-
 from layershift.features import feature_statistics, top_activating_tokens
-from layershift.io import write_parquet
+from layershift.io import read_table, write_parquet
 from layershift.probes import probe_table, token_kind_shares
 from layershift.runtime import script_context
 from layershift.sae import load_sae
@@ -27,7 +25,7 @@ with script_context(snakemake) as sm:
         meta = {"model": w.model, "dataset": w.dataset, "stage": stage, "layer": layer}
         write_parquet(stats.merge(shares, on="feature", how="left"), out, meta)
         write_parquet(tokens_df.assign(stage=stage), out_tokens, meta)
-    probes = probe_table(pd.read_parquet(sm.input.probe_states), saes, top, layer)
+    probes = probe_table(read_table(sm.input.probe_states), saes, top, layer)
     write_parquet(
         probes, sm.output.probe_activations, {"model": w.model, "dataset": w.dataset, "layer": layer}
     )
