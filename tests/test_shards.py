@@ -282,3 +282,54 @@ def test_batches_read_ahead_give_the_same_stream_and_surface_read_errors(tmp_pat
     monkeypatch.setattr(ShardReader, "group_activations", failing)
     with pytest.raises(OSError, match="corrupt row group 7"):
         list(reader.iter_batches(16, buffer_groups=2))
+
+
+# --- manifest ----------------------------------------------------------------------------------------------
+def written_layer(directory, n: int = 35):
+    with ShardWriter(directory, D, "float32", 10, 1) as writer:
+        writer.append(*token_rows(n))
+    return sorted(directory.glob("part-*.parquet"))
+
+
+def test_the_manifest_lists_every_shard_and_readers_check_it(tmp_path):
+    """Snakemake sees only the tokens directory: a deleted, added or replaced part file went unnoticed and an
+    SAE trained on part of the layer (unpaired with the other stage's rows)."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from layershift.errors import ArtifactError
+
+    paths = written_layer(tmp_path / "l")
+    assert json.loads((tmp_path / "l" / shards.MANIFEST).read_text()) == {
+        "n_rows": 35,
+        "shards": {
+            "part-00000.parquet": 10,
+            "part-00001.parquet": 10,
+            "part-00002.parquet": 10,
+            "part-00003.parquet": 5,
+        },
+    }
+    assert ShardReader(tmp_path / "l").n_rows == 35
+    assert len(pd.read_parquet(tmp_path / "l")) == 35  # dataset readers of the directory skip the manifest
+
+    shutil.copy(paths[1], tmp_path / "kept.parquet")
+    paths[1].unlink()
+    with pytest.raises(
+        ArtifactError, match=r"l: part-00001.parquet missing \(_manifest.json lists 4 shards\)"
+    ):
+        ShardReader(tmp_path / "l")
+    shutil.copy(paths[3], paths[1])  # a part file of another size under the missing name
+    with pytest.raises(ArtifactError, match="part-00001.parquet: 5 rows where its writer wrote 10"):
+        ShardReader(tmp_path / "l")
+    shutil.copy(tmp_path / "kept.parquet", paths[1])
+    shutil.copy(paths[0], tmp_path / "l" / "part-00009.parquet")
+    with pytest.raises(ArtifactError, match="part-00009.parquet not written with it"):
+        ShardReader(tmp_path / "l")
+
+
+def test_a_layer_written_before_the_manifest_still_reads(tmp_path):
+    written_layer(tmp_path / "l")
+    (tmp_path / "l" / shards.MANIFEST).unlink()
+    assert ShardReader(tmp_path / "l").n_rows == 35

@@ -8,7 +8,8 @@ One row per (sentence, token). Columns::
     token        string   the token as shown (``layershift.tokens.token_strings``: the vocabulary string; byte-level BPE as text)
     activation   fixed_size_list<float16|float32>[d_model]
 
-A layer's shards live in one directory as ``part-00000.parquet, part-00001.parquet, ...``; the schema
+A layer's shards live in one directory as ``part-00000.parquet, part-00001.parquet, ...`` beside
+``_manifest.json`` (each shard's rows, written last; readers check the files against it); the schema
 metadata (key ``layershift``) names model, dataset, stage, layer, dtype and d_model. Writers never hold
 more than one row group in memory; readers never more than a shuffle buffer of row groups.
 """
@@ -25,9 +26,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from layershift.io import encode_metadata, read_metadata, reading, vector_compression
+from layershift.errors import ArtifactError
+from layershift.io import encode_metadata, read_json, read_metadata, reading, vector_compression, write_json
 
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+# rows per shard file, written last by ShardWriter.close; the leading "_" keeps pyarrow / pandas dataset
+# readers of the directory from taking it for data
+MANIFEST = "_manifest.json"
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -71,6 +76,8 @@ class ShardWriter:
         self._shard_index = 0
         self._tmp_path: Path | None = None
         self._finished: list[Path] = []  # shard files completed so far (removed if the block fails)
+        self._shard_rows: dict[str, int] = {}  # finished shard name -> rows, written to the manifest on close
+        self._rows_in_shard = 0
 
     @property
     def rows_appended(self) -> int:
@@ -126,6 +133,7 @@ class ShardWriter:
             )
         self._writer.write_table(table, row_group_size=max(len(table), 1))  # pyarrow refuses 0
         self.n_rows += len(table)
+        self._rows_in_shard += len(table)
         self._groups_in_shard += 1
         if self._groups_in_shard >= self.groups_per_shard:
             self._close_shard()
@@ -137,8 +145,9 @@ class ShardWriter:
         final = self.directory / f"part-{self._shard_index:05d}.parquet"
         os.replace(self._tmp_path, final)
         self._finished.append(final)
+        self._shard_rows[final.name] = self._rows_in_shard
         self._writer, self._tmp_path = None, None
-        self._groups_in_shard = 0
+        self._groups_in_shard = self._rows_in_shard = 0
         self._shard_index += 1
 
     def close(self) -> int:
@@ -150,6 +159,7 @@ class ShardWriter:
                 *(np.zeros(0, np.int32),) * 3, [], np.zeros((0, self.d_model), NUMPY_DTYPES[self.dtype])
             )
         self._close_shard()
+        write_json({"n_rows": self.n_rows, "shards": self._shard_rows}, self.directory / MANIFEST)
         return self.n_rows
 
     def __enter__(self) -> ShardWriter:
@@ -168,7 +178,24 @@ class ShardWriter:
 
 
 def shard_paths(directory: str | os.PathLike) -> list[Path]:
-    paths = sorted(Path(directory).glob("part-*.parquet"))
+    """The layer's shard files, checked against the manifest its writer left (layers written before there was
+    one are read as they are): a deleted or added part file would otherwise go unnoticed, since Snakemake
+    sees only the directory, and an SAE would silently train on part of the layer."""
+    directory = Path(directory)
+    paths = sorted(directory.glob("part-*.parquet"))
+    manifest = directory / MANIFEST
+    if manifest.is_file():
+        listed = sorted(read_json(manifest)["shards"])
+        found = [p.name for p in paths]
+        if found != listed:
+            missing, extra = sorted(set(listed) - set(found)), sorted(set(found) - set(listed))
+            problem = (
+                f"{', '.join(missing)} missing" if missing else f"{', '.join(extra)} not written with it"
+            )
+            raise ArtifactError(
+                f"{directory}: {problem} ({MANIFEST} lists {len(listed)} shards); delete the layer's tokens "
+                "directory and rerun the extract job that writes it"
+            )
     if not paths:
         raise FileNotFoundError(f"{directory}: no part-*.parquet shards")
     return paths
@@ -195,8 +222,21 @@ class ShardReader:
             if fh.metadata.row_group(g).num_rows
         ]
         self.n_rows = sum(n for _, _, n in self.groups)
+        self._check_rows_against_manifest(Path(directory))
         self._rows: list[np.ndarray | None] = [None] * len(self.groups)  # per group: kept rows (None: all)
         self._cache: dict[int, np.ndarray] | None = None  # group -> float32 rows (keep_in_memory)
+
+    def _check_rows_against_manifest(self, directory: Path) -> None:
+        manifest = directory / MANIFEST
+        if not manifest.is_file():
+            return
+        listed = read_json(manifest)["shards"]
+        for path, handle in zip(self.paths, self._files, strict=True):
+            if handle.metadata.num_rows != listed[path.name]:
+                raise ArtifactError(
+                    f"{path}: {handle.metadata.num_rows} rows where its writer wrote {listed[path.name]} "
+                    f"({MANIFEST}); delete the layer's tokens directory and rerun the extract job that writes it"
+                )
 
     def keep_in_memory(self, max_bytes: float) -> bool:
         """Keep each row group's activations (float32) after its first read when all of this reader's rows
