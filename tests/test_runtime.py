@@ -113,3 +113,34 @@ def test_workflow_scripts_keep_freed_memory(monkeypatch, tmp_path):
     with runtime.script_context(job):
         pass
     assert called == [True]
+
+
+def test_sigterm_unwinds_a_job_and_its_temporary_files(tmp_path):
+    """SIGTERM (Snakemake stopping a job, SLURM's time limit) killed the job where it stood and left the hidden
+    temporary files of its atomic writes behind; it now unwinds like an error and they are removed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    job = f"""
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from layershift.io import atomic_dir
+from layershift.runtime import script_context
+job = SimpleNamespace(log=[{str(tmp_path / "job.log")!r}], threads=None, rule="job")
+with script_context(job), atomic_dir({str(tmp_path / "tokens")!r}) as tmp:
+    (tmp / "part-00000.parquet").write_bytes(b"x" * 1000)
+    Path({str(tmp_path / "ready")!r}).touch()
+    time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", job])
+    deadline = time.time() + 60
+    while not (tmp_path / "ready").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert any(p.name.startswith(".tokens.") for p in tmp_path.iterdir())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.log", "ready"]
+    assert "terminated by signal 15" in (tmp_path / "job.log").read_text()

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -76,6 +77,7 @@ def script_context(snakemake, offline: bool = True):
     keep_freed_memory()
     started = time.perf_counter()
     rule = getattr(snakemake, "rule", "job")
+    previous_handler = _exit_on_sigterm()
     try:
         yield snakemake
         logging.info("%s finished in %.1f s", rule, time.perf_counter() - started)
@@ -88,9 +90,27 @@ def script_context(snakemake, offline: bool = True):
         traceback.print_exc(file=sys.stderr)  # into the rule's log, not only the console
         raise
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         if handle:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             handle.close()
+
+
+def _exit_on_sigterm():
+    """Make SIGTERM (Snakemake stopping a job, SLURM at a time limit or preemption) unwind the job like an
+    error, so that atomic writers remove their temporary files (a job's ``.tokens.*.tmp`` can be as large
+    as the layer's shards) instead of leaving them behind. Returns the previous handler (None off the main
+    thread, where Python cannot set one)."""
+
+    def terminated(signum, frame):
+        logging.error("terminated by signal %d: removing temporary files", signum)
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread
+        return None
 
 
 def checkpoint_dir(base: str, settings: dict) -> str:
