@@ -286,3 +286,13 @@ def test_train_on_paired_shards_holds_out_rows(tmp_path):
     assert metrics["n_train_rows"] == 256 and metrics["n_heldout_rows"] == 64
     assert cc.cfg.hook_name == "hidden_states.3" and cc.cfg.metadata["dataset"] == "d"
     assert "stage" not in cc.cfg.metadata
+
+
+def test_explained_variance_of_one_evaluation_row_is_undefined():
+    """One row has no variance around its mean: NaN (null in metrics.json), not -inf or -6e307."""
+    x_a, x_b = tiny_pairs(3, n=2)
+    cc = xc.Crosscoder(xc.CrosscoderConfig(d_in=8, d_latent=16, k=2), seed=0)
+    one = xc.evaluate_crosscoder(cc, [(x_a[:1], x_b[:1])])
+    assert np.isnan(one["explained_variance_a"]) and np.isnan(one["explained_variance_b"])
+    two = xc.evaluate_crosscoder(cc, [(x_a, x_b)])
+    assert np.isfinite(two["explained_variance_a"]) and np.isfinite(two["explained_variance_b"])

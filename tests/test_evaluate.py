@@ -147,3 +147,25 @@ def assert_metrics_shape(metrics: dict, n_test: int) -> None:
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["accuracy"] == pytest.approx(
         np.trace(matrix) / n_test
     )
+
+
+def test_classification_figure_keeps_the_per_class_panel_readable_with_long_class_names(tmp_path):
+    """20 classes named by 60-character strings: the tick labels take their own room, the per-class heatmap
+    keeps its width (it was squeezed to under an inch, its three columns' numbers printed over each other)."""
+    import matplotlib.pyplot as plt
+
+    from layershift import plots
+
+    names = [
+        f"category number {i} with a very long descriptive label {'x' * (i % 7)}".ljust(60) for i in range(20)
+    ]
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 20, 200)
+    metrics = classification_metrics(y_true, np.where(rng.random(200) < 0.6, y_true, 0), names)
+    path = tmp_path / "classification.json"
+    path.write_text(json.dumps({"finetuned": metrics, "label_names": names}))
+    fig = plots.plot_classification([path], {"model": "m", "dataset": "d"}, {})
+    report_axis = fig.axes[0]
+    assert report_axis.get_title() == "per-class report"
+    assert report_axis.get_position().width * fig.get_figwidth() >= 3.0  # inches for three score columns
+    plt.close(fig)

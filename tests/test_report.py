@@ -80,3 +80,49 @@ def test_figure_module_loads_seaborn_without_scipy_and_leaves_scipy_importable()
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_feature_summary_of_a_layer_whose_latents_are_all_dead_says_so(tmp_path):
+    """Every latent dead (e.g. too few rows for the L1 penalty): no top feature fired, so there is nothing
+    to describe. The row said "very sparse (fires on nan% of tokens) ... mostly content words"."""
+    import numpy as np
+    import torch
+
+    from layershift.features import feature_statistics, top_activating_tokens
+    from layershift.io import write_parquet
+    from layershift.probes import token_kind_shares
+    from layershift.sae import SAE, SAEConfig
+    from layershift.shards import ShardWriter
+    from layershift.tables import feature_summary
+
+    n, d = 40, 8
+    shard_dir = tmp_path / "tokens" / "layer1"
+    with ShardWriter(shard_dir, d_model=d, dtype="float32", rows_per_group=16, metadata={"layer": 1}) as w:
+        ids = np.arange(n, dtype=np.int32)
+        x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+        w.append(ids // 5, ids % 5, ids, [f"t{i}" for i in range(n)], x)
+    sae = SAE(SAEConfig(d_in=d, d_sae=16), seed=0)
+    with torch.no_grad():
+        sae.b_enc.fill_(-1e3)  # no latent ever fires
+    stats = feature_statistics(sae, shard_dir)
+    top = stats.nsmallest(3, "rank")["feature"].tolist()
+    meta = {"model": "m", "dataset": "d", "stage": "pretrained", "layer": 1}
+    shares = token_kind_shares(sae, shard_dir, top)
+    write_parquet(stats.merge(shares, on="feature", how="left"), tmp_path / "layer1.parquet", meta)
+    write_parquet(top_activating_tokens(sae, shard_dir, top, 3), tmp_path / "layer1.top_tokens.parquet", meta)
+    row = feature_summary([str(tmp_path / "layer1.parquet")]).iloc[0]
+    assert row["alive_fraction"] == 0.0 and row["top_features"] == []
+    assert "nan" not in row["description"] and "content words" not in row["description"]
+    assert row["description"].startswith("no top feature fires")
+
+
+def test_findings_say_where_explained_variance_is_undefined():
+    """A layer with one held-out row has no explained variance (null in metrics.json): the finding counts
+    it instead of printing "nan" or silently taking the range over the others."""
+    accuracy, similarity, sae, diff = study_tables(retained_deep_last=0.2)
+    sae["explained_variance"] = [0.8, None]
+    line = next(t for t in findings(accuracy, similarity, sae, diff) if t.startswith("SAE quality"))
+    assert "0.800-0.800" in line and "1 of 2 SAEs without one" in line
+    sae["explained_variance"] = [None, None]
+    line = next(t for t in findings(accuracy, similarity, sae, diff) if t.startswith("SAE quality"))
+    assert "nan" not in line and "explained variance undefined" in line

@@ -383,3 +383,21 @@ def test_format_1_files_still_load_and_resave_as_format_2(tmp_path):
     (old / "cfg.json").write_text(json.dumps({**cfg_json, "format_version": 3}))
     with pytest.raises(ValueError, match="newer"):
         load_sae(old)
+
+
+@pytest.mark.parametrize("n_rows", [5, 12])
+def test_explained_variance_of_a_single_held_out_row_is_undefined_not_infinite(tmp_path, n_rows):
+    """A layer with 5-14 rows holds out one row (10 %): around its own mean it has no variance, so its
+    explained variance is undefined. It was 1 - SSE / tiny: -inf (null in metrics.json only by accident),
+    or a finite -1e307 or a perfect 1.0, depending on rounding."""
+    rows = np.random.default_rng(0).normal(size=(n_rows, D_IN)).astype(np.float32)
+    write_shards(tmp_path / "layer3", rows)
+    _, metrics = train_sae_on_shards(
+        tmp_path / "layer3", SAEConfig(d_in=D_IN, d_sae=32), fast_train(batch_size=4), progress=False
+    )
+    assert metrics["n_heldout_rows"] == 1
+    assert np.isnan(metrics["explained_variance"])
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=32), seed=0)
+    assert np.isnan(evaluate_sae(sae, [rows[:1]])["explained_variance"])
+    assert np.isnan(evaluate_sae(sae, [np.repeat(rows[:1], 3, axis=0)])["explained_variance"])  # equal rows
+    assert np.isfinite(evaluate_sae(sae, [rows[:2]])["explained_variance"])

@@ -107,3 +107,19 @@ def test_study_saes_of_other_settings_or_seeds_are_refused(planted_shards, study
     other = {**BASE, "l1_coefficient": 2e-2}
     with pytest.raises(ValueError, match=r"differs in \['l1_coefficient'\]"):
         sweep(planted_shards, other, [{}], seeds=(1, 2), split_seed=0, study_saes=study_saes)
+
+
+def test_a_layer_too_small_for_explained_variance_gives_an_undefined_row_not_a_crash(tmp_path):
+    """12 rows hold out one: its explained variance is undefined, NaN in memory and null in the study SAE's
+    metrics.json. The row reads that as undefined, not faithful (min(None, x) used to raise TypeError)."""
+    directory = tmp_path / "layer2"
+    rows = np.random.default_rng(0).normal(size=(12, D)).astype(np.float32)
+    with ShardWriter(directory, D, dtype="float32", rows_per_group=8, metadata={"layer": 2}) as writer:
+        ids = np.arange(12)
+        writer.append(ids // 4, ids % 4, ids, [f"t{i}" for i in ids], rows)
+    base = BASE | {"epochs": 1, "batch_size": 4}
+    saes = {seed: tmp_path / f"seed{seed}" for seed in (1, 2)}
+    for seed, sae_dir in saes.items():
+        save_study_sae(directory, base, seed, sae_dir)
+    table = sweep(directory, base, [{}, {"d_sae": 8}], seeds=(1, 2), split_seed=0, study_saes=saes)
+    assert table["explained_variance"].isna().all() and not table["faithful"].any()

@@ -554,8 +554,7 @@ def evaluate_crosscoder(cc: Crosscoder, paired_batches: PairedBatches) -> dict[s
         n += len(x)
     if n == 0:
         raise ValueError("evaluate_crosscoder got no rows")
-    sst = (x_sq - x_sum.pow(2).sum(dim=1) / n).clamp_min(torch.finfo(torch.float64).tiny)
-    explained = (1.0 - sse / sst).tolist()
+    explained = training.explained_variance(sse, x_sq, x_sum, n).tolist()  # NaN: undefined (< 2 rows)
     return {
         "explained_variance_a": explained[0],
         "explained_variance_b": explained[1],

@@ -74,8 +74,12 @@ def plot_classification(inputs, wc, params) -> plt.Figure:
     finetuned, labels = report["finetuned"], report["label_names"]
     per_class = pd.DataFrame(finetuned["per_class"]).T[["precision", "recall", "f1"]].astype(float)
     side = 1.6 + 0.5 * len(labels)
+    # both panels carry the class names as tick labels: room for them (about 0.07 in per character at this
+    # font size) comes on top of each panel's own width, or long names squeeze the per-class heatmap flat
+    names = 0.07 * max((len(str(name)) for name in labels), default=0)
+    widths = [4.6 + names, side + 1.2 + names]
     fig, (ax_report, ax_confusion) = plt.subplots(
-        1, 2, figsize=(4.6 + side + 1.2, side), gridspec_kw={"width_ratios": [4.6, side + 1.2]}
+        1, 2, figsize=(sum(widths), side + names), gridspec_kw={"width_ratios": widths}
     )
     sns.heatmap(
         per_class,

@@ -198,9 +198,19 @@ def findings(
             f"vs {deep}, {depth[deep]} layers: {by_model[deep]:.3f}, cosine of means)."
         )
     if not sae.empty:
+        ev = pd.to_numeric(sae["explained_variance"], errors="coerce")  # null in metrics.json: undefined
+        defined = ev.dropna()
+        spread = (
+            f"explained variance {defined.min():.3f}-{defined.max():.3f} (median {defined.median():.3f})"
+            if len(defined)
+            else "explained variance undefined"
+        )
+        if ev.isna().any():
+            spread += (
+                f" ({int(ev.isna().sum())} of {len(ev)} SAEs without one: fewer than two evaluation rows)"
+            )
         out.append(
-            f"SAE quality: explained variance {sae['explained_variance'].min():.3f}-{sae['explained_variance'].max():.3f} "
-            f"(median {sae['explained_variance'].median():.3f}), mean L0 {sae['l0'].mean():.1f}, dead fraction up to {sae['dead_fraction'].max():.2f}."
+            f"SAE quality: {spread}, mean L0 {sae['l0'].mean():.1f}, dead fraction up to {sae['dead_fraction'].max():.2f}."
         )
     if not diff.empty and "verdict" in diff:  # issue #17: no change is stated for an inconclusive layer
         inconclusive = diff[diff["verdict"] != "conclusive"]

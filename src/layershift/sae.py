@@ -45,6 +45,7 @@ from layershift.interop import WORKING_WEIGHTS_FILENAME, cfg_from_saelens, fold_
 from layershift.io import atomic_path, read_json, reading, write_json
 from layershift.shards import ShardReader, shard_provenance
 from layershift.training import (
+    explained_variance,
     fit_epochs,
     holdout_metrics,
     load_checkpoint,
@@ -653,12 +654,11 @@ def evaluate_sae(sae: SAE, batches: Iterable[np.ndarray]) -> dict:
         n += len(batch)
     if n == 0:
         raise ValueError("evaluate_sae got no rows")
-    sst = (x_sq - x_sum.pow(2).sum() / n).clamp_min(torch.finfo(torch.float64).tiny)
     mse = (sse / (n * d_in)).item()
     return {
         "mse": mse,
         "mse_raw": mse / sae.cfg.activation_scale**2,
-        "explained_variance": 1.0 - (sse / sst).item(),
+        "explained_variance": explained_variance(sse, x_sq, x_sum, n).item(),  # NaN: undefined (< 2 rows)
         "l0": (active / n).item(),
         "dead_fraction": 1.0 - fired.double().mean().item(),
         "n_rows": n,

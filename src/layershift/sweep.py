@@ -124,6 +124,10 @@ def sweep(
         (dec_a, fire_a, m_a), (dec_b, fire_b, m_b) = (setting_of(section, seed, reuse) for seed in seeds)
         repro = seed_reproducibility(dec_a, dec_b, fire_a > 0, fire_b > 0, seed=split_seed)
         runs = (m_a, m_b)
+        # the worse seed's EV; undefined (NaN, null in a reused metrics.json) when either is: too few rows
+        worst_ev = float(
+            np.min([np.nan if m["explained_variance"] is None else m["explained_variance"] for m in runs])
+        )
         rows.append(
             {
                 "setting": setting_label(point),
@@ -132,7 +136,7 @@ def sweep(
                 **{key: section.get(key) for key in ("training_tokens", "lr_decay_fraction", "batch_size")},
                 "epochs": m_a["epochs"],  # what ran (training_tokens sets it from the layer's rows)
                 "steps": m_a["steps"],
-                "explained_variance": min(m["explained_variance"] for m in runs),
+                "explained_variance": worst_ev,
                 "l0": float(np.mean([m["l0"] for m in runs])),
                 "dead_fraction": float(np.mean([m["dead_fraction"] for m in runs])),
                 "cpu_seconds_per_sae": float(np.mean([m["cpu_seconds"] for m in runs])),
@@ -140,7 +144,7 @@ def sweep(
                 **{key: repro[key] for key in ("median_matched_cosine", "share_above_chance", "n_live")},
                 "chance_cosine_p99": repro["chance_cosine_p99"],
                 "reproducible": repro["reproducible"],
-                "faithful": min(m["explained_variance"] for m in runs) >= MIN_EXPLAINED_VARIANCE,
+                "faithful": bool(worst_ev >= MIN_EXPLAINED_VARIANCE),
             }
         )
     return pd.DataFrame(rows)

@@ -81,7 +81,13 @@ def feature_summary(feature_paths: list[str], diff_paths: list[str] = ()) -> pd.
             **{c: float(top[c].mean()) for c in share_cols},
             "top_tokens": [t for f in top["feature"] for t in _top_token_list(tokens, int(f), 3)][:8],
         }
-        row["description"] = describe(row)
+        # no top feature fired on this layer's tokens (every latent dead): nothing to describe; describe()
+        # would print "fires on nan% of tokens ... mostly content words" from an empty selection
+        row["description"] = (
+            describe(row)
+            if len(top)
+            else f"no top feature fires on this layer's tokens ({row['alive_fraction']:.0%} of the latents ever do)"
+        )
         records.append(row)
     table = pd.DataFrame(records).sort_values(["model", "dataset", "layer", "stage"], ignore_index=True)
     if diff_paths:

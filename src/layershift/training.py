@@ -88,6 +88,19 @@ def holdout_metrics(train_rows: int, heldout: Any, split_seed: int) -> dict:
     }
 
 
+def explained_variance(sse: torch.Tensor, x_sq: torch.Tensor, x_sum: torch.Tensor, n: int) -> torch.Tensor:
+    """``1 - SSE / SST`` (SST around the overall mean) from float64 sums over ``n`` rows; the sums may carry a
+    leading batch dimension (one per model: ``sse``/``x_sq`` ``[m]``, ``x_sum`` ``[m, d]``).
+
+    NaN where it is undefined: fewer than two rows, or rows all equal up to rounding (SST at most 1e-9 of
+    ``Σ‖x‖²``; a clamped SST would turn the ratio into ±inf, 1.0 or -1e307 depending on rounding). NaN is
+    written as null in metrics.json and shown as "-" in the report."""
+    sst = x_sq - x_sum.pow(2).sum(dim=-1) / max(n, 1)
+    ev = 1.0 - sse / sst.clamp_min(torch.finfo(torch.float64).tiny)
+    undefined = (sst <= 1e-9 * x_sq) | (n < 2)
+    return torch.where(undefined, torch.full_like(ev, float("nan")), ev)
+
+
 def make_adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
     """Adam over ``params``; the fused kernel when this torch/device has one."""
     params = list(params)
