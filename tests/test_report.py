@@ -126,3 +126,10 @@ def test_findings_say_where_explained_variance_is_undefined():
     sae["explained_variance"] = [None, None]
     line = next(t for t in findings(accuracy, similarity, sae, diff) if t.startswith("SAE quality"))
     assert "nan" not in line and "explained variance undefined" in line
+
+
+def test_findings_state_no_trend_for_an_undefined_measure():
+    accuracy, similarity, sae, diff = study_tables(retained_deep_last=0.2)
+    similarity["cka_sentences"] = float("nan")  # one sentence per dataset
+    text = "\n".join(findings(accuracy, similarity, sae, diff))
+    assert "cka_sentences: undefined in every cell" in text and "nan" not in text

@@ -196,3 +196,16 @@ def test_a_changed_model_is_less_similar(stages):
 def test_sentence_measures_refuse_misaligned_sentences(stages):
     with pytest.raises(ValueError, match="same sentences in the same order"):
         sentence_measures(stages["pre"] / "sentences.parquet", stages["reseeded"] / "sentences.parquet")
+
+
+def test_cka_of_a_single_sentence_is_undefined_not_zero():
+    """One row (max_sentences: 1) or a side without variance has no CKA: NaN, not 0.0, which the report
+    read as "about 0.000 after the first block ... the paper's shape does not hold here"."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(1, 8)), rng.normal(size=(1, 5))
+    assert np.isnan(linear_cka(x, y))
+    stream = StreamingCKA(8, 5)
+    stream.update(x, y)
+    assert np.isnan(stream.value())
+    assert np.isnan(linear_cka(np.ones((6, 8)), rng.normal(size=(6, 5))))  # constant side
+    assert np.isfinite(linear_cka(rng.normal(size=(3, 8)), rng.normal(size=(3, 5))))

@@ -176,6 +176,11 @@ def findings(
         f"features by {probe_gap.mean():+.1f} points on average."
     )
     for measure in ("cosine_of_means", "cka_sentences"):
+        if similarity[measure].isna().all():  # e.g. CKA of one sentence: no claim either way
+            out.append(
+                f"{measure}: undefined in every cell (fewer than two rows to compare), no trend stated."
+            )
+            continue
         first = similarity[similarity["layer"] == 1][measure]
         trends = similarity.groupby(["model", "dataset"])[measure].apply(lambda s: _trend(s.to_numpy()))
         drop = similarity.groupby(["model", "dataset"]).apply(

@@ -25,11 +25,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA of paired rows ``x [n, d1]`` and ``y [n, d2]`` (reference implementation)."""
+    """Linear CKA of paired rows ``x [n, d1]`` and ``y [n, d2]`` (reference implementation); NaN where it is
+    undefined (fewer than two rows, or a side without variance: both Gram matrices must be non-zero)."""
     x = x - x.mean(0)
     y = y - y.mean(0)
     cross = np.linalg.norm(x.T @ y) ** 2
-    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y) + 1e-30))
+    return _cka_ratio(cross, np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y), len(x))
+
+
+def _cka_ratio(cross: float, norms: float, n: int) -> float:
+    """``cross / norms``, NaN for fewer than two rows or a zero-variance side (it read 0.0: no similarity)."""
+    if n < 2 or not norms > 0:
+        return float("nan")
+    return float(cross / norms)
 
 
 class StreamingCKA:
@@ -54,7 +62,7 @@ class StreamingCKA:
         xx = self.xx - self.n * np.outer(mx, mx)  # centred X^T X
         yy = self.yy - self.n * np.outer(my, my)
         xy = self.xy - self.n * np.outer(mx, my)
-        return float(np.sum(xy**2) / (np.linalg.norm(xx) * np.linalg.norm(yy) + 1e-30))
+        return _cka_ratio(np.sum(xy**2), np.linalg.norm(xx) * np.linalg.norm(yy), self.n)
 
 
 def _vectors(table, column: str) -> np.ndarray:
