@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from layershift.errors import LayershiftError
-from layershift.io import read_table
+from layershift.errors import ArtifactError, LayershiftError
+from layershift.io import read_table, reading
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -18,6 +18,15 @@ def validate(args: argparse.Namespace) -> int:
     load_config(args.config, base_dir=args.directory)
     print(f"{args.config}: ok")
     return 0
+
+
+def _require(table: pd.DataFrame, path: Path, columns) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ArtifactError(
+            f"{path}: no column {', '.join(missing)} (not a table of this layershift version?); delete it and "
+            "rerun the job that writes it (snakemake --cores N)"
+        )
 
 
 SUMMARY_TABLES = ("accuracy.csv", "similarity.parquet")  # what every finished study has
@@ -32,7 +41,17 @@ def summary(args: argparse.Namespace) -> int:
             f"{results}/tables: no {', '.join(missing)}; run the study first (snakemake --cores N), or point "
             "--results at a finished study's results directory"
         )
-    accuracy = pd.read_csv(results / "tables/accuracy.csv")
+    accuracy_path = results / "tables/accuracy.csv"
+    with reading(accuracy_path):  # a damaged CSV: one line naming it, as for the Parquet tables
+        accuracy = pd.read_csv(accuracy_path)
+    _require(accuracy, accuracy_path, ("model", "dataset", "row", "accuracy"))
+    rows = ("pretrained", "linear_probe", "finetuned")
+    absent = [row for row in rows if row not in set(accuracy["row"])]
+    if absent:
+        raise ArtifactError(
+            f"{accuracy_path}: no {', '.join(absent)} rows; delete it and rerun the job that writes it "
+            "(snakemake --cores N)"
+        )
     wide = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy").reset_index()
     print("**Accuracy on the test split** (Table 2 rebuilt)\n")
     print(
@@ -50,6 +69,7 @@ def summary(args: argparse.Namespace) -> int:
         "cka_tokens",
         "mean_sentence_cosine",
     ]
+    _require(similarity, results / "tables/similarity.parquet", cols)
     print("\n**Pretrained vs fine-tuned similarity per layer**\n")
     print(similarity[cols].to_markdown(index=False, floatfmt=".3f"))
     diff_path = results / "tables/diff_summary.parquet"
@@ -80,6 +100,21 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (a usage error, not a traceback, otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def costs(args: argparse.Namespace) -> int:
     """Predicted time, memory and disk of a study, per rule (layershift.costs; no data or model is loaded)."""
     from layershift.config import load_yaml, validate_schema
@@ -107,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     cost = sub.add_parser("costs", help="predict each rule's time and memory, the study's wall time and disk")
     cost.add_argument("config")
     cost.add_argument("--results", default="results", help="prepared data here gives measured token counts")
-    cost.add_argument("--cores", type=int, default=2, help="local cores")
-    cost.add_argument("--gpu-nodes", type=int, default=4, help="cluster GPU nodes (one job per GPU)")
+    cost.add_argument("--cores", type=_count(1), default=2, help="local cores")
+    cost.add_argument(
+        "--gpu-nodes",
+        type=_count(0),
+        default=4,
+        help="cluster GPU nodes (one job per GPU; 0: no cluster line)",
+    )
     cost.set_defaults(func=costs)
     args = parser.parse_args(argv)
     try:

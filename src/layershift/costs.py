@@ -593,6 +593,8 @@ def predict_study(
     diff chain of one model x dataset, the crosscoder counted after the SAEs though it may run beside them
     (the cluster's floor: a conservative critical path when every job gets its own node).
     """
+    if cores < 1 or gpu_nodes < 0:
+        raise ValueError(f"cores must be >= 1 and gpu_nodes >= 0, got cores={cores}, gpu_nodes={gpu_nodes}")
     coefficients = coefficients or load_coefficients()
     per_rule, chains = {}, {}
     scheduled = []
@@ -686,11 +688,14 @@ def report_markdown(
         "",
         f"- local, {cores} cores (CPU, one thread per job): {_hms(p['wall_s_local'])} "
         f"(longest chain {_hms(p['longest_chain_cpu_s'])})",
-        f"- cluster, {gpu_nodes} GPU node(s) ({gpu.name} assumed: {gpu.tflops_bf16:g} TFLOP/s bf16, "
-        f"{gpu.tflops_fp32:g} fp32, {gpu.efficiency:.0%} achieved): {_hms(p['wall_s_cluster'])} "
-        f"(longest chain {_hms(p['longest_chain_gpu_s'])})",
-        "- disk: " + ", ".join(f"{k} {v / 1e9:,.1f} GB" for k, v in disk.items()),
     ]
+    if "wall_s_cluster" in p:  # gpu_nodes 0: no cluster to predict for
+        lines.append(
+            f"- cluster, {gpu_nodes} GPU node(s) ({gpu.name} assumed: {gpu.tflops_bf16:g} TFLOP/s bf16, "
+            f"{gpu.tflops_fp32:g} fp32, {gpu.efficiency:.0%} achieved): {_hms(p['wall_s_cluster'])} "
+            f"(longest chain {_hms(p['longest_chain_gpu_s'])})"
+        )
+    lines.append("- disk: " + ", ".join(f"{k} {v / 1e9:,.1f} GB" for k, v in disk.items()))
     bases = sorted({dataset_stats(config, d, results).basis for d in config["datasets"]})
     shapes = sorted({model_shape(config, m, results).basis for m in config["models"]})
     lines.append(f"- token counts from: {', '.join(bases)}; model shapes from: {', '.join(shapes)}")

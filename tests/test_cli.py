@@ -1,0 +1,80 @@
+"""The command line on unusual input: one line naming the file or argument, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from layershift.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_costs_without_cluster_nodes_prints_no_cluster_line(capsys):
+    assert main(["costs", str(REPO / "configs/paper.yaml"), "--gpu-nodes", "0", "--cores", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "- local, 1 cores" in out and "GPU node(s)" not in out and "disk:" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--cores", "0"], "--cores: must be at least 1, got 0"),
+        (["--cores", "-2"], "--cores: must be at least 1, got -2"),
+        (["--gpu-nodes", "-1"], "--gpu-nodes: must be at least 0, got -1"),
+    ],
+)
+def test_costs_refuses_impossible_counts_as_a_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["costs", str(REPO / "config.yaml"), *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _tables(tmp_path: Path, accuracy: str) -> Path:
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "accuracy.csv").write_text(accuracy)
+    similarity = pd.DataFrame(
+        {
+            "model": ["m"],
+            "dataset": ["d"],
+            "layer": [1],
+            "cosine_of_means": [0.9],
+            "cka_sentences": [0.8],
+            "cka_tokens": [0.7],
+            "mean_sentence_cosine": [0.6],
+        }
+    )
+    similarity.to_parquet(tables / "similarity.parquet")
+    return tmp_path / "results"
+
+
+HEADER = "model,dataset,row,accuracy,macro_f1,n_test\n"
+
+
+@pytest.mark.parametrize(
+    "accuracy, message",
+    [
+        ("", "accuracy.csv: cannot be read (No columns to parse from file)"),
+        (HEADER, "accuracy.csv: no pretrained, linear_probe, finetuned rows"),
+        (
+            HEADER + "m,d,pretrained,0.5,0.4,10\nm,d,linear_probe,0.8,0.8,10\n",
+            "accuracy.csv: no finetuned rows",
+        ),
+        ("model,dataset\nm,d\n", "accuracy.csv: no column row, accuracy"),
+    ],
+)
+def test_summary_of_a_damaged_accuracy_table_is_one_line(tmp_path, capsys, accuracy, message):
+    results = _tables(tmp_path, accuracy)
+    assert main(["summary", "--results", str(results)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_summary_of_intact_tables_prints_them(tmp_path, capsys):
+    rows = "".join(f"m,d,{row},0.5,0.4,10\n" for row in ("pretrained", "linear_probe", "finetuned"))
+    assert main(["summary", "--results", str(_tables(tmp_path, HEADER + rows))]) == 0
+    assert "| m       | d         |" in capsys.readouterr().out
