@@ -78,3 +78,26 @@ def test_summary_of_intact_tables_prints_them(tmp_path, capsys):
     rows = "".join(f"m,d,{row},0.5,0.4,10\n" for row in ("pretrained", "linear_probe", "finetuned"))
     assert main(["summary", "--results", str(_tables(tmp_path, HEADER + rows))]) == 0
     assert "| m       | d         |" in capsys.readouterr().out
+
+
+def test_summary_into_a_pipe_closed_early_is_quiet(tmp_path):
+    """`layershift summary | head -1` ended in a BrokenPipeError traceback once head stopped reading."""
+    import subprocess
+    import sys
+
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    rows = [
+        {"model": f"m{i}", "dataset": "d", "row": row, "accuracy": 0.5, "macro_f1": 0.5}
+        for i in range(2000)
+        for row in ("pretrained", "linear_probe", "finetuned")
+    ]
+    pd.DataFrame(rows).to_csv(tables / "accuracy.csv", index=False)
+    cols = ["cosine_of_means", "cka_sentences", "cka_tokens", "mean_sentence_cosine"]
+    pd.DataFrame([{"model": "m0", "dataset": "d", "layer": 0, **dict.fromkeys(cols, 1.0)}]).to_parquet(
+        tables / "similarity.parquet"
+    )
+    command = f"{sys.executable} -m layershift.cli summary --results {tmp_path / 'results'} | head -1"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("**Accuracy"), done.stdout
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     except LayershiftError as err:
         print(f"layershift: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `layershift summary | head`: the reader stopped early; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
 
 
 if __name__ == "__main__":
