@@ -38,11 +38,11 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from layershift import sparse_codes
 from layershift.interop import WORKING_WEIGHTS_FILENAME, cfg_from_saelens, fold_normalization, saelens_cfg
-from layershift.io import atomic_path, read_json, reading, write_json
+from layershift.io import atomic_path, read_json, read_safetensors, write_json
 from layershift.shards import ShardReader, shard_provenance
 from layershift.training import (
     explained_variance,
@@ -404,14 +404,12 @@ def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -
     sae = SAE(cfg)
     # format 1 stored working-space weights in sae_weights; format 2 folds them there and keeps them beside
     unfolded = cfg.format_version >= 2 and cfg.normalize_activations != "none"
-    weights = directory / (WORKING_WEIGHTS_FILENAME if unfolded else SAE_WEIGHTS_FILENAME)
-    with reading(weights):
-        state = load_file(weights)
-    expected = {name: tuple(getattr(sae, name).shape) for name in WEIGHT_NAMES}
-    found = {name: tuple(t.shape) for name, t in state.items()}
-    if found != expected:
-        raise ValueError(f"{directory}: weights {found} do not match cfg.json shapes {expected}")
-    sae.load_state_dict({k: v.to(DTYPES[cfg.dtype]) for k, v in state.items()}, strict=True)
+    state = read_safetensors(
+        directory / (WORKING_WEIGHTS_FILENAME if unfolded else SAE_WEIGHTS_FILENAME),
+        {name: tuple(getattr(sae, name).shape) for name in WEIGHT_NAMES},
+        DTYPES[cfg.dtype],
+    )
+    sae.load_state_dict(state, strict=True)
     return sae.to(device)
 
 
