@@ -177,17 +177,26 @@ class ShardWriter:
             path.unlink(missing_ok=True)
 
 
+def read_manifest(directory: str | os.PathLike) -> dict[str, int] | None:
+    """Rows of each part file as the layer's writer recorded them; None for a layer written before manifests."""
+    manifest = Path(directory) / MANIFEST
+    return read_json(manifest)["shards"] if manifest.is_file() else None
+
+
 def shard_paths(directory: str | os.PathLike) -> list[Path]:
-    """The layer's shard files, checked against the manifest its writer left (layers written before there was
-    one are read as they are): a deleted or added part file would otherwise go unnoticed, since Snakemake
-    sees only the directory, and an SAE would silently train on part of the layer."""
+    """The layer's shard files, checked against the manifest its writer left (:func:`checked_shard_paths`)."""
+    return checked_shard_paths(directory, read_manifest(directory))
+
+
+def checked_shard_paths(directory: str | os.PathLike, listed: dict[str, int] | None) -> list[Path]:
+    """The layer's part files, which must be the ones the manifest ``listed`` (unless None): a deleted or added
+    part file would otherwise go unnoticed, since Snakemake sees only the directory, and an SAE would silently
+    train on part of the layer."""
     directory = Path(directory)
     paths = sorted(directory.glob("part-*.parquet"))
-    manifest = directory / MANIFEST
-    if manifest.is_file():
-        listed = sorted(read_json(manifest)["shards"])
+    if listed is not None:
         found = [p.name for p in paths]
-        if found != listed:
+        if found != sorted(listed):
             missing, extra = sorted(set(listed) - set(found)), sorted(set(found) - set(listed))
             problem = (
                 f"{', '.join(missing)} missing" if missing else f"{', '.join(extra)} not written with it"
@@ -210,7 +219,8 @@ class ShardReader:
     """Read a layer's shards back as float32 arrays, sequentially or shuffled, one buffer at a time."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
-        self.paths = shard_paths(directory)
+        listed = read_manifest(directory)
+        self.paths = checked_shard_paths(directory, listed)
         self.metadata = read_metadata(self.paths[0])
         self.d_model = int(self.metadata["d_model"])
         self._files = [_open_parquet(p) for p in self.paths]
@@ -222,15 +232,13 @@ class ShardReader:
             if fh.metadata.row_group(g).num_rows
         ]
         self.n_rows = sum(n for _, _, n in self.groups)
-        self._check_rows_against_manifest(Path(directory))
+        if listed is not None:
+            self._check_rows(listed)
         self._rows: list[np.ndarray | None] = [None] * len(self.groups)  # per group: kept rows (None: all)
         self._cache: dict[int, np.ndarray] | None = None  # group -> float32 rows (keep_in_memory)
 
-    def _check_rows_against_manifest(self, directory: Path) -> None:
-        manifest = directory / MANIFEST
-        if not manifest.is_file():
-            return
-        listed = read_json(manifest)["shards"]
+    def _check_rows(self, listed: dict[str, int]) -> None:
+        """Each part file holds the rows the manifest ``listed`` (a replaced file of another size is refused)."""
         for path, handle in zip(self.paths, self._files, strict=True):
             if handle.metadata.num_rows != listed[path.name]:
                 raise ArtifactError(
