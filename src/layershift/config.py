@@ -331,12 +331,9 @@ def _check_model(name: str, model: dict, origin: str, max_length: int) -> None:
         raise ConfigError(f"{origin}: {key}.source: {err}") from None
     if depth is None:
         return
-    limit = model_max_tokens(model)
-    if limit is not None and max_length > limit:
-        raise ConfigError(
-            f"{origin}: finetune.max_length: {max_length} tokens is more than {key} can take "
-            f"({limit} positions); set finetune.max_length to at most {limit}"
-        )
+    problem = models.max_length_problem(name, max_length, model_max_tokens(model))
+    if problem:
+        raise ConfigError(f"{origin}: {problem}")
     for i, layer in enumerate(model["sae_layers"]):
         if layer > depth:
             raise ConfigError(

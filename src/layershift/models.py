@@ -367,15 +367,22 @@ def check_layers(model: str, layers: list[int], depth: int) -> None:
         )
 
 
+def max_length_problem(model: str, max_length: int, limit: int | None) -> str | None:
+    """What is wrong with ``finetune.max_length`` for a model taking at most ``limit`` tokens (None: nothing)."""
+    if limit is None or max_length <= limit:
+        return None
+    return (
+        f"finetune.max_length: {max_length} tokens is more than models.{model} can take ({limit} positions); "
+        f"set finetune.max_length to at most {limit}"
+    )
+
+
 def check_max_length(model: str, max_length: int, model_dir: str | Path) -> None:
     """Fail in one line if ``finetune.max_length`` is beyond a resolved model's position table: the config check
     can read it only for models already on disk (a hub model not cached yet is downloaded by resolve_model)."""
-    limit = max_input_tokens(read_model_config(model_dir))
-    if limit is not None and max_length > limit:
-        raise ModelSourceError(
-            f"finetune.max_length: {max_length} tokens is more than models.{model} can take ({limit} positions); "
-            f"set finetune.max_length to at most {limit}"
-        )
+    problem = max_length_problem(model, max_length, max_input_tokens(read_model_config(model_dir)))
+    if problem:
+        raise ModelSourceError(problem)
 
 
 def load_encoder(model_dir: str | Path, device: str = "cpu"):
