@@ -11,6 +11,7 @@ Compute jobs only ever load from local directories (``local_files_only``); hub d
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -103,14 +104,22 @@ def onnx_tokenizer_dir(model: dict) -> Path:
     return directory
 
 
+@functools.lru_cache(maxsize=8)
+def onnx_initializer_shapes(onnx_path: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(name, dims) of every initializer of an ONNX file, parsed once per process (no weights loaded beyond
+    the file's own bytes, no graph execution): the config check reads depth and positions from it."""
+    import onnx
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    return tuple((init.name, tuple(init.dims)) for init in model.graph.initializer)
+
+
 def onnx_layer_count(onnx_path: str | Path) -> int:
     """Number of encoder blocks in a BERT ONNX file, from its initializer names (no graph execution)."""
     import re
 
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    layers = {int(m) for init in model.graph.initializer for m in re.findall(r"layer\.(\d+)\.", init.name)}
+    names = [name for name, _ in onnx_initializer_shapes(str(onnx_path))]
+    layers = {int(m) for name in names for m in re.findall(r"layer\.(\d+)\.", name)}
     if not layers:
         raise ModelSourceError(f"{onnx_path}: no 'encoder.layer.N' initializers; not a BERT encoder export")
     return max(layers) + 1
@@ -118,12 +127,9 @@ def onnx_layer_count(onnx_path: str | Path) -> int:
 
 def onnx_position_count(onnx_path: str | Path) -> int | None:
     """Rows of a BERT ONNX file's position table (the most tokens it takes), None if it has none by that name."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    for init in model.graph.initializer:
-        if init.name.endswith("embeddings.position_embeddings.weight") and init.dims:
-            return int(init.dims[0])
+    for name, dims in onnx_initializer_shapes(str(onnx_path)):
+        if name.endswith("embeddings.position_embeddings.weight") and dims:
+            return int(dims[0])
     return None
 
 
