@@ -18,7 +18,7 @@ study: $(STAMP)
 ifeq ($(CONFIGFILE),)
 	$(BIN)/snakemake --cores $(CORES)
 else
-	@$(BIN)/python -c 'import sys; from layershift.config import exit_on_bad_yaml; exit_on_bad_yaml(sys.argv[1])' '$(CONFIGFILE)'
+	@$(BIN)/python -c 'import sys; from layershift.study.schema import exit_on_bad_yaml; exit_on_bad_yaml(sys.argv[1])' '$(CONFIGFILE)'
 	$(BIN)/snakemake --cores $(CORES) --configfile '$(CONFIGFILE)'
 endif
 

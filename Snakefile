@@ -10,7 +10,7 @@ if not workflow.config_settings.configfiles:
     import sys
 
     sys.path.insert(0, f"{workflow.basedir}/src")
-    from layershift.config import exit_on_bad_yaml
+    from layershift.study.schema import exit_on_bad_yaml
 
     exit_on_bad_yaml("config.yaml")  # one line with the line number, before Snakemake's own parser
 

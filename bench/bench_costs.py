@@ -5,15 +5,15 @@
    ``--workdir/rows<N>`` and run ``snakemake --cores 2`` on it; record the study's wall and CPU time
    (``getrusage`` of the children: Snakemake and every job), its job count and each compute job's
    Snakemake benchmark row (``s``, ``cpu_time``, ``max_rss``), with the job's predicted work units
-   (``layershift.costs``) next to it.
+   (``layershift.costs.model``) next to it.
 2. ``fit``: per compute rule, seconds = overhead + coef x work (non-negative least squares on the CPU
    clock) and peak RSS = base + coef x bytes (the largest residual added as slack); every job that has no
    benchmark (figures, tables, report, similarity) gets one mean per-job cost. The fit uses the sizes
    named by ``--fit`` (default: all but the largest) and predicts the others: per job, per rule and the
-   whole study, against what was measured. Writes ``src/layershift/cost_coefficients.json`` (the fit on
+   whole study, against what was measured. Writes ``src/layershift/costs/cost_coefficients.json`` (the fit on
    all sizes, which the workflow uses) and ``bench/results/costs.json`` (measurements, held-out errors).
 
-3. ``check``: the shipped coefficients (``src/layershift/cost_coefficients.json``, not refitted) against
+3. ``check``: the shipped coefficients (``src/layershift/costs/cost_coefficients.json``, not refitted) against
    the studies in ``--workdir`` and the measured default study: after a code change, whether the model
    still predicts within #20's 25 % (nothing written).
 
@@ -44,13 +44,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import yaml  # noqa: E402
 
-from layershift.costs import BORROWED_COEFFICIENTS  # noqa: E402
+from layershift.costs.model import BORROWED_COEFFICIENTS  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DATASETS = ("movies",)
 MODEL = "minilm-l6"
 RESULTS = ROOT / "bench" / "results" / "costs.json"
-COEFFICIENTS = ROOT / "src" / "layershift" / "cost_coefficients.json"
+COEFFICIENTS = ROOT / "src" / "layershift" / "costs" / "cost_coefficients.json"
 
 
 def study_config(rows: int) -> dict:
@@ -158,7 +158,7 @@ WILDCARDS = {
     "crosscoder": ("model", "dataset", "layer"),
     "sae_sweep": ("model", "dataset", "stage", "layer"),
 }
-# rules fitted together with the rule whose coefficients predict them (layershift.costs.BORROWED_COEFFICIENTS):
+# rules fitted together with the rule whose coefficients predict them (layershift.costs.model.BORROWED_COEFFICIENTS):
 # the sweep is the SAE trainer on other settings, and its 12 SAEs give the trainer's slope a second, larger
 # point (a per-rule fit of one job per study would be a mean). Not the crosscoder: measured on its own.
 FIT_WITH = {"sae_sweep": BORROWED_COEFFICIENTS["sae_sweep"]}
@@ -166,8 +166,8 @@ FIT_WITH = {"sae_sweep": BORROWED_COEFFICIENTS["sae_sweep"]}
 
 def load_study(rows: int, workdir: Path) -> dict:
     """A finished study: its record, validated config and every benchmarked job with its work."""
-    from layershift import costs
-    from layershift.config import validate_schema
+    from layershift.costs import model as costs
+    from layershift.study.schema import validate_schema
 
     study = workdir / f"rows{rows}"
     record = json.loads((study / "study.json").read_text())
@@ -226,7 +226,7 @@ def fit(studies: list[dict]) -> dict:
 
 def predict_measured(study: dict, coefficients: dict) -> dict:
     """Predicted vs measured CPU seconds per rule and for the whole study (and its wall time on the cores)."""
-    from layershift import costs
+    from layershift.costs import model as costs
 
     results = Path(study["dir"]) / "results"
     per_rule: dict[str, dict] = {}
@@ -297,8 +297,8 @@ DEFAULT_STUDY = {
 
 
 def default_study_check(coefficients: dict) -> dict:
-    from layershift import costs
-    from layershift.config import validate_schema
+    from layershift.costs import model as costs
+    from layershift.study.schema import validate_schema
 
     config = validate_schema(yaml.safe_load((ROOT / "config.yaml").read_text()), "config.yaml")
     p = costs.predict_study(config, ROOT / "results", cores=2, coefficients=coefficients)
@@ -319,7 +319,7 @@ def default_study_check(coefficients: dict) -> dict:
 
 
 def fit_and_report(args) -> None:
-    from layershift import costs
+    from layershift.costs import model as costs
 
     studies = [load_study(rows, args.workdir) for rows in args.sizes]
     fit_sizes = args.fit or sorted(args.sizes)[:-1]
@@ -356,7 +356,7 @@ def fit_and_report(args) -> None:
 
 def check_shipped(args) -> None:
     """The shipped coefficients, unchanged, against the measured studies and the default study."""
-    from layershift import costs
+    from layershift.costs import model as costs
 
     shipped = costs.load_coefficients()
     studies = [load_study(rows, args.workdir) for rows in args.sizes]
@@ -391,7 +391,7 @@ def paper_dry_run(workdir: Path) -> dict:
     the jobs and the largest runtime / mem_mb requested."""
     import re
 
-    from layershift import costs
+    from layershift.costs import model as costs
 
     study = workdir / "paper-standin"
     shutil.rmtree(study, ignore_errors=True)

@@ -53,7 +53,7 @@ def sizes(quick: bool) -> dict:
 
 
 def extract_config(size: dict, threads: int):
-    from layershift.activations import ExtractConfig
+    from layershift.models.extract import ExtractConfig
 
     return ExtractConfig(
         batch_size=size["batch_size"],
@@ -69,7 +69,7 @@ def padded_batches(tokenizer, texts: list[str], cfg) -> tuple[list[dict], int]:
     """Exactly the batches ``extract_activations`` forms: seeded order, length-grouped, padded per batch."""
     import numpy as np
 
-    from layershift.activations import length_grouped_batches, sentence_order
+    from layershift.models.extract import length_grouped_batches, sentence_order
 
     order = sentence_order(len(texts), cfg)
     encoded = tokenizer([texts[i] for i in order], truncation=True, max_length=cfg.max_length)["input_ids"]
@@ -109,7 +109,7 @@ def naive_loop(model, tokenizer, texts: list[str], max_length: int) -> dict:
 
 def project_extract(model_dir: Path, texts: list[str], layers: list[int], cfg, out_dir: Path) -> dict:
     """One full ``extract_activations`` call into a fresh directory; the old one is removed untimed."""
-    from layershift.activations import extract_activations
+    from layershift.models.extract import extract_activations
 
     shutil.rmtree(out_dir, ignore_errors=True)
     with common.Clock() as clock:
@@ -172,7 +172,7 @@ def measure_peak_rss(n_sentences: int, model_dir: Path, size: dict, threads: int
 
 # --- main ------------------------------------------------------------------------------------------------
 def run(args) -> None:
-    from layershift.models import load_encoder
+    from layershift.models.sources import load_encoder
 
     common.set_threads(args.threads)
     size = sizes(args.quick)

@@ -49,7 +49,7 @@ def labelled_texts(n: int, size: dict, seed: int, quick: bool):
 
 
 def finetune_config(size: dict, threads: int):
-    from layershift.finetune import FinetuneConfig
+    from layershift.models.finetune import FinetuneConfig
 
     # the default study's optimiser settings (Adam, warm-up 0.1, grad-norm clip 1.0), one epoch
     return FinetuneConfig(
@@ -61,11 +61,11 @@ def finetune_config(size: dict, threads: int):
 def run_project(model_dir: Path, train_df, val_df, cfg, out_dir: Path) -> dict:
     """One ``finetune`` call. The log's tokens_per_second covers its training pass (``_train_pass``) on the
     wall clock; the same span is clocked here (wall + CPU) by wrapping that function."""
-    import layershift.finetune
+    import layershift.models.finetune
 
     shutil.rmtree(out_dir, ignore_errors=True)
-    with common.clocked(layershift.finetune, "_train_pass", []) as clock:
-        log = layershift.finetune.finetune(
+    with common.clocked(layershift.models.finetune, "_train_pass", []) as clock:
+        log = layershift.models.finetune.finetune(
             model_dir, train_df, val_df, ["neg", "pos"], cfg, out_dir, progress=False
         )
     log_tps = float(log["tokens_per_second"].iloc[0])
@@ -77,7 +77,7 @@ def run_bare(model_dir: Path, batches, lr: float, n_batches: int | None = None) 
     import torch
     import torch.nn.functional as F
 
-    from layershift.finetune import load_classifier
+    from layershift.models.finetune import load_classifier
 
     model = load_classifier(model_dir, ["neg", "pos"], seed=0)
     model.train()
@@ -94,7 +94,7 @@ def run_bare(model_dir: Path, batches, lr: float, n_batches: int | None = None) 
 
 
 def run(args) -> None:
-    from layershift.finetune import encode_split, load_tokenizer, make_batches
+    from layershift.models.finetune import encode_split, load_tokenizer, make_batches
 
     common.set_threads(args.threads)
     size = sizes(args.quick)

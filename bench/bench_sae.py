@@ -85,7 +85,7 @@ def synthetic_activations(
 
 def write_shards(directory: Path, size: dict) -> None:
     """The synthetic activations as float16 token shards (dummy sentence/position/token columns)."""
-    from layershift.shards import ShardWriter
+    from layershift.data.shards import ShardWriter
 
     done = 0
     with ShardWriter(directory, size["d_in"], "float16", size["rows_per_group"], 16, {"layer": 0}) as writer:
@@ -97,7 +97,7 @@ def write_shards(directory: Path, size: dict) -> None:
 
 
 def configs(size: dict, threads: int):
-    from layershift.sae import SAEConfig, TrainConfig
+    from layershift.dictionaries.sae import SAEConfig, TrainConfig
 
     cfg = SAEConfig(d_in=size["d_in"], d_sae=size["d_sae"], l1_coefficient=L1)
     train = TrainConfig(lr=LR, epochs=1, batch_size=size["batch_size"], threads=threads, device="cpu", seed=0)
@@ -106,7 +106,7 @@ def configs(size: dict, threads: int):
 
 def train_and_heldout_rows(shard_dir: Path, train) -> tuple[np.ndarray, np.ndarray]:
     """The rows ``train_sae_on_shards`` trains on and holds out (same split), as float32 arrays."""
-    from layershift.shards import ShardReader, activations
+    from layershift.data.shards import ShardReader, activations
 
     train_reader, held_reader = ShardReader(shard_dir).split(train.holdout_fraction, train.split_seed)
     rows = [activations(r.read_all(["activation"])) for r in (train_reader, held_reader)]
@@ -128,10 +128,10 @@ def memory_batches(rows: np.ndarray, batch_size: int, seed: int):
 def run_shards(shard_dir: Path, cfg, train) -> dict:
     """The project's trainer on the shards; clocks ``train_sae`` inside it (setup + epochs, not the
     held-out evaluation, which is reported apart as ``call_wall_seconds``)."""
-    import layershift.sae
+    import layershift.dictionaries.sae
 
-    with common.clocked(layershift.sae, "train_sae", []) as clock:
-        _, metrics = layershift.sae.train_sae_on_shards(shard_dir, cfg, train, progress=False)
+    with common.clocked(layershift.dictionaries.sae, "train_sae", []) as clock:
+        _, metrics = layershift.dictionaries.sae.train_sae_on_shards(shard_dir, cfg, train, progress=False)
     heldout = {k: metrics[k] for k in ("mse", "explained_variance", "l0", "dead_fraction")}
     return {
         **clock[-1],
@@ -143,10 +143,10 @@ def run_shards(shard_dir: Path, cfg, train) -> dict:
 
 def run_memory(rows: np.ndarray, cfg, train) -> dict:
     """The same ``train_sae`` fed from an in-memory array, clocked over the same span as ``run_shards``."""
-    import layershift.sae
+    import layershift.dictionaries.sae
 
-    with common.clocked(layershift.sae, "train_sae", []) as clock:
-        _, metrics = layershift.sae.train_sae(
+    with common.clocked(layershift.dictionaries.sae, "train_sae", []) as clock:
+        _, metrics = layershift.dictionaries.sae.train_sae(
             memory_batches(rows, train.batch_size, train.seed), cfg, train, progress=False
         )
     return {**clock[-1], "units": len(rows), "loop_seconds": metrics["seconds"]}
@@ -218,7 +218,7 @@ def evaluate_saved_saelens(weights: Path, heldout: np.ndarray, cfg, batch_size: 
     import torch
     from safetensors.torch import load_file
 
-    from layershift.sae import SAE, evaluate_sae
+    from layershift.dictionaries.sae import SAE, evaluate_sae
 
     sae = SAE(cfg)
     state = load_file(str(weights))

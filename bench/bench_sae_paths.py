@@ -34,8 +34,8 @@ CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 
 def settings(quick: bool, threads: int, d_in: int):
     """The study's SAE config and training config (or a tiny version of them with --quick)."""
-    from layershift.config import from_section
-    from layershift.sae import SAEConfig, TrainConfig
+    from layershift.dictionaries.sae import SAEConfig, TrainConfig
+    from layershift.study.schema import from_section
 
     section = yaml.safe_load(CONFIG.read_text())["sae"]
     if quick:
@@ -47,8 +47,8 @@ def settings(quick: bool, threads: int, d_in: int):
 
 def train_once(shard_dir: Path, cfg, train, sparse: bool) -> dict:
     """One ``train_sae_on_shards`` call; ``sparse`` False switches the sparse-code path off for it."""
-    from layershift import sae as sae_module
-    from layershift import sparse_codes
+    from layershift.dictionaries import sae as sae_module
+    from layershift.dictionaries import sparse_codes
 
     allowed = sparse_codes.takes_sparse_path
     if not sparse:
@@ -67,7 +67,7 @@ def train_once(shard_dir: Path, cfg, train, sparse: bool) -> dict:
 
 
 def run(args) -> None:
-    from layershift.shards import ShardReader
+    from layershift.data.shards import ShardReader
 
     common.set_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sae-paths-"))

@@ -247,7 +247,7 @@ def target(value: float | None, op: str, bound: float, what: str = "", note: str
 
 def finish(name: str, args, payload: dict, summary: str) -> Path:
     """Write ``<out>/<name>.json`` (atomically) with machine info and targets, print one summary line."""
-    from layershift.io import write_json
+    from layershift.core.io import write_json
 
     targets = payload.get("targets", {})
     measured = [t["pass"] for t in targets.values() if t["pass"] is not None]
@@ -323,7 +323,7 @@ def realistic_sentences(n: int, seed: int = 0, min_words: int = 8, max_words: in
 
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 directory shipped by its package (offline)."""
-    from layershift.models import package_model_dir
+    from layershift.models.sources import package_model_dir
 
     return package_model_dir(MINILM_PACKAGE)
 

@@ -3,7 +3,7 @@
 For each model x dataset x SAE layer of the study (or those named), four SAEs with the study's ``sae:``
 settings are built and *not trained*: each starts exactly as training would (seeded random weights, the
 decoder bias at the data mean of the first rows), with the study's seed pairing (pretrained s0, its null
-s1; fine-tuned s1, its null s0). They go through ``layershift.diff.diff_saes`` on the layer's real paired
+s1; fine-tuned s1, its null s0). They go through ``layershift.analysis.diff.diff_saes`` on the layer's real paired
 shards with the study's ``diff:`` settings, the same code path as the ``diff`` rule. A diff that measured
 learned features must call these layers inconclusive and nothing lost; the study's own diff summaries sit
 beside them in the printed table.
@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from layershift import targets as T
-from layershift.config import from_section, load_config
-from layershift.diff import DiffConfig, diff_saes
-from layershift.io import read_json, write_json
-from layershift.sae import SAE, SAEConfig, initialize_from_data
-from layershift.shards import ShardReader, layer_shard_dir, paired_batches
+from layershift.analysis.diff import DiffConfig, diff_saes
+from layershift.config import load_config
+from layershift.core.io import read_json, write_json
+from layershift.data.shards import ShardReader, layer_shard_dir, paired_batches
+from layershift.dictionaries.sae import SAE, SAEConfig, initialize_from_data
+from layershift.study import targets as T
+from layershift.study.schema import from_section
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("verdict", "stable_fraction_pretrained", "stable_fraction_finetuned", "retained_fraction")

@@ -1,6 +1,6 @@
 """SAE settings search: reproducibility across seeds vs explained variance vs cost, per layer (issue #17).
 
-The command-line face of :func:`layershift.sweep.sweep` (the same code the workflow's ``sae_sweep`` rule runs):
+The command-line face of :func:`layershift.analysis.sweep.sweep` (the same code the workflow's ``sae_sweep`` rule runs):
 for each shard directory and each grid point (a partial ``sae:`` section over ``DEFAULTS``), train one SAE per
 seed with the study's trainer and hold-out, and append one row per point to a CSV: held-out explained
 variance (worse seed), L0, dead fraction, CPU seconds per SAE, the median Hungarian-matched decoder cosine of
@@ -12,7 +12,7 @@ Usage::
         results/activations/minilm-l6/movies/pretrained/tokens/layer6
 
 ``--rows-per-group`` re-cuts shards first (the tables in bench/results/ were taken when the hold-out was still
-chosen by row groups; it is by rows now, see ``layershift.shards.holdout_rows``). Their column names are the
+chosen by row groups; it is by rows now, see ``layershift.data.shards.holdout_rows``). Their column names are the
 script's earlier ones: ``ev`` = explained_variance, ``median_cos`` = median_matched_cosine,
 ``share_above_p99`` = share_above_chance, ``chance_p99`` = chance_cosine_p99.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from layershift.shards import ShardReader, ShardWriter
-from layershift.sweep import sweep
+from layershift.analysis.sweep import sweep
+from layershift.data.shards import ShardReader, ShardWriter
 
 DEFAULTS = {
     "architecture": "relu",

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from layershift.activations import ExtractConfig, TokenSample, extract_activations, token_priorities
-from layershift.io import read_metadata
-from layershift.shards import ShardReader, activations
+from layershift.core.io import read_metadata
+from layershift.data.shards import ShardReader, activations
+from layershift.models.extract import ExtractConfig, TokenSample, extract_activations, token_priorities
 from tests.helpers import make_tiny_bert, perturbed_copy, tiny_sentences
 
 N_LAYERS, HIDDEN = 2, 32

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from layershift import chance
+from layershift.analysis import chance
 from tests.helpers import unit
 
 

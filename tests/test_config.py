@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from layershift.config import load_config, load_yaml, model_depth, validate_config
-from layershift.errors import ConfigError
+from layershift.config import load_config, model_depth, validate_config
+from layershift.core.errors import ConfigError
+from layershift.study.schema import load_yaml
 from tests.helpers import write_bert_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
@@ -248,8 +249,8 @@ def test_max_length_beyond_an_onnx_models_positions(study, tmp_path):
 def test_max_length_checked_when_a_not_yet_cached_hub_model_is_resolved(tmp_path):
     """A hub model that is not cached yet has no config.json at config time (depth and positions unknown):
     resolve_model checked its depth only, so a max_length beyond its positions reached the fine-tune."""
-    from layershift.errors import ModelSourceError
-    from layershift.models import check_max_length
+    from layershift.core.errors import ModelSourceError
+    from layershift.models.sources import check_max_length
 
     model_dir = write_bert_config(tmp_path / "m", n_layers=2)  # 64 positions
     check_max_length("m", 64, model_dir)
@@ -432,7 +433,7 @@ def test_max_length_beyond_the_models_positions(study, tmp_path):
     ],
 )
 def test_max_input_tokens_per_family(extra, limit):
-    from layershift.models import max_input_tokens
+    from layershift.models.sources import max_input_tokens
 
     assert max_input_tokens(extra) == limit
 

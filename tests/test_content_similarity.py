@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from layershift.activations import ExtractConfig, extract_activations
-from layershift.similarity import layer_similarity
+from layershift.analysis.similarity import layer_similarity
+from layershift.models.extract import ExtractConfig, extract_activations
 from tests.helpers import make_tiny_family, tiny_sentences
 
 CFG = ExtractConfig(
@@ -107,7 +107,7 @@ def _table(all_tokens, content, shares=(0.2, 0.1)):
 
 
 def test_report_line_where_the_measures_disagree():
-    from layershift.report import content_token_findings
+    from layershift.report.html import content_token_findings
 
     table = _table(all_tokens=[[1, 0.9, -0.03], [1, 0.9, 0.3]], content=[[1, 0.9, 0.5], [1, 0.9, 0.3]])
     lines = content_token_findings(table)
@@ -119,7 +119,7 @@ def test_report_line_where_the_measures_disagree():
 
 
 def test_report_line_where_the_measures_agree():
-    from layershift.report import content_token_findings
+    from layershift.report.html import content_token_findings
 
     table = _table(all_tokens=[[1, 0.9, 0.2], [1, 0.9, 0.3]], content=[[1, 0.92, 0.22], [1, 0.9, 0.31]])
     lines = content_token_findings(table)
@@ -132,8 +132,8 @@ def test_shard_token_kinds_are_the_tokenizers(tmp_path):
     so RoBERTa's <s>/</s> count as special and its Ġ-less continuations as subwords."""
     from transformers import AutoTokenizer
 
-    from layershift.probes import token_kind_shares
-    from layershift.tokens import encode_with_kinds
+    from layershift.data.tokens import encode_with_kinds
+    from layershift.models.probes import token_kind_shares
 
     model_dir = make_tiny_family(tmp_path / "m", "roberta", seed=0)
     texts = ["This movie, unbelievablefun!", "Great story."]

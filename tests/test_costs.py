@@ -1,4 +1,4 @@
-"""The cost model (layershift.costs): work scales with the config, shapes come from config.json, the shipped
+"""The cost model (layershift.costs.model): work scales with the config, shapes come from config.json, the shipped
 coefficients load, resources have their floors and safety factors, and the workflow requests them."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from layershift import costs
-from layershift.config import load_yaml, validate_schema
+from layershift.costs import model as costs
+from layershift.study.schema import load_yaml, validate_schema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,8 @@ def test_the_cost_benchmarks_cut_studies_are_valid_configs(rows):
     sys.path.insert(0, str(REPO / "bench"))
     from bench_costs import study_config
 
-    from layershift.config import check_semantics, validate_schema
+    from layershift.config import check_semantics
+    from layershift.study.schema import validate_schema
 
     config = validate_schema(study_config(rows), "cut.yaml")
     check_semantics(config, "cut.yaml", REPO)

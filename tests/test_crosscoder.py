@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from layershift import crosscoder as xc
-from layershift import diff
+from layershift.analysis import diff
+from layershift.dictionaries import crosscoder as xc
 from tests.helpers import incoherent_atoms, unit
 
 torch.set_num_threads(1)
@@ -271,7 +271,7 @@ def test_config_validation():
 
 
 def test_train_on_paired_shards_holds_out_rows(tmp_path):
-    from layershift.shards import ShardWriter
+    from layershift.data.shards import ShardWriter
 
     x_a, x_b = tiny_pairs(3, n=320)
     for name, x in (("a", x_a), ("b", x_b)):

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layershift.data import (
+from layershift.core.errors import DataError
+from layershift.data.prepare import (
     SPLITS,
     PrepareConfig,
     clean_frame,
@@ -21,7 +22,6 @@ from layershift.data import (
     prepare_frame,
     read_file,
 )
-from layershift.errors import DataError
 
 LABELS = ("neg", "neutral", "pos")
 
@@ -225,7 +225,7 @@ def test_prepared_split_columns_and_metadata(tmp_path):
     assert list(train.columns) == ["row", "text", "label", "label_name"]
     assert (train["label_name"] == train["label"].map({0: "neg", 1: "pos"})).all()
     assert card["counts"]["train"] == train["label_name"].value_counts().sort_index().to_dict()
-    from layershift.io import read_metadata
+    from layershift.core.io import read_metadata
 
     assert read_metadata(tmp_path / "out" / "test.parquet") == {
         "dataset": "movies",

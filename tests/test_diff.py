@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from layershift import chance, diff, shards
-from layershift.sae import SAEConfig, TrainConfig, train_sae
-from layershift.shards import ShardWriter
+from layershift.analysis import chance, diff
+from layershift.data import shards
+from layershift.data.shards import ShardWriter
+from layershift.dictionaries.sae import SAEConfig, TrainConfig, train_sae
 from tests.helpers import incoherent_atoms, unit
 
 torch.set_num_threads(1)
@@ -121,7 +122,7 @@ def test_paired_activation_correlation_streams_like_numpy():
 
 
 def make_random_sae(d_in: int, d_sae: int, seed: int):
-    from layershift.sae import SAE
+    from layershift.dictionaries.sae import SAE
 
     sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae), seed=seed)
     with torch.no_grad():

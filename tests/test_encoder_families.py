@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from layershift.tokens import BYTE_SYMBOLS, is_byte_level, readable_byte_token, token_strings
+from layershift.data.tokens import BYTE_SYMBOLS, is_byte_level, readable_byte_token, token_strings
 from tests.conftest import MOOD_WORDS, make_corpus, run_snakemake, tiny_config
 from tests.helpers import FAMILIES, family_corpus, make_tiny_family, train_family_tokenizer
 
@@ -34,7 +34,7 @@ def tokenizers():
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_specials_come_from_the_tokenizer(tokenizers, family):
-    from layershift.tokens import encode_with_kinds
+    from layershift.data.tokens import encode_with_kinds
 
     tok = tokenizers[family]
     enc = encode_with_kinds(tok, ["This movie, really great!"], 32)
@@ -54,8 +54,8 @@ def test_specials_come_from_the_tokenizer(tokenizers, family):
 def test_word_starts_and_subwords_come_from_the_tokenizer(tokenizers, family):
     """An unseen compound splits into pieces: its first piece is a word start, the rest subwords, however
     the family spells them (##, a missing Ġ, a missing ▁); the spelling rule gets BPE / SentencePiece wrong."""
-    from layershift.probes import token_kind
-    from layershift.tokens import encode_with_kinds
+    from layershift.data.tokens import encode_with_kinds
+    from layershift.models.probes import token_kind
 
     tok = tokenizers[family]
     text = "This movie is moviefunbook"
@@ -79,7 +79,7 @@ def test_word_starts_and_subwords_come_from_the_tokenizer(tokenizers, family):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_case_folding_is_read_from_the_tokenizer(tokenizers, family):
-    from layershift.tokens import lowercases
+    from layershift.data.tokens import lowercases
 
     assert lowercases(tokenizers[family]) is FAMILIES[family]["lower"]
 
@@ -93,13 +93,13 @@ def test_case_folding_is_read_from_the_tokenizer(tokenizers, family):
     ],
 )
 def test_cleaning_modes(cleaning, expected):
-    from layershift.data import clean_text
+    from layershift.data.prepare import clean_text
 
     assert clean_text("This  Movie isn't great, really!", cleaning) == expected
 
 
 def test_unknown_cleaning_is_refused():
-    from layershift.data import clean_text
+    from layershift.data.prepare import clean_text
 
     with pytest.raises(ValueError, match="cleaning must be one of"):
         clean_text("x", "stem")
@@ -176,7 +176,7 @@ def _family_config(tmp_path: Path, model_dir: Path, **dataset) -> dict:
 
 def _config_error(config: dict, base_dir: Path) -> str:
     from layershift.config import validate_config
-    from layershift.errors import ConfigError
+    from layershift.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         validate_config(config, "config.yaml", base_dir)
@@ -224,8 +224,8 @@ def test_tokenizer_without_pad_token_fails_when_the_model_is_resolved(tmp_path):
     """config.json names a pad_token_id (as every BertConfig does) but the tokenizer has no padding token:
     the config check, which reads the tokenizer files only without a pad_token_id, let it through and
     finetune / extract failed on their first batch; resolve_model (the first job of a model) now stops it."""
-    from layershift.errors import ModelSourceError
-    from layershift.models import resolve_pretrained
+    from layershift.core.errors import ModelSourceError
+    from layershift.models.sources import resolve_pretrained
 
     model_dir = make_tiny_family(tmp_path / "rob", "roberta")
     assert json.loads((model_dir / "config.json").read_text())["pad_token_id"] is not None

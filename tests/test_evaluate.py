@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from layershift.evaluate import (
+from layershift.models.evaluate import (
     classification_metrics,
     classification_report,
     evaluate_finetuned,
@@ -17,7 +17,7 @@ from layershift.evaluate import (
     evaluate_pretrained_head,
     predict,
 )
-from layershift.finetune import (
+from layershift.models.finetune import (
     encode_texts,
     load_classifier,
     load_tokenizer,
@@ -154,7 +154,7 @@ def test_classification_figure_keeps_the_per_class_panel_readable_with_long_clas
     keeps its width (it was squeezed to under an inch, its three columns' numbers printed over each other)."""
     import matplotlib.pyplot as plt
 
-    from layershift import plots
+    from layershift.report import figures
 
     names = [
         f"category number {i} with a very long descriptive label {'x' * (i % 7)}".ljust(60) for i in range(20)
@@ -164,7 +164,7 @@ def test_classification_figure_keeps_the_per_class_panel_readable_with_long_clas
     metrics = classification_metrics(y_true, np.where(rng.random(200) < 0.6, y_true, 0), names)
     path = tmp_path / "classification.json"
     path.write_text(json.dumps({"finetuned": metrics, "label_names": names}))
-    fig = plots.plot_classification([path], {"model": "m", "dataset": "d"}, {})
+    fig = figures.plot_classification([path], {"model": "m", "dataset": "d"}, {})
     report_axis = fig.axes[0]
     assert report_axis.get_title() == "per-class report"
     assert report_axis.get_position().width * fig.get_figwidth() >= 3.0  # inches for three score columns

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from layershift.features import context_string, feature_statistics, top_activating_tokens
-from layershift.sae import SAE, SAEConfig
-from layershift.shards import ShardWriter
+from layershift.analysis.features import context_string, feature_statistics, top_activating_tokens
+from layershift.data.shards import ShardWriter
+from layershift.dictionaries.sae import SAE, SAEConfig
 
 D_IN, D_SAE = 16, 24
 

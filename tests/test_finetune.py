@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from layershift.evaluate import evaluate_finetuned
-from layershift.finetune import (
+from layershift.models.evaluate import evaluate_finetuned
+from layershift.models.finetune import (
     LOG_COLUMNS,
     SUMMARY_FILE,
     Encodings,
@@ -250,7 +250,13 @@ def record(epochs: list):
 
 
 def test_checkpoint_round_trips_best_weights_older_than_the_current_ones(pretrained, splits, tmp_path):
-    from layershift.finetune import _start_run, encode_split, load_checkpoint, load_tokenizer, save_checkpoint
+    from layershift.models.finetune import (
+        _start_run,
+        encode_split,
+        load_checkpoint,
+        load_tokenizer,
+        save_checkpoint,
+    )
 
     cpu = torch.device("cpu")
     train = encode_split(load_tokenizer(pretrained), splits["train"], 2, SMALL.max_length)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from layershift.errors import ArtifactError
-from layershift.io import atomic_dir, remove_tree, write_safetensors
-from layershift.runtime import clear_checkpoints
-from layershift.training import complete_checkpoints, load_checkpoint, save_checkpoint
+from layershift.core.errors import ArtifactError
+from layershift.core.io import atomic_dir, remove_tree, write_safetensors
+from layershift.core.runtime import clear_checkpoints
+from layershift.core.training import complete_checkpoints, load_checkpoint, save_checkpoint
 
 
 class Killed(BaseException):
@@ -119,9 +119,9 @@ def test_a_truncated_shard_sae_or_table_is_one_line_naming_the_file(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from layershift.io import read_table
-    from layershift.sae import SAE, SAEConfig, load_sae, save_sae
-    from layershift.shards import ShardReader, ShardWriter
+    from layershift.core.io import read_table
+    from layershift.data.shards import ShardReader, ShardWriter
+    from layershift.dictionaries.sae import SAE, SAEConfig, load_sae, save_sae
 
     rows = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     with ShardWriter(tmp_path / "shards", 8, "float16", 16, 2, {"layer": 0}) as writer:

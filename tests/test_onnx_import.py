@@ -10,14 +10,14 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
 
-from layershift import onnx_import
-from layershift.errors import ModelSourceError
-from layershift.models import package_file
-from layershift.onnx_import import (
+from layershift.core.errors import ModelSourceError
+from layershift.models import onnx_import
+from layershift.models.onnx_import import (
     bert_config_from_onnx,
     bert_state_dict_from_onnx,
     import_onnx_bert,
 )
+from layershift.models.sources import package_file
 
 TINY_SENTENCES = [
     "the cat sat on the mat",

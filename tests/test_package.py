@@ -45,7 +45,7 @@ def test_non_editable_install_validates_a_config_from_another_directory(tmp_path
         [
             str(python),
             "-c",
-            "import layershift.config as c; print(c.__file__); print(c.SCHEMA_PATH.exists())",
+            "import layershift.study.schema as c; print(c.__file__); print(c.SCHEMA_PATH.exists())",
         ],
         capture_output=True,
         text=True,

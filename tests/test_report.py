@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from layershift.report import findings
+from layershift.report.html import findings
 
 
 def study_tables(retained_deep_last: float):
@@ -70,12 +70,12 @@ def test_findings_state_no_change_for_inconclusive_layers():
 
 
 def test_figure_module_loads_seaborn_without_scipy_and_leaves_scipy_importable():
-    """Figure jobs start a fresh process each: layershift.plots keeps scipy (half their import time) out."""
+    """Figure jobs start a fresh process each: layershift.report.figures keeps scipy (half their import time) out."""
     import subprocess
     import sys
 
     code = (
-        "import sys, layershift.plots as p; assert 'scipy' not in sys.modules, 'scipy loaded';"
+        "import sys, layershift.report.figures as p; assert 'scipy' not in sys.modules, 'scipy loaded';"
         "import scipy.stats; p.plot_depth  # scipy is importable afterwards"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -88,12 +88,12 @@ def test_feature_summary_of_a_layer_whose_latents_are_all_dead_says_so(tmp_path)
     import numpy as np
     import torch
 
-    from layershift.features import feature_statistics, top_activating_tokens
-    from layershift.io import write_parquet
-    from layershift.probes import token_kind_shares
-    from layershift.sae import SAE, SAEConfig
-    from layershift.shards import ShardWriter
-    from layershift.tables import feature_summary
+    from layershift.analysis.features import feature_statistics, top_activating_tokens
+    from layershift.core.io import write_parquet
+    from layershift.data.shards import ShardWriter
+    from layershift.dictionaries.sae import SAE, SAEConfig
+    from layershift.models.probes import token_kind_shares
+    from layershift.report.tables import feature_summary
 
     n, d = 40, 8
     shard_dir = tmp_path / "tokens" / "layer1"

@@ -22,7 +22,7 @@ def test_threads_apply_to_a_torch_imported_later():
     threads = 1
     out = _run(
         "import sys\n"
-        "from layershift.runtime import set_threads\n"
+        "from layershift.core.runtime import set_threads\n"
         f"set_threads({threads})\n"
         "print('torch' in sys.modules)\n"
         "import torch\n"
@@ -34,7 +34,7 @@ def test_threads_apply_to_a_torch_imported_later():
 @pytest.mark.parametrize("threads", [1, 3])
 def test_threads_apply_to_a_torch_already_imported(threads):
     out = _run(
-        f"import torch\nfrom layershift.runtime import set_threads\nset_threads({threads})\nprint(torch.get_num_threads())\n"
+        f"import torch\nfrom layershift.core.runtime import set_threads\nset_threads({threads})\nprint(torch.get_num_threads())\n"
     )
     assert out == str(threads)
 
@@ -42,7 +42,7 @@ def test_threads_apply_to_a_torch_already_imported(threads):
 def test_no_threads_changes_nothing():
     out = _run(
         "import os, sys\n"
-        "from layershift.runtime import set_threads\n"
+        "from layershift.core.runtime import set_threads\n"
         "set_threads(None)\n"
         "print('torch' in sys.modules, 'OMP_NUM_THREADS' in os.environ)\n"
     )
@@ -51,7 +51,7 @@ def test_no_threads_changes_nothing():
 
 HEAP_AFTER_A_FREED_BLOCK = """
 import ctypes, sys
-from layershift.runtime import keep_freed_memory
+from layershift.core.runtime import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):  # glibc >= 2.33
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -105,7 +105,7 @@ def test_the_default_allocator_can_be_kept():
 def test_workflow_scripts_keep_freed_memory(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from layershift import runtime
+    from layershift.core import runtime
 
     called = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda: called.append(True))
@@ -127,8 +127,8 @@ def test_sigterm_unwinds_a_job_and_its_temporary_files(tmp_path):
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from layershift.io import atomic_dir
-from layershift.runtime import script_context
+from layershift.core.io import atomic_dir
+from layershift.core.runtime import script_context
 job = SimpleNamespace(log=[{str(tmp_path / "job.log")!r}], threads=None, rule="job")
 with script_context(job), atomic_dir({str(tmp_path / "tokens")!r}) as tmp:
     (tmp / "part-00000.parquet").write_bytes(b"x" * 1000)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from layershift.sae import (
+from layershift.data.shards import ShardReader, ShardWriter, holdout_rows
+from layershift.dictionaries.sae import (
     SAE,
     CenteredAffine,
     SAEConfig,
@@ -24,7 +25,6 @@ from layershift.sae import (
     train_sae,
     train_sae_on_shards,
 )
-from layershift.shards import ShardReader, ShardWriter, holdout_rows
 
 D_IN, N_ATOMS, N_ROWS = 24, 16, 4096
 

@@ -19,9 +19,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from layershift.interop import SAELENS_ARCHITECTURES
-from layershift.sae import SAE, SAEConfig, load_sae, save_sae
-from layershift.shards import ShardReader
+from layershift.data.shards import ShardReader
+from layershift.dictionaries.interop import SAELENS_ARCHITECTURES
+from layershift.dictionaries.sae import SAE, SAEConfig, load_sae, save_sae
 from tests.conftest import ROOT
 
 SAELENS_VENV = Path(os.environ.get("LAYERSHIFT_SAELENS_VENV", ROOT / ".venv-saelens"))

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from layershift import shards
-from layershift.io import read_metadata
-from layershift.shards import (
+from layershift.core.io import read_metadata
+from layershift.data import shards
+from layershift.data.shards import (
     ShardReader,
     ShardWriter,
     activations,
@@ -299,7 +299,7 @@ def test_the_manifest_lists_every_shard_and_readers_check_it(tmp_path):
 
     import pandas as pd
 
-    from layershift.errors import ArtifactError
+    from layershift.core.errors import ArtifactError
 
     paths = written_layer(tmp_path / "l")
     assert json.loads((tmp_path / "l" / shards.MANIFEST).read_text()) == {

@@ -8,9 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layershift.activations import ExtractConfig, extract_activations
-from layershift.io import write_parquet
-from layershift.similarity import (
+from layershift.analysis.similarity import (
     StreamingCKA,
     cosine,
     layer_similarity,
@@ -19,6 +17,8 @@ from layershift.similarity import (
     sentence_measures,
     token_measures,
 )
+from layershift.core.io import write_parquet
+from layershift.models.extract import ExtractConfig, extract_activations
 from tests.helpers import make_tiny_bert, perturbed_copy, tiny_sentences
 
 

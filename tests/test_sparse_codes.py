@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from layershift import sparse_codes
-from layershift.sae import SAE, SAEConfig, TrainConfig, train_sae
-from layershift.sparse_codes import SparseCodePass, training_terms
-from layershift.training import TRAINER_STATE_FILENAME
+from layershift.core.training import TRAINER_STATE_FILENAME
+from layershift.dictionaries import sparse_codes
+from layershift.dictionaries.sae import SAE, SAEConfig, TrainConfig, train_sae
+from layershift.dictionaries.sparse_codes import SparseCodePass, training_terms
 
 D_IN, D_SAE, N = 12, 20, 16
 PARAMS = ("W_enc", "b_enc", "W_dec", "b_dec")

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from layershift import sweep as sweep_module
-from layershift.config import from_section
-from layershift.io import write_json
-from layershift.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
-from layershift.shards import ShardWriter
-from layershift.sweep import setting_label, sweep
+from layershift.analysis import sweep as sweep_module
+from layershift.analysis.sweep import setting_label, sweep
+from layershift.core.io import write_json
+from layershift.data.shards import ShardWriter
+from layershift.dictionaries.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
+from layershift.study.schema import from_section
 from tests.helpers import incoherent_atoms
 
 torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Seed-null layout: each stage's SAE has its own seed nulls, drawn from one seed set shared by both stages."""
 
-from layershift import targets as T
+from layershift.study import targets as T
 
 
 def study(null_seeds: int) -> dict:

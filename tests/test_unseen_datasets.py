@@ -9,10 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layershift.data import PrepareConfig, clean_text, labelled_frame, prepare_frame, read_file, read_source
-from layershift.errors import DataError
-from layershift.evaluate import classification_metrics
-from layershift.finetune import score_logits
+from layershift.core.errors import DataError
+from layershift.data.prepare import (
+    PrepareConfig,
+    clean_text,
+    labelled_frame,
+    prepare_frame,
+    read_file,
+    read_source,
+)
+from layershift.models.evaluate import classification_metrics
+from layershift.models.finetune import score_logits
 
 N = 30
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from layershift.errors import ArtifactError, LayershiftError
-from layershift.io import read_table, reading
+from layershift.core.errors import ArtifactError, LayershiftError
+from layershift.core.io import read_table, reading
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -117,9 +117,9 @@ def _count(minimum: int):
 
 
 def costs(args: argparse.Namespace) -> int:
-    """Predicted time, memory and disk of a study, per rule (layershift.costs; no data or model is loaded)."""
-    from layershift.config import load_yaml, validate_schema
-    from layershift.costs import report_markdown
+    """Predicted time, memory and disk of a study, per rule (layershift.costs.model; no data or model is loaded)."""
+    from layershift.costs.model import report_markdown
+    from layershift.study.schema import load_yaml, validate_schema
 
     config = validate_schema(load_yaml(args.config), str(args.config))
     print(report_markdown(config, args.results, cores=args.cores, gpu_nodes=args.gpu_nodes))

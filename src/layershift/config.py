@@ -1,152 +1,18 @@
-"""Study configuration: schema validation with defaults, then semantic checks, each failure one line.
+"""A whole study's configuration checked before any job: the schema (with its defaults), then what the schema
+cannot express (split sums, files and columns, model depth and lengths, offline hub ids), each failure one line.
+It sits above every subpackage because its checks use the data and model layers.
 
 Every message names the config file and the dotted key (``config.yaml: models.minilm.sae_layers[2]: ...``).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from pathlib import Path
 
-import jsonschema
-import yaml
-
-from layershift import targets
-from layershift.errors import ConfigError, LayershiftError
-
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Parse a YAML config file; malformed YAML becomes a one-line ConfigError with the line number."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(err, 'problem', err)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid UTF-8") from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}"
-        )
-    return data
-
-
-def exit_on_bad_yaml(path: str | Path) -> None:
-    """Stop the process with a one-line message if ``path`` is missing or not valid YAML."""
-    import sys
-
-    try:
-        load_yaml(path)
-    except ConfigError as err:
-        sys.stderr.write(f"layershift: {err}\n")
-        sys.exit(1)
-
-
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    return yaml.safe_load(Path(path).read_text())
-
-
-def _with_defaults(validator_class):
-    """A jsonschema validator that also fills ``default`` values into the instance."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def fill_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub and name not in instance:
-                    instance[name] = _copy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    # JSON Schema counts 1.0 as an integer, but a float where the code expects an int (a layer index, a seed,
-    # a width, a batch size) fails only inside a job (torch, numpy, sklearn) or, as a layer, as a Snakemake
-    # MissingInputException for 'layer1.0'; YAML's `2.0` is a float, so integers must be written as integers
-    strict_integers = validator_class.TYPE_CHECKER.redefine(
-        "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool)
-    )
-    return jsonschema.validators.extend(
-        validator_class, {"properties": fill_defaults}, type_checker=strict_integers
-    )
-
-
-def _copy(value):
-    import copy
-
-    return copy.deepcopy(value)
-
-
-def _key_path(path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _did_you_mean(unknown: str, known, what: str = "keys") -> str:
-    known = [str(k) for k in known]  # may be a one-shot iterator (column names)
-    close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
-    close = close or _abbreviation_matches(unknown, known)
-    return f"; did you mean {close[0]!r}?" if close else f" (known {what}: {', '.join(sorted(known))})"
-
-
-def _abbreviation_matches(unknown: str, known: list[str]) -> list[str]:
-    """Known names that abbreviate ``unknown`` (``lr`` for ``learning_rate``) or are one of its words
-    (``epochs`` in ``num_epochs``): near misses that string similarity does not see."""
-    words = [w for w in unknown.lower().replace("-", "_").split("_") if w]
-    initials = "".join(w[0] for w in words)
-    joined = "_".join(words)
-    return [
-        name
-        for name in known
-        if name.lower() == initials or (len(words) > 1 and f"_{name.lower()}_" in f"_{joined}_")
-    ][:1]
-
-
-def _describe_error(err: jsonschema.ValidationError) -> str:
-    where = _key_path(err.absolute_path)
-    if err.validator == "additionalProperties":
-        known = err.schema.get("properties", {})
-        extra = sorted(set(err.instance) - set(known))
-        if known and extra:
-            key = extra[0]
-            prefix = f"{where}.{key}" if err.absolute_path else key
-            return f"{prefix}: unknown key{_did_you_mean(key, known)}"
-    if err.validator == "required":
-        return f"{where}: {err.message}"
-    if "propertyNames" in err.relative_schema_path:  # an entry's name (the error is the name's own check)
-        if not isinstance(err.instance, str):  # YAML reads `2024:` or `1.5:` as a number
-            return f"{where}: name {err.instance!r} is not a string; quote it in the YAML ('{err.instance}')"
-        return (
-            f"{where}: name {err.instance!r} may only use letters, digits, '_', '.', '-' "
-            "(and start with a letter or digit)"
-        )
-    if err.validator == "type":
-        return f"{where}: expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}"
-    if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        return f"{where}: {err.instance!r} is out of range ({err.validator} {err.validator_value})"
-    if err.validator == "enum":
-        return f"{where}: {err.instance!r} is not one of {err.validator_value}"
-    if err.validator == "minItems" and err.validator_value == 1:
-        return f"{where}: must not be empty"
-    return f"{where}: {err.message}"
-
-
-def validate_schema(config: dict, origin: str, schema: dict | None = None) -> dict:
-    """Validate against the JSON schema and fill defaults in place; raise the most specific error."""
-    schema = schema or load_schema()
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = sorted(
-        validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), str(e.absolute_path))
-    )
-    if errors:
-        raise ConfigError(f"{origin}: {_describe_error(errors[0])}")
-    return config
+from layershift.core.errors import ConfigError, LayershiftError
+from layershift.study import targets
+from layershift.study.schema import did_you_mean, load_yaml, validate_schema
 
 
 def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> None:
@@ -255,18 +121,18 @@ def _names_a_local_path(source: str, base_dir: Path) -> bool:
 
 
 def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config: dict) -> None:
-    from layershift import data
+    from layershift.data import prepare
 
     key = f"datasets.{name}"
     cleaning = dataset.get("cleaning", "paper")
     for i, probe in enumerate(dataset.get("probes") or []):
-        if not data.clean_text(str(probe), cleaning):
+        if not prepare.clean_text(str(probe), cleaning):
             raise ConfigError(
                 f"{origin}: {key}.probes[{i}]: {probe!r} is empty after cleaning ({cleaning!r}): no token of"
                 " it would reach the SAEs"
             )
     source = dataset["source"]
-    if data.is_hub_source(source):
+    if prepare.is_hub_source(source):
         # a misspelt file, not a hub id ('name' or 'namespace/name')
         if _names_a_local_path(source, base_dir):
             raise ConfigError(
@@ -275,19 +141,19 @@ def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config
             )
         return  # checked when the download/prepare step runs (hub access may need the network)
     path = Path(source) if Path(source).is_absolute() else base_dir / source
-    if path.suffix.lower() not in data.FILE_READERS:
+    if path.suffix.lower() not in prepare.FILE_READERS:
         raise ConfigError(
             f"{origin}: {key}.source: {source!r} is neither a hub id nor a .csv/.parquet/.jsonl file"
         )
     if not path.is_file():
         raise ConfigError(f"{origin}: {key}.source: file {source!r} does not exist")
     try:
-        frame = data.read_file(path)
+        frame = prepare.read_file(path)
     except LayershiftError as err:
         raise ConfigError(f"{origin}: {key}.source: {err}") from None
     for field in ("text", "label"):
         if dataset[field] not in frame.columns:
-            hint = _did_you_mean(dataset[field], frame.columns, what="columns")
+            hint = did_you_mean(dataset[field], frame.columns, what="columns")
             raise ConfigError(f"{origin}: {key}.{field}: column {dataset[field]!r} not in {source}{hint}")
     if path.stat().st_size <= CONTENT_CHECK_MAX_BYTES:
         _check_rows(frame, dataset, key, origin, config)
@@ -295,10 +161,10 @@ def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config
 
 def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> None:
     """Run the failing part of preparation (clean, label, size checks) so unusable rows fail here, not in a job."""
-    from layershift import data
+    from layershift.data import prepare
 
-    raw = data.select_columns(frame, dataset["text"], dataset["label"], dataset["source"])
-    settings = data.PrepareConfig(
+    raw = prepare.select_columns(frame, dataset["text"], dataset["label"], dataset["source"])
+    settings = prepare.PrepareConfig(
         max_rows=config["data"]["max_rows"],
         split=config["data"]["split"],
         max_chars=config["data"]["max_chars"],
@@ -306,18 +172,20 @@ def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> No
         cleaning=dataset.get("cleaning", "paper"),  # as the prepare job cleans it
     )
     try:
-        data.labelled_frame(raw, settings, origin=dataset["source"], keep_labels=dataset.get("keep_labels"))
+        prepare.labelled_frame(
+            raw, settings, origin=dataset["source"], keep_labels=dataset.get("keep_labels")
+        )
     except LayershiftError as err:
         raise ConfigError(f"{origin}: {key}: {err}") from None
 
 
 def _check_model(name: str, model: dict, origin: str, max_length: int) -> None:
-    from layershift import models
+    from layershift.models import sources
 
     key = f"models.{name}"
-    if models.parse_source(model["source"]).kind == "onnx-package":
+    if sources.parse_source(model["source"]).kind == "onnx-package":
         try:
-            models.onnx_tokenizer_dir(model)
+            sources.onnx_tokenizer_dir(model)
         except LayershiftError as err:
             raise ConfigError(f"{origin}: {key}.tokenizer: {err}") from None
     elif "tokenizer" in model:
@@ -331,7 +199,7 @@ def _check_model(name: str, model: dict, origin: str, max_length: int) -> None:
         raise ConfigError(f"{origin}: {key}.source: {err}") from None
     if depth is None:
         return
-    problem = models.max_length_problem(name, max_length, model_max_tokens(model))
+    problem = sources.max_length_problem(name, max_length, model_max_tokens(model))
     if problem:
         raise ConfigError(f"{origin}: {problem}")
     for i, layer in enumerate(model["sae_layers"]):
@@ -344,28 +212,28 @@ def _check_model(name: str, model: dict, origin: str, max_length: int) -> None:
 
 def model_depth(model: dict) -> int | None:
     """Number of hidden layers of a configured model, read without loading weights (None if unknown yet)."""
-    from layershift import models
+    from layershift.models import sources
 
-    source = models.parse_source(model["source"])
+    source = sources.parse_source(model["source"])
     if source.kind == "onnx-package":
-        return models.onnx_layer_count(models.package_file(source.value, ".onnx"))
-    model_dir = models.local_model_dir(source, model.get("revision"))  # the snapshot resolve_model will use
+        return sources.onnx_layer_count(sources.package_file(source.value, ".onnx"))
+    model_dir = sources.local_model_dir(source, model.get("revision"))  # the snapshot resolve_model will use
     if model_dir is not None:
-        return models.describe_model(model_dir)["num_hidden_layers"]
-    if models.hub_offline() or not models.hub_reachable():
-        raise ConfigError(models.offline_message(source.value))
+        return sources.describe_model(model_dir)["num_hidden_layers"]
+    if sources.hub_offline() or not sources.hub_reachable():
+        raise ConfigError(sources.offline_message(source.value))
     return None  # a hub model not cached yet: resolve_model downloads it and checks its depth
 
 
 def model_max_tokens(model: dict) -> int | None:
     """Longest input (tokens) a configured local model's position embeddings allow; None if unknown or unbounded."""
-    from layershift import models
+    from layershift.models import sources
 
-    source = models.parse_source(model["source"])
+    source = sources.parse_source(model["source"])
     if source.kind == "onnx-package":  # imported into a BertModel with the ONNX file's position table
-        return models.onnx_position_count(models.package_file(source.value, ".onnx"))
-    model_dir = models.local_model_dir(source, model.get("revision"))
-    return None if model_dir is None else models.max_input_tokens(models.read_model_config(model_dir))
+        return sources.onnx_position_count(sources.package_file(source.value, ".onnx"))
+    model_dir = sources.local_model_dir(source, model.get("revision"))
+    return None if model_dir is None else sources.max_input_tokens(sources.read_model_config(model_dir))
 
 
 def validate_config(config: dict, origin: str = "config.yaml", base_dir: str | Path = ".") -> dict:
@@ -377,14 +245,3 @@ def validate_config(config: dict, origin: str = "config.yaml", base_dir: str | P
 
 def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:
     return validate_config(load_yaml(path), str(path), base_dir)
-
-
-def from_section(cls, section: dict, **values):
-    """A settings dataclass from a study config section: every key of ``section`` that names a field of ``cls``
-    (the YAML key *is* the field name, one name from config to code), then ``values`` for what the section
-    does not hold (widths, seeds, threads, provenance). Keys that are not fields belong to the rule
-    (e.g. ``sae.null_seeds``)."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in section.items() if k in names and k not in values}, **values)

@@ -8,12 +8,13 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # run from a checkout e
 
 from snakemake.utils import validate
 
-from layershift import targets as T
-from layershift.costs import job_resources
-from layershift.config import SCHEMA_PATH, validate_config
-from layershift.data import is_hub_source
-from layershift.errors import LayershiftError
-from layershift.targets import all_targets
+from layershift.study import targets as T
+from layershift.costs.model import job_resources
+from layershift.config import validate_config
+from layershift.study.schema import SCHEMA_PATH
+from layershift.data.prepare import is_hub_source
+from layershift.core.errors import LayershiftError
+from layershift.study.targets import all_targets
 
 CONFIG_ORIGIN = str(workflow.configfiles[-1]) if workflow.configfiles else "config"
 try:
@@ -93,7 +94,7 @@ def gpu_resources(mem_mb, runtime):
 
 
 def predicted(rule):
-    """`mem_mb` and `runtime` of a rule's jobs from the cost model (layershift.costs, fitted by
+    """`mem_mb` and `runtime` of a rule's jobs from the cost model (layershift.costs.model, fitted by
     bench/bench_costs.py): predicted for this job's model, dataset and layer, x2 time and x1.5 memory,
     at least 5 min and 2,000 MB; a SLURM retry (`attempt` 2) asks for twice as much."""
 

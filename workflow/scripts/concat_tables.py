@@ -1,5 +1,5 @@
-from layershift.runtime import script_context
-from layershift.tables import concat_parquet
+from layershift.core.runtime import script_context
+from layershift.report.tables import concat_parquet
 
 with script_context(snakemake) as sm:
     concat_parquet(sm.input, sm.output[0])

@@ -1,9 +1,13 @@
 from pathlib import Path
 
-from layershift.config import from_section
-from layershift.crosscoder import CrosscoderConfig, CrosscoderTrainConfig, fit_and_save_crosscoder
-from layershift.runtime import checkpoint_dir, clear_checkpoints, script_context
-from layershift.shards import ShardReader, layer_shard_dir
+from layershift.core.runtime import checkpoint_dir, clear_checkpoints, script_context
+from layershift.data.shards import ShardReader, layer_shard_dir
+from layershift.dictionaries.crosscoder import (
+    CrosscoderConfig,
+    CrosscoderTrainConfig,
+    fit_and_save_crosscoder,
+)
+from layershift.study.schema import from_section
 
 with script_context(snakemake) as sm:
     w, p = sm.wildcards, sm.params

@@ -1,14 +1,14 @@
 from pathlib import Path
 
-from layershift.config import from_section
-from layershift.crosscoder import crosscoder_sae_agreement, load_crosscoder
-from layershift.diff import DiffConfig, diff_saes
-from layershift.features import attach_top_tokens
-from layershift.io import read_table, write_json, write_parquet
-from layershift.runtime import script_context
-from layershift.sae import load_sae
-from layershift.shards import layer_shard_dir, paired_batches
-from layershift.targets import STAGES
+from layershift.analysis.diff import DiffConfig, diff_saes
+from layershift.analysis.features import attach_top_tokens
+from layershift.core.io import read_table, write_json, write_parquet
+from layershift.core.runtime import script_context
+from layershift.data.shards import layer_shard_dir, paired_batches
+from layershift.dictionaries.crosscoder import crosscoder_sae_agreement, load_crosscoder
+from layershift.dictionaries.sae import load_sae
+from layershift.study.schema import from_section
+from layershift.study.targets import STAGES
 
 with script_context(snakemake) as sm:
     w, p = sm.wildcards, sm.params

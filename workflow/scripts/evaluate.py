@@ -1,10 +1,10 @@
 from pathlib import Path
 
-from layershift.data import load_label_names, load_split
-from layershift.evaluate import classification_report
-from layershift.io import write_json
-from layershift.models import pointer_dir
-from layershift.runtime import script_context
+from layershift.core.io import write_json
+from layershift.core.runtime import script_context
+from layershift.data.prepare import load_label_names, load_split
+from layershift.models.evaluate import classification_report
+from layershift.models.sources import pointer_dir
 
 with script_context(snakemake) as sm:
     report = classification_report(

@@ -1,10 +1,10 @@
 from pathlib import Path
 
-from layershift.activations import ExtractConfig, extract_activations
-from layershift.config import from_section
-from layershift.data import load_split
-from layershift.models import pointer_dir
-from layershift.runtime import script_context
+from layershift.core.runtime import script_context
+from layershift.data.prepare import load_split
+from layershift.models.extract import ExtractConfig, extract_activations
+from layershift.models.sources import pointer_dir
+from layershift.study.schema import from_section
 
 with script_context(snakemake) as sm:
     w, act = sm.wildcards, sm.params.activations

@@ -1,12 +1,12 @@
 from pathlib import Path
 
-from layershift.features import feature_statistics, top_activating_tokens
-from layershift.io import read_table, write_parquet
-from layershift.probes import probe_table, token_kind_shares
-from layershift.runtime import script_context
-from layershift.sae import load_sae
-from layershift.shards import layer_shard_dir
-from layershift.targets import STAGES
+from layershift.analysis.features import feature_statistics, top_activating_tokens
+from layershift.core.io import read_table, write_parquet
+from layershift.core.runtime import script_context
+from layershift.data.shards import layer_shard_dir
+from layershift.dictionaries.sae import load_sae
+from layershift.models.probes import probe_table, token_kind_shares
+from layershift.study.targets import STAGES
 
 with script_context(snakemake) as sm:
     w, params = sm.wildcards, sm.params.features

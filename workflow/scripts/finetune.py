@@ -1,11 +1,11 @@
 from pathlib import Path
 
-from layershift.config import from_section
-from layershift.data import load_label_names, load_split
-from layershift.finetune import FinetuneConfig, finetune
-from layershift.io import atomic_path
-from layershift.models import pointer_dir
-from layershift.runtime import script_context
+from layershift.core.io import atomic_path
+from layershift.core.runtime import script_context
+from layershift.data.prepare import load_label_names, load_split
+from layershift.models.finetune import FinetuneConfig, finetune
+from layershift.models.sources import pointer_dir
+from layershift.study.schema import from_section
 
 with script_context(snakemake) as sm:
     cfg = from_section(FinetuneConfig, sm.params.finetune, seed=sm.params.seed, threads=sm.threads)

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from layershift.models import onnx_tokenizer_dir, package_file, parse_source
-from layershift.onnx_import import import_onnx_bert
-from layershift.runtime import script_context
+from layershift.core.runtime import script_context
+from layershift.models.onnx_import import import_onnx_bert
+from layershift.models.sources import onnx_tokenizer_dir, package_file, parse_source
 
 with script_context(snakemake) as sm:
     spec = sm.params.model

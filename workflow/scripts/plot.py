@@ -1,5 +1,5 @@
-from layershift.plots import draw
-from layershift.runtime import script_context
+from layershift.core.runtime import script_context
+from layershift.report.figures import draw
 
 with script_context(snakemake) as sm:
     params = dict(sm.params.items())

@@ -1,6 +1,6 @@
-from layershift.config import from_section
-from layershift.data import PrepareConfig, prepare_dataset
-from layershift.runtime import script_context
+from layershift.core.runtime import script_context
+from layershift.data.prepare import PrepareConfig, prepare_dataset
+from layershift.study.schema import from_section
 
 with script_context(snakemake, offline=False) as sm:
     ds, data = sm.params.dataset, sm.params.data

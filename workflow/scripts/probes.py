@@ -1,10 +1,10 @@
 from pathlib import Path
 
-from layershift.data import clean_text, load_split
-from layershift.io import write_parquet
-from layershift.models import pointer_dir
-from layershift.probes import probe_states
-from layershift.runtime import script_context
+from layershift.core.io import write_parquet
+from layershift.core.runtime import script_context
+from layershift.data.prepare import clean_text, load_split
+from layershift.models.probes import probe_states
+from layershift.models.sources import pointer_dir
 
 with script_context(snakemake) as sm:
     w = sm.wildcards

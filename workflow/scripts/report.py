@@ -1,7 +1,7 @@
 from glob import glob
 
-from layershift.report import build_report
-from layershift.runtime import script_context
+from layershift.core.runtime import script_context
+from layershift.report.html import build_report
 
 with script_context(snakemake) as sm:
     groups = {

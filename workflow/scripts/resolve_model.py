@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from layershift.io import write_json
-from layershift.models import check_layers, check_max_length, resolve_pretrained
-from layershift.runtime import script_context
+from layershift.core.io import write_json
+from layershift.core.runtime import script_context
+from layershift.models.sources import check_layers, check_max_length, resolve_pretrained
 
 with script_context(snakemake, offline=False) as sm:
     spec = sm.params.model

@@ -1,7 +1,7 @@
-from layershift.io import write_parquet
-from layershift.runtime import script_context
-from layershift.shards import layer_shard_dir
-from layershift.sweep import sweep
+from layershift.analysis.sweep import sweep
+from layershift.core.io import write_parquet
+from layershift.core.runtime import script_context
+from layershift.data.shards import layer_shard_dir
 
 with script_context(snakemake) as sm:
     w, p = sm.wildcards, sm.params

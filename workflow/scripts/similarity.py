@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from layershift.io import write_parquet
-from layershift.runtime import script_context
-from layershift.similarity import layer_similarity
+from layershift.analysis.similarity import layer_similarity
+from layershift.core.io import write_parquet
+from layershift.core.runtime import script_context
 
 with script_context(snakemake) as sm:
     w = sm.wildcards

@@ -1,11 +1,11 @@
 from pathlib import Path
 
-from layershift.config import from_section
-from layershift.io import write_json
-from layershift.runtime import checkpoint_dir, clear_checkpoints, script_context
-from layershift.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
-from layershift.shards import ShardReader, layer_shard_dir
-from layershift.targets import STAGES
+from layershift.core.io import write_json
+from layershift.core.runtime import checkpoint_dir, clear_checkpoints, script_context
+from layershift.data.shards import ShardReader, layer_shard_dir
+from layershift.dictionaries.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
+from layershift.study.schema import from_section
+from layershift.study.targets import STAGES
 
 with script_context(snakemake) as sm:
     w, out, section = sm.wildcards, sm.output, sm.params.sae

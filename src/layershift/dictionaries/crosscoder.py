@@ -52,11 +52,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from layershift import training
-from layershift.config import from_section
-from layershift.diff import SIDE_A, SIDE_B, decoder_cosine_matrix, decoder_rows
-from layershift.io import read_json, read_safetensors, write_json, write_safetensors
-from layershift.shards import keep_pair_in_memory, open_paired, shard_provenance, zip_paired
+from layershift.analysis.diff import SIDE_A, SIDE_B, decoder_cosine_matrix, decoder_rows
+from layershift.core import training
+from layershift.core.io import read_json, read_safetensors, write_json, write_safetensors
+from layershift.data.shards import keep_pair_in_memory, open_paired, shard_provenance, zip_paired
+from layershift.study.schema import from_section
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "crosscoder_weights.safetensors"
@@ -388,8 +388,8 @@ def train_crosscoder_on_shards(
 ) -> tuple[Crosscoder, dict]:
     """Train on two layers' Parquet shards of the same tokens (pretrained ``dir_a``, fine-tuned ``dir_b``).
 
-    Row groups are checked to pair up (:func:`~layershift.shards.open_paired`); the rows held out for the
-    evaluation metrics are :func:`~layershift.shards.holdout_rows` of ``train.split_seed`` (the SAEs' rows
+    Row groups are checked to pair up (:func:`~layershift.data.shards.open_paired`); the rows held out for the
+    evaluation metrics are :func:`~layershift.data.shards.holdout_rows` of ``train.split_seed`` (the SAEs' rows
     with the same split seed); epoch ``e`` shuffles with seed ``train.seed + e``, the same permutation for
     both models. Shard metadata (model, dataset, layer) fills ``cfg.metadata``.
     """
@@ -477,7 +477,7 @@ def _train(paired_batches, cfg, train, checkpoint_dir, progress) -> tuple[Crossc
 
 
 class CrosscoderSteps:
-    """One Adam step per paired batch for :func:`~layershift.training.fit_epochs`: epoch means into ``state``,
+    """One Adam step per paired batch for :func:`~layershift.core.training.fit_epochs`: epoch means into ``state``,
     the BatchTopK threshold from the mean smallest kept score of each pass, idle-token counters for AuxK."""
 
     def __init__(self, cc: Crosscoder, optimizer, train: CrosscoderTrainConfig, state: dict, device) -> None:
@@ -758,8 +758,8 @@ def fit_and_save_crosscoder(
     checkpoint_dir: str | os.PathLike | None = None,
 ) -> tuple[Crosscoder, pd.DataFrame]:
     """Train a crosscoder on two stages' shards of a layer; write weights, cfg, metrics and the latent table."""
-    from layershift.io import write_parquet
-    from layershift.shards import paired_batches
+    from layershift.core.io import write_parquet
+    from layershift.data.shards import paired_batches
 
     cc, metrics = train_crosscoder_on_shards(dir_a, dir_b, cfg, train, checkpoint_dir=checkpoint_dir)
     out_dir = Path(out_dir)

@@ -24,7 +24,7 @@ import torch
 from onnx import numpy_helper
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from layershift.io import atomic_dir, write_json
+from layershift.core.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 

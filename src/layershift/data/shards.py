@@ -5,7 +5,7 @@ One row per (sentence, token). Columns::
     sentence_id  int32    index of the sentence in the extracted split
     position     int32    token position in the sentence (0 = [CLS])
     token_id     int32    tokenizer id
-    token        string   the token as shown (``layershift.tokens.token_strings``: the vocabulary string; byte-level BPE as text)
+    token        string   the token as shown (``layershift.data.tokens.token_strings``: the vocabulary string; byte-level BPE as text)
     activation   fixed_size_list<float16|float32>[d_model]
 
 A layer's shards live in one directory as ``part-00000.parquet, part-00001.parquet, ...`` beside
@@ -26,8 +26,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from layershift.errors import ArtifactError
-from layershift.io import encode_metadata, read_json, read_metadata, reading, vector_compression, write_json
+from layershift.core.errors import ArtifactError
+from layershift.core.io import (
+    encode_metadata,
+    read_json,
+    read_metadata,
+    reading,
+    vector_compression,
+    write_json,
+)
 
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 # rows per shard file, written last by ShardWriter.close; the leading "_" keeps pyarrow / pandas dataset

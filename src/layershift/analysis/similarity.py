@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from layershift.io import read_metadata, read_table
+from layershift.core.io import read_metadata, read_table
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

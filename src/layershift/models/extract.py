@@ -28,11 +28,11 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from layershift.io import atomic_dir, atomic_path, encode_metadata, vector_compression, write_parquet
-from layershift.models import load_encoder, pick_device
-from layershift.runtime import set_threads
-from layershift.shards import ARROW_DTYPES, NUMPY_DTYPES, ShardWriter
-from layershift.tokens import encode_with_kinds, token_strings
+from layershift.core.io import atomic_dir, atomic_path, encode_metadata, vector_compression, write_parquet
+from layershift.core.runtime import set_threads
+from layershift.data.shards import ARROW_DTYPES, NUMPY_DTYPES, ShardWriter
+from layershift.data.tokens import encode_with_kinds, token_strings
+from layershift.models.sources import load_encoder, pick_device
 
 
 @dataclass

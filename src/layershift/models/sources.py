@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from layershift.errors import ModelSourceError
+from layershift.core.errors import ModelSourceError
 
 KINDS = ("hub", "path", "package", "onnx-package")
 
@@ -401,7 +401,7 @@ def load_encoder(model_dir: str | Path, device: str = "cpu"):
 
 
 def pick_device(requested: str = "auto") -> str:
-    """:func:`layershift.training.resolve_device` as a string (what ``from_pretrained(...).to`` takes)."""
-    from layershift.training import resolve_device
+    """:func:`layershift.core.training.resolve_device` as a string (what ``from_pretrained(...).to`` takes)."""
+    from layershift.core.training import resolve_device
 
     return str(resolve_device(requested))

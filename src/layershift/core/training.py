@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from layershift.io import atomic_dir, read_json, remove_tree, write_json
+from layershift.core.io import atomic_dir, read_json, remove_tree, write_json
 
 OPTIMIZER_FILENAME = "optimizer.safetensors"
 TRAINER_STATE_FILENAME = "trainer_state.json"

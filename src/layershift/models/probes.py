@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from layershift.io import read_table
-from layershift.models import load_encoder, pick_device
-from layershift.shards import token_activations
-from layershift.tokens import encode_with_kinds, token_strings
+from layershift.core.io import read_table
+from layershift.data.shards import token_activations
+from layershift.data.tokens import encode_with_kinds, token_strings
+from layershift.models.sources import load_encoder, pick_device
 
 SPECIAL = re.compile(r"^\[(CLS|SEP|PAD|UNK|MASK)\]$|^<.*>$")
 PUNCT = re.compile(r"^[^\w]+$")
@@ -22,7 +22,7 @@ PUNCT = re.compile(r"^[^\w]+$")
 def token_kind(token: str) -> str:
     """A WordPiece-only guess from the spelling: 'special' ([CLS], <s>, ...), 'punctuation', 'subword'
     (##...), or 'word'. Only for tables written before kinds came from the tokenizer
-    (``layershift.tokens``); it misreads BPE (Ġ) and SentencePiece (▁) word starts."""
+    (``layershift.data.tokens``); it misreads BPE (Ġ) and SentencePiece (▁) word starts."""
     if SPECIAL.match(token):
         return "special"
     if PUNCT.match(token):

@@ -10,7 +10,7 @@ Each feature is compared by two independent signals:
 * its **activation pattern**: the Pearson correlation of the two matched features' activations on the same
   tokens, accumulated in float64 over streamed batches for the matched pairs only.
 
-**Chance** (:mod:`layershift.chance`). A matched pair is the best of hundreds of candidates, so unrelated
+**Chance** (:mod:`layershift.analysis.chance`). A matched pair is the best of hundreds of candidates, so unrelated
 dictionaries match well above 0 (two random 512 x 384 dictionaries: median ≈ 0.15, 99th percentile ≈ 0.2).
 Every diff measures, for the live shapes it matches, the matched cosine of random isotropic dictionaries and
 the matched activation correlation of random ReLU encoders (on a bounded in-memory sample of rows); the
@@ -59,8 +59,8 @@ import pandas as pd
 import torch
 
 # the matching primitives live in chance.py (which the labelling below needs); importable from here as before
-from layershift import chance
-from layershift.chance import decoder_cosine_matrix, optimal_matching, unit_rows  # noqa: F401
+from layershift.analysis import chance
+from layershift.analysis.chance import decoder_cosine_matrix, optimal_matching, unit_rows  # noqa: F401
 
 SIDE_A = "pretrained"  # the reference side (in a seed null: the first seed)
 SIDE_B = "finetuned"  # the compared side (in a seed null: the second seed)
@@ -426,7 +426,7 @@ def calibrate_thresholds(
       stability cut. It lowers τ only, so with reproducible SAEs (seed noise 0.95) it calls a 0.72 match
       retained; :func:`diff_saes` reports capped labels beside the headline, which has no cap.
     * Chance = ``chance_*``, the 99th percentile of what random matching produces
-      (:mod:`layershift.chance`); floors = halfway from chance to τ (:func:`thresholds_between`).
+      (:mod:`layershift.analysis.chance`); floors = halfway from chance to τ (:func:`thresholds_between`).
     """
     if not 0.0 < quantile < 0.5:
         raise ValueError(f"quantile must be in (0, 0.5), got {quantile}")
@@ -701,8 +701,8 @@ def matching_chance(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Matched cosines and correlations that chance alone gives for the live shapes of ``match_df``.
 
-    Cosine: :func:`~layershift.chance.random_matching_null` of the live counts. Correlation:
-    :func:`~layershift.chance.random_encoder_correlation_null` of A's live features on the row sample
+    Cosine: :func:`~layershift.analysis.chance.random_matching_null` of the live counts. Correlation:
+    :func:`~layershift.analysis.chance.random_encoder_correlation_null` of A's live features on the row sample
     ``x_a`` against random encoders on ``x_b`` firing at B's live rates (the bounded in-memory sample of
     :func:`sample_rows`, not the full stream).
     """
@@ -742,7 +742,7 @@ def diff_saes(
     1. match A against B, A against ``null_a`` on ``(x_a, x_a)``, B against ``null_b`` on ``(x_b, x_b)``;
     2. chance: random-matching quantiles for each of those live shapes (:func:`matching_chance`), and for
        the cross-stage shape also random rows in the decoders' own spectrum
-       (:func:`~layershift.chance.random_matching_null_like`); the chance level c = the largest 99th
+       (:func:`~layershift.analysis.chance.random_matching_null_like`); the chance level c = the largest 99th
        percentile among them;
     3. stability (:func:`mark_stability`) against each stage's own null, cut at c + ``stable_gap``·(1 − c);
     4. τ from the stable features of both nulls (:func:`calibrate_thresholds`: seed noise − ``tolerance_*``,

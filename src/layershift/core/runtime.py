@@ -11,7 +11,7 @@ import sys
 import time
 import traceback
 
-from layershift.errors import LayershiftError
+from layershift.core.errors import LayershiftError
 
 
 def set_threads(threads: int | None) -> None:
@@ -124,6 +124,6 @@ def checkpoint_dir(base: str, settings: dict) -> str:
 
 def clear_checkpoints(path: str) -> None:
     """Remove a finished job's resume directory (the outputs are complete; nothing to resume)."""
-    from layershift.io import remove_tree
+    from layershift.core.io import remove_tree
 
     remove_tree(path)

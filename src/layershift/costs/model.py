@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from importlib import resources as importlib_resources
 from pathlib import Path
 
-from layershift import targets as _targets
+from layershift.study import targets as _targets
 
 COEFFICIENTS_FILE = "cost_coefficients.json"
 COMPUTE_RULES = (
@@ -143,24 +143,24 @@ def _shape_from_config(cfg: dict, basis: str) -> Shape:
 
 @functools.lru_cache(maxsize=64)
 def _model_shape(source: str, onnx_import_dir: str) -> Shape:
-    from layershift import models
+    from layershift.models import sources
 
-    parsed = models.parse_source(source)
+    parsed = sources.parse_source(source)
     try:
         if parsed.kind == "onnx-package":
             imported = Path(onnx_import_dir) / "config.json"
             if imported.is_file():
                 return _shape_from_config(json.loads(imported.read_text()), "imported config.json")
             # before the import: the depth from the ONNX graph, MiniLM-like widths
-            depth = models.onnx_layer_count(models.package_file(parsed.value, ".onnx"))
+            depth = sources.onnx_layer_count(sources.package_file(parsed.value, ".onnx"))
             return Shape(depth, 384, 1536, 30522, 12, basis="onnx depth, assumed width 384")
         if parsed.kind == "hub" and parsed.value in KNOWN_SHAPES:
-            local = models.cached_hub_dir(parsed.value)
+            local = sources.cached_hub_dir(parsed.value)
             if local is None:
                 return Shape(*KNOWN_SHAPES[parsed.value], basis="known hub shape")
-        model_dir = models.local_model_dir(parsed)
+        model_dir = sources.local_model_dir(parsed)
         if model_dir is not None:
-            return _shape_from_config(models.read_model_config(model_dir), "config.json")
+            return _shape_from_config(sources.read_model_config(model_dir), "config.json")
     except Exception:  # noqa: BLE001 - a cost estimate must never stop the workflow
         pass
     if parsed.kind == "hub" and parsed.value in KNOWN_SHAPES:
@@ -245,7 +245,7 @@ def sae_count(config: dict) -> int:
 
 def _seeded(config: dict) -> dict:
     """``config`` with the schema's seed defaults where a (cut or hand-made) config leaves them out: the
-    seed and ``sae.null_seeds``, which the seed-null layout in :mod:`layershift.targets` reads."""
+    seed and ``sae.null_seeds``, which the seed-null layout in :mod:`layershift.study.targets` reads."""
     return {"seed": 0, **config, "sae": {"null_seeds": 1, **config.get("sae", {})}}
 
 
@@ -396,7 +396,7 @@ def load_coefficients(path: str | None = None) -> dict:
     """The fitted coefficients (``cost_coefficients.json`` shipped with the package, or ``path``)."""
     if path is not None:
         return json.loads(Path(path).read_text())
-    text = importlib_resources.files("layershift").joinpath(COEFFICIENTS_FILE).read_text()
+    text = importlib_resources.files("layershift.costs").joinpath(COEFFICIENTS_FILE).read_text()
     return json.loads(text)
 
 

@@ -31,10 +31,10 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 from tqdm import tqdm
 
-from layershift.errors import DataError
-from layershift.io import atomic_dir, read_json, remove_tree, write_json
-from layershift.runtime import set_threads
-from layershift.training import resolve_device, seed_everything
+from layershift.core.errors import DataError
+from layershift.core.io import atomic_dir, read_json, remove_tree, write_json
+from layershift.core.runtime import set_threads
+from layershift.core.training import resolve_device, seed_everything
 
 LOG_COLUMNS = [
     "epoch",

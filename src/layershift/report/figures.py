@@ -43,8 +43,8 @@ def _scipy_hidden():
 with _scipy_hidden():
     import seaborn as sns  # noqa: E402
 
-from layershift.io import atomic_path, read_json, read_table  # noqa: E402
-from layershift.similarity import MEASURES  # noqa: E402
+from layershift.analysis.similarity import MEASURES  # noqa: E402
+from layershift.core.io import atomic_path, read_json, read_table  # noqa: E402
 
 ROW_NAMES = {
     "pretrained": "pre-trained + random head",
@@ -239,7 +239,7 @@ def plot_sae_sweep(inputs, wc, params) -> plt.Figure:
     """The settings frontier of one layer: seed reproducibility (median matched decoder cosine of two seeds)
     against held-out explained variance, a point per setting sized by L0, with the acceptance lines
     (median 0.7, EV 0.6) and the random-matching 99th percentile."""
-    from layershift.sweep import MIN_EXPLAINED_VARIANCE
+    from layershift.analysis.sweep import MIN_EXPLAINED_VARIANCE
 
     frame = read_table(inputs[0])
     frame = frame.assign(**{"L0 (active latents)": frame["l0"].round(1)})

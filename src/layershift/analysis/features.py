@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from layershift.sae import SAE, to_tensor
-from layershift.shards import ShardReader, activations
+from layershift.data.shards import ShardReader, activations
+from layershift.dictionaries.sae import SAE, to_tensor
 
 TOP_TOKEN_COLUMNS = ["feature", "rank", "sentence_id", "position", "token", "activation", "context"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from layershift.errors import DataError
-from layershift.io import read_table, write_json, write_parquet
+from layershift.core.errors import DataError
+from layershift.core.io import read_table, write_json, write_parquet
 
 SPLITS = ("train", "validation", "test")
 FILE_READERS = {

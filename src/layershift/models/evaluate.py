@@ -6,7 +6,7 @@ Three rows per model × dataset, all on the same test split:
   "pre-trained" column: what the model does before any task training, i.e. about chance);
 - ``linear_probe``: a logistic regression on frozen, mean-pooled pretrained features (a stronger "before"
   baseline: how much of the task is already linearly readable from the untouched encoder);
-- ``finetuned``: the fine-tuned model written by :func:`layershift.finetune.finetune`.
+- ``finetuned``: the fine-tuned model written by :func:`layershift.models.finetune.finetune`.
 
 Each row is a :func:`classification_metrics` dict (the paper's Fig. 6 classification reports).
 """
@@ -24,7 +24,9 @@ from sklearn.metrics import classification_report as sk_classification_report
 from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.preprocessing import StandardScaler
 
-from layershift.finetune import (
+from layershift.core.runtime import set_threads
+from layershift.core.training import resolve_device, seed_everything
+from layershift.models.finetune import (
     Batch,
     encode_split,
     encode_texts,
@@ -35,8 +37,6 @@ from layershift.finetune import (
     make_batches,
     predict_logits,
 )
-from layershift.runtime import set_threads
-from layershift.training import resolve_device, seed_everything
 
 PathLike = str | Path
 

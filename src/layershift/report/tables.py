@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from layershift.io import atomic_path, read_json, read_metadata, read_table, write_parquet
+from layershift.core.io import atomic_path, read_json, read_metadata, read_table, write_parquet
 
 ROWS = ("pretrained", "linear_probe", "finetuned")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, select_autoescape
 
-from layershift.io import atomic_path, read_json, read_table
+from layershift.core.io import atomic_path, read_json, read_table
 
 SECTIONS = [
     ("study", "The study"),

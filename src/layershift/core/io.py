@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from layershift.errors import ArtifactError
+from layershift.core.errors import ArtifactError
 
 METADATA_KEY = b"layershift"
 

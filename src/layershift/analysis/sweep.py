@@ -4,7 +4,7 @@ For one layer's shards and a grid of SAE settings (each a partial ``sae:`` confi
 study's own), train one SAE per seed with the study's trainer (same row-based hold-out) and report per
 setting: held-out explained variance (the worse seed), L0, dead fraction, CPU seconds per SAE, and how well
 the second seed reproduces the first: the median Hungarian-matched decoder cosine of the live features and
-the share above the random-matching 99th percentile (:func:`layershift.chance.seed_reproducibility`).
+the share above the random-matching 99th percentile (:func:`layershift.analysis.chance.seed_reproducibility`).
 A setting is *reproducible* at median ≥ 0.7 and share ≥ 0.8, *faithful* at EV ≥ 0.6.
 
 The study-settings row (a grid point that leaves the study's section as it is) is the study's own SAEs when
@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from layershift.chance import seed_reproducibility
-from layershift.config import from_section
-from layershift.io import read_json
-from layershift.sae import (
+from layershift.analysis.chance import seed_reproducibility
+from layershift.core.io import read_json
+from layershift.data.shards import ShardReader
+from layershift.dictionaries.sae import (
     SAE,
     SAEConfig,
     TrainConfig,
@@ -37,8 +37,8 @@ from layershift.sae import (
     train_sae_on_shards,
     with_epochs_for_tokens,
 )
-from layershift.shards import ShardReader
-from layershift.targets import is_study_setting
+from layershift.study.schema import from_section
+from layershift.study.targets import is_study_setting
 
 MIN_EXPLAINED_VARIANCE = 0.6  # below this an SAE reconstructs too little of the layer to stand for it
 

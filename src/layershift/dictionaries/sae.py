@@ -20,7 +20,7 @@ the training stream and stored in ``cfg.json``; :meth:`SAE.encode` takes *raw* a
 On disk an SAE is a directory with ``cfg.json`` + ``sae_weights.safetensors`` (:func:`save_sae`,
 :func:`load_sae`). :func:`train_sae` streams numpy batches (never the whole matrix), can resume from per-epoch
 checkpoints and ends with the same weights as an uninterrupted run; :func:`train_sae_on_shards` wires it to a
-layer's Parquet shards with held-out rows (the loop and checkpoints are :mod:`layershift.training`'s).
+layer's Parquet shards with held-out rows (the loop and checkpoints are :mod:`layershift.core.training`'s).
 """
 
 from __future__ import annotations
@@ -40,11 +40,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from layershift import sparse_codes
-from layershift.interop import WORKING_WEIGHTS_FILENAME, cfg_from_saelens, fold_normalization, saelens_cfg
-from layershift.io import atomic_path, read_json, read_safetensors, write_json
-from layershift.shards import ShardReader, shard_provenance
-from layershift.training import (
+from layershift.core.io import atomic_path, read_json, read_safetensors, write_json
+from layershift.core.training import (
     explained_variance,
     fit_epochs,
     holdout_metrics,
@@ -55,6 +52,14 @@ from layershift.training import (
     to_tensor,
     torch_threads,
     with_train_config,
+)
+from layershift.data.shards import ShardReader, shard_provenance
+from layershift.dictionaries import sparse_codes
+from layershift.dictionaries.interop import (
+    WORKING_WEIGHTS_FILENAME,
+    cfg_from_saelens,
+    fold_normalization,
+    saelens_cfg,
 )
 
 SAE_CFG_FILENAME = "cfg.json"
@@ -543,7 +548,7 @@ def new_trainer_state() -> dict:
 
 
 class SAESteps:
-    """One Adam step per batch for :func:`~layershift.training.fit_epochs`; per-epoch curves into ``state``."""
+    """One Adam step per batch for :func:`~layershift.core.training.fit_epochs`; per-epoch curves into ``state``."""
 
     def __init__(
         self,
@@ -680,7 +685,7 @@ def train_sae_on_shards(
 ) -> tuple[SAE, dict]:
     """Train on a layer's Parquet shards, holding out rows; metrics include held-out evaluation.
 
-    The held-out rows are :func:`~layershift.shards.holdout_rows` of ``train.split_seed``: with the same
+    The held-out rows are :func:`~layershift.data.shards.holdout_rows` of ``train.split_seed``: with the same
     split seed every SAE of a layer (both stages, the nulls, the crosscoder) trains and evaluates on the same
     row indices. Epoch ``e`` reads the training rows shuffled with seed ``train.seed + e`` (or in storage order
     when ``train.shuffle`` is off). Shard metadata (model, dataset, stage, layer) fills ``cfg.metadata`` and,

@@ -1,0 +1,2 @@
+"""The encoders: where a model comes from (hub, path, package, ONNX import), fine-tuning, evaluation, hidden-state
+extraction and probe sentences. Imports ``core``, ``study`` and ``data``."""
