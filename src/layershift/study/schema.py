@@ -7,6 +7,7 @@ Every message names the config file and the dotted key (``config.yaml: models.mi
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -157,3 +158,24 @@ def from_section(cls, section: dict, **values):
 
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in section.items() if k in names and k not in values}, **values)
+
+
+@functools.cache
+def _schema_properties() -> dict:
+    return load_schema()["properties"]
+
+
+def section_defaults(section: str) -> dict:
+    """The schema's default for every key of a top-level config section that has one (``sae`` -> ``{"lr": ...}``):
+    the one place defaults are written, which the settings dataclasses read for their field defaults."""
+    properties = _schema_properties()[section].get("properties", {})
+    return {key: _copy(spec["default"]) for key, spec in properties.items() if "default" in spec}
+
+
+def schema_default(section: str, key: str):
+    """One key's schema default, for a dataclass field: ``lr: float = schema_default("sae", "lr")``. A key without a
+    schema default is a programming error (KeyError names it)."""
+    defaults = section_defaults(section)
+    if key not in defaults:
+        raise KeyError(f"config schema: {section}.{key} has no default")
+    return defaults[key]
