@@ -1,7 +1,7 @@
 """Every input problem the workflow detects stops the run before any job, with one line naming file and key.
 
-The README's "Bad input" table lists the same cases; each row here feeds one to `snakemake -n` on the tiny
-study and checks the message and that nothing was built.
+The first table of docs/reliability.md lists the same cases; each row here feeds one to `snakemake -n` on
+the tiny study and checks the message and that nothing was built.
 """
 
 from __future__ import annotations
