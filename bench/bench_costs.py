@@ -276,7 +276,7 @@ def compared(measured: float, predicted: float) -> dict:
 
 # The default study (config.yaml: 2 models x 3 datasets, 188 jobs) as measured on this machine, idle, on
 # 2026-12-03 21:59-22:18 UTC with the sparse-code SAE path (sampled codes' gradient) and kept freed memory
-# (README, "What the default study shows"): whole-study wall and CPU seconds (/usr/bin/time of `snakemake
+# (CHANGELOG.md, 2026-12-03): whole-study wall and CPU seconds (/usr/bin/time of `snakemake
 # --cores 2`), and summed job wall seconds per rule (Snakemake's benchmark files; one thread per job, idle
 # machine: close to CPU seconds). Not a fitted point: a check at a larger size, with a second model and
 # three datasets.

@@ -41,7 +41,7 @@ def keep_freed_memory() -> bool:
     inference loop frees and reallocates the same large tensors every step (activations, gradients, a
     BERT's 47 MB word-embedding gradient), so each step faults every page of them in again, zero-filled by
     the kernel: 5.4 million page faults and a fifth of the CPU time of a MiniLM fine-tuning job
-    (``bench/README.md``, "kept freed memory"). Kept, the memory is reused: the peak resident size stays
+    (CHANGELOG.md, 2026-12-03). Kept, the memory is reused: the peak resident size stays
     what the largest step needs, and results are bit-identical."""
     if os.environ.get("LAYERSHIFT_MALLOC", "").lower() == "default":
         return False

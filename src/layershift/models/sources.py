@@ -228,7 +228,7 @@ def _first_key(cfg: dict, keys: tuple[str, ...], what: str, model_dir) -> int:
 
 
 def check_family(cfg: dict, model_dir: str | Path) -> None:
-    """Fail in one line, at config time, for a model this study cannot run (see README, "Encoder families").
+    """Fail in one line, at config time, for a model this study cannot run (docs/configuration.md).
 
     Encoder-decoder models (T5, BART, ...) have no single stack of hidden states for AutoModel to return;
     a model whose tokenizer has no padding token cannot be batched (decoder-only models such as GPT-2 need
