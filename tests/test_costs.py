@@ -203,8 +203,8 @@ def test_token_counts_come_only_from_this_datasets_prepared_splits(tmp_path):
     config = study(tmp_path, rows=1000)
     prepared = tmp_path / "results" / "data" / "d"
     prepared.mkdir(parents=True)
-    for split, n in (("train", 8), ("validation", 1), ("test", 1)):
-        pd.DataFrame({"text": ["a few words here"] * n}).to_parquet(prepared / f"{split}.parquet")
+    for split, rows in (("train", 8), ("validation", 1), ("test", 1)):
+        pd.DataFrame({"text": ["a few words here"] * rows}).to_parquet(prepared / f"{split}.parquet")
 
     def card(source, max_rows):
         (prepared / "card.json").write_text(
@@ -231,7 +231,7 @@ def test_list_schedule_waits_for_upstream_jobs_and_fills_free_slots():
     ]
     assert schedule.list_schedule(jobs, slots=2) == 10 + 4 + 6
     assert schedule.list_schedule(jobs, slots=1) == 10 + 4 + 4 + 6 + 3
-    independent = [("prepare", {"dataset": str(i)}, 5.0) for i in range(4)]
+    independent = [("prepare", {"dataset": str(index)}, 5.0) for index in range(4)]
     assert schedule.list_schedule(independent, slots=2) == 10.0
     assert schedule.list_schedule([], slots=2) == 0.0
 
@@ -245,7 +245,7 @@ def test_every_rule_comes_after_what_it_reads():
     order = schedule.STAGE_ORDER
     assert set(order) == set(WORK) and set(WORK) <= set(names)
     for rule in order:
-        assert all(order.index(up) < order.index(rule) for up in schedule.upstream(rule)), rule
+        assert all(order.index(upstream) < order.index(rule) for upstream in schedule.upstream(rule)), rule
 
 
 def test_the_cost_models_jobs_have_the_tables_wildcards():
@@ -271,8 +271,8 @@ def rule_graph() -> dict[str, set[str]]:
     assert proc.returncode == 0, proc.stderr[-4000:]
     names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', proc.stdout, flags=re.M))
     parents: dict[str, set[str]] = {name: set() for name in names.values()}
-    for up, down in re.findall(r"^\s*(\d+) -> (\d+)$", proc.stdout, flags=re.M):
-        parents[names[down]].add(names[up])
+    for upstream, downstream in re.findall(r"^\s*(\d+) -> (\d+)$", proc.stdout, flags=re.M):
+        parents[names[downstream]].add(names[upstream])
     return parents
 
 
