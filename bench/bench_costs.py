@@ -5,7 +5,7 @@
    ``--workdir/rows<N>`` and run ``snakemake --cores 2`` on it; record the study's wall and CPU time
    (``getrusage`` of the children: Snakemake and every job), its job count and each compute job's
    Snakemake benchmark row (``s``, ``cpu_time``, ``max_rss``), with the job's predicted work units
-   (``layershift.costs.model``) next to it.
+   (``layershift.costs.work``) next to it.
 2. ``fit``: per compute rule, seconds = overhead + coef x work (non-negative least squares on the CPU
    clock) and peak RSS = base + coef x bytes (the largest residual added as slack); every job that has no
    benchmark (figures, tables, report, similarity) gets one mean per-job cost. The fit uses the sizes
@@ -44,7 +44,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import yaml  # noqa: E402
 
-from layershift.costs.model import BORROWED_COEFFICIENTS  # noqa: E402
+from layershift.costs import predict  # noqa: E402
+from layershift.costs.coefficients import BORROWED_COEFFICIENTS, FIT_META, load_coefficients  # noqa: E402
+from layershift.costs.inputs import KNOWN_SHAPES  # noqa: E402
+from layershift.costs.work import COMPUTE_RULES, work  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DATASETS = ("movies",)
@@ -102,8 +105,8 @@ def run_study(rows: int, workdir: Path, cores: int) -> dict:
         "cpu_s": round(cpu, 2),
         "jobs": jobs,
         "cores": cores,
-        "load_before": [round(x, 2) for x in load],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "load_before": [round(average, 2) for average in load],
+        "load_after": [round(average, 2) for average in os.getloadavg()],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     (study / "study.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -145,28 +148,15 @@ def benchmark_rows(study: Path) -> list[dict]:
     return rows
 
 
-WILDCARDS = {
-    "prepare": ("dataset",),
-    "import_onnx": ("model",),
-    "finetune": ("model", "dataset"),
-    "evaluate": ("model", "dataset"),
-    "probes": ("model", "dataset"),
-    "extract": ("model", "dataset", "stage"),
-    "train_sae": ("model", "dataset", "layer"),
-    "features": ("model", "dataset", "layer"),
-    "diff": ("model", "dataset", "layer"),
-    "crosscoder": ("model", "dataset", "layer"),
-    "sae_sweep": ("model", "dataset", "stage", "layer"),
-}
-# rules fitted together with the rule whose coefficients predict them (layershift.costs.model.BORROWED_COEFFICIENTS):
+# rules fitted together with the rule whose coefficients predict them (layershift.costs.coefficients.BORROWED_COEFFICIENTS):
 # the sweep is the SAE trainer on other settings, and its 12 SAEs give the trainer's slope a second, larger
 # point (a per-rule fit of one job per study would be a mean). Not the crosscoder: measured on its own.
 FIT_WITH = {"sae_sweep": BORROWED_COEFFICIENTS["sae_sweep"]}
 
 
 def load_study(rows: int, workdir: Path) -> dict:
-    """A finished study: its record, validated config and every benchmarked job with its work."""
-    from layershift.costs import model as costs
+    """A finished study: its record, validated config and every benchmarked job (a rule with a cost model)
+    with its work."""
     from layershift.study.schema import validate_schema
 
     study = workdir / f"rows{rows}"
@@ -174,32 +164,33 @@ def load_study(rows: int, workdir: Path) -> dict:
     config = validate_schema(yaml.safe_load((study / "config.yaml").read_text()), "config.yaml")
     jobs = []
     for row in probe_rows(study):
-        if row["rule"] not in WILDCARDS:
+        if row["rule"] not in COMPUTE_RULES:
             continue
-        wildcards = {k: str(v) for k, v in row["wildcards"].items()}
+        wildcards = {name: str(value) for name, value in row["wildcards"].items()}
         row = {**row, "cpu_time": row["cpu_s"], "max_rss": row["max_rss_mb"]}
-        w = costs.work(row["rule"], config, wildcards, results=study / "results")
-        jobs.append({**row, "wildcards": wildcards, "gflop": w.flop / 1e9, "bytes": w.bytes})
+        job_work = work(row["rule"], config, wildcards, results=study / "results")
+        jobs.append({**row, "wildcards": wildcards, "gflop": job_work.flop / 1e9, "bytes": job_work.bytes})
     record["config"] = config
     record["benchmarked"] = jobs
     return record
 
 
-def fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
-    """Least squares y = a + b x with a, b >= 0 (the two-variable NNLS, solved in closed form)."""
+def fit_line(work: list[float], seconds: list[float]) -> tuple[float, float]:
+    """Least squares seconds = overhead + slope x work with overhead, slope >= 0 (the two-variable NNLS,
+    solved in closed form)."""
     import numpy as np
 
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) > 1 and np.ptp(x) > 0:
-        b, a = np.polyfit(x, y, 1)
-        if a >= 0 and b >= 0:
-            return float(a), float(b)
-    a0 = float(max(0.0, y.mean()))
-    b0 = float(max(0.0, (x @ y) / (x @ x))) if (x @ x) > 0 else 0.0
+    work, seconds = np.asarray(work, float), np.asarray(seconds, float)
+    if len(work) > 1 and np.ptp(work) > 0:
+        slope, overhead = np.polyfit(work, seconds, 1)
+        if overhead >= 0 and slope >= 0:
+            return float(overhead), float(slope)
+    overhead_only = float(max(0.0, seconds.mean()))
+    slope_only = float(max(0.0, (work @ seconds) / (work @ work))) if (work @ work) > 0 else 0.0
     # the better of "overhead only" and "slope only"
-    if ((y - a0) ** 2).sum() <= ((y - b0 * x) ** 2).sum():
-        return a0, 0.0
-    return 0.0, b0
+    if ((seconds - overhead_only) ** 2).sum() <= ((seconds - slope_only * work) ** 2).sum():
+        return overhead_only, 0.0
+    return 0.0, slope_only
 
 
 def fit(studies: list[dict]) -> dict:
@@ -210,31 +201,34 @@ def fit(studies: list[dict]) -> dict:
         for job in study["benchmarked"]:
             by_rule.setdefault(FIT_WITH.get(job["rule"], job["rule"]), []).append(job)
     for rule, jobs in sorted(by_rule.items()):
-        a, b = fit_line([j["gflop"] for j in jobs], [j["cpu_time"] for j in jobs])
-        base = max(j["max_rss"] - j["bytes"] / 1e6 for j in jobs)
+        overhead, slope = fit_line([job["gflop"] for job in jobs], [job["cpu_time"] for job in jobs])
+        base = max(job["max_rss"] - job["bytes"] / 1e6 for job in jobs)
         rules[rule] = {
-            "overhead_s": round(a, 3),
-            "s_per_gflop": round(b, 6),
+            "overhead_s": round(overhead, 3),
+            "s_per_gflop": round(slope, 6),
             "mem_base_mb": round(base, 1),
             "jobs_fitted": len(jobs),
-            "gflop_range": [round(min(j["gflop"] for j in jobs), 4), round(max(j["gflop"] for j in jobs), 4)],
+            "gflop_range": [
+                round(min(job["gflop"] for job in jobs), 4),
+                round(max(job["gflop"] for job in jobs), 4),
+            ],
         }
-    light_cpu = sum(s["cpu_s"] - sum(j["cpu_time"] for j in s["benchmarked"]) for s in studies)
-    light_jobs = sum(s["jobs"] - len(s["benchmarked"]) for s in studies)
+    light_cpu = sum(
+        study["cpu_s"] - sum(job["cpu_time"] for job in study["benchmarked"]) for study in studies
+    )
+    light_jobs = sum(study["jobs"] - len(study["benchmarked"]) for study in studies)
     return {"rules": rules, "light_job_s": round(light_cpu / max(1, light_jobs), 3)}
 
 
 def predict_measured(study: dict, coefficients: dict) -> dict:
     """Predicted vs measured CPU seconds per rule and for the whole study (and its wall time on the cores)."""
-    from layershift.costs import model as costs
-
     results = Path(study["dir"]) / "results"
     per_rule: dict[str, dict] = {}
     for job in study["benchmarked"]:
-        p = costs.predict_job(
+        prediction = predict.predict_job(
             job["rule"], study["config"], job["wildcards"], results, coefficients=coefficients
         )
-        r = per_rule.setdefault(
+        summary = per_rule.setdefault(
             job["rule"],
             {
                 "jobs": 0,
@@ -244,14 +238,18 @@ def predict_measured(study: dict, coefficients: dict) -> dict:
                 "predicted_rss_mb": 0.0,
             },
         )
-        r["jobs"] += 1
-        r["measured_cpu_s"] += job["cpu_time"]
-        r["predicted_cpu_s"] += p["cpu_s"]
-        r["measured_rss_mb"] = max(r["measured_rss_mb"], job["max_rss"])
-        r["predicted_rss_mb"] = max(r["predicted_rss_mb"], p["mem_mb"])
-    for r in per_rule.values():
-        r["error"] = round(r["predicted_cpu_s"] / r["measured_cpu_s"] - 1, 3) if r["measured_cpu_s"] else None
-    whole = costs.predict_study(study["config"], results, cores=study["cores"], coefficients=coefficients)
+        summary["jobs"] += 1
+        summary["measured_cpu_s"] += job["cpu_time"]
+        summary["predicted_cpu_s"] += prediction["cpu_s"]
+        summary["measured_rss_mb"] = max(summary["measured_rss_mb"], job["max_rss"])
+        summary["predicted_rss_mb"] = max(summary["predicted_rss_mb"], prediction["mem_mb"])
+    for summary in per_rule.values():
+        summary["error"] = (
+            round(summary["predicted_cpu_s"] / summary["measured_cpu_s"] - 1, 3)
+            if summary["measured_cpu_s"]
+            else None
+        )
+    whole = predict.predict_study(study["config"], results, cores=study["cores"], coefficients=coefficients)
     return {
         "rows": study["rows"],
         "rules": per_rule,
@@ -297,38 +295,36 @@ DEFAULT_STUDY = {
 
 
 def default_study_check(coefficients: dict) -> dict:
-    from layershift.costs import model as costs
     from layershift.study.schema import validate_schema
 
     config = validate_schema(yaml.safe_load((ROOT / "config.yaml").read_text()), "config.yaml")
-    p = costs.predict_study(config, ROOT / "results", cores=2, coefficients=coefficients)
+    prediction = predict.predict_study(config, ROOT / "results", cores=2, coefficients=coefficients)
     rules = {
         rule: {
             "measured_s": measured,
-            "predicted_cpu_s": round(p["rules"][rule]["cpu_s"], 1),
-            "error": round(p["rules"][rule]["cpu_s"] / measured - 1, 3),
+            "predicted_cpu_s": round(prediction["rules"][rule]["cpu_s"], 1),
+            "error": round(prediction["rules"][rule]["cpu_s"] / measured - 1, 3),
         }
         for rule, measured in DEFAULT_STUDY["rules_wall_s"].items()
     }
     return {
-        "jobs": {"measured": DEFAULT_STUDY["jobs"], "predicted": p["jobs"]},
-        "cpu_s": compared(DEFAULT_STUDY["cpu_s"], p["cpu_s_total"]),
-        "wall_s": compared(DEFAULT_STUDY["wall_s"], p["wall_s_local"]),
+        "jobs": {"measured": DEFAULT_STUDY["jobs"], "predicted": prediction["jobs"]},
+        "cpu_s": compared(DEFAULT_STUDY["cpu_s"], prediction["cpu_s_total"]),
+        "wall_s": compared(DEFAULT_STUDY["wall_s"], prediction["wall_s_local"]),
         "rules": rules,
     }
 
 
 def fit_and_report(args) -> None:
-    from layershift.costs import model as costs
-
     studies = [load_study(rows, args.workdir) for rows in args.sizes]
     fit_sizes = args.fit or sorted(args.sizes)[:-1]
-    held_out = [s for s in studies if s["rows"] not in fit_sizes]
-    partial = {**fit([s for s in studies if s["rows"] in fit_sizes]), **costs.FIT_META}
-    full = {**fit(studies), **costs.FIT_META}
+    held_out = [study for study in studies if study["rows"] not in fit_sizes]
+    partial = {**fit([study for study in studies if study["rows"] in fit_sizes]), **FIT_META}
+    full = {**fit(studies), **FIT_META}
     full["fitted_on"] = {
         "studies": [
-            f"default study cut to {MODEL} x {', '.join(DATASETS)}, max_rows {s['rows']}" for s in studies
+            f"default study cut to {MODEL} x {', '.join(DATASETS)}, max_rows {study['rows']}"
+            for study in studies
         ],
         "clock": "each job's own CPU time, user + system (bench/costs_probe; one torch thread)",
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
@@ -340,11 +336,11 @@ def fit_and_report(args) -> None:
         "held_out": {
             "fitted_on": fit_sizes,
             "coefficients": partial,
-            "predictions": [predict_measured(s, partial) for s in held_out],
+            "predictions": [predict_measured(study, partial) for study in held_out],
         },
-        "in_sample": [predict_measured(s, full) for s in studies],
+        "in_sample": [predict_measured(study, full) for study in studies],
         "default_study": default_study_check(full),
-        "studies": [{k: v for k, v in s.items() if k not in ("config",)} for s in studies],
+        "studies": [{key: value for key, value in study.items() if key != "config"} for study in studies],
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
@@ -356,31 +352,33 @@ def fit_and_report(args) -> None:
 
 def check_shipped(args) -> None:
     """The shipped coefficients, unchanged, against the measured studies and the default study."""
-    from layershift.costs import model as costs
-
-    shipped = costs.load_coefficients()
+    shipped = load_coefficients()
     studies = [load_study(rows, args.workdir) for rows in args.sizes]
-    print_report(default_study_check(shipped), [("shipped", [predict_measured(s, shipped) for s in studies])])
+    print_report(
+        default_study_check(shipped), [("shipped", [predict_measured(study, shipped) for study in studies])]
+    )
 
 
-def print_report(d: dict, predictions: list[tuple[str, list[dict]]]) -> None:
+def print_report(default: dict, predictions: list[tuple[str, list[dict]]]) -> None:
     print(
-        f"default study (2 models x 3 datasets, measured {DEFAULT_STUDY['date']}): cpu {d['cpu_s']['predicted']:.0f}"
-        f" vs {d['cpu_s']['measured']:.0f} s ({d['cpu_s']['error']:+.0%}), wall {d['wall_s']['predicted']:.0f} vs "
-        f"{d['wall_s']['measured']:.0f} s ({d['wall_s']['error']:+.0%}), jobs {d['jobs']['predicted']} vs {DEFAULT_STUDY['jobs']}; "
-        + ", ".join(f"{r} {v['error']:+.0%}" for r, v in d["rules"].items())
+        f"default study (2 models x 3 datasets, measured {DEFAULT_STUDY['date']}): cpu {default['cpu_s']['predicted']:.0f}"
+        f" vs {default['cpu_s']['measured']:.0f} s ({default['cpu_s']['error']:+.0%}), wall {default['wall_s']['predicted']:.0f} vs "
+        f"{default['wall_s']['measured']:.0f} s ({default['wall_s']['error']:+.0%}), jobs {default['jobs']['predicted']} vs {DEFAULT_STUDY['jobs']}; "
+        + ", ".join(
+            f"{rule} {compared_rule['error']:+.0%}" for rule, compared_rule in default["rules"].items()
+        )
     )
     for label, preds in predictions:
-        for p in preds:
+        for prediction in preds:
             print(
-                f"{label} rows={p['rows']}: cpu {p['cpu_s']['predicted']:.0f} vs {p['cpu_s']['measured']:.0f} s "
-                f"({p['cpu_s']['error']:+.0%}), wall {p['wall_s']['predicted']:.0f} vs {p['wall_s']['measured']:.0f} s "
-                f"({p['wall_s']['error']:+.0%}), jobs {p['jobs']['predicted']} vs {p['jobs']['measured']}"
+                f"{label} rows={prediction['rows']}: cpu {prediction['cpu_s']['predicted']:.0f} vs {prediction['cpu_s']['measured']:.0f} s "
+                f"({prediction['cpu_s']['error']:+.0%}), wall {prediction['wall_s']['predicted']:.0f} vs {prediction['wall_s']['measured']:.0f} s "
+                f"({prediction['wall_s']['error']:+.0%}), jobs {prediction['jobs']['predicted']} vs {prediction['jobs']['measured']}"
             )
-            for rule, r in sorted(p["rules"].items()):
+            for rule, summary in sorted(prediction["rules"].items()):
                 print(
-                    f"    {rule:10s} {r['predicted_cpu_s']:8.1f} vs {r['measured_cpu_s']:8.1f} s ({r['error']:+.0%})"
-                    f"  rss {r['predicted_rss_mb']:.0f} vs {r['measured_rss_mb']:.0f} MB"
+                    f"    {rule:10s} {summary['predicted_cpu_s']:8.1f} vs {summary['measured_cpu_s']:8.1f} s ({summary['error']:+.0%})"
+                    f"  rss {summary['predicted_rss_mb']:.0f} vs {summary['measured_rss_mb']:.0f} MB"
                 )
 
 
@@ -391,14 +389,12 @@ def paper_dry_run(workdir: Path) -> dict:
     the jobs and the largest runtime / mem_mb requested."""
     import re
 
-    from layershift.costs import model as costs
-
     study = workdir / "paper-standin"
     shutil.rmtree(study, ignore_errors=True)
     study.mkdir(parents=True)
     config = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
     for name, model in config["models"].items():
-        layers, hidden, inter, vocab, heads = costs.KNOWN_SHAPES[model["source"].removeprefix("hub:")]
+        layers, hidden, inter, vocab, heads = KNOWN_SHAPES[model["source"].removeprefix("hub:")]
         (study / "models" / name).mkdir(parents=True)
         cfg = {"architectures": ["BertModel"], "model_type": "bert", "num_hidden_layers": layers}
         cfg |= {"hidden_size": hidden, "intermediate_size": inter, "vocab_size": vocab}
@@ -424,13 +420,13 @@ def paper_dry_run(workdir: Path) -> dict:
             continue
         runtime = int(re.search(r"runtime=(\d+)", line.group(1)).group(1))
         mem = int(re.search(r"mem_mb=(\d+)", line.group(1)).group(1))
-        r = rules.setdefault(rule, {"jobs": 0, "runtime_max": 0, "mem_mb_max": 0})
-        r["jobs"] += 1
-        r["runtime_max"] = max(r["runtime_max"], runtime)
-        r["mem_mb_max"] = max(r["mem_mb_max"], mem)
-    for rule, r in sorted(rules.items()):
+        summary = rules.setdefault(rule, {"jobs": 0, "runtime_max": 0, "mem_mb_max": 0})
+        summary["jobs"] += 1
+        summary["runtime_max"] = max(summary["runtime_max"], runtime)
+        summary["mem_mb_max"] = max(summary["mem_mb_max"], mem)
+    for rule, summary in sorted(rules.items()):
         print(
-            f"{rule:16s} {r['jobs']:4d} jobs, runtime <= {r['runtime_max']} min, mem_mb <= {r['mem_mb_max']}"
+            f"{rule:16s} {summary['jobs']:4d} jobs, runtime <= {summary['runtime_max']} min, mem_mb <= {summary['mem_mb_max']}"
         )
     return rules
 

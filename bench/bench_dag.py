@@ -107,8 +107,8 @@ def edit_probes(config_path: Path, probes: list[str]) -> None:
 
 def targets_for(quick: bool) -> list[str]:
     if quick:  # the two data splits: seconds, still one job per dataset
-        return [f"results/data/{d}/card.json" for d in (OTHER, EDITED)]
-    return [f"results/probes/tiny2/{d}/layer1.parquet" for d in (OTHER, EDITED)]
+        return [f"results/data/{dataset}/card.json" for dataset in (OTHER, EDITED)]
+    return [f"results/probes/tiny2/{dataset}/layer1.parquet" for dataset in (OTHER, EDITED)]
 
 
 def tiny_study_checks(args, tmp: Path, snakefile: Path) -> dict:
@@ -130,8 +130,8 @@ def tiny_study_checks(args, tmp: Path, snakefile: Path) -> dict:
     edit_probes(workdir / "config.yaml", ["a new probe sentence", "the app update was slow"])
     _, proc = snakemake(snakefile, workdir, "-n", "--cores", "2", *targets)
     rerun = scheduled_jobs(proc.stdout)
-    other = [j for j in rerun if OTHER in j["wildcards"]]
-    aggregate = [j for j in rerun if "dataset=" not in j["wildcards"]]
+    other = [job for job in rerun if OTHER in job["wildcards"]]
+    aggregate = [job for job in rerun if "dataset=" not in job["wildcards"]]
     return {
         "targets": targets,
         "tiny_run_seconds": run_seconds,
@@ -145,9 +145,9 @@ def tiny_study_checks(args, tmp: Path, snakefile: Path) -> dict:
             "count": len(rerun),
             "by_rule": job_table(rerun),
             "other_dataset_jobs": other,
-            "aggregate_jobs": [j["rule"] for j in aggregate],
+            "aggregate_jobs": [job["rule"] for job in aggregate],
             "features_of_edited_dataset": any(
-                j["rule"] == "features" and EDITED in j["wildcards"] for j in rerun
+                job["rule"] == "features" and EDITED in job["wildcards"] for job in rerun
             ),
             "jobs": rerun,
         },
@@ -158,9 +158,13 @@ def default_study(tmp: Path, snakefile: Path, timeout: float) -> dict:
     """Time the default study (``--cores 2``) in a copy, if its demo data exist; stop it at ``timeout``."""
     config = yaml.safe_load((common.ROOT / "config.yaml").read_text())
     sources = sorted(
-        {d["source"] for d in config["datasets"].values() if not str(d["source"]).startswith("hub:")}
+        {
+            entry["source"]
+            for entry in config["datasets"].values()
+            if not str(entry["source"]).startswith("hub:")
+        }
     )
-    missing = [s for s in sources if not (common.ROOT / s).is_file()]
+    missing = [source for source in sources if not (common.ROOT / source).is_file()]
     if missing:
         return {"status": f"skipped: missing {', '.join(missing)}", "seconds": None}
     workdir = tmp / "default"

@@ -27,13 +27,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from layershift.study import rules as workflow_rules
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 
 CPU_PARTITION = "cpu"  # partitions of the local cluster (.ci/slurm/slurm.conf.in)
 GPU_PARTITION = "gpu"
-# Rules that run a model or an SAE in every study (the cluster profile must send them to the GPU partition).
-MODEL_RULES = frozenset({"finetune", "evaluate", "extract", "train_sae"})
+# Rules that run a model or an SAE (the rules table's GPU rules): the cluster profile sends them to the GPU partition.
+GPU_RULES = workflow_rules.GPU_RULES
 # Snakemake's own bookkeeping (incl. the SLURM logs): not an artifact, left out of the comparison.
 IGNORED_GLOBS = (".snakemake/*",)
 # Artifacts whose content measures the run (logs, benchmarks, the report's timing table and date): they
@@ -63,7 +65,10 @@ def cluster_unavailable_reason() -> str | None:
     except (OSError, subprocess.SubprocessError) as err:
         return f"SLURM does not answer: {err}"
     usable = {"idle", "mixed", "allocated", "completing"}
-    partitions = {p.rstrip("*"): s for p, s in (line.split() for line in states.splitlines() if line.strip())}
+    partitions = {
+        partition.rstrip("*"): state
+        for partition, state in (line.split() for line in states.splitlines() if line.strip())
+    }
     for name in (CPU_PARTITION, GPU_PARTITION):
         if partitions.get(name) not in usable:
             return f"partition {name!r} is not usable (sinfo: {partitions}); run .ci/slurm/start.sh"
@@ -87,7 +92,7 @@ def derive_test_profile(
     }
 
     def concrete(resources: dict) -> dict:
-        out = {k: v for k, v in resources.items() if k != "slurm_account"}
+        out = {key: value for key, value in resources.items() if key != "slurm_account"}
         if "slurm_partition" in out:
             out["slurm_partition"] = (
                 gpu_partition if out["slurm_partition"] in gpu_placeholders else cpu_partition
@@ -191,9 +196,11 @@ SVG_VOLATILE_RE = re.compile(r"<dc:date>[^<]*</dc:date>|\bid=\"[^\"]*\"|url\(#[^
 
 def _without_timing(value):
     if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if not TIMING_FIELD_RE.search(str(k))}
+        return {
+            key: _without_timing(item) for key, item in value.items() if not TIMING_FIELD_RE.search(str(key))
+        }
     if isinstance(value, list):
-        return [_without_timing(v) for v in value]
+        return [_without_timing(item) for item in value]
     return value
 
 
@@ -217,7 +224,9 @@ def artifact_fingerprint(path: Path) -> str:
 
         frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
         content = (
-            frame.drop(columns=[c for c in frame.columns if TIMING_FIELD_RE.search(str(c))]).to_csv().encode()
+            frame.drop(columns=[column for column in frame.columns if TIMING_FIELD_RE.search(str(column))])
+            .to_csv()
+            .encode()
         )
     elif suffix == ".safetensors":
         # The header's JSON key order varies between processes; the tensors are laid out deterministically.
@@ -234,13 +243,29 @@ def artifact_fingerprint(path: Path) -> str:
 def artifact_digests(root: Path, volatile=VOLATILE_GLOBS) -> dict[str, str]:
     """Relative path -> fingerprint of every artifact under `root` ("volatile" for `volatile` globs)."""
     digests = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(found for found in root.rglob("*") if found.is_file()):
         rel = path.relative_to(root).as_posix()
         if any(fnmatch(rel, pattern) for pattern in IGNORED_GLOBS):
             continue
         volatile_file = any(fnmatch(rel, pattern) for pattern in volatile)
         digests[rel] = "volatile" if volatile_file else artifact_fingerprint(path)
     return digests
+
+
+def check_slurm_record(job: LoggedJob, run_id: str, gpu_rules: frozenset[str]) -> dict[str, str]:
+    """SLURM's record of a submitted job: of this run, completed, of its rule, in the partition its rule
+    belongs to (GPU rules with a GPU request, the others without)."""
+    record = scontrol_job(job.slurm_id)
+    assert record.get("JobName") == run_id, (job.rule, record.get("JobName"), run_id)
+    assert record.get("JobState") == "COMPLETED", (job.rule, record.get("JobState"))
+    assert record.get("Comment", "").startswith(f"rule_{job.rule}"), (job.rule, record.get("Comment"))
+    if job.rule in gpu_rules:
+        assert record.get("Partition") == GPU_PARTITION, (job.rule, record.get("Partition"))
+        assert requests_gpu(record), f"{job.rule} (SLURM job {job.slurm_id}) asked for no GPU: {record}"
+    else:
+        assert record.get("Partition") == CPU_PARTITION, (job.rule, record.get("Partition"))
+        assert not requests_gpu(record), f"{job.rule} (SLURM job {job.slurm_id}) asked for a GPU"
+    return record
 
 
 @dataclass
@@ -293,17 +318,7 @@ def check_study_on_slurm(
 
     run_id = RUN_ID_RE.search(log).group(1)
     for job in remote.values():
-        record = scontrol_job(job.slurm_id)
-        report.slurm[job.slurm_id] = record
-        assert record.get("JobName") == run_id, (job.rule, record.get("JobName"), run_id)
-        assert record.get("JobState") == "COMPLETED", (job.rule, record.get("JobState"))
-        assert record.get("Comment", "").startswith(f"rule_{job.rule}"), (job.rule, record.get("Comment"))
-        if job.rule in gpu_rules:
-            assert record.get("Partition") == GPU_PARTITION, (job.rule, record.get("Partition"))
-            assert requests_gpu(record), f"{job.rule} (SLURM job {job.slurm_id}) asked for no GPU: {record}"
-        else:
-            assert record.get("Partition") == CPU_PARTITION, (job.rule, record.get("Partition"))
-            assert not requests_gpu(record), f"{job.rule} (SLURM job {job.slurm_id}) asked for a GPU"
+        report.slurm[job.slurm_id] = check_slurm_record(job, run_id, gpu_rules)
 
     local_artifacts = artifact_digests(reference, volatile)
     slurm_artifacts = artifact_digests(run_dir, volatile)
@@ -376,10 +391,14 @@ def test_derived_profile_keeps_keys_and_makes_partitions_concrete(tmp_path):
     assert "slurm_account" not in derived["default-resources"]
     assert set(derived["set-resources"]) == set(original["set-resources"])
     gpu_rules = profile_gpu_rules(CLUSTER_PROFILE)
-    assert gpu_rules >= MODEL_RULES
     for rule in gpu_rules:
         assert derived["set-resources"][rule]["slurm_partition"] == GPU_PARTITION
     assert "<" not in (derived_dir / "config.yaml").read_text(), "a placeholder survived"
+
+
+def test_the_profiles_gpu_rules_are_the_rules_tables():
+    """profiles/slurm/config.yaml sends exactly the rules table's GPU rules to the GPU partition."""
+    assert profile_gpu_rules(CLUSTER_PROFILE) == GPU_RULES
 
 
 @pytest.mark.slurm
@@ -388,7 +407,9 @@ def test_toy_workflow_runs_through_slurm(toy_study):
     workdir, snakefile, configfile = toy_study
     report = check_study_on_slurm(workdir, snakefile, configfile)
     assert report.rules(local=False) == {"prepare_toy", "finetune", "report"}
-    finetune = next(r for r in report.slurm.values() if r["Comment"].startswith("rule_finetune"))
+    finetune = next(
+        record for record in report.slurm.values() if record["Comment"].startswith("rule_finetune")
+    )
     assert finetune["Partition"] == GPU_PARTITION and "gpu" in finetune["TresPerJob"]
     # The job saw the GPU that SLURM gave it; the local run saw none.
     runs = workdir.parent / f"{workdir.name}-runs"
@@ -404,8 +425,8 @@ def test_layershift_study_runs_through_slurm(tmp_path):
     except ImportError as err:
         pytest.skip(f"no tiny study to run: {err}")
     # A tiny study of its own (the session's tiny_study directory may hold results or edits of other
-    # tests), run once locally as the reference and once through SLURM. The targets need every model
-    # rule (GPU partition) and one figure (CPU partition); the whole DAG would only add minutes of
+    # tests), run once locally as the reference and once through SLURM. The targets need the GPU rules
+    # up to the SAEs (GPU partition) and one figure (CPU partition); the whole DAG would only add minutes of
     # SLURM polling, not another kind of job.
     workdir = tmp_path / "tiny"
     configfile = build_tiny_study(workdir)
@@ -416,7 +437,9 @@ def test_layershift_study_runs_through_slurm(tmp_path):
     )
     report = check_study_on_slurm(workdir, REPO / "Snakefile", configfile, targets=targets)
     ran = report.rules(local=False)
-    assert ran & MODEL_RULES == MODEL_RULES, f"model rules missing from the SLURM run: {MODEL_RULES - ran}"
+    target_rules = ("evaluate", "train_sae", "fig_training")
+    needed = set(target_rules).union(*(workflow_rules.ancestors(rule) for rule in target_rules))
+    assert ran & GPU_RULES == needed & GPU_RULES, f"GPU rules of the SLURM run: {ran & GPU_RULES}"
     assert "fig_training" in ran, ran
 
 
@@ -442,11 +465,9 @@ def test_dry_run_with_cluster_profile_lists_gpu_rules_with_gpus(tmp_path):
     for block in JOB_BLOCK_RE.finditer(output):
         line = re.search(r"resources: (.*)", block.group(3))
         resources[block.group(2)] = line.group(1) if line else ""
-    assert set(resources) >= MODEL_RULES, (
-        f"model rules missing from the dry run: {MODEL_RULES - set(resources)}"
-    )
+    assert set(resources) >= GPU_RULES, f"GPU rules missing from the dry run: {GPU_RULES - set(resources)}"
     declaring_gpu = {rule for rule, line in resources.items() if re.search(r"\bgpu=", line)}
-    assert declaring_gpu >= MODEL_RULES
+    assert declaring_gpu == GPU_RULES
     for rule in declaring_gpu:
         assert re.search(r"\bgpu=[1-9]", resources[rule]), f"{rule} asks for no GPU: {resources[rule]}"
         assert f"slurm_partition={gpu_partition}" in resources[rule], f"{rule}: {resources[rule]}"

@@ -117,8 +117,8 @@ def _count(minimum: int):
 
 
 def costs(args: argparse.Namespace) -> int:
-    """Predicted time, memory and disk of a study, per rule (layershift.costs.model; no data or model is loaded)."""
-    from layershift.costs.model import report_markdown
+    """Predicted time, memory and disk of a study, per rule (layershift.costs.predict; no data or model is loaded)."""
+    from layershift.costs.predict import report_markdown
     from layershift.study.schema import load_yaml, validate_schema
 
     config = validate_schema(load_yaml(args.config), str(args.config))

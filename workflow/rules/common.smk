@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # run from a checkout e
 from snakemake.utils import validate
 
 from layershift.study import targets as T
-from layershift.costs.model import job_resources
+from layershift.costs.predict import job_resources
 from layershift.config import validate_config
 from layershift.study.schema import SCHEMA_PATH
 from layershift.data.prepare import is_hub_source
@@ -94,7 +94,7 @@ def gpu_resources(mem_mb, runtime):
 
 
 def predicted(rule):
-    """`mem_mb` and `runtime` of a rule's jobs from the cost model (layershift.costs.model, fitted by
+    """`mem_mb` and `runtime` of a rule's jobs from the cost model (layershift.costs.predict, fitted by
     bench/bench_costs.py): predicted for this job's model, dataset and layer, x2 time and x1.5 memory,
     at least 5 min and 2,000 MB; a SLURM retry (`attempt` 2) asks for twice as much."""
 

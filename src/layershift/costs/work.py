@@ -1,0 +1,280 @@
+"""What each compute rule's job computes, in units of work: FLOPs for the model and SAE rules (rows for
+``prepare``, parameters for ``import_onnx``), the host memory its data structures take, its optimiser steps
+and the activation values the host reads. One work function per rule, in :data:`WORK`.
+
+Every function takes a validated config (``validate_schema`` filled the schema's defaults): the batch sizes,
+widths and epochs are the config's, never restated here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from layershift.costs.inputs import DataStats, Shape, dataset_stats, model_shape
+from layershift.study import targets
+
+ADAM_FLOP_PER_PARAM = 12  # one Adam update of one parameter, in FLOPs (read-modify-write of 4 tensors)
+EVAL_BATCH_ROWS = 4096  # rows per evaluation / encoding batch of the SAE, crosscoder and feature code
+
+
+@dataclass(frozen=True)
+class Work:
+    flop: float  # FLOPs (for prepare: rows; for import_onnx: parameters)
+    bytes: float  # host memory the job's data structures need beyond the fitted base
+    steps: float = 0.0  # optimiser steps x layers (GPU launch-bound floor)
+    low_precision: bool = False  # bf16 autocast on GPU
+    host_values: float = 0.0  # activation values the host reads, stacks or copies (GPU runs: not on the GPU)
+
+
+@dataclass
+class Job:
+    """One job: the study config, the job's wildcards and the results folder its inputs are measured in."""
+
+    config: dict
+    wildcards: dict
+    results: str | Path
+
+    @functools.cached_property
+    def shape(self) -> Shape:
+        return model_shape(self.config, self.wildcards["model"], self.results)
+
+    @functools.cached_property
+    def stats(self) -> DataStats:
+        return dataset_stats(self.config, self.wildcards["dataset"], self.results)
+
+    @property
+    def tokens_per_row(self) -> float:
+        return self.stats.tokens_per_row
+
+
+def sae_count(config: dict) -> int:
+    """SAEs one ``train_sae`` job trains: both stages plus every seed-null SAE (``null_seeds`` per stage)."""
+    return 2 + len(targets.null_runs(config))
+
+
+def sae_epochs(section: dict, train_rows: float) -> int:
+    """Passes over a layer's training rows: ``epochs``, or ceil(``training_tokens`` / rows) when that is set."""
+    if section.get("training_tokens"):
+        return max(1, math.ceil(int(section["training_tokens"]) / max(train_rows, 1)))
+    return int(section["epochs"])
+
+
+def activation_rows(config: dict, stats: DataStats) -> tuple[float, float]:
+    """(sentences, token rows) the extract step passes through / writes per stage and layer."""
+    activations = config["activations"]
+    sentences = min(int(activations["max_sentences"]), stats.rows[activations["split"]])
+    tokens = min(int(activations["max_tokens"]), sentences * stats.tokens_per_row)
+    return float(sentences), float(tokens)
+
+
+def _kept_rows(row_bytes: float, section: dict, epochs: int) -> tuple[float, int]:
+    """(bytes held in RAM, Parquet decoding passes) of shard training: rows that fit ``memory_cache_mb``
+    are decoded once and kept (``ShardReader.keep_in_memory``); larger layers stream."""
+    if row_bytes <= float(section["memory_cache_mb"]) * 2**20:
+        return row_bytes, 1
+    return 0.0, epochs
+
+
+def _adam_flop(params: float, steps: float) -> float:
+    return ADAM_FLOP_PER_PARAM * params * steps
+
+
+def _shard_rows(job: Job) -> tuple[float, float]:
+    """(token rows of a layer's shards, the rows SAE training sees after the held-out fraction)."""
+    _, rows = activation_rows(job.config, job.stats)
+    return rows, rows * (1 - float(job.config["sae"]["holdout_fraction"]))
+
+
+def _sae_buffers(hidden: int, d_sae: int) -> float:
+    """Bytes of one evaluation batch of inputs and codes (float32)."""
+    return 4.0 * EVAL_BATCH_ROWS * (hidden + d_sae) * 4
+
+
+def prepare_work(job: Job) -> Work:
+    return Work(flop=float(job.config["data"]["max_rows"]), bytes=0.0)
+
+
+def import_onnx_work(job: Job) -> Work:
+    return Work(flop=float(job.shape.params), bytes=8.0 * job.shape.params)
+
+
+def finetune_work(job: Job) -> Work:
+    """Epochs of forward + backward over the train split, a forward pass of the validation split each epoch."""
+    finetune, shape, tokens_per_row = job.config["finetune"], job.shape, job.tokens_per_row
+    max_length = int(finetune["max_length"])
+    epochs, batch = int(finetune["epochs"]), int(finetune["batch_size"])
+    train, validation = job.stats.rows["train"], job.stats.rows["validation"]
+    steps = epochs * math.ceil(train / batch)
+    flop = epochs * (
+        3 * shape.forward_flop(train * tokens_per_row, tokens_per_row)
+        + shape.forward_flop(validation * tokens_per_row, tokens_per_row)
+    )
+    flop += _adam_flop(shape.params, steps)
+    # saved activations of one batch: hidden-sized tensors and attention maps per layer, float32
+    activations = 4.0 * batch * max_length * shape.layers * (16 * shape.hidden + 2 * shape.heads * max_length)
+    low = str(finetune["precision"]).lower() in ("bf16", "fp16")
+    return Work(
+        flop=flop, bytes=16.0 * shape.params + activations, steps=steps * shape.layers, low_precision=low
+    )
+
+
+def evaluate_work(job: Job) -> Work:
+    """The pretrained head and fine-tuned model on the test split, the linear probe's features of train + test."""
+    rows = job.stats.rows["train"] + 3 * job.stats.rows["test"]
+    tokens_per_row = job.tokens_per_row
+    return Work(
+        flop=job.shape.forward_flop(rows * tokens_per_row, tokens_per_row), bytes=8.0 * job.shape.params
+    )
+
+
+def extract_work(job: Job) -> Work:
+    """One forward pass of the sentences; every layer's hidden states through the host."""
+    config, shape, tokens_per_row = job.config, job.shape, job.tokens_per_row
+    sentences, tokens = activation_rows(config, job.stats)
+    batch, max_length = int(config["activations"]["batch_size"]), int(config["finetune"]["max_length"])
+    hidden, layers = shape.hidden, shape.layers
+    buffers = 4.0 * batch * max_length * (layers + 1) * hidden * 4
+    n_sae_layers = len(config["models"][job.wildcards["model"]]["sae_layers"])
+    values = sentences * tokens_per_row * (layers + 1) * hidden + tokens * n_sae_layers * hidden
+    return Work(
+        flop=shape.forward_flop(sentences * tokens_per_row, tokens_per_row),
+        bytes=8.0 * shape.params + buffers,
+        host_values=values,
+    )
+
+
+def train_sae_work(job: Job) -> Work:
+    """Both stages' SAEs and their seed nulls, trained on the layer's rows and evaluated on all of them."""
+    sae, hidden = job.config["sae"], job.shape.hidden
+    rows, train_rows = _shard_rows(job)
+    d_sae = int(sae["d_sae"])
+    sae_params = 2.0 * hidden * d_sae
+    n_saes, epochs, batch = sae_count(job.config), sae_epochs(sae, train_rows), int(sae["batch_size"])
+    steps = n_saes * epochs * math.ceil(train_rows / batch)
+    flop = n_saes * (epochs * train_rows * 6 * sae_params + rows * 2 * sae_params) + _adam_flop(
+        sae_params, steps
+    )
+    bytes_ = n_saes * 16.0 * sae_params + _sae_buffers(hidden, d_sae)
+    kept, passes = _kept_rows(
+        train_rows * hidden * 4, sae, epochs
+    )  # rows kept in RAM: one decode, not one an epoch
+    return Work(
+        flop=flop, bytes=bytes_ + kept, steps=steps, host_values=n_saes * (passes + 1) * rows * hidden
+    )
+
+
+def crosscoder_work(job: Job) -> Work:
+    """One crosscoder over both stages' rows of the layer (encoder and decoder per stage)."""
+    crosscoder, hidden = job.config["crosscoder"], job.shape.hidden
+    rows, train_rows = _shard_rows(job)
+    d_latent, epochs, batch = (
+        int(crosscoder["d_latent"]),
+        int(crosscoder["epochs"]),
+        int(crosscoder["batch_size"]),
+    )
+    crosscoder_params = 4.0 * hidden * d_latent
+    steps = epochs * math.ceil(train_rows / batch)
+    flop = (
+        epochs * train_rows * 6 * crosscoder_params
+        + rows * 2 * crosscoder_params
+        + _adam_flop(crosscoder_params, steps)
+    )
+    bytes_ = 16.0 * crosscoder_params + 4.0 * EVAL_BATCH_ROWS * (2 * hidden + d_latent) * 4
+    kept, passes = _kept_rows(train_rows * 2 * hidden * 4, crosscoder, epochs)
+    return Work(flop=flop, bytes=bytes_ + kept, steps=steps, host_values=(passes + 1) * rows * 2 * hidden)
+
+
+def _sweep_point_work(job: Job, point: dict, study_saes: int) -> tuple[float, float, float, int]:
+    """(training + evaluation FLOPs, firing-rate FLOPs, Adam FLOPs, optimiser steps) of one grid point: two SAEs with the study's settings overlaid by the
+    point's; the study-settings point reads the study's own SAEs of its seeds instead of training them."""
+    sae, hidden = job.config["sae"], job.shape.hidden
+    rows, train_rows = _shard_rows(job)
+    settings = {**sae, **point}
+    trained = 2 - (study_saes if targets.is_study_setting(sae, point) else 0)
+    point_params, epochs = 2.0 * hidden * int(settings["d_sae"]), sae_epochs(settings, train_rows)
+    steps = trained * epochs * math.ceil(train_rows / int(settings["batch_size"]))
+    flop = trained * (
+        epochs * train_rows * 6 * point_params + rows * 2 * point_params
+    )  # training, evaluation
+    flop_rates = 2 * rows * 2 * point_params  # both seeds' firing rates, trained or read
+    return flop, flop_rates, _adam_flop(point_params, steps), steps
+
+
+def sae_sweep_work(job: Job) -> Work:
+    """Every grid point of the sweep on its layer (:func:`_sweep_point_work`)."""
+    sae, hidden = job.config["sae"], job.shape.hidden
+    flop, steps = 0.0, 0.0
+    study_saes = len(_sweep_study_saes(job.config))
+    for point in job.config["sae_sweep"]["grid"]:
+        training, rates, adam, point_steps = _sweep_point_work(job, point, study_saes)
+        flop += training
+        flop += rates
+        flop += adam
+        steps += point_steps
+    d_sae = int(sae["d_sae"])
+    sae_params = 2.0 * hidden * d_sae
+    return Work(flop=flop, bytes=2 * 16.0 * sae_params + _sae_buffers(hidden, d_sae), steps=steps)
+
+
+def _sweep_study_saes(config: dict) -> dict[int, str]:
+    """The study's SAEs the sweep reads instead of training (none without a sweep)."""
+    sweep = targets.sweep_layer(config)
+    return targets.sweep_study_saes(config, **sweep) if sweep else {}
+
+
+def diff_work(job: Job) -> Work:
+    """The paired tokens encoded through both stages' SAEs and their nulls, decoder cosines and matching."""
+    config, hidden = job.config, job.shape.hidden
+    rows, _ = _shard_rows(job)
+    d_sae = int(config["sae"]["d_sae"])
+    sae_params = 2.0 * hidden * d_sae
+    n_saes = sae_count(config)
+    flop = n_saes * rows * 2 * sae_params + n_saes * 2 * d_sae * d_sae * hidden
+    bytes_ = n_saes * 4.0 * sae_params + 8.0 * d_sae * d_sae * n_saes + _sae_buffers(hidden, d_sae)
+    # both stages' rows, held in RAM across the passes when they fit diff.memory_cache_mb
+    kept, _ = _kept_rows(rows * 2 * hidden * 4, config["diff"], 1)
+    return Work(flop=flop, bytes=bytes_ + kept, host_values=3 * rows * 2 * hidden)
+
+
+def features_work(job: Job) -> Work:
+    """Both stages' SAEs encode the layer's rows (feature variance and top tokens)."""
+    hidden = job.shape.hidden
+    rows, _ = _shard_rows(job)
+    d_sae = int(job.config["sae"]["d_sae"])
+    sae_params = 2.0 * hidden * d_sae
+    bytes_ = 2 * 4.0 * sae_params + _sae_buffers(hidden, d_sae)
+    return Work(flop=2 * rows * 2 * sae_params, bytes=bytes_, host_values=2 * rows * 2 * hidden)
+
+
+def probes_work(job: Job) -> Work:
+    """The probe sentences (16 tokens assumed) through both stages' models."""
+    probes = len(job.config["datasets"][job.wildcards["dataset"]].get("probes") or [])
+    return Work(flop=2 * job.shape.forward_flop(probes * 16, 16), bytes=8.0 * job.shape.params)
+
+
+# The rules with a cost model of their own, in the order the prediction reports them.
+WORK: dict[str, Callable[[Job], Work]] = {
+    "prepare": prepare_work,
+    "import_onnx": import_onnx_work,
+    "finetune": finetune_work,
+    "evaluate": evaluate_work,
+    "extract": extract_work,
+    "train_sae": train_sae_work,
+    "probes": probes_work,
+    "features": features_work,
+    "crosscoder": crosscoder_work,
+    "diff": diff_work,
+    "sae_sweep": sae_sweep_work,
+}
+COMPUTE_RULES = frozenset(WORK)
+
+
+def work(rule: str, config: dict, wildcards: dict, results: str | Path = "results") -> Work:
+    """The work of one job of ``rule`` (wildcards: model, dataset, layer where the rule has them)."""
+    if rule not in WORK:
+        raise KeyError(f"no cost model for rule {rule!r}")
+    return WORK[rule](Job(config, wildcards, results))

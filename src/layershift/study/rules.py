@@ -1,0 +1,155 @@
+"""The workflow's rules as one table: each rule's name, wildcards, whether it runs on a GPU and the rules it reads.
+
+The cost model, the benchmarks and the cluster tests read this table instead of listing rule names of their own;
+``tests/test_costs.py`` checks it against the real workflow (``snakemake --list-rules``, ``--rulegraph``, a dry
+run's wildcards) and ``tests/test_slurm.py`` its GPU rules against the cluster profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One Snakemake rule of ``workflow/rules/*.smk`` (or the Snakefile's ``all``)."""
+
+    name: str
+    wildcards: tuple[str, ...]  # as the rule's output pattern names them, in that order
+    reads: tuple[
+        str, ...
+    ] = ()  # rules whose outputs its jobs read (the edges ``snakemake --rulegraph`` draws)
+    gpu: bool = False  # runs a model or an SAE: the cluster profile sends it to a GPU partition
+
+
+PAIR = ("model", "dataset")
+LAYER = ("model", "dataset", "layer")
+
+# Every rule after the rules it reads; the compute rules in the order the cost model's schedule takes them.
+RULES = (
+    Rule("prepare", ("dataset",)),
+    Rule("import_onnx", ("model",)),
+    Rule("resolve_model", ("model",), reads=("import_onnx",)),
+    Rule("finetune", PAIR, reads=("prepare", "resolve_model"), gpu=True),
+    Rule("extract", (*PAIR, "stage"), reads=("finetune", "prepare", "resolve_model"), gpu=True),
+    Rule("evaluate", PAIR, reads=("finetune", "prepare", "resolve_model"), gpu=True),
+    Rule("probes", PAIR, reads=("finetune", "prepare", "resolve_model"), gpu=True),
+    Rule("train_sae", LAYER, reads=("extract",), gpu=True),
+    Rule("crosscoder", LAYER, reads=("extract",), gpu=True),
+    Rule("features", LAYER, reads=("extract", "probes", "train_sae"), gpu=True),
+    Rule("sae_sweep", (*PAIR, "stage", "layer"), reads=("extract", "train_sae"), gpu=True),
+    Rule("diff", LAYER, reads=("crosscoder", "extract", "train_sae"), gpu=True),
+    Rule("similarity", PAIR, reads=("extract",)),
+    Rule("similarity_table", (), reads=("similarity",)),
+    Rule("accuracy_table", (), reads=("evaluate",)),
+    Rule("diff_table", (), reads=("diff",)),
+    Rule("feature_summary", (), reads=("diff", "features")),
+    Rule("fig_training", PAIR, reads=("finetune",)),
+    Rule("fig_classification", PAIR, reads=("evaluate",)),
+    Rule("fig_accuracy", (), reads=("accuracy_table",)),
+    Rule("fig_similarity", ("measure", "model"), reads=("similarity_table",)),
+    Rule("fig_depth", ("measure",), reads=("similarity_table",)),
+    Rule("fig_sae_loss", PAIR, reads=("train_sae",)),
+    Rule("fig_relnorm", PAIR, reads=("crosscoder",)),
+    Rule("fig_tokens", LAYER, reads=("features",)),
+    Rule("fig_sae_sweep", (*PAIR, "stage", "layer"), reads=("sae_sweep",)),
+    Rule("fig_diff", ("model",), reads=("diff",)),
+    Rule("fig_diff_tokens", PAIR, reads=("diff",)),
+    Rule(
+        "report",
+        (),
+        reads=(
+            "prepare",
+            "resolve_model",
+            "train_sae",
+            "sae_sweep",
+            "similarity_table",
+            "accuracy_table",
+            "diff_table",
+            "feature_summary",
+            "fig_training",
+            "fig_classification",
+            "fig_accuracy",
+            "fig_similarity",
+            "fig_depth",
+            "fig_sae_loss",
+            "fig_relnorm",
+            "fig_tokens",
+            "fig_sae_sweep",
+            "fig_diff",
+            "fig_diff_tokens",
+        ),
+    ),
+    Rule(
+        "all",
+        (),
+        reads=(
+            "prepare",
+            "finetune",
+            "evaluate",
+            "train_sae",
+            "crosscoder",
+            "features",
+            "sae_sweep",
+            "diff",
+            "similarity",
+            "similarity_table",
+            "accuracy_table",
+            "diff_table",
+            "feature_summary",
+            "fig_training",
+            "fig_classification",
+            "fig_accuracy",
+            "fig_similarity",
+            "fig_depth",
+            "fig_sae_loss",
+            "fig_relnorm",
+            "fig_tokens",
+            "fig_sae_sweep",
+            "fig_diff",
+            "fig_diff_tokens",
+            "report",
+        ),
+    ),
+)
+
+RULE_NAMES = tuple(rule.name for rule in RULES)
+GPU_RULES = frozenset(rule.name for rule in RULES if rule.gpu)
+_BY_NAME = {rule.name: rule for rule in RULES}
+
+
+def rule_named(name: str) -> Rule:
+    """The table's entry of rule ``name`` (KeyError names an unknown rule)."""
+    if name not in _BY_NAME:
+        raise KeyError(f"no workflow rule {name!r}")
+    return _BY_NAME[name]
+
+
+def nearest_reads(name: str, among: frozenset[str] | set[str]) -> tuple[str, ...]:
+    """The rules of ``among`` that ``name`` reads, directly or through rules outside ``among`` (the compute
+    rules a job waits for, walking through light rules such as ``resolve_model``), in table order."""
+    found: set[str] = set()
+    todo = list(rule_named(name).reads)
+    seen: set[str] = set()
+    while todo:
+        upstream = todo.pop()
+        if upstream in seen:
+            continue
+        seen.add(upstream)
+        if upstream in among:
+            found.add(upstream)
+        else:
+            todo.extend(rule_named(upstream).reads)
+    return tuple(rule for rule in RULE_NAMES if rule in found)
+
+
+def ancestors(name: str) -> frozenset[str]:
+    """Every rule whose outputs ``name`` needs, directly or through other rules."""
+    seen: set[str] = set()
+    todo = list(rule_named(name).reads)
+    while todo:
+        upstream = todo.pop()
+        if upstream not in seen:
+            seen.add(upstream)
+            todo.extend(rule_named(upstream).reads)
+    return frozenset(seen)
