@@ -130,7 +130,9 @@ def peak_rss_child(args) -> None:
     import torch  # noqa: F401 - imported before the "before" reading, like the libraries extraction needs
     import transformers  # noqa: F401
 
-    common.set_threads(args.threads)
+    from layershift.core.device import set_threads
+
+    set_threads(args.threads)
     size = json.loads(args.size)
     texts = common.realistic_sentences(
         args.rss_child, seed=1, min_words=size["min_words"], max_words=size["max_words"]
@@ -172,9 +174,10 @@ def measure_peak_rss(n_sentences: int, model_dir: Path, size: dict, threads: int
 
 # --- main ------------------------------------------------------------------------------------------------
 def run(args) -> None:
+    from layershift.core.device import set_threads
     from layershift.models.sources import load_encoder
 
-    common.set_threads(args.threads)
+    set_threads(args.threads)
     size = sizes(args.quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:

@@ -94,9 +94,10 @@ def run_bare(model_dir: Path, batches, lr: float, n_batches: int | None = None) 
 
 
 def run(args) -> None:
+    from layershift.core.device import set_threads
     from layershift.models.finetune import encode_split, load_tokenizer, make_batches
 
-    common.set_threads(args.threads)
+    set_threads(args.threads)
     size = sizes(args.quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     try:

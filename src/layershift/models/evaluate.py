@@ -24,8 +24,7 @@ from sklearn.metrics import classification_report as sk_classification_report
 from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.preprocessing import StandardScaler
 
-from layershift.core.runtime import set_threads
-from layershift.core.training import resolve_device, seed_everything
+from layershift.core.device import resolve_device, seed_everything, set_threads
 from layershift.models.finetune import (
     Batch,
     encode_split,

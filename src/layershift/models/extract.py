@@ -28,11 +28,11 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from layershift.core.device import resolve_device, set_threads
 from layershift.core.io import atomic_dir, atomic_path, encode_metadata, vector_compression, write_parquet
-from layershift.core.runtime import set_threads
 from layershift.data.shards import ARROW_DTYPES, NUMPY_DTYPES, ShardWriter
 from layershift.data.tokens import encode_with_kinds, token_strings
-from layershift.models.sources import load_encoder, pick_device
+from layershift.models.sources import load_encoder
 
 
 @dataclass
@@ -221,7 +221,7 @@ def extract_activations(
 ) -> dict:
     """Run ``texts`` through the encoder in ``model_dir`` and write the stage's activation artifacts."""
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     model, tokenizer = load_encoder(model_dir, device)
     n_layers = model.config.num_hidden_layers + 1
     d_model = model.config.hidden_size
@@ -333,5 +333,5 @@ def extract_activations(
         "token_rows": token_rows,
         "seconds": seconds,
         "tokens_per_second": n_tokens_total / seconds if seconds else None,
-        "device": device,
+        "device": str(device),
     }

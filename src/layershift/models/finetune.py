@@ -31,10 +31,9 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 from tqdm import tqdm
 
+from layershift.core.device import resolve_device, seed_everything, set_threads
 from layershift.core.errors import DataError
 from layershift.core.io import atomic_dir, read_json, remove_tree, write_json
-from layershift.core.runtime import set_threads
-from layershift.core.training import resolve_device, seed_everything
 
 LOG_COLUMNS = [
     "epoch",
