@@ -69,13 +69,14 @@ def padded_batches(tokenizer, texts: list[str], cfg) -> tuple[list[dict], int]:
     """Exactly the batches ``extract_activations`` forms: seeded order, length-grouped, padded per batch."""
     import numpy as np
 
-    from layershift.models.extract import length_grouped_batches, sentence_order
+    from layershift.data.batching import length_grouped_batches
+    from layershift.models.extract import SORT_RUN_BATCHES, sentence_order
 
     order = sentence_order(len(texts), cfg)
     encoded = tokenizer([texts[i] for i in order], truncation=True, max_length=cfg.max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
     batches = []
-    for batch in length_grouped_batches(np.array(lengths), cfg.batch_size):
+    for batch in length_grouped_batches(np.array(lengths), cfg.batch_size, SORT_RUN_BATCHES):
         batches.append(dict(tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")))
     return batches, int(sum(lengths))
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from layershift.core.device import resolve_device, set_threads
 from layershift.core.io import atomic_dir, atomic_path, encode_metadata, vector_compression, write_parquet
+from layershift.data.batching import length_grouped_batches
 from layershift.data.shards import ARROW_DTYPES, NUMPY_DTYPES, ShardWriter
 from layershift.data.tokens import encode_with_kinds, token_strings
 from layershift.models.sources import load_encoder
@@ -50,24 +51,14 @@ class ExtractConfig:
     device: str = "auto"  # auto = cuda if available
 
 
+# Batches are sorted by length within runs of this many, so a prefix of the stream is still a prefix of the
+# (seeded, shuffled) sentence order, up to one run.
+SORT_RUN_BATCHES = 16
+
+
 def sentence_order(n_sentences: int, cfg: ExtractConfig) -> np.ndarray:
     """Seeded permutation of sentence indices, capped to ``max_sentences``."""
     return np.random.default_rng(cfg.seed).permutation(n_sentences)[: cfg.max_sentences]
-
-
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, group: int = 16) -> list[np.ndarray]:
-    """Batches of positions into ``lengths``: runs of ``group`` batches sorted by length to cut padding.
-
-    The concatenation of the batches keeps the runs in order, so a prefix of the stream is still a
-    prefix of the (seeded, shuffled) sentence order, up to one run.
-    """
-    batches = []
-    span = batch_size * group
-    for start in range(0, len(lengths), span):
-        run = np.arange(start, min(start + span, len(lengths)))
-        run = run[np.argsort(lengths[run], kind="stable")]
-        batches.extend(run[i : i + batch_size] for i in range(0, len(run), batch_size))
-    return batches
 
 
 def token_priorities(sentence_ids: np.ndarray, positions: np.ndarray, seed: int) -> np.ndarray:
@@ -234,7 +225,7 @@ def extract_activations(
     tokenized = encode_with_kinds(tokenizer, [texts[i] for i in order], cfg.max_length)
     encoded, special_masks, token_kinds = tokenized["input_ids"], tokenized["special"], tokenized["kinds"]
     lengths = np.array([len(ids) for ids in encoded])
-    batches = length_grouped_batches(lengths, cfg.batch_size)
+    batches = length_grouped_batches(lengths, cfg.batch_size, SORT_RUN_BATCHES)
 
     out_dir = Path(out_dir)
     token_sum = np.zeros((n_layers, d_model), np.float64)

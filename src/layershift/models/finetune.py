@@ -34,6 +34,7 @@ from tqdm import tqdm
 from layershift.core.device import resolve_device, seed_everything, set_threads
 from layershift.core.errors import DataError
 from layershift.core.io import atomic_dir, read_json, remove_tree, write_json
+from layershift.data.batching import length_grouped_batches, shuffled_length_grouped_batches
 
 LOG_COLUMNS = [
     "epoch",
@@ -146,35 +147,6 @@ def encode_texts(
     return Encodings(ids, lengths, label_array, int(tokenizer.pad_token_id))
 
 
-def length_grouped_indices(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, megabatch_mult: int = 50
-) -> list[np.ndarray]:
-    """Shuffled batches of similar-length rows (the idea of Hugging Face's LengthGroupedSampler).
-
-    Shuffle all rows, cut them into megabatches of ``megabatch_mult * batch_size``, sort each megabatch by
-    length (longest first) and cut it into batches; then shuffle the batch order and put the batch holding
-    the longest row first, so an out-of-memory error shows up at the first step rather than late.
-    """
-    order = rng.permutation(len(lengths))
-    megabatches = _chunks(order, batch_size * megabatch_mult)
-    by_length = [m[np.argsort(-lengths[m], kind="stable")] for m in megabatches]
-    batches = [b for m in by_length for b in _chunks(m, batch_size)]  # ceil(n / batch_size) batches
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    longest = int(np.argmax([lengths[b].max() for b in batches]))
-    batches[0], batches[longest] = batches[longest], batches[0]
-    return batches
-
-
-def sorted_indices(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Deterministic batches for inference: rows sorted by length (longest first), so padding is minimal."""
-    return _chunks(np.argsort(-lengths, kind="stable"), batch_size)
-
-
-def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
-    """Consecutive slices of ``size`` rows, the remainder last."""
-    return [rows[i : i + size] for i in range(0, len(rows), size)]
-
-
 def collate(enc: Encodings, index: np.ndarray, pin_memory: bool = False) -> Batch:
     """Rows ``index`` of ``enc`` padded to their own longest row."""
     lengths = enc.lengths[index]
@@ -201,10 +173,10 @@ def make_batches(
     The same arguments always give the same batches, so a benchmark can replay exactly what training saw.
     """
     if seed is None:
-        groups = sorted_indices(enc.lengths, batch_size)
+        groups = length_grouped_batches(enc.lengths, batch_size, longest_first=True)
     else:
         rng = np.random.default_rng([seed, epoch])
-        groups = length_grouped_indices(enc.lengths, batch_size, rng, megabatch_mult)
+        groups = shuffled_length_grouped_batches(enc.lengths, batch_size, rng, megabatch_mult)
     return [collate(enc, g, pin_memory) for g in groups]
 
 
