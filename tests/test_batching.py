@@ -74,3 +74,23 @@ def test_batches_are_row_positions_covering_every_row_once():
 def test_no_rows_give_no_batches():
     assert length_grouped_batches(np.zeros(0, np.int64), 3) == []
     assert length_grouped_batches(np.zeros(0, np.int64), 3, run_batches=16) == []
+
+
+def test_callers_get_the_pinned_batches():
+    """Fine-tuning's make_batches (seeded from [seed, epoch], or sorted for inference) and extraction's
+    stream batches (runs of 16 batches) are the groupings pinned above."""
+    from layershift.models.batches import Encodings, make_batches
+    from layershift.models.extract import TokenizedSentences
+
+    enc = Encodings(np.zeros((len(SMALL), SMALL.max()), np.int64), SMALL, None, pad_id=0)
+    assert [b.index.tolist() for b in make_batches(enc, 3, seed=7, epoch=1, megabatch_mult=2)] == [
+        [7, 0, 8],
+        [4, 2, 1],
+        [10, 6, 9],
+        [5, 3],
+    ]
+    assert [b.index.tolist() for b in make_batches(enc, 3)] == listed(
+        length_grouped_batches(SMALL, 3, longest_first=True)
+    )
+    stream = TokenizedSentences(np.arange(len(LARGE)), [[0] * n for n in LARGE], [], [])
+    assert fingerprint(stream.batches(32)) == "b2d6c574b4146453"
