@@ -69,13 +69,14 @@ def padded_batches(tokenizer, texts: list[str], cfg) -> tuple[list[dict], int]:
     """Exactly the batches ``extract_activations`` forms: seeded order, length-grouped, padded per batch."""
     import numpy as np
 
-    from layershift.models.extract import length_grouped_batches, sentence_order
+    from layershift.data.batching import length_grouped_batches
+    from layershift.models.extract import SORT_RUN_BATCHES, sentence_order
 
     order = sentence_order(len(texts), cfg)
     encoded = tokenizer([texts[i] for i in order], truncation=True, max_length=cfg.max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
     batches = []
-    for batch in length_grouped_batches(np.array(lengths), cfg.batch_size):
+    for batch in length_grouped_batches(np.array(lengths), cfg.batch_size, SORT_RUN_BATCHES):
         batches.append(dict(tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")))
     return batches, int(sum(lengths))
 
@@ -130,7 +131,9 @@ def peak_rss_child(args) -> None:
     import torch  # noqa: F401 - imported before the "before" reading, like the libraries extraction needs
     import transformers  # noqa: F401
 
-    common.set_threads(args.threads)
+    from layershift.core.device import set_threads
+
+    set_threads(args.threads)
     size = json.loads(args.size)
     texts = common.realistic_sentences(
         args.rss_child, seed=1, min_words=size["min_words"], max_words=size["max_words"]
@@ -172,9 +175,10 @@ def measure_peak_rss(n_sentences: int, model_dir: Path, size: dict, threads: int
 
 # --- main ------------------------------------------------------------------------------------------------
 def run(args) -> None:
+    from layershift.core.device import set_threads
     from layershift.models.sources import load_encoder
 
-    common.set_threads(args.threads)
+    set_threads(args.threads)
     size = sizes(args.quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:

@@ -77,7 +77,7 @@ def run_bare(model_dir: Path, batches, lr: float, n_batches: int | None = None) 
     import torch
     import torch.nn.functional as F
 
-    from layershift.models.finetune import load_classifier
+    from layershift.models.classifier import load_classifier
 
     model = load_classifier(model_dir, ["neg", "pos"], seed=0)
     model.train()
@@ -94,9 +94,11 @@ def run_bare(model_dir: Path, batches, lr: float, n_batches: int | None = None) 
 
 
 def run(args) -> None:
-    from layershift.models.finetune import encode_split, load_tokenizer, make_batches
+    from layershift.core.device import set_threads
+    from layershift.models.batches import encode_split, make_batches
+    from layershift.models.classifier import load_tokenizer
 
-    common.set_threads(args.threads)
+    set_threads(args.threads)
     size = sizes(args.quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     try:

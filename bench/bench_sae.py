@@ -245,7 +245,9 @@ def saelens_status(args) -> tuple[Path | None, str]:
 def run(args) -> None:
     import torch
 
-    common.set_threads(args.threads)
+    from layershift.core.device import set_threads
+
+    set_threads(args.threads)
     size = sizes(args.quick, args.rows)
     cfg, train = configs(size, args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sae-"))

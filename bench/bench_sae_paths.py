@@ -67,9 +67,10 @@ def train_once(shard_dir: Path, cfg, train, sparse: bool) -> dict:
 
 
 def run(args) -> None:
+    from layershift.core.device import set_threads
     from layershift.data.shards import ShardReader
 
-    common.set_threads(args.threads)
+    set_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sae-paths-"))
     try:
         if args.shards:

@@ -98,13 +98,6 @@ def free_cores() -> int:
     return max(1, min(cores, cores - int(round(load))))
 
 
-def set_threads(threads: int) -> None:
-    """One thread setting for every variant of a benchmark (intra-op; inter-op left alone)."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def machine_info(threads: int) -> dict:
     """Where the numbers came from: CPU count, torch threads/version, platform, load, date."""
     import torch

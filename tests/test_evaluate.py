@@ -9,22 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
+from layershift.models.batches import encode_texts, make_batches
+from layershift.models.classifier import load_classifier, load_tokenizer, predict_logits, save_model
 from layershift.models.evaluate import (
-    classification_metrics,
     classification_report,
     evaluate_finetuned,
     evaluate_linear_probe,
     evaluate_pretrained_head,
     predict,
 )
-from layershift.models.finetune import (
-    encode_texts,
-    load_classifier,
-    load_tokenizer,
-    make_batches,
-    predict_logits,
-    save_model,
-)
+from layershift.models.metrics import classification_metrics
 from tests.helpers import make_tiny_bert
 
 CLASS_WORDS = {

@@ -11,15 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from layershift.models.batches import Encodings, make_batches
+from layershift.models.classifier import SUMMARY_FILE
 from layershift.models.evaluate import evaluate_finetuned
 from layershift.models.finetune import (
     LOG_COLUMNS,
-    SUMMARY_FILE,
-    Encodings,
     FinetuneConfig,
     finetune,
     flatten_state,
-    make_batches,
     unflatten_state,
 )
 from tests.helpers import make_tiny_bert
@@ -250,13 +249,9 @@ def record(epochs: list):
 
 
 def test_checkpoint_round_trips_best_weights_older_than_the_current_ones(pretrained, splits, tmp_path):
-    from layershift.models.finetune import (
-        _start_run,
-        encode_split,
-        load_checkpoint,
-        load_tokenizer,
-        save_checkpoint,
-    )
+    from layershift.models.batches import encode_split
+    from layershift.models.classifier import load_tokenizer
+    from layershift.models.finetune import _start_run, load_checkpoint, save_checkpoint
 
     cpu = torch.device("cpu")
     train = encode_split(load_tokenizer(pretrained), splits["train"], 2, SMALL.max_length)

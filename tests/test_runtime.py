@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import pytest
 
 def _run(code: str, *args: str, **env: str) -> str:
     env = {"PATH": "/usr/bin:/bin", **env}  # no inherited OMP_NUM_THREADS / MKL_NUM_THREADS
+    if "PYTHONPATH" in os.environ:  # the checkout under test, where it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
     )
@@ -22,7 +25,7 @@ def test_threads_apply_to_a_torch_imported_later():
     threads = 1
     out = _run(
         "import sys\n"
-        "from layershift.core.runtime import set_threads\n"
+        "from layershift.core.device import set_threads\n"
         f"set_threads({threads})\n"
         "print('torch' in sys.modules)\n"
         "import torch\n"
@@ -34,7 +37,7 @@ def test_threads_apply_to_a_torch_imported_later():
 @pytest.mark.parametrize("threads", [1, 3])
 def test_threads_apply_to_a_torch_already_imported(threads):
     out = _run(
-        f"import torch\nfrom layershift.core.runtime import set_threads\nset_threads({threads})\nprint(torch.get_num_threads())\n"
+        f"import torch\nfrom layershift.core.device import set_threads\nset_threads({threads})\nprint(torch.get_num_threads())\n"
     )
     assert out == str(threads)
 
@@ -42,11 +45,23 @@ def test_threads_apply_to_a_torch_already_imported(threads):
 def test_no_threads_changes_nothing():
     out = _run(
         "import os, sys\n"
-        "from layershift.core.runtime import set_threads\n"
+        "from layershift.core.device import set_threads\n"
         "set_threads(None)\n"
         "print('torch' in sys.modules, 'OMP_NUM_THREADS' in os.environ)\n"
     )
     assert out == "False False"
+
+
+def test_threads_for_a_block_are_restored_after_it():
+    out = _run(
+        "import os, torch\n"
+        "from layershift.core.device import torch_threads\n"
+        "torch.set_num_threads(2)\n"
+        "with torch_threads(1):\n"
+        "    print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'])\n"
+        "print(torch.get_num_threads(), 'OMP_NUM_THREADS' in os.environ)\n"
+    )
+    assert out.split() == ["1", "1", "2", "False"]
 
 
 HEAP_AFTER_A_FREED_BLOCK = """

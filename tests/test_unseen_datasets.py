@@ -18,8 +18,7 @@ from layershift.data.prepare import (
     read_file,
     read_source,
 )
-from layershift.models.evaluate import classification_metrics
-from layershift.models.finetune import score_logits
+from layershift.models.metrics import classification_metrics, score_logits
 
 N = 30
 

@@ -11,20 +11,8 @@ import sys
 import time
 import traceback
 
+from layershift.core.device import set_threads
 from layershift.core.errors import LayershiftError
-
-
-def set_threads(threads: int | None) -> None:
-    """Hold torch to the job's ``threads``, without importing it: a job that never uses torch (figures,
-    tables, the report) would pay seconds for the import. The environment sets the thread count of a
-    torch imported later; one already imported is told directly."""
-    if not threads:
-        return
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = str(int(threads))
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(threads))
-
 
 # glibc's mallopt parameters (malloc.h) and what keep_freed_memory sets them to
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3

@@ -1,4 +1,4 @@
-"""How a dictionary is trained, apart from what it is: device, threads, seeds, Adam, the epoch loop, checkpoints.
+"""How a dictionary is trained, apart from what it is: batches on the device, Adam, the epoch loop, checkpoints.
 
 ``sae.py`` and ``crosscoder.py`` define their module, loss, files and evaluation; both train through
 :func:`fit_epochs`, which calls a ``step(batch)`` callback for every batch of ``batches(epoch)`` and saves one
@@ -6,13 +6,11 @@ checkpoint per epoch. A checkpoint is a directory ``epoch-NNNN/`` under the run'
 the model's own files (written by the caller), the optimiser state as safetensors (``state.{param}.{key}``,
 plus any ``trainer.{name}`` tensors the trainer keeps) and ``trainer_state.json`` (progress, loss curves,
 optimiser param groups, the training config). Written atomically; older ones are removed once a newer one is
-complete, so resuming always finds a whole epoch. Fine-tuning (``finetune.py``) shares the device, seed and
-optimiser-state helpers.
+complete, so resuming always finds a whole epoch. The device, threads and seeds come from ``core.device``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -29,35 +27,7 @@ OPTIMIZER_FILENAME = "optimizer.safetensors"
 TRAINER_STATE_FILENAME = "trainer_state.json"
 
 
-# --- device, threads, seeds -------------------------------------------------------------------------------
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else is passed to :class:`torch.device`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` torch CPU threads (None/0: leave torch's setting), then restore it."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
+# --- batches on the device ------------------------------------------------------------------------------
 def to_tensor(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """A float batch on ``device`` without an extra host copy (``torch.from_numpy`` shares memory)."""
     if isinstance(batch, torch.Tensor):

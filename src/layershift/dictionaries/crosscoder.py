@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 from layershift.analysis.diff import SIDE_A, SIDE_B, decoder_cosine_matrix, decoder_rows
 from layershift.core import training
+from layershift.core.device import resolve_device, torch_threads
 from layershift.core.io import read_json, read_safetensors, write_json, write_safetensors
 from layershift.data.shards import keep_pair_in_memory, open_paired, shard_provenance, zip_paired
 from layershift.study.schema import from_section
@@ -371,7 +372,7 @@ def train_crosscoder(
     ``seconds``, and :func:`evaluate_crosscoder` on ``eval_batches()`` (default: ``paired_batches(0)``, then
     ``evaluation_split`` = "train").
     """
-    with training.torch_threads(train.threads):
+    with torch_threads(train.threads):
         cc, metrics = _train(paired_batches, cfg, train, checkpoint_dir, progress)
         evaluation = evaluate_crosscoder(cc, eval_batches() if eval_batches else paired_batches(0))
     return cc, metrics | evaluation | {"evaluation_split": "heldout" if eval_batches else "train"}
@@ -426,7 +427,7 @@ EPOCH_CURVES = ("epoch_loss", "epoch_reconstruction", "epoch_sparsity", "epoch_a
 
 
 def _train(paired_batches, cfg, train, checkpoint_dir, progress) -> tuple[Crosscoder, dict]:
-    device = training.resolve_device(train.device)
+    device = resolve_device(train.device)
     cfg = training.with_train_config(cfg, train)
     cc = Crosscoder(cfg, seed=train.seed, init_decoder_norm=train.init_decoder_norm).to(device)
     optimizer = training.make_adam([p for p in cc.parameters() if p.numel()], train.lr)

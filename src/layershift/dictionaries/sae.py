@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from layershift.core.device import resolve_device, torch_threads
 from layershift.core.io import atomic_path, read_json, read_safetensors, write_json
 from layershift.core.training import (
     explained_variance,
@@ -47,10 +48,8 @@ from layershift.core.training import (
     holdout_metrics,
     load_checkpoint,
     make_adam,
-    resolve_device,
     save_checkpoint,
     to_tensor,
-    torch_threads,
     with_train_config,
 )
 from layershift.data.shards import ShardReader, shard_provenance

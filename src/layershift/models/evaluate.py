@@ -8,7 +8,8 @@ Three rows per model × dataset, all on the same test split:
   baseline: how much of the task is already linearly readable from the untouched encoder);
 - ``finetuned``: the fine-tuned model written by :func:`layershift.models.finetune.finetune`.
 
-Each row is a :func:`classification_metrics` dict (the paper's Fig. 6 classification reports).
+Each row is a :func:`layershift.models.metrics.classification_metrics` dict (the paper's Fig. 6
+classification reports).
 """
 
 from __future__ import annotations
@@ -20,23 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import classification_report as sk_classification_report
-from sklearn.metrics import confusion_matrix, f1_score
 from sklearn.preprocessing import StandardScaler
 
-from layershift.core.runtime import set_threads
-from layershift.core.training import resolve_device, seed_everything
-from layershift.models.finetune import (
-    Batch,
-    encode_split,
-    encode_texts,
-    load_classifier,
-    load_finetuned,
-    load_tokenizer,
-    macro_f1,
-    make_batches,
-    predict_logits,
-)
+from layershift.core.device import resolve_device, seed_everything, set_threads
+from layershift.models.batches import Batch, encode_split, encode_texts, make_batches
+from layershift.models.classifier import load_classifier, load_finetuned, load_tokenizer, predict_logits
+from layershift.models.metrics import classification_metrics
 
 PathLike = str | Path
 
@@ -69,38 +59,6 @@ def _predict_encoded(model, batches: Sequence[Batch], device: str) -> np.ndarray
     """argmax of the model's logits over every row the batches cover, in row order: [n] int64."""
     dev = resolve_device(device)
     return predict_logits(model.to(dev), batches, dev).argmax(axis=1).astype(np.int64)
-
-
-def classification_metrics(y_true, y_pred, label_names: Sequence[str]) -> dict:
-    """Accuracy, macro-F1, a per-class report and the confusion matrix (rows = true, columns = predicted)."""
-    names = list(label_names)
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
-        raise ValueError(
-            f"y_true and y_pred must be equal-length non-empty 1-d arrays, got {y_true.shape}, {y_pred.shape}"
-        )
-    ids = list(range(len(names)))
-    report = sk_classification_report(
-        y_true, y_pred, labels=ids, target_names=names, output_dict=True, zero_division=0
-    )
-    per_class = {
-        name: {
-            "precision": float(report[name]["precision"]),
-            "recall": float(report[name]["recall"]),
-            "f1": float(report[name]["f1-score"]),
-            "support": int(report[name]["support"]),
-        }
-        for name in names
-    }
-    return {
-        "accuracy": float((y_true == y_pred).mean()),
-        "macro_f1": macro_f1(y_true, y_pred),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=ids, average="weighted", zero_division=0)),
-        "n": int(len(y_true)),
-        "labels": names,
-        "per_class": per_class,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
-    }
 
 
 def evaluate_pretrained_head(

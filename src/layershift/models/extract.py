@@ -28,11 +28,12 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from layershift.core.device import resolve_device, set_threads
 from layershift.core.io import atomic_dir, atomic_path, encode_metadata, vector_compression, write_parquet
-from layershift.core.runtime import set_threads
+from layershift.data.batching import length_grouped_batches
 from layershift.data.shards import ARROW_DTYPES, NUMPY_DTYPES, ShardWriter
 from layershift.data.tokens import encode_with_kinds, token_strings
-from layershift.models.sources import load_encoder, pick_device
+from layershift.models.sources import load_encoder
 
 
 @dataclass
@@ -50,24 +51,14 @@ class ExtractConfig:
     device: str = "auto"  # auto = cuda if available
 
 
+# Batches are sorted by length within runs of this many, so a prefix of the stream is still a prefix of the
+# (seeded, shuffled) sentence order, up to one run.
+SORT_RUN_BATCHES = 16
+
+
 def sentence_order(n_sentences: int, cfg: ExtractConfig) -> np.ndarray:
     """Seeded permutation of sentence indices, capped to ``max_sentences``."""
     return np.random.default_rng(cfg.seed).permutation(n_sentences)[: cfg.max_sentences]
-
-
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, group: int = 16) -> list[np.ndarray]:
-    """Batches of positions into ``lengths``: runs of ``group`` batches sorted by length to cut padding.
-
-    The concatenation of the batches keeps the runs in order, so a prefix of the stream is still a
-    prefix of the (seeded, shuffled) sentence order, up to one run.
-    """
-    batches = []
-    span = batch_size * group
-    for start in range(0, len(lengths), span):
-        run = np.arange(start, min(start + span, len(lengths)))
-        run = run[np.argsort(lengths[run], kind="stable")]
-        batches.extend(run[i : i + batch_size] for i in range(0, len(run), batch_size))
-    return batches
 
 
 def token_priorities(sentence_ids: np.ndarray, positions: np.ndarray, seed: int) -> np.ndarray:
@@ -209,6 +200,183 @@ def summarise_batch(hidden: tuple, mask: torch.Tensor, special: torch.Tensor, dt
     }
 
 
+@dataclass
+class TokenizedSentences:
+    """The sentences of one pass in stream order, tokenised once (lists of per-sentence lists)."""
+
+    order: np.ndarray  # [n] index into the dataset's texts of each sentence (sentence_id)
+    input_ids: list[list[int]]
+    special: list[list[int]]  # 1 on the tokenizer's special tokens
+    kinds: list[list[str]]  # special / punctuation / word / subword per token
+
+    def batches(self, batch_size: int) -> list[np.ndarray]:
+        """Length-grouped batches of positions into the stream (:data:`SORT_RUN_BATCHES` batches a run)."""
+        lengths = np.array([len(ids) for ids in self.input_ids])
+        return length_grouped_batches(lengths, batch_size, SORT_RUN_BATCHES)
+
+
+def tokenize_in_order(tokenizer, texts: list[str], cfg: ExtractConfig) -> TokenizedSentences:
+    """The seeded :func:`sentence_order` of ``texts``, tokenised with the tokenizer's own token kinds."""
+    order = sentence_order(len(texts), cfg)
+    tokenized = encode_with_kinds(tokenizer, [texts[i] for i in order], cfg.max_length)
+    return TokenizedSentences(order, tokenized["input_ids"], tokenized["special"], tokenized["kinds"])
+
+
+def pad_batch(tokenizer, sentences: TokenizedSentences, batch: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The batch's ids padded the tokenizer's way (``input_ids``, ``attention_mask`` ``[batch, seq]``) and its
+    special-token mask ``[batch, seq]``, padded on the same side so its rows line up with the attention mask."""
+    padded = tokenizer.pad({"input_ids": [sentences.input_ids[i] for i in batch]}, return_tensors="pt")
+    longest = padded["input_ids"].shape[1]
+    special = np.zeros((len(batch), longest), bool)
+    for row, i in enumerate(batch):
+        n = len(sentences.special[i])
+        at = slice(0, n) if tokenizer.padding_side == "right" else slice(longest - n, longest)
+        special[row, at] = sentences.special[i]
+    return padded, special
+
+
+@dataclass
+class DatasetSums:
+    """Float64 sums over every batch of a pass, for the dataset means of ``means.parquet``."""
+
+    token_sum: np.ndarray  # [layers, d] every real token
+    special_sum: np.ndarray  # [layers, d] special tokens only (content = all - special)
+    sentence_sum: np.ndarray  # [layers, d] sentence mean vectors
+    n_tokens: int = 0
+    n_special: int = 0
+
+    @classmethod
+    def zeros(cls, n_layers: int, d_model: int) -> DatasetSums:
+        return cls(*(np.zeros((n_layers, d_model), np.float64) for _ in range(3)))
+
+    def add(self, kept: dict, special: np.ndarray) -> None:
+        """One batch's :func:`summarise_batch` output and its special-token mask ``[batch, seq]``."""
+        self.token_sum += kept["sentence_sums"].sum(0, dtype=np.float64)
+        self.special_sum += kept["special_sum"]
+        self.n_special += int(special.sum())
+        self.sentence_sum += kept["sentence_means"].sum(0, dtype=np.float64)
+        self.n_tokens += len(kept["tokens"])
+
+    def means_frame(self, n_sentences: int):
+        """One row per layer: token, content-token and sentence means, the counts and the special share."""
+        import pandas as pd
+
+        n_layers = len(self.token_sum)
+        content_tokens = max(self.n_tokens - self.n_special, 1)
+        means = {
+            "layer": np.arange(n_layers),
+            "token_mean": list(self.token_sum / max(self.n_tokens, 1)),
+            "content_token_mean": list((self.token_sum - self.special_sum) / content_tokens),
+            "sentence_mean": list(self.sentence_sum / max(n_sentences, 1)),
+            "n_tokens": np.full(n_layers, self.n_tokens),
+            "n_sentences": np.full(n_layers, n_sentences),
+            "n_special_tokens": np.full(n_layers, self.n_special),
+            "special_share": np.full(n_layers, self.n_special / max(self.n_tokens, 1)),
+        }
+        return pd.DataFrame(means)
+
+
+class TokenRowWriter:
+    """Token rows of the SAE layers (one shard directory per layer) and the kind of each row, written until
+    ``max_tokens`` rows are in."""
+
+    def __init__(
+        self, tokens_dir: Path, sae_layers: list[int], d_model: int, cfg: ExtractConfig, metadata: dict
+    ):
+        self.writers = {
+            layer: ShardWriter(
+                tokens_dir / f"layer{layer}",
+                d_model,
+                cfg.dtype,
+                cfg.rows_per_group,
+                cfg.groups_per_shard,
+                {**metadata, "layer": layer},
+            )
+            for layer in sae_layers
+        }
+        self.kinds_path, self.metadata, self.max_tokens = (
+            tokens_dir / "kinds.parquet",
+            metadata,
+            cfg.max_tokens,
+        )
+        self.kinds_written: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
+
+    def append(self, tokenizer, sid, pos, token_ids, tokens: np.ndarray, kinds: list[list[str]]) -> None:
+        """The batch's tokens (``tokens [tokens, layers, d]``, ids and coordinates ``[tokens]``, ``kinds`` per
+        sentence), cut to the rows still wanted."""
+        room = self.max_tokens - next(iter(self.writers.values())).rows_appended if self.writers else 0
+        if room <= 0:
+            return
+        strings = token_strings(tokenizer, token_ids[:room].tolist())
+        for layer, writer in self.writers.items():
+            writer.append(sid[:room], pos[:room], token_ids[:room], strings, tokens[:room, layer])
+        self.kinds_written.append((sid[:room], pos[:room], [kind for row in kinds for kind in row][:room]))
+
+    def close(self) -> dict[int, int]:
+        """Finish the shards and write ``kinds.parquet``; returns the rows written per layer."""
+        token_rows = {layer: writer.close() for layer, writer in self.writers.items()}
+        if self.writers:
+            import pandas as pd
+
+            written = self.kinds_written
+            kinds_frame = pd.DataFrame(
+                {
+                    "sentence_id": np.concatenate([k[0] for k in written] or [np.zeros(0, np.int32)]),
+                    "position": np.concatenate([k[1] for k in written] or [np.zeros(0, np.int32)]),
+                    "kind": [kind for k in written for kind in k[2]],
+                }
+            )
+            write_parquet(kinds_frame, self.kinds_path, self.metadata)
+        return token_rows
+
+
+def token_coordinates(sentence_ids: np.ndarray, n_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sentence_id, position) of every real token of a batch, in the mask's row-major order: ``[tokens]``
+    each, from the batch's ``sentence_ids`` and real-token counts ``n_tokens`` ``[batch]``."""
+    sid = np.repeat(sentence_ids, n_tokens)
+    pos = np.concatenate([np.arange(n) for n in n_tokens]).astype(np.int32)
+    return sid, pos
+
+
+@dataclass
+class StageWriters:
+    """Where a pass writes each batch: the dataset sums, the token sample, the sentence rows, the token rows."""
+
+    sums: DatasetSums
+    sample: TokenSample
+    sentences: SentenceWriter
+    token_rows: TokenRowWriter
+
+
+def extract_batch(
+    model, tokenizer, device, sentences: TokenizedSentences, batch, cfg, out: StageWriters
+) -> None:
+    """One forward pass over ``batch`` (positions into the stream) with every hidden state, into ``out``."""
+    padded, special = pad_batch(tokenizer, sentences, batch)
+    mask = padded["attention_mask"].to(device)  # [batch, seq]
+    hidden = model(
+        input_ids=padded["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
+    ).hidden_states  # layers x [batch, seq, d]
+    kept = summarise_batch(hidden, mask, torch.from_numpy(special).to(device), cfg.dtype)
+    tokens = kept["tokens"]  # [tokens, layers, d] at the storage dtype
+    out.sums.add(kept, special)
+
+    sentence_ids = sentences.order[batch].astype(np.int32)
+    n_tok = mask.sum(1).cpu().numpy()
+    sid, pos = token_coordinates(sentence_ids, n_tok)
+    token_ids = padded["input_ids"][padded["attention_mask"].bool()].numpy()  # [tokens]
+    out.sentences.write(sentence_ids, n_tok, kept["sentence_means"])
+    out.sample.offer(token_priorities(sid, pos, cfg.seed), np.stack([sid, pos], 1), tokens)
+    out.token_rows.append(tokenizer, sid, pos, token_ids, tokens, [sentences.kinds[i] for i in batch])
+
+
+def check_sae_layers(sae_layers: list[int], n_layers: int, model_dir) -> None:
+    """Fail unless every SAE layer is a hidden state of the model (0 = embeddings .. ``n_layers - 1``)."""
+    bad = [layer for layer in sae_layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"SAE layers {bad} out of range 0..{n_layers - 1} for {model_dir}")
+
+
 @torch.inference_mode()
 def extract_activations(
     model_dir: str | Path,
@@ -221,117 +389,42 @@ def extract_activations(
 ) -> dict:
     """Run ``texts`` through the encoder in ``model_dir`` and write the stage's activation artifacts."""
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     model, tokenizer = load_encoder(model_dir, device)
     n_layers = model.config.num_hidden_layers + 1
     d_model = model.config.hidden_size
-    bad = [layer for layer in sae_layers if not 0 <= layer < n_layers]
-    if bad:
-        raise ValueError(f"SAE layers {bad} out of range 0..{n_layers - 1} for {model_dir}")
+    check_sae_layers(sae_layers, n_layers, model_dir)
     metadata = {**(metadata or {}), "n_layers": n_layers - 1, "d_model": d_model, "model_dir": str(model_dir)}
-
-    order = sentence_order(len(texts), cfg)
-    tokenized = encode_with_kinds(tokenizer, [texts[i] for i in order], cfg.max_length)
-    encoded, special_masks, token_kinds = tokenized["input_ids"], tokenized["special"], tokenized["kinds"]
-    lengths = np.array([len(ids) for ids in encoded])
-    batches = length_grouped_batches(lengths, cfg.batch_size)
+    sentences = tokenize_in_order(tokenizer, texts, cfg)
 
     out_dir = Path(out_dir)
-    token_sum = np.zeros((n_layers, d_model), np.float64)
-    special_sum = np.zeros((n_layers, d_model), np.float64)  # special tokens only (content = all - special)
-    n_special_total = 0
-    kinds_written: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
-    sentence_sum = np.zeros((n_layers, d_model), np.float64)
-    n_tokens_total = 0
+    sums = DatasetSums.zeros(n_layers, d_model)
     sample = TokenSample(cfg.token_sample, n_layers, d_model, NUMPY_DTYPES[cfg.dtype])
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out_dir / "tokens") as tokens_dir, atomic_path(out_dir / "sentences.parquet") as sent_tmp:
-        writers = {
-            layer: ShardWriter(
-                tokens_dir / f"layer{layer}",
-                d_model,
-                cfg.dtype,
-                cfg.rows_per_group,
-                cfg.groups_per_shard,
-                {**metadata, "layer": layer},
-            )
-            for layer in sae_layers
-        }
-        sentences = SentenceWriter(sent_tmp, n_layers, d_model, metadata, cfg.dtype)
+        token_rows = TokenRowWriter(tokens_dir, sae_layers, d_model, cfg, metadata)
+        out = StageWriters(
+            sums, sample, SentenceWriter(sent_tmp, n_layers, d_model, metadata, cfg.dtype), token_rows
+        )
+        description = f"extract {metadata.get('stage', '')}"
         for batch in tqdm(
-            batches, desc=f"extract {metadata.get('stage', '')}", disable=not progress, mininterval=5
+            sentences.batches(cfg.batch_size), desc=description, disable=not progress, mininterval=5
         ):
-            ids = [encoded[i] for i in batch]
-            padded = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-            longest = padded["input_ids"].shape[1]
-            special = np.zeros((len(batch), longest), bool)
-            for row, i in enumerate(batch):  # same side as the padding, so rows line up with the mask
-                n = len(special_masks[i])
-                at = slice(0, n) if tokenizer.padding_side == "right" else slice(longest - n, longest)
-                special[row, at] = special_masks[i]
-            mask = padded["attention_mask"].to(device)
-            hidden = model(
-                input_ids=padded["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
-            ).hidden_states
-            kept = summarise_batch(hidden, mask, torch.from_numpy(special).to(device), cfg.dtype)
-            tokens = kept["tokens"]  # [tokens, layers, d] at the storage dtype
-            token_sum += kept["sentence_sums"].sum(0, dtype=np.float64)
-            special_sum += kept["special_sum"]
-            n_special_total += int(special.sum())
-            sentence_sum += kept["sentence_means"].sum(0, dtype=np.float64)
-            n_tokens_total += len(tokens)
-
-            sentence_ids = order[batch].astype(np.int32)
-            n_tok = mask.sum(1).cpu().numpy()
-            sid = np.repeat(sentence_ids, n_tok)
-            pos = np.concatenate([np.arange(n) for n in n_tok]).astype(np.int32)
-            token_ids = padded["input_ids"][padded["attention_mask"].bool()].numpy()
-            sentences.write(sentence_ids, n_tok, kept["sentence_means"])
-            sample.offer(token_priorities(sid, pos, cfg.seed), np.stack([sid, pos], 1), tokens)
-            room = cfg.max_tokens - writers[sae_layers[0]].rows_appended if writers else 0
-            if room > 0:
-                strings = token_strings(tokenizer, token_ids[:room].tolist())
-                for layer, writer in writers.items():
-                    writer.append(sid[:room], pos[:room], token_ids[:room], strings, tokens[:room, layer])
-                kinds = [kind for i in batch for kind in token_kinds[i]][:room]
-                kinds_written.append((sid[:room], pos[:room], kinds))
-        sentences.close()
-        token_rows = {layer: writer.close() for layer, writer in writers.items()}
-        if writers:
-            import pandas as pd
-
-            kinds_frame = pd.DataFrame(
-                {
-                    "sentence_id": np.concatenate([k[0] for k in kinds_written] or [np.zeros(0, np.int32)]),
-                    "position": np.concatenate([k[1] for k in kinds_written] or [np.zeros(0, np.int32)]),
-                    "kind": [kind for k in kinds_written for kind in k[2]],
-                }
-            )
-            write_parquet(kinds_frame, tokens_dir / "kinds.parquet", metadata)
+            extract_batch(model, tokenizer, device, sentences, batch, cfg, out)
+        out.sentences.close()
+        rows_written = token_rows.close()
     seconds = time.perf_counter() - started
 
-    n_sentences = len(order)
-    means = {
-        "layer": np.arange(n_layers),
-        "token_mean": list(token_sum / max(n_tokens_total, 1)),
-        "content_token_mean": list((token_sum - special_sum) / max(n_tokens_total - n_special_total, 1)),
-        "sentence_mean": list(sentence_sum / max(n_sentences, 1)),
-        "n_tokens": np.full(n_layers, n_tokens_total),
-        "n_sentences": np.full(n_layers, n_sentences),
-        "n_special_tokens": np.full(n_layers, n_special_total),
-        "special_share": np.full(n_layers, n_special_total / max(n_tokens_total, 1)),
-    }
-    import pandas as pd
-
-    write_parquet(pd.DataFrame(means), out_dir / "means.parquet", metadata)
+    n_sentences = len(sentences.order)
+    write_parquet(sums.means_frame(n_sentences), out_dir / "means.parquet", metadata)
     write_token_sample(*sample.sorted(), out_dir / "token_sample.parquet", metadata, cfg.dtype)
     return {
         "n_sentences": n_sentences,
-        "n_tokens": n_tokens_total,
-        "n_special_tokens": n_special_total,
-        "token_rows": token_rows,
+        "n_tokens": sums.n_tokens,
+        "n_special_tokens": sums.n_special,
+        "token_rows": rows_written,
         "seconds": seconds,
-        "tokens_per_second": n_tokens_total / seconds if seconds else None,
-        "device": device,
+        "tokens_per_second": sums.n_tokens / seconds if seconds else None,
+        "device": str(device),
     }

@@ -21,20 +21,29 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from sklearn.metrics import f1_score
 from tqdm import tqdm
 
-from layershift.core.errors import DataError
+from layershift.core.device import resolve_device, set_threads
 from layershift.core.io import atomic_dir, read_json, remove_tree, write_json
-from layershift.core.runtime import set_threads
-from layershift.core.training import resolve_device, seed_everything
+from layershift.models.batches import Batch, Encodings, encode_split, make_batches
+from layershift.models.classifier import (
+    autocast,
+    autocast_dtype,
+    load_classifier,
+    load_finetuned,
+    load_tokenizer,
+    predict_logits,
+    save_model,
+)
+from layershift.models.metrics import score_logits
+from layershift.models.optim import make_optimizer, make_scheduler, optimizer_step
 
 LOG_COLUMNS = [
     "epoch",
@@ -46,7 +55,6 @@ LOG_COLUMNS = [
     "tokens_per_second",
     "lr",
 ]
-SUMMARY_FILE = "finetune.json"  # written into out_dir beside the weights: config, best epoch, log
 CHECKPOINT_SUBDIR = "last"  # checkpoint_dir/last/ is replaced atomically after every epoch
 STATE_VERSION = 1  # bump when the checkpoint layout changes; older checkpoints are then ignored
 
@@ -89,251 +97,13 @@ class FinetuneConfig:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Tokenisation and batching (shared with evaluate.py and the throughput benchmark)
-
-
-@dataclass(frozen=True)
-class Encodings:
-    """Texts tokenised once: a right-padded id matrix plus the true length of every row."""
-
-    input_ids: np.ndarray  # [n, longest] int64 token ids, right-padded with pad_id
-    lengths: np.ndarray  # [n] int64 real tokens per row ([CLS] and [SEP] included)
-    labels: np.ndarray | None  # [n] int64 class ids, or None for unlabelled texts
-    pad_id: int  # the tokenizer's padding id
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-
-class Batch(NamedTuple):
-    """One padded batch; ``index`` maps its rows back to rows of the Encodings it came from."""
-
-    input_ids: torch.Tensor  # [b, L] int64, L = longest row in this batch
-    attention_mask: torch.Tensor  # [b, L] int64, 1 on real tokens
-    labels: torch.Tensor | None  # [b] int64
-    index: np.ndarray  # [b] rows of the source Encodings
-    n_tokens: int  # real (non-pad) tokens in the batch
-
-    def to(self, device: torch.device) -> Batch:
-        """The batch on ``device`` (asynchronous copies when the tensors are pinned)."""
-        if device.type == "cpu":
-            return self
-        ids, mask = (t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask))
-        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
-        return self._replace(input_ids=ids, attention_mask=mask, labels=labels)
-
-
-def encode_texts(
-    tokenizer, texts: Sequence[str], max_length: int, labels: Sequence[int] | None = None
-) -> Encodings:
-    """Tokenise ``texts`` once (truncated to ``max_length``) into a right-padded id matrix."""
-    if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has no padding token")
-    rows = tokenizer(
-        list(texts),
-        truncation=True,
-        max_length=max_length,
-        padding=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    ids = np.full((len(rows), int(lengths.max(initial=1))), tokenizer.pad_token_id, dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-    label_array = None if labels is None else np.asarray(labels, dtype=np.int64)
-    if label_array is not None and label_array.shape != lengths.shape:
-        raise ValueError(f"{len(label_array)} labels for {len(lengths)} texts")
-    return Encodings(ids, lengths, label_array, int(tokenizer.pad_token_id))
-
-
-def length_grouped_indices(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, megabatch_mult: int = 50
-) -> list[np.ndarray]:
-    """Shuffled batches of similar-length rows (the idea of Hugging Face's LengthGroupedSampler).
-
-    Shuffle all rows, cut them into megabatches of ``megabatch_mult * batch_size``, sort each megabatch by
-    length (longest first) and cut it into batches; then shuffle the batch order and put the batch holding
-    the longest row first, so an out-of-memory error shows up at the first step rather than late.
-    """
-    order = rng.permutation(len(lengths))
-    megabatches = _chunks(order, batch_size * megabatch_mult)
-    by_length = [m[np.argsort(-lengths[m], kind="stable")] for m in megabatches]
-    batches = [b for m in by_length for b in _chunks(m, batch_size)]  # ceil(n / batch_size) batches
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    longest = int(np.argmax([lengths[b].max() for b in batches]))
-    batches[0], batches[longest] = batches[longest], batches[0]
-    return batches
-
-
-def sorted_indices(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Deterministic batches for inference: rows sorted by length (longest first), so padding is minimal."""
-    return _chunks(np.argsort(-lengths, kind="stable"), batch_size)
-
-
-def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
-    """Consecutive slices of ``size`` rows, the remainder last."""
-    return [rows[i : i + size] for i in range(0, len(rows), size)]
-
-
-def collate(enc: Encodings, index: np.ndarray, pin_memory: bool = False) -> Batch:
-    """Rows ``index`` of ``enc`` padded to their own longest row."""
-    lengths = enc.lengths[index]
-    width = int(lengths.max())
-    ids = torch.from_numpy(np.ascontiguousarray(enc.input_ids[index, :width]))  # [b, L]
-    mask = (torch.arange(width)[None, :] < torch.from_numpy(lengths)[:, None]).long()  # [b, L]
-    labels = None if enc.labels is None else torch.from_numpy(enc.labels[index])
-    if pin_memory:
-        ids, mask = ids.pin_memory(), mask.pin_memory()
-        labels = None if labels is None else labels.pin_memory()
-    return Batch(ids, mask, labels, index, int(lengths.sum()))
-
-
-def make_batches(
-    enc: Encodings,
-    batch_size: int,
-    seed: int | None = None,
-    epoch: int = 0,
-    megabatch_mult: int = 50,
-    pin_memory: bool = False,
-) -> list[Batch]:
-    """The batches of one epoch: length-grouped and shuffled from (seed, epoch), or length-sorted if seed is None.
-
-    The same arguments always give the same batches, so a benchmark can replay exactly what training saw.
-    """
-    if seed is None:
-        groups = sorted_indices(enc.lengths, batch_size)
-    else:
-        rng = np.random.default_rng([seed, epoch])
-        groups = length_grouped_indices(enc.lengths, batch_size, rng, megabatch_mult)
-    return [collate(enc, g, pin_memory) for g in groups]
-
-
-# ----------------------------------------------------------------------------------------------------
-# Models
-
-
-def load_tokenizer(model_dir: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-
-
-def load_classifier(model_dir: str | Path, label_names: Sequence[str], seed: int):
-    """The encoder in ``model_dir`` with a classification head freshly initialised from ``seed`` (fp32)."""
-    from transformers import AutoModelForSequenceClassification
-
-    names = list(label_names)
-    if len(set(names)) != len(names) or len(names) < 2:
-        raise ValueError(f"label_names must be >= 2 distinct names, got {names}")
-    seed_everything(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir,
-        num_labels=len(names),
-        id2label=dict(enumerate(names)),
-        label2id={name: i for i, name in enumerate(names)},
-        problem_type="single_label_classification",
-        local_files_only=True,
-        dtype=torch.float32,
-    )
-    return model
-
-
-def load_finetuned(model_dir: str | Path):
-    """A saved sequence classifier (fp32), loaded from local files only."""
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification.from_pretrained(
-        model_dir, local_files_only=True, dtype=torch.float32
-    )
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None means plain fp32 (always the case on CPU)."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def predict_logits(
-    model, batches: Sequence[Batch], device: torch.device, amp: torch.dtype | None = None
-) -> np.ndarray:
-    """Logits for every row the batches cover, in source-row order: [n, num_labels] float32."""
-    model.eval()
-    outputs = []
-    with torch.inference_mode():
-        for batch in batches:
-            b = batch.to(device)
-            with _autocast(device, amp):
-                logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits  # [b, C]
-            outputs.append(logits.float())
-    index = np.concatenate([b.index for b in batches])
-    result = np.empty((len(index), outputs[0].shape[1]), dtype=np.float32)
-    result[index] = torch.cat(outputs).cpu().numpy()
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------
-# Optimiser, schedule, scoring
-
-
-def make_optimizer(model, cfg: FinetuneConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW; weight decay (when > 0) skips biases and LayerNorm weights, as in BERT's recipe."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=cfg.lr)
-
-
-def linear_schedule_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Linear warm-up from 0 over ``warmup_steps``, then linear decay to 0 at ``total_steps`` (HF's formula)."""
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def make_scheduler(optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup_steps = math.ceil(warmup_ratio * total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: linear_schedule_factor(step, total_steps, warmup_steps)
-    )
-
-
-def macro_f1(y_true, y_pred) -> float:
-    """Mean F1 over the classes that occur in ``y_true`` or ``y_pred``: a class of the label set that the split
-    has no row of and that nothing predicts has no F1 (sklearn's zero_division would count it as 0)."""
-    present = sorted(set(np.asarray(y_true).tolist()) | set(np.asarray(y_pred).tolist()))
-    return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
-
-
-def score_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Mean cross-entropy, accuracy and macro-F1 of ``logits`` [n, C] against ``labels`` [n]."""
-    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
-    pred = logits.argmax(axis=1)
-    return {
-        "loss": float(loss),
-        "accuracy": float((pred == labels).mean()),
-        "macro_f1": macro_f1(labels, pred),
-    }
-
-
-# ----------------------------------------------------------------------------------------------------
 # The training loop
 
 
 @dataclass
-class _Run:
-    """Everything one training run carries between epochs (and into a checkpoint)."""
+class FinetuneState:
+    """What a fine-tuning run carries from epoch to epoch (and into a checkpoint): the model and its optimiser,
+    schedule and loss scaler, the log so far, and the best epoch with a CPU copy of its weights."""
 
     model: Any
     optimizer: torch.optim.Optimizer
@@ -393,29 +163,6 @@ def finetune(
     return log
 
 
-def encode_split(
-    tokenizer, df: pd.DataFrame, n_classes: int, max_length: int, what: str = "split"
-) -> Encodings:
-    """Tokenise a labelled split (columns ``text``, ``label``) after checking it."""
-    texts, labels = split_texts_and_labels(df, n_classes, what)
-    return encode_texts(tokenizer, texts, max_length, labels)
-
-
-def split_texts_and_labels(
-    df: pd.DataFrame, n_classes: int, what: str = "split"
-) -> tuple[list[str], np.ndarray]:
-    """The ``text`` and ``label`` columns of a split, checked: non-empty, labels in 0..n_classes-1."""
-    missing = {"text", "label"} - set(df.columns)
-    if missing:
-        raise DataError(f"{what} lacks column(s) {sorted(missing)}")
-    if len(df) == 0:
-        raise DataError(f"{what} has no rows")
-    labels = df["label"].to_numpy().astype(np.int64)
-    if labels.min() < 0 or labels.max() >= n_classes:
-        raise DataError(f"{what} has labels outside 0..{n_classes - 1}")
-    return df["text"].astype(str).tolist(), labels
-
-
 def _start_run(model_dir, label_names, cfg, train: Encodings, device, ckpt: Path | None, fingerprint: str):
     """A fresh run (seeded head) or the run saved in ``ckpt``; returns it and the 0-based epoch to start at."""
     model = load_classifier(model_dir, label_names, cfg.seed).to(device)
@@ -424,13 +171,13 @@ def _start_run(model_dir, label_names, cfg, train: Encodings, device, ckpt: Path
     scheduler = make_scheduler(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
     use_scaler = autocast_dtype(cfg.precision, device) == torch.float16
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
-    run = _Run(model, optimizer, scheduler, scaler, [], 0, -math.inf, None)
+    run = FinetuneState(model, optimizer, scheduler, scaler, [], 0, -math.inf, None)
     start_epoch = load_checkpoint(ckpt, run, fingerprint, device) if ckpt is not None else 0
     return run, start_epoch
 
 
 def _run_epoch(
-    run: _Run, train: Encodings, val_batches, val_labels, cfg, epoch: int, device, progress: bool
+    run: FinetuneState, train: Encodings, val_batches, val_labels, cfg, epoch: int, device, progress: bool
 ) -> dict:
     """Train one epoch, score it on validation, update the best weights; returns (and logs) its row."""
     start = time.perf_counter()
@@ -462,7 +209,9 @@ def _run_epoch(
     return row
 
 
-def _train_pass(run: _Run, batches: Sequence[Batch], cfg: FinetuneConfig, device, bar) -> tuple[float, float]:
+def _train_pass(
+    run: FinetuneState, batches: Sequence[Batch], cfg: FinetuneConfig, device, bar
+) -> tuple[float, float]:
     """One pass of optimiser steps; returns the example-weighted mean training loss and the last step's lr.
 
     The loss is accumulated on the device and read once at the end: no host sync per step.
@@ -475,33 +224,16 @@ def _train_pass(run: _Run, batches: Sequence[Batch], cfg: FinetuneConfig, device
     n_rows, lr = 0, optimizer.param_groups[0]["lr"]
     for batch in batches:
         b = batch.to(device)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits  # [b, C]
         loss = F.cross_entropy(logits.float(), b.labels)
         lr = optimizer.param_groups[0]["lr"]
-        _optimizer_step(loss, params, optimizer, scaler, cfg.max_grad_norm)
+        optimizer_step(loss, params, optimizer, scaler, cfg.max_grad_norm)
         scheduler.step()
         loss_sum += loss.detach() * len(b.index)
         n_rows += len(b.index)
         bar.update()
     return loss_sum.item() / max(n_rows, 1), float(lr)
-
-
-def _optimizer_step(loss, params, optimizer, scaler, max_grad_norm: float | None) -> None:
-    """Backward, optional unscale + clip, step, zero grads (GradScaler only for fp16 on CUDA)."""
-    if scaler is None:
-        loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        if max_grad_norm is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-    optimizer.zero_grad(set_to_none=True)
 
 
 @contextlib.contextmanager
@@ -519,22 +251,13 @@ def _deterministic(enabled: bool):
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
-def _summary(cfg: FinetuneConfig, run: _Run, label_names: Sequence[str]) -> dict:
+def _summary(cfg: FinetuneConfig, run: FinetuneState, label_names: Sequence[str]) -> dict:
     return {
         "config": asdict(cfg),
         "best_epoch": run.best_epoch,
         "best_val_accuracy": run.best_accuracy,
         "label_names": list(label_names),
     }
-
-
-def save_model(model, tokenizer, out_dir: str | Path, summary: dict | None = None) -> None:
-    """Write a self-contained model directory atomically: safetensors weights, config, tokenizer, summary."""
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if summary is not None:
-            write_json(summary, tmp / SUMMARY_FILE)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -555,7 +278,7 @@ def training_fingerprint(
     return digest.hexdigest()
 
 
-def save_checkpoint(ckpt: Path, run: _Run, epochs_done: int, fingerprint: str) -> None:
+def save_checkpoint(ckpt: Path, run: FinetuneState, epochs_done: int, fingerprint: str) -> None:
     """Replace ``ckpt`` atomically with the state after ``epochs_done`` epochs."""
     state = {
         "optimizer": run.optimizer.state_dict(),
@@ -584,7 +307,7 @@ def save_checkpoint(ckpt: Path, run: _Run, epochs_done: int, fingerprint: str) -
         write_json(progress, tmp / "progress.json")
 
 
-def load_checkpoint(ckpt: Path, run: _Run, fingerprint: str, device: torch.device) -> int:
+def load_checkpoint(ckpt: Path, run: FinetuneState, fingerprint: str, device: torch.device) -> int:
     """Restore ``run`` from ``ckpt`` if it matches ``fingerprint``; returns the epoch to start at (0 = fresh)."""
     if not (ckpt / "progress.json").is_file():
         return 0

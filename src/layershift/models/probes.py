@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from layershift.core.device import resolve_device
 from layershift.core.io import read_table
 from layershift.data.shards import token_activations
 from layershift.data.tokens import encode_with_kinds, token_strings
-from layershift.models.sources import load_encoder, pick_device
+from layershift.models.sources import load_encoder
 
 SPECIAL = re.compile(r"^\[(CLS|SEP|PAD|UNK|MASK)\]$|^<.*>$")
 PUNCT = re.compile(r"^[^\w]+$")
@@ -47,7 +48,7 @@ def probe_states(
     once per model x dataset instead of once per layer."""
     frames = []
     for stage, model_dir in model_dirs.items():
-        model, tokenizer = load_encoder(model_dir, pick_device(device))
+        model, tokenizer = load_encoder(model_dir, resolve_device(device))
         encoded = encode_with_kinds(tokenizer, sentences, max_length)  # kinds from the tokenizer itself
         for s, sentence in enumerate(sentences):
             ids = torch.tensor([encoded["input_ids"][s]], device=model.device)

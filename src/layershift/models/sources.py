@@ -17,8 +17,12 @@ import os
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layershift.core.errors import ModelSourceError
+
+if TYPE_CHECKING:
+    import torch
 
 KINDS = ("hub", "path", "package", "onnx-package")
 
@@ -391,17 +395,10 @@ def check_max_length(model: str, max_length: int, model_dir: str | Path) -> None
         raise ModelSourceError(problem)
 
 
-def load_encoder(model_dir: str | Path, device: str = "cpu"):
+def load_encoder(model_dir: str | Path, device: str | torch.device = "cpu"):
     """A local encoder (AutoModel) in eval mode, plus its tokenizer; never touches the network."""
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     return model, tokenizer
-
-
-def pick_device(requested: str = "auto") -> str:
-    """:func:`layershift.core.training.resolve_device` as a string (what ``from_pretrained(...).to`` takes)."""
-    from layershift.core.training import resolve_device
-
-    return str(resolve_device(requested))
