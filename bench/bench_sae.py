@@ -97,10 +97,12 @@ def write_shards(directory: Path, size: dict) -> None:
 
 
 def configs(size: dict, threads: int):
-    from layershift.dictionaries.sae import SAEConfig, TrainConfig
+    from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
 
     cfg = SAEConfig(d_in=size["d_in"], d_sae=size["d_sae"], l1_coefficient=L1)
-    train = TrainConfig(lr=LR, epochs=1, batch_size=size["batch_size"], threads=threads, device="cpu", seed=0)
+    train = SAETrainConfig(
+        lr=LR, epochs=1, batch_size=size["batch_size"], threads=threads, device="cpu", seed=0
+    )
     return cfg, train
 
 
@@ -128,10 +130,10 @@ def memory_batches(rows: np.ndarray, batch_size: int, seed: int):
 def run_shards(shard_dir: Path, cfg, train) -> dict:
     """The project's trainer on the shards; clocks ``train_sae`` inside it (setup + epochs, not the
     held-out evaluation, which is reported apart as ``call_wall_seconds``)."""
-    import layershift.dictionaries.sae
+    from layershift.dictionaries.sae import train as sae_training
 
-    with common.clocked(layershift.dictionaries.sae, "train_sae", []) as clock:
-        _, metrics = layershift.dictionaries.sae.train_sae_on_shards(shard_dir, cfg, train, progress=False)
+    with common.clocked(sae_training, "train_sae", []) as clock:
+        _, metrics = sae_training.train_sae_on_shards(shard_dir, cfg, train, progress=False)
     heldout = {k: metrics[k] for k in ("mse", "explained_variance", "l0", "dead_fraction")}
     return {
         **clock[-1],
@@ -143,10 +145,10 @@ def run_shards(shard_dir: Path, cfg, train) -> dict:
 
 def run_memory(rows: np.ndarray, cfg, train) -> dict:
     """The same ``train_sae`` fed from an in-memory array, clocked over the same span as ``run_shards``."""
-    import layershift.dictionaries.sae
+    from layershift.dictionaries.sae import train as sae_training
 
-    with common.clocked(layershift.dictionaries.sae, "train_sae", []) as clock:
-        _, metrics = layershift.dictionaries.sae.train_sae(
+    with common.clocked(sae_training, "train_sae", []) as clock:
+        _, metrics = sae_training.train_sae(
             memory_batches(rows, train.batch_size, train.seed), cfg, train, progress=False
         )
     return {**clock[-1], "units": len(rows), "loop_seconds": metrics["seconds"]}
@@ -218,7 +220,8 @@ def evaluate_saved_saelens(weights: Path, heldout: np.ndarray, cfg, batch_size: 
     import torch
     from safetensors.torch import load_file
 
-    from layershift.dictionaries.sae import SAE, evaluate_sae
+    from layershift.dictionaries.sae.evaluate import evaluate_sae
+    from layershift.dictionaries.sae.model import SAE
 
     sae = SAE(cfg)
     state = load_file(str(weights))

@@ -34,28 +34,28 @@ CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 
 def settings(quick: bool, threads: int, d_in: int):
     """The study's SAE config and training config (or a tiny version of them with --quick)."""
-    from layershift.dictionaries.sae import SAEConfig, TrainConfig
+    from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
     from layershift.study.schema import from_section
 
     section = yaml.safe_load(CONFIG.read_text())["sae"]
     if quick:
         section = {**section, "d_sae": 64, "training_tokens": 16_384, "batch_size": 64}
     cfg = from_section(SAEConfig, section, d_in=d_in)
-    train = from_section(TrainConfig, section, seed=13, split_seed=0, threads=threads, device="cpu")
+    train = from_section(SAETrainConfig, section, seed=13, split_seed=0, threads=threads, device="cpu")
     return cfg, train
 
 
 def train_once(shard_dir: Path, cfg, train, sparse: bool) -> dict:
     """One ``train_sae_on_shards`` call; ``sparse`` False switches the sparse-code path off for it."""
-    from layershift.dictionaries import sae as sae_module
     from layershift.dictionaries import sparse_codes
+    from layershift.dictionaries.sae import train as sae_training
 
     allowed = sparse_codes.takes_sparse_path
     if not sparse:
         sparse_codes.takes_sparse_path = lambda *args: False
     try:
-        with common.clocked(sae_module, "train_sae", []) as clock:
-            _, metrics = sae_module.train_sae_on_shards(shard_dir, cfg, train, progress=False)
+        with common.clocked(sae_training, "train_sae", []) as clock:
+            _, metrics = sae_training.train_sae_on_shards(shard_dir, cfg, train, progress=False)
     finally:
         sparse_codes.takes_sparse_path = allowed
     return {

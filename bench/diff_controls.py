@@ -23,7 +23,8 @@ from layershift.analysis.diff import DiffConfig, diff_saes
 from layershift.config import load_config
 from layershift.core.io import read_json, write_json
 from layershift.data.shards import ShardReader, layer_shard_dir, paired_batches
-from layershift.dictionaries.sae import SAE, SAEConfig, initialize_from_data
+from layershift.dictionaries.sae.config import SAEConfig
+from layershift.dictionaries.sae.model import SAE
 from layershift.study import targets as T
 from layershift.study.schema import from_section
 
@@ -37,7 +38,7 @@ def untrained_sae(config: dict, shard_dir: str, seed: int) -> SAE:
     reader = ShardReader(shard_dir)
     sae = SAE(from_section(SAEConfig, config["sae"], d_in=reader.d_model), seed=seed)
     head = [batch for _, batch in zip(range(4), reader.iter_batches(4096), strict=False)]
-    initialize_from_data(sae, head, 16384)
+    sae.initialize_from_data(head, 16384)
     return sae
 
 

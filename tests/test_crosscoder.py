@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from layershift.analysis import diff
-from layershift.dictionaries import crosscoder as xc
+from layershift.analysis.crosscoder_latents import LatentTableConfig, crosscoder_sae_agreement, latent_table
+from layershift.dictionaries.crosscoder.config import CrosscoderConfig, CrosscoderTrainConfig
+from layershift.dictionaries.crosscoder.evaluate import evaluate_crosscoder
+from layershift.dictionaries.crosscoder.files import load_crosscoder, save_crosscoder
+from layershift.dictionaries.crosscoder.model import Crosscoder
+from layershift.dictionaries.crosscoder.train import train_crosscoder, train_crosscoder_on_shards
+from layershift.dictionaries.decoders import decoder_cosine_matrix
+from layershift.dictionaries.weights import WEIGHT_NAMES
 from tests.helpers import incoherent_atoms, unit
 
 torch.set_num_threads(1)
@@ -58,12 +65,12 @@ def in_order(x_a: np.ndarray, x_b: np.ndarray, batch: int = 1000):
 @pytest.fixture(scope="module")
 def batchtopk():
     dict_a, dict_b, x_a, x_b, labels_a, labels_b = planted_stages(seed=0)
-    cfg = xc.CrosscoderConfig(d_in=32, d_latent=64, architecture="batchtopk", k=4)
-    train = xc.CrosscoderTrainConfig(lr=5e-3, epochs=20, seed=0, dead_after_tokens=2000, init_rows=1000)
-    cc, metrics = xc.train_crosscoder(shuffled_pairs(x_a, x_b, 64), cfg, train, progress=False)
-    table = xc.latent_table(cc, in_order(x_a, x_b))
+    cfg = CrosscoderConfig(d_in=32, d_latent=64, architecture="batchtopk", k=4, n_shared=0)
+    train = CrosscoderTrainConfig(lr=5e-3, epochs=20, seed=0, dead_after_tokens=2000, init_rows=1000)
+    crosscoder, metrics = train_crosscoder(shuffled_pairs(x_a, x_b, 64), cfg, train, progress=False)
+    table = latent_table(crosscoder, in_order(x_a, x_b))
     return {
-        "cc": cc, "metrics": metrics, "table": table, "dict_a": dict_a, "dict_b": dict_b,
+        "crosscoder": crosscoder, "metrics": metrics, "table": table, "dict_a": dict_a, "dict_b": dict_b,
         "x_a": x_a, "x_b": x_b, "labels_a": labels_a, "labels_b": labels_b,
     }  # fmt: skip
 
@@ -73,7 +80,7 @@ def exclusive_precision_recall(table, W_dec, model, dictionary, atoms, cls, min_
     latents that are one of the planted atoms."""
     live = table[table["class"] != "dead"]
     chosen = live[(live["class"] == cls) & ~live["flagged"]]["latent"].to_numpy()
-    cosine = diff.decoder_cosine_matrix(W_dec[chosen, model], dictionary[atoms])  # [latents, atoms]
+    cosine = decoder_cosine_matrix(W_dec[chosen, model], dictionary[atoms])  # [latents, atoms]
     recall = (cosine >= min_cos).any(axis=0).mean() if len(chosen) else 0.0
     precision = (cosine >= min_cos).any(axis=1).mean() if len(chosen) else 0.0
     return precision, recall
@@ -82,7 +89,7 @@ def exclusive_precision_recall(table, W_dec, model, dictionary, atoms, cls, min_
 # --- BatchTopK on planted atoms ---------------------------------------------------------------------------
 def test_batchtopk_crosscoder_finds_planted_new_and_lost_atoms(batchtopk):
     t = batchtopk
-    W_dec = t["cc"].W_dec.detach().double().numpy()
+    W_dec = t["crosscoder"].W_dec.detach().double().numpy()
     new = [i for i, label in enumerate(t["labels_b"]) if label == "new"]
     lost = [i for i, label in enumerate(t["labels_a"]) if label == "lost"]
     for model, dictionary, atoms, cls in (
@@ -94,7 +101,7 @@ def test_batchtopk_crosscoder_finds_planted_new_and_lost_atoms(batchtopk):
     # retained atoms sit on shared latents (relative norm between the cut-offs)
     retained = [i for i, label in enumerate(t["labels_a"]) if label == "retained"]
     live = t["table"][t["table"]["class"] != "dead"]
-    cosine = diff.decoder_cosine_matrix(W_dec[live["latent"].to_numpy(), 0], t["dict_a"][retained])
+    cosine = decoder_cosine_matrix(W_dec[live["latent"].to_numpy(), 0], t["dict_a"][retained])
     best = live["class"].to_numpy()[cosine.argmax(axis=0)]
     assert (best == "shared").mean() >= 0.9
     # exclusive latents that survive latent scaling show no presence in the other model
@@ -120,7 +127,7 @@ def test_crosscoder_agrees_with_the_sae_diff_on_true_dictionaries(batchtopk):
     acts_b = rng.random((500, len(dict_b)))
     match = diff.match_dictionaries(dict_a, dict_b, acts_a, acts_b, diff.DiffConfig())
     labels = match.assign(label=t["labels_a"] + t["labels_b"])  # the planted labels stand in for the SAE diff
-    agreement = xc.crosscoder_sae_agreement(t["table"], labels, t["cc"], dict_a, dict_b)
+    agreement = crosscoder_sae_agreement(t["table"], labels, t["crosscoder"], dict_a, dict_b)
     assert agreement["finetuned_only_to_new"] >= 0.9
     assert agreement["new_to_finetuned_only"] >= 0.9
     assert agreement["pretrained_only_to_lost"] >= 0.9
@@ -128,7 +135,7 @@ def test_crosscoder_agrees_with_the_sae_diff_on_true_dictionaries(batchtopk):
 
 
 # --- latent scaling on a constructed crosscoder ----------------------------------------------------------
-def constructed_crosscoder() -> tuple[xc.Crosscoder, np.ndarray, np.ndarray]:
+def constructed_crosscoder() -> tuple[Crosscoder, np.ndarray, np.ndarray]:
     """Five hand-set latents over orthonormal atoms e0..e3 (codes ≥ 0, so each latent's f is its code):
 
     0: reads e0 from B, d_b = e0, d_a = 0 — but A holds e0 too: exclusivity is pure shrinkage;
@@ -142,7 +149,7 @@ def constructed_crosscoder() -> tuple[xc.Crosscoder, np.ndarray, np.ndarray]:
     e = np.eye(d)
     x_a = codes[:, [0]] * e[0] + codes[:, [2]] * e[2] + codes[:, [3]] * e[3]
     x_b = x_a + codes[:, [1]] * e[1]
-    cc = xc.Crosscoder(xc.CrosscoderConfig(d_in=d, d_latent=5, architecture="l1"))
+    crosscoder = Crosscoder(CrosscoderConfig(d_in=d, d_latent=5, architecture="l1", n_shared=0))
     W_enc = torch.zeros(2, d, 5, dtype=torch.float64)
     W_dec = torch.zeros(5, 2, d, dtype=torch.float64)
     for latent, (model_in, atom, writes) in enumerate(
@@ -152,16 +159,16 @@ def constructed_crosscoder() -> tuple[xc.Crosscoder, np.ndarray, np.ndarray]:
         for model_out in writes:
             W_dec[latent, model_out, atom] = 1.0
     with torch.no_grad():
-        cc.W_enc.copy_(W_enc)
-        cc.W_dec_free.copy_(W_dec)
-        cc.b_enc.zero_()
-        cc.b_dec.zero_()
-    return cc, x_a.astype(np.float32), x_b.astype(np.float32)
+        crosscoder.W_enc.copy_(W_enc)
+        crosscoder.W_dec_free.copy_(W_dec)
+        crosscoder.b_enc.zero_()
+        crosscoder.b_dec.zero_()
+    return crosscoder, x_a.astype(np.float32), x_b.astype(np.float32)
 
 
 def test_latent_scaling_flags_shrinkage_and_decoupling_but_not_real_exclusivity():
-    cc, x_a, x_b = constructed_crosscoder()
-    table = xc.latent_table(cc, in_order(x_a, x_b)).set_index("latent")
+    crosscoder, x_a, x_b = constructed_crosscoder()
+    table = latent_table(crosscoder, in_order(x_a, x_b)).set_index("latent")
     assert table["class"].tolist() == [
         "finetuned-only", "finetuned-only", "pretrained-only", "finetuned-only", "shared"
     ]  # fmt: skip
@@ -181,11 +188,11 @@ def test_latent_scaling_flags_shrinkage_and_decoupling_but_not_real_exclusivity(
 
 
 def test_relative_norm_classes_follow_the_config_cutoffs():
-    cc, x_a, x_b = constructed_crosscoder()
+    crosscoder, x_a, x_b = constructed_crosscoder()
     with torch.no_grad():
-        cc.W_dec_free[1, 0, 1] = 0.2  # latent 1 now has r = 1 / 1.2 ≈ 0.83
-    strict = xc.latent_table(cc, in_order(x_a, x_b))
-    loose = xc.latent_table(cc, in_order(x_a, x_b), xc.LatentTableConfig(finetuned_only_above=0.8))
+        crosscoder.W_dec_free[1, 0, 1] = 0.2  # latent 1 now has r = 1 / 1.2 ≈ 0.83
+    strict = latent_table(crosscoder, in_order(x_a, x_b))
+    loose = latent_table(crosscoder, in_order(x_a, x_b), LatentTableConfig(finetuned_only_above=0.8))
     assert strict.loc[1, "class"] == "shared" and loose.loc[1, "class"] == "finetuned-only"
     assert strict.loc[1, "relative_norm"] == pytest.approx(1 / 1.2)
 
@@ -200,49 +207,49 @@ def tiny_pairs(seed: int = 0, n: int = 512, d: int = 8):
 
 def test_save_load_round_trip(tmp_path):
     x_a, x_b = tiny_pairs()
-    cfg = xc.CrosscoderConfig(d_in=8, d_latent=16, k=3, n_shared=2, metadata={"layer": 3})
-    train = xc.CrosscoderTrainConfig(lr=1e-2, epochs=2, dead_after_tokens=256, init_rows=256)
-    cc, _ = xc.train_crosscoder(shuffled_pairs(x_a, x_b, 64), cfg, train, progress=False)
-    xc.save_crosscoder(cc, tmp_path / "cc")
-    assert sorted(p.name for p in (tmp_path / "cc").iterdir()) == [
+    cfg = CrosscoderConfig(d_in=8, d_latent=16, k=3, n_shared=2, metadata={"layer": 3})
+    train = CrosscoderTrainConfig(lr=1e-2, epochs=2, dead_after_tokens=256, init_rows=256)
+    crosscoder, _ = train_crosscoder(shuffled_pairs(x_a, x_b, 64), cfg, train, progress=False)
+    save_crosscoder(crosscoder, tmp_path / "crosscoder")
+    assert sorted(p.name for p in (tmp_path / "crosscoder").iterdir()) == [
         "cfg.json",
         "crosscoder_weights.safetensors",
     ]
-    loaded = xc.load_crosscoder(tmp_path / "cc")
-    assert loaded.cfg == cc.cfg and loaded.cfg.threshold is not None and loaded.cfg.input_scale_a != 1.0
-    for name in xc.WEIGHT_NAMES:
-        assert torch.equal(getattr(loaded, name), getattr(cc, name)), name
+    loaded = load_crosscoder(tmp_path / "crosscoder")
+    assert (
+        loaded.cfg == crosscoder.cfg and loaded.cfg.threshold is not None and loaded.cfg.input_scale_a != 1.0
+    )
+    for name in WEIGHT_NAMES:
+        assert torch.equal(getattr(loaded, name), getattr(crosscoder, name)), name
     assert tuple(loaded.W_enc.shape) == (2, 8, 16) and tuple(loaded.W_dec.shape) == (16, 2, 8)
-    assert torch.equal(loaded.encode(x_a, x_b), cc.encode(x_a, x_b))
+    assert torch.equal(loaded.encode(x_a, x_b), crosscoder.encode(x_a, x_b))
     # the designated shared latents kept one decoder for both models through training and the round trip
     assert torch.equal(loaded.W_dec[:2, 0], loaded.W_dec[:2, 1])
-    table = xc.latent_table(loaded, in_order(x_a, x_b, 128))
+    table = latent_table(loaded, in_order(x_a, x_b, 128))
     assert (table["class"].iloc[:2].isin(["tied", "dead"])).all()
 
 
 def test_load_rejects_mismatched_shapes(tmp_path):
-    cc = xc.Crosscoder(xc.CrosscoderConfig(d_in=4, d_latent=6, k=2))
-    xc.save_crosscoder(cc, tmp_path)
-    cfg = xc.CrosscoderConfig.from_dict({**cc.cfg.to_dict(), "d_latent": 7})
+    crosscoder = Crosscoder(CrosscoderConfig(d_in=4, d_latent=6, k=2, n_shared=0))
+    save_crosscoder(crosscoder, tmp_path)
+    cfg = CrosscoderConfig.from_dict({**crosscoder.cfg.to_dict(), "d_latent": 7})
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     with pytest.raises(ValueError, match="do not match"):
-        xc.load_crosscoder(tmp_path)
+        load_crosscoder(tmp_path)
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
     x_a, x_b = tiny_pairs(1)
-    cfg = xc.CrosscoderConfig(d_in=8, d_latent=16, architecture="l1", l1_coefficient=0.5)
-    train = xc.CrosscoderTrainConfig(lr=1e-2, epochs=3, l1_warmup_steps=5, init_rows=256)
+    cfg = CrosscoderConfig(d_in=8, d_latent=16, architecture="l1", l1_coefficient=0.5, n_shared=0)
+    train = CrosscoderTrainConfig(lr=1e-2, epochs=3, l1_warmup_steps=5, init_rows=256)
     batches = shuffled_pairs(x_a, x_b, 64)
-    straight, metrics = xc.train_crosscoder(batches, cfg, train, progress=False)
-    first, _ = xc.train_crosscoder(
+    straight, metrics = train_crosscoder(batches, cfg, train, progress=False)
+    first, _ = train_crosscoder(
         batches, cfg, dataclasses.replace(train, epochs=2), checkpoint_dir=tmp_path, progress=False
     )
-    resumed, resumed_metrics = xc.train_crosscoder(
-        batches, cfg, train, checkpoint_dir=tmp_path, progress=False
-    )
+    resumed, resumed_metrics = train_crosscoder(batches, cfg, train, checkpoint_dir=tmp_path, progress=False)
     assert resumed_metrics["resumed_from_epoch"] == 2
-    for name in xc.WEIGHT_NAMES:
+    for name in WEIGHT_NAMES:
         assert torch.equal(getattr(resumed, name), getattr(straight, name)), name
     assert resumed_metrics["loss_curve"] == metrics["loss_curve"]
     assert metrics["loss_curve"]["epoch_loss"][-1] < metrics["loss_curve"]["epoch_loss"][0]
@@ -251,23 +258,23 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 
 def test_auxk_loss_only_when_latents_are_dead():
     x_a, x_b = tiny_pairs(2, n=64)
-    cc = xc.Crosscoder(xc.CrosscoderConfig(d_in=8, d_latent=16, k=2), init_decoder_norm=1.0)
-    x = cc.scale_inputs(x_a, x_b)
-    alive = cc(x, dead=torch.zeros(16, dtype=torch.bool), aux_k=4, aux_coefficient=1.0)
+    crosscoder = Crosscoder(CrosscoderConfig(d_in=8, d_latent=16, k=2, n_shared=0), init_decoder_norm=1.0)
+    x = crosscoder.scale_inputs(x_a, x_b)
+    alive = crosscoder(x, dead=torch.zeros(16, dtype=torch.bool), aux_k=4, aux_coefficient=1.0)
     dead = torch.zeros(16, dtype=torch.bool)
     dead[8:] = True
-    revived = cc(x, dead=dead, aux_k=4, aux_coefficient=1.0)
+    revived = crosscoder(x, dead=dead, aux_k=4, aux_coefficient=1.0)
     assert alive.aux.item() == 0.0 and revived.aux.item() > 0.0
     revived.aux.backward()
-    grad = cc.W_enc.grad.abs().sum(dim=(0, 1))  # [d_latent]
+    grad = crosscoder.W_enc.grad.abs().sum(dim=(0, 1))  # [d_latent]
     assert (grad[:8] == 0).all() and (grad[8:] > 0).any()  # AuxK trains only the dead latents
 
 
 def test_config_validation():
     with pytest.raises(ValueError):
-        xc.CrosscoderConfig(d_in=4, d_latent=8, architecture="topk")
+        CrosscoderConfig(d_in=4, d_latent=8, architecture="topk")
     with pytest.raises(ValueError):
-        xc.CrosscoderConfig(d_in=4, d_latent=8, n_shared=8)
+        CrosscoderConfig(d_in=4, d_latent=8, n_shared=8)
 
 
 def test_train_on_paired_shards_holds_out_rows(tmp_path):
@@ -279,20 +286,22 @@ def test_train_on_paired_shards_holds_out_rows(tmp_path):
         with ShardWriter(tmp_path / name, d_model=8, dtype="float32", rows_per_group=32, metadata=meta) as w:
             rows = np.arange(len(x), dtype=np.int32)
             w.append(np.zeros_like(rows), rows, np.zeros_like(rows), ["t"] * len(x), x)
-    cfg = xc.CrosscoderConfig(d_in=8, d_latent=16, k=2)
-    train = xc.CrosscoderTrainConfig(lr=1e-2, epochs=2, batch_size=32, holdout_fraction=0.2, init_rows=64)
-    cc, metrics = xc.train_crosscoder_on_shards(tmp_path / "a", tmp_path / "b", cfg, train, progress=False)
+    cfg = CrosscoderConfig(d_in=8, d_latent=16, k=2, n_shared=0)
+    train = CrosscoderTrainConfig(lr=1e-2, epochs=2, batch_size=32, holdout_fraction=0.2, init_rows=64)
+    crosscoder, metrics = train_crosscoder_on_shards(
+        tmp_path / "a", tmp_path / "b", cfg, train, progress=False
+    )
     assert metrics["evaluation_split"] == "heldout" and metrics["split_seed"] == train.split_seed
     assert metrics["n_train_rows"] == 256 and metrics["n_heldout_rows"] == 64
-    assert cc.cfg.hook_name == "hidden_states.3" and cc.cfg.metadata["dataset"] == "d"
-    assert "stage" not in cc.cfg.metadata
+    assert crosscoder.cfg.hook_name == "hidden_states.3" and crosscoder.cfg.metadata["dataset"] == "d"
+    assert "stage" not in crosscoder.cfg.metadata
 
 
 def test_explained_variance_of_one_evaluation_row_is_undefined():
     """One row has no variance around its mean: NaN (null in metrics.json), not -inf or -6e307."""
     x_a, x_b = tiny_pairs(3, n=2)
-    cc = xc.Crosscoder(xc.CrosscoderConfig(d_in=8, d_latent=16, k=2), seed=0)
-    one = xc.evaluate_crosscoder(cc, [(x_a[:1], x_b[:1])])
+    crosscoder = Crosscoder(CrosscoderConfig(d_in=8, d_latent=16, k=2, n_shared=0), seed=0)
+    one = evaluate_crosscoder(crosscoder, [(x_a[:1], x_b[:1])])
     assert np.isnan(one["explained_variance_a"]) and np.isnan(one["explained_variance_b"])
-    two = xc.evaluate_crosscoder(cc, [(x_a, x_b)])
+    two = evaluate_crosscoder(crosscoder, [(x_a, x_b)])
     assert np.isfinite(two["explained_variance_a"]) and np.isfinite(two["explained_variance_b"])

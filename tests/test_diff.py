@@ -14,7 +14,9 @@ import torch
 from layershift.analysis import chance, diff
 from layershift.data import shards
 from layershift.data.shards import ShardWriter
-from layershift.dictionaries.sae import SAEConfig, TrainConfig, train_sae
+from layershift.dictionaries.decoders import decoder_cosine_matrix, decoder_rows
+from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
+from layershift.dictionaries.sae.train import train_sae
 from tests.helpers import incoherent_atoms, unit
 
 torch.set_num_threads(1)
@@ -103,7 +105,7 @@ def test_decoder_cosine_matrix_normalises_rows():
     a = np.array([[2.0, 0.0], [0.0, 3.0]])
     b = np.array([[1.0, 1.0], [0.0, -5.0], [4.0, 0.0]])
     expected = np.array([[1 / np.sqrt(2), 0.0, 1.0], [1 / np.sqrt(2), -1.0, 0.0]])
-    np.testing.assert_allclose(diff.decoder_cosine_matrix(a, b), expected, atol=1e-12)
+    np.testing.assert_allclose(decoder_cosine_matrix(a, b), expected, atol=1e-12)
 
 
 def test_paired_activation_correlation_streams_like_numpy():
@@ -122,7 +124,7 @@ def test_paired_activation_correlation_streams_like_numpy():
 
 
 def make_random_sae(d_in: int, d_sae: int, seed: int):
-    from layershift.dictionaries.sae import SAE
+    from layershift.dictionaries.sae.model import SAE
 
     sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae), seed=seed)
     with torch.no_grad():
@@ -256,7 +258,9 @@ def test_unstable_features_are_labelled_and_left_out_of_fractions():
 # --- trained SAEs -----------------------------------------------------------------------------------------
 def train_topk_sae(x: np.ndarray, seed: int):
     cfg = SAEConfig(d_in=x.shape[1], d_sae=48, architecture="topk", k=4)
-    train = TrainConfig(lr=3e-3, epochs=20, batch_size=128, seed=seed, holdout_fraction=0.0, init_rows=1000)
+    train = SAETrainConfig(
+        lr=3e-3, epochs=20, batch_size=128, seed=seed, holdout_fraction=0.0, init_rows=1000
+    )
 
     def batches(epoch: int):
         order = np.random.default_rng(1000 * seed + epoch).permutation(len(x))
@@ -287,7 +291,7 @@ def paired(x_a: np.ndarray, x_b: np.ndarray, batch: int = 1000):
 def atom_truth(sae, dictionary: np.ndarray, labels: list[str], x: np.ndarray) -> list[str | None]:
     """The planted label of the atom each SAE feature recovered (cosine ≥ 0.9; the most active such feature
     per atom, so rare duplicates do not count), else None."""
-    cosine = diff.decoder_cosine_matrix(diff.decoder_rows(sae), dictionary)
+    cosine = decoder_cosine_matrix(decoder_rows(sae), dictionary)
     firing = (diff.encode_numpy(sae, x) > 0).mean(axis=0)
     best = cosine.argmax(axis=1)
     truth: list[str | None] = [None] * len(best)

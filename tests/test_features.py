@@ -8,7 +8,8 @@ import torch
 
 from layershift.analysis.features import context_string, feature_statistics, top_activating_tokens
 from layershift.data.shards import ShardWriter
-from layershift.dictionaries.sae import SAE, SAEConfig
+from layershift.dictionaries.sae.config import SAEConfig
+from layershift.dictionaries.sae.model import SAE
 
 D_IN, D_SAE = 16, 24
 

@@ -10,10 +10,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from layershift.core.checkpoints import (
+    complete_checkpoints,
+    load_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+)
 from layershift.core.errors import ArtifactError
 from layershift.core.io import atomic_dir, remove_tree, write_safetensors
-from layershift.core.runtime import clear_checkpoints
-from layershift.core.training import complete_checkpoints, load_checkpoint, save_checkpoint
 
 
 class Killed(BaseException):
@@ -30,7 +34,7 @@ def interrupt_rmtree_once(monkeypatch):
             return real(path, *args, **kwargs)
         state["armed"] = False
         files = sorted(p for p in __import__("pathlib").Path(path).rglob("*") if p.is_file())
-        files[0].unlink()  # optimizer.safetensors sorts first: deleted before trainer_state.json
+        files[-1].unlink()  # a checkpoint's tensors.safetensors sorts last: deleted before checkpoint.json
         raise Killed
 
     monkeypatch.setattr(shutil, "rmtree", rmtree)
@@ -43,24 +47,23 @@ def sae_checkpoint(directory, epoch=1):
     optimizer.step()
     save_checkpoint(
         directory,
+        "settings",
+        epoch,
+        {"optimizer": optimizer.state_dict()},
         lambda d: save_file(dict(model.state_dict()), d / "sae_weights.safetensors"),
-        optimizer,
-        {"epoch": epoch},
-        {"lr": 0.1},
     )
-    return optimizer
 
 
 def test_a_kill_while_clearing_checkpoints_leaves_none_half_deleted(tmp_path, monkeypatch):
     """train_sae clears a finished SAE's checkpoints; killed during that, the rerun retrains that SAE and
-    must start fresh, not fail on a checkpoint that still has its trainer_state.json but no optimiser."""
-    resume = tmp_path / "checkpoints/sae/finetuned/seed3/abc"
-    optimizer = sae_checkpoint(resume)
+    must start fresh, not fail on a checkpoint that still has its checkpoint.json but lost other files."""
+    resume = tmp_path / "checkpoints/sae/finetuned/seed3"
+    sae_checkpoint(resume)
     interrupt_rmtree_once(monkeypatch)
     with pytest.raises(Killed):
-        clear_checkpoints(str(resume))
+        remove_checkpoints(resume)
     assert complete_checkpoints(resume) == []
-    assert load_checkpoint(resume, optimizer, {"lr": 0.1}, ["lr"], epochs=2) is None
+    assert load_checkpoint(resume, "settings", max_epoch=2) is None
 
 
 def test_a_kill_while_replacing_a_directory_leaves_the_old_one_whole_or_gone(tmp_path, monkeypatch):
@@ -121,7 +124,9 @@ def test_a_truncated_shard_sae_or_table_is_one_line_naming_the_file(tmp_path):
 
     from layershift.core.io import read_table
     from layershift.data.shards import ShardReader, ShardWriter
-    from layershift.dictionaries.sae import SAE, SAEConfig, load_sae, save_sae
+    from layershift.dictionaries.sae.config import SAEConfig
+    from layershift.dictionaries.sae.files import load_sae, save_sae
+    from layershift.dictionaries.sae.model import SAE
 
     rows = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     with ShardWriter(tmp_path / "shards", 8, "float16", 16, 2, {"layer": 0}) as writer:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from layershift.dictionaries.sae import SAE, SAEConfig
+from layershift.dictionaries.sae.config import SAEConfig
+from layershift.dictionaries.sae.model import SAE
 from layershift.models.probes import probe_states, probe_table, stage_states, token_kind
 from layershift.models.sources import load_encoder
 from tests.helpers import make_tiny_bert, perturbed_copy

@@ -91,7 +91,8 @@ def test_feature_summary_of_a_layer_whose_latents_are_all_dead_says_so(tmp_path)
     from layershift.analysis.features import feature_statistics, top_activating_tokens
     from layershift.core.io import write_parquet
     from layershift.data.shards import ShardWriter
-    from layershift.dictionaries.sae import SAE, SAEConfig
+    from layershift.dictionaries.sae.config import SAEConfig
+    from layershift.dictionaries.sae.model import SAE
     from layershift.models.probes import token_kind_shares
     from layershift.report.tables import feature_summary
 

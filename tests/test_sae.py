@@ -12,19 +12,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from layershift.data.shards import ShardReader, ShardWriter, holdout_rows
-from layershift.dictionaries.sae import (
-    SAE,
-    CenteredAffine,
-    SAEConfig,
-    TopKSAE,
-    TrainConfig,
-    evaluate_sae,
-    load_sae,
-    lr_factor,
-    save_sae,
-    train_sae,
-    train_sae_on_shards,
-)
+from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
+from layershift.dictionaries.sae.evaluate import evaluate_sae
+from layershift.dictionaries.sae.files import load_sae, save_sae
+from layershift.dictionaries.sae.model import SAE, CenteredAffine, TopKSAE
+from layershift.dictionaries.sae.train import lr_factor, train_sae, train_sae_on_shards
 
 D_IN, N_ATOMS, N_ROWS = 24, 16, 4096
 
@@ -59,8 +51,8 @@ def shuffled_batches(rows: np.ndarray, batch_size: int = 128):
     return batches
 
 
-def fast_train(**overrides) -> TrainConfig:
-    return TrainConfig(**{"lr": 3e-3, "epochs": 3, "batch_size": 128, "init_rows": 1024, **overrides})
+def fast_train(**overrides) -> SAETrainConfig:
+    return SAETrainConfig(**{"lr": 3e-3, "epochs": 3, "batch_size": 128, "init_rows": 1024, **overrides})
 
 
 def write_shards(directory, rows: np.ndarray, rows_per_group: int = 256, sentence_length: int = 8) -> None:
@@ -228,8 +220,23 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, atoms_and_rows):
     assert resumed.cfg.activation_mean == straight.cfg.activation_mean
     assert metrics["loss_curve"] == straight_metrics["loss_curve"]
     assert [p.name for p in checkpoints.iterdir()] == ["epoch-0003"]
-    with pytest.raises(ValueError, match="lr"):
-        train_sae(batches, cfg, fast_train(epochs=4, lr=1e-3), checkpoint_dir=checkpoints, progress=False)
+
+
+def test_checkpoint_of_other_settings_is_ignored_and_replaced(tmp_path, atoms_and_rows, caplog):
+    _, rows = atoms_and_rows
+    cfg = SAEConfig(D_IN, 16, l1_coefficient=1e-2)
+    batches = shuffled_batches(rows[:512])
+    checkpoints = tmp_path / "ckpt"
+    train_sae(batches, cfg, fast_train(epochs=3), checkpoint_dir=checkpoints, progress=False)
+    fresh, _ = train_sae(batches, cfg, fast_train(epochs=2, lr=1e-3), progress=False)
+    with caplog.at_level("WARNING"):
+        other, metrics = train_sae(
+            batches, cfg, fast_train(epochs=2, lr=1e-3), checkpoint_dir=checkpoints, progress=False
+        )
+    assert "other settings" in caplog.text
+    assert metrics["resumed_from_epoch"] == 0
+    assert_same_weights(fresh, other)
+    assert [p.name for p in checkpoints.iterdir()] == ["epoch-0002"]  # the stale epoch-0003 is gone
 
 
 def test_training_tokens_sets_the_passes_from_the_layer_rows(tmp_path, atoms_and_rows):
@@ -268,14 +275,16 @@ def test_lr_decay_needs_the_epoch_length_and_resumes_only_the_same_schedule(tmp_
     assert not torch.equal(straight.W_dec, constant.W_dec)
     checkpoints = tmp_path / "ckpt"
     train_sae(batches, cfg, decaying, checkpoint_dir=checkpoints, progress=False, steps_per_epoch=4)
-    with pytest.raises(ValueError, match="epochs"):  # 3 epochs decay on another schedule than 2
-        train_sae(
-            batches,
-            cfg,
-            dataclasses.replace(decaying, epochs=3),
-            checkpoint_dir=checkpoints,
-            steps_per_epoch=4,
-        )
+    # 3 epochs decay on another schedule than 2: the checkpoint is not resumed
+    _, metrics = train_sae(
+        batches,
+        cfg,
+        dataclasses.replace(decaying, epochs=3),
+        checkpoint_dir=checkpoints,
+        progress=False,
+        steps_per_epoch=4,
+    )
+    assert metrics["resumed_from_epoch"] == 0
 
 
 @pytest.mark.parametrize("mode", ["expected_average_only_in", "center_and_scale"])

@@ -21,7 +21,9 @@ from safetensors.torch import save_file
 
 from layershift.data.shards import ShardReader
 from layershift.dictionaries.interop import SAELENS_ARCHITECTURES
-from layershift.dictionaries.sae import SAE, SAEConfig, load_sae, save_sae
+from layershift.dictionaries.sae.config import SAEConfig
+from layershift.dictionaries.sae.files import load_sae, save_sae
+from layershift.dictionaries.sae.model import SAE
 from tests.conftest import ROOT
 
 SAELENS_VENV = Path(os.environ.get("LAYERSHIFT_SAELENS_VENV", ROOT / ".venv-saelens"))

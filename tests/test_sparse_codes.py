@@ -8,10 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from layershift.core.training import TRAINER_STATE_FILENAME
+from layershift.core.checkpoints import CHECKPOINT_FILENAME, TENSORS_FILENAME, unflatten_state
 from layershift.dictionaries import sparse_codes
-from layershift.dictionaries.sae import SAE, SAEConfig, TrainConfig, train_sae
+from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
+from layershift.dictionaries.sae.model import SAE
+from layershift.dictionaries.sae.train import train_sae
 from layershift.dictionaries.sparse_codes import SparseCodePass, training_terms
 
 D_IN, D_SAE, N = 12, 20, 16
@@ -118,7 +121,7 @@ def test_training_on_the_sparse_path_follows_the_dense_one(monkeypatch):
         return (rows[start : start + 64] for start in range(0, len(rows), 64))
 
     cfg = SAEConfig(D_IN, D_SAE, l1_coefficient=1e-2)
-    train = TrainConfig(lr=3e-3, epochs=2, batch_size=64, init_rows=512)
+    train = SAETrainConfig(lr=3e-3, epochs=2, batch_size=64, init_rows=512)
     calls = {"sparse": 0}
     real = sparse_codes.training_terms
 
@@ -152,7 +155,7 @@ def test_dense_phases_compute_the_encoder_once_a_step(monkeypatch):
     )
     cfg = SAEConfig(D_IN, D_SAE, l1_coefficient=0.0)
     _, metrics = train_sae(
-        lambda e: iter(np.split(rows, 8)), cfg, TrainConfig(epochs=1, init_rows=64), progress=False
+        lambda e: iter(np.split(rows, 8)), cfg, SAETrainConfig(epochs=1, init_rows=64), progress=False
     )
     assert metrics["steps"] == 8
     assert tried == [None]  # the first batch tried, found its codes too dense, and no batch after it
@@ -168,15 +171,16 @@ def test_a_resumed_run_takes_the_paths_the_uninterrupted_one_took(tmp_path, monk
         return (rows[start : start + 64] for start in range(0, len(rows), 64))
 
     cfg = SAEConfig(D_IN, D_SAE, l1_coefficient=1e-2)
-    train = TrainConfig(lr=3e-3, epochs=2, batch_size=64, init_rows=256)
+    train = SAETrainConfig(lr=3e-3, epochs=2, batch_size=64, init_rows=256)
     # a bar between the batches' densities: the paths alternate, and the first epoch ends on a dense batch
     monkeypatch.setattr(sparse_codes, "MAX_DENSITY", 0.5)
     monkeypatch.setattr(sparse_codes.training_terms, "__defaults__", (0.5,))
     straight, _ = train_sae(batches, cfg, train, progress=False)
     checkpoints = tmp_path / "ckpt"
     train_sae(batches, cfg, dataclasses.replace(train, epochs=1), checkpoint_dir=checkpoints, progress=False)
-    saved = json.loads((checkpoints / "epoch-0001" / TRAINER_STATE_FILENAME).read_text())
-    assert saved["codes_were_sparse"] is False
+    saved = json.loads((checkpoints / "epoch-0001" / CHECKPOINT_FILENAME).read_text())
+    progress = unflatten_state(saved["state"], load_file(checkpoints / "epoch-0001" / TENSORS_FILENAME))
+    assert progress["progress"]["codes_were_sparse"] is False
     resumed, metrics = train_sae(batches, cfg, train, checkpoint_dir=checkpoints, progress=False)
     assert metrics["resumed_from_epoch"] == 1
     for name in PARAMS:

@@ -11,7 +11,9 @@ from layershift.analysis import sweep as sweep_module
 from layershift.analysis.sweep import setting_label, sweep
 from layershift.core.io import write_json
 from layershift.data.shards import ShardWriter
-from layershift.dictionaries.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
+from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
+from layershift.dictionaries.sae.files import save_sae
+from layershift.dictionaries.sae.train import train_sae_on_shards
 from layershift.study.schema import from_section
 from tests.helpers import incoherent_atoms
 
@@ -62,7 +64,7 @@ def test_setting_labels_are_stable():
 def save_study_sae(shard_dir, section: dict, seed: int, directory) -> None:
     """An SAE saved the way the workflow's train_sae saves a study SAE: weights, cfg.json, metrics.json."""
     cfg = from_section(SAEConfig, section, d_in=D)
-    train = from_section(TrainConfig, section, seed=seed, split_seed=0)
+    train = from_section(SAETrainConfig, section, seed=seed, split_seed=0)
     sae, metrics = train_sae_on_shards(shard_dir, cfg, train, progress=False)
     save_sae(sae, directory)
     write_json({"seed": seed, **metrics}, directory / "metrics.json")

@@ -1,12 +1,10 @@
 from pathlib import Path
 
-from layershift.core.runtime import checkpoint_dir, clear_checkpoints, script_context
+from layershift.analysis.crosscoder_latents import fit_and_save_crosscoder
+from layershift.core.checkpoints import remove_checkpoints
+from layershift.core.runtime import script_context
 from layershift.data.shards import ShardReader, layer_shard_dir
-from layershift.dictionaries.crosscoder import (
-    CrosscoderConfig,
-    CrosscoderTrainConfig,
-    fit_and_save_crosscoder,
-)
+from layershift.dictionaries.crosscoder.config import CrosscoderConfig, CrosscoderTrainConfig
 from layershift.study.schema import from_section
 
 with script_context(snakemake) as sm:
@@ -22,6 +20,6 @@ with script_context(snakemake) as sm:
         holdout_fraction=p.holdout_fraction,
         threads=sm.threads,
     )
-    resume = checkpoint_dir(p.checkpoints, {"crosscoder": p.crosscoder, "seed": p.seed})
-    fit_and_save_crosscoder(dir_a, dir_b, cfg, train, Path(sm.output[0]).parent, resume)
-    clear_checkpoints(resume)
+    # the checkpoint records the settings it was made with: one made with others is ignored and replaced
+    fit_and_save_crosscoder(dir_a, dir_b, cfg, train, Path(sm.output[0]).parent, p.checkpoints)
+    remove_checkpoints(p.checkpoints)

@@ -1,12 +1,13 @@
 from pathlib import Path
 
+from layershift.analysis.crosscoder_latents import crosscoder_sae_agreement
 from layershift.analysis.diff import DiffConfig, diff_saes
 from layershift.analysis.features import attach_top_tokens
 from layershift.core.io import read_table, write_json, write_parquet
 from layershift.core.runtime import script_context
 from layershift.data.shards import layer_shard_dir, paired_batches
-from layershift.dictionaries.crosscoder import crosscoder_sae_agreement, load_crosscoder
-from layershift.dictionaries.sae import load_sae
+from layershift.dictionaries.crosscoder.files import load_crosscoder
+from layershift.dictionaries.sae.files import load_sae
 from layershift.study.schema import from_section
 from layershift.study.targets import STAGES
 

@@ -4,7 +4,7 @@ from layershift.analysis.features import feature_statistics, top_activating_toke
 from layershift.core.io import read_table, write_parquet
 from layershift.core.runtime import script_context
 from layershift.data.shards import layer_shard_dir
-from layershift.dictionaries.sae import load_sae
+from layershift.dictionaries.sae.files import load_sae
 from layershift.models.probes import probe_table, token_kind_shares
 from layershift.study.targets import STAGES
 

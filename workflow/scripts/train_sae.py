@@ -1,9 +1,12 @@
 from pathlib import Path
 
+from layershift.core.checkpoints import remove_checkpoints
 from layershift.core.io import write_json
-from layershift.core.runtime import checkpoint_dir, clear_checkpoints, script_context
+from layershift.core.runtime import script_context
 from layershift.data.shards import ShardReader, layer_shard_dir
-from layershift.dictionaries.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
+from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
+from layershift.dictionaries.sae.files import save_sae
+from layershift.dictionaries.sae.train import train_sae_on_shards
 from layershift.study.schema import from_section
 from layershift.study.targets import STAGES
 
@@ -30,10 +33,11 @@ with script_context(snakemake) as sm:
             metadata=meta | {"seed": seed},
         )
         train_cfg = from_section(
-            TrainConfig, section, seed=seed, split_seed=sm.params.split_seed, threads=sm.threads
+            SAETrainConfig, section, seed=seed, split_seed=sm.params.split_seed, threads=sm.threads
         )
-        resume = checkpoint_dir(f"{sm.params.checkpoints}/{stage}/seed{seed}", {"sae": section})
+        # the checkpoint records the settings it was made with: one made with others is ignored and replaced
+        resume = f"{sm.params.checkpoints}/{stage}/seed{seed}"
         sae, metrics = train_sae_on_shards(shards[stage], sae_cfg, train_cfg, checkpoint_dir=resume)
         save_sae(sae, out_dir)
         write_json({**meta, "seed": seed, **metrics}, out_dir / "metrics.json")
-        clear_checkpoints(resume)
+        remove_checkpoints(resume)

@@ -22,19 +22,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from layershift.dictionaries.decoders import decoder_cosine_matrix, unit_rows
+
 CHANCE_QUANTILES = (0.5, 0.9, 0.99)
-
-
-def unit_rows(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
-
-
-def decoder_cosine_matrix(W_dec_a: np.ndarray, W_dec_b: np.ndarray) -> np.ndarray:
-    """Cosine between every A and every B decoder row: ``[n_a, d] x [n_b, d] -> [n_a, n_b]``."""
-    return unit_rows(W_dec_a) @ unit_rows(W_dec_b).T
 
 
 def optimal_matching(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

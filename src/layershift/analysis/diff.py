@@ -50,7 +50,7 @@ shares and the verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,9 +58,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-# the matching primitives live in chance.py (which the labelling below needs); importable from here as before
 from layershift.analysis import chance
-from layershift.analysis.chance import decoder_cosine_matrix, optimal_matching, unit_rows  # noqa: F401
+from layershift.analysis.chance import optimal_matching
+from layershift.dictionaries.batches import PairedBatches
+from layershift.dictionaries.decoders import decoder_cosine_matrix, decoder_rows
 
 SIDE_A = "pretrained"  # the reference side (in a seed null: the first seed)
 SIDE_B = "finetuned"  # the compared side (in a seed null: the second seed)
@@ -77,8 +78,6 @@ MATCH_COLUMNS = (
     "decoy_cosine",  # decoder cosine with the decoy
     "decoy_correlation",  # activation correlation with the decoy
 )
-
-PairedBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (x_a [b, d_a], x_b [b, d_b]) for the same b tokens
 
 
 @dataclass
@@ -171,14 +170,6 @@ def fallback_thresholds(
 
 
 # --- decoder directions -----------------------------------------------------------------------------------
-def decoder_rows(model: Any) -> np.ndarray:
-    """An SAE's decoder ``[n_features, d]`` as float64 numpy (accepts a module with ``W_dec`` or an array)."""
-    weights = getattr(model, "W_dec", model)
-    if isinstance(weights, torch.Tensor):
-        weights = weights.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(weights, dtype=np.float64)
-
-
 def random_decoys(partner: np.ndarray, n_other: int, rng: np.random.Generator) -> np.ndarray:
     """Per row, a uniformly random column in ``range(n_other)`` other than ``partner[row]`` (-1 if none)."""
     has_partner = partner >= 0

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from layershift.core.training import to_tensor
 from layershift.data.shards import ShardReader, activations
-from layershift.dictionaries.sae import SAE, to_tensor
+from layershift.dictionaries.sae.model import SAE
 
 TOP_TOKEN_COLUMNS = ["feature", "rank", "sentence_id", "position", "token", "activation", "context"]
 

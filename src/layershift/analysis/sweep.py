@@ -28,15 +28,10 @@ import torch
 from layershift.analysis.chance import seed_reproducibility
 from layershift.core.io import read_json
 from layershift.data.shards import ShardReader
-from layershift.dictionaries.sae import (
-    SAE,
-    SAEConfig,
-    TrainConfig,
-    architecture_fields,
-    load_sae,
-    train_sae_on_shards,
-    with_epochs_for_tokens,
-)
+from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig, architecture_fields
+from layershift.dictionaries.sae.files import load_sae
+from layershift.dictionaries.sae.model import SAE
+from layershift.dictionaries.sae.train import train_sae_on_shards, with_epochs_for_tokens
 from layershift.study.schema import from_section
 from layershift.study.targets import is_study_setting
 
@@ -61,7 +56,7 @@ def train_setting(shard_dir: str | Path, section: dict, seed: int, split_seed: i
     """One SAE of ``section`` (a full ``sae:`` section) with ``seed``: (decoder, firing rates, metrics)."""
     reader = ShardReader(shard_dir)
     cfg = from_section(SAEConfig, section, d_in=reader.d_model)
-    train = from_section(TrainConfig, section, seed=seed, split_seed=split_seed, threads=threads)
+    train = from_section(SAETrainConfig, section, seed=seed, split_seed=split_seed, threads=threads)
     sae, metrics = train_sae_on_shards(shard_dir, cfg, train, progress=False)
     return sae.W_dec.detach().double().numpy(), firing_rates(sae, reader), metrics
 
@@ -77,7 +72,7 @@ def read_setting(
     reader = ShardReader(shard_dir)
     sae, metrics = load_sae(directory), read_json(Path(directory) / "metrics.json")
     expected_train = with_epochs_for_tokens(
-        from_section(TrainConfig, section, seed=seed, split_seed=split_seed), metrics["n_train_rows"]
+        from_section(SAETrainConfig, section, seed=seed, split_seed=split_seed), metrics["n_train_rows"]
     )
     recorded = sae.cfg.metadata.get("train_config", {})
     differs = sorted(

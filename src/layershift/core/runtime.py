@@ -99,19 +99,3 @@ def _exit_on_sigterm():
         return signal.signal(signal.SIGTERM, terminated)
     except ValueError:  # not the main thread
         return None
-
-
-def checkpoint_dir(base: str, settings: dict) -> str:
-    """A resume directory keyed by the job's settings: changed settings never resume a stale checkpoint."""
-    import hashlib
-    import json
-
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"{base}/{key}"
-
-
-def clear_checkpoints(path: str) -> None:
-    """Remove a finished job's resume directory (the outputs are complete; nothing to resume)."""
-    from layershift.core.io import remove_tree
-
-    remove_tree(path)

@@ -1,30 +1,19 @@
-"""How a dictionary is trained, apart from what it is: batches on the device, Adam, the epoch loop, checkpoints.
+"""How a model is trained, apart from what it is: batches on the device, Adam, the epoch loop.
 
-``sae.py`` and ``crosscoder.py`` define their module, loss, files and evaluation; both train through
-:func:`fit_epochs`, which calls a ``step(batch)`` callback for every batch of ``batches(epoch)`` and saves one
-checkpoint per epoch. A checkpoint is a directory ``epoch-NNNN/`` under the run's checkpoint directory holding
-the model's own files (written by the caller), the optimiser state as safetensors (``state.{param}.{key}``,
-plus any ``trainer.{name}`` tensors the trainer keeps) and ``trainer_state.json`` (progress, loss curves,
-optimiser param groups, the training config). Written atomically; older ones are removed once a newer one is
-complete, so resuming always finds a whole epoch. The device, threads and seeds come from ``core.device``.
+The SAE and the crosscoder (``dictionaries``) define their module, loss, files and evaluation; both train
+through :func:`fit_epochs`, which calls a ``step(batch)`` callback for every batch of ``batches(epoch)`` and a
+``checkpoint()`` callback after every epoch (checkpoints themselves are :mod:`layershift.core.checkpoints`).
+The device, threads and seeds come from :mod:`layershift.core.device`.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-
-from layershift.core.io import atomic_dir, read_json, remove_tree, write_json
-
-OPTIMIZER_FILENAME = "optimizer.safetensors"
-TRAINER_STATE_FILENAME = "trainer_state.json"
 
 
 # --- batches on the device ------------------------------------------------------------------------------
@@ -154,84 +143,3 @@ def fit_epochs(
         if checkpoint is not None:
             checkpoint()
     return rows_this_run
-
-
-# --- checkpoints ------------------------------------------------------------------------------------------
-def save_checkpoint(
-    directory: str | os.PathLike,
-    save_model: Callable[[Path], None],
-    optimizer: torch.optim.Optimizer,
-    state: dict,
-    train_config: dict,
-    tensors: dict[str, torch.Tensor] | None = None,
-) -> Path:
-    """Write ``epoch-NNNN/`` atomically (``save_model(dir)``, optimiser + ``tensors``, trainer state), then
-    remove older checkpoints. ``tensors`` are trainer tensors kept beside the optimiser (e.g. idle counters)."""
-    directory = Path(directory)
-    optim_state = optimizer.state_dict()
-    flat = {
-        f"state.{index}.{key}": value.detach().to("cpu").contiguous()
-        for index, param_state in optim_state["state"].items()
-        for key, value in param_state.items()
-    } | {f"trainer.{name}": t.detach().to("cpu").contiguous() for name, t in (tensors or {}).items()}
-    final = directory / f"epoch-{state['epoch']:04d}"
-    with atomic_dir(final) as tmp:
-        save_model(tmp)
-        save_file(flat, tmp / OPTIMIZER_FILENAME)
-        trainer = {**state, "param_groups": optim_state["param_groups"], "train_config": train_config}
-        write_json(trainer, tmp / TRAINER_STATE_FILENAME)
-    for older in complete_checkpoints(directory)[:-1]:
-        remove_tree(older)
-    return final
-
-
-def complete_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """Checkpoint directories under their final names (hence complete), oldest first."""
-    if not Path(directory).exists():
-        return []
-    return sorted(p for p in Path(directory).glob("epoch-[0-9]*") if (p / TRAINER_STATE_FILENAME).exists())
-
-
-def load_checkpoint(
-    directory: str | os.PathLike | None,
-    optimizer: torch.optim.Optimizer,
-    train_config: dict,
-    resume_fields: Iterable[str],
-    epochs: int,
-) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
-    """Restore the newest checkpoint's optimiser state; (its directory, trainer state, trainer tensors) or None
-    (no directory, or nothing complete in it).
-
-    Refuses a checkpoint whose ``resume_fields`` of the training config differ from ``train_config`` or that
-    has more epochs than ``epochs``. The caller restores the model from the returned directory.
-    """
-    found = complete_checkpoints(directory) if directory else []
-    if not found:
-        return None
-    path = found[-1]
-    trainer = read_json(path / TRAINER_STATE_FILENAME)
-    saved_train = trainer.pop("train_config")
-    mismatched = [k for k in resume_fields if saved_train.get(k) != train_config.get(k)]
-    if mismatched:
-        raise ValueError(
-            f"{path}: checkpoint trained with different {mismatched}; delete it or match the config"
-        )
-    if trainer["epoch"] > epochs:
-        raise ValueError(
-            f"{path}: checkpoint has {trainer['epoch']} epochs, more than the {epochs} asked for"
-        )
-    flat = load_file(path / OPTIMIZER_FILENAME)
-    extra = {name.split(".", 1)[1]: t for name, t in flat.items() if name.startswith("trainer.")}
-    optim = {name: t for name, t in flat.items() if name.startswith("state.")}
-    optimizer.load_state_dict(unflatten_optimizer(optim, trainer.pop("param_groups")))
-    return path, trainer, extra
-
-
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> dict:
-    """``state.{index}.{key}`` tensors + JSON param groups -> a ``torch.optim`` state dict."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in param_groups]
-    return {"state": state, "param_groups": groups}

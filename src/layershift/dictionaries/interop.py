@@ -1,6 +1,6 @@
 """Files other libraries read: SAELens's SAE layout (with input normalisation folded into the weights).
 
-**SAEs.** :func:`layershift.dictionaries.sae.save_sae` writes a directory that ``sae_lens.SAE.load_from_disk`` loads as it
+**SAEs.** :func:`layershift.dictionaries.sae.files.save_sae` writes a directory that ``sae_lens.SAE.load_from_disk`` loads as it
 is (checked against sae-lens 6.54.12 in ``tests/test_saelens_interop.py``):
 
 * ``cfg.json`` in SAELens 6's layout: ``architecture`` is SAELens's name (``standard`` for our ``relu``,
@@ -17,7 +17,7 @@ is (checked against sae-lens 6.54.12 in ``tests/test_saelens_interop.py``):
 
   Decoder rows keep their directions (scaled by ``1/s > 0``), so decoder cosines are unchanged.
 * ``layershift_weights.safetensors`` (only when a normalisation is on): the unfolded working-space weights,
-  bit for bit, which :func:`layershift.dictionaries.sae.load_sae` reads so that training resumes exactly and ``encode`` is
+  bit for bit, which :func:`layershift.dictionaries.sae.files.load_sae` reads so that training resumes exactly and ``encode`` is
   unchanged. Without normalisation folding is the identity and this file is not written.
 """
 

@@ -32,7 +32,7 @@ MAX_DENSITY = 1 / 8  # largest share of active codes that takes the sparse path 
 
 
 class TrainingTerms(NamedTuple):
-    """What a training step needs of a batch (the scalar fields of :class:`~layershift.dictionaries.sae.SAEOutput`)."""
+    """What a training step needs of a batch (the scalar fields of :class:`~layershift.dictionaries.sae.model.SAEOutput`)."""
 
     loss: torch.Tensor
     mse: torch.Tensor

@@ -12,26 +12,21 @@ state is saved after each epoch, so a killed job resumes at its last finished ep
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from layershift.core import checkpoints
 from layershift.core.device import resolve_device, set_threads
-from layershift.core.io import atomic_dir, read_json, remove_tree, write_json
 from layershift.models.batches import Batch, Encodings, encode_split, make_batches
 from layershift.models.classifier import (
     autocast,
@@ -55,8 +50,6 @@ LOG_COLUMNS = [
     "tokens_per_second",
     "lr",
 ]
-CHECKPOINT_SUBDIR = "last"  # checkpoint_dir/last/ is replaced atomically after every epoch
-STATE_VERSION = 1  # bump when the checkpoint layout changes; older checkpoints are then ignored
 
 
 @dataclass(frozen=True)
@@ -142,7 +135,7 @@ def finetune(
     train = encode_split(tokenizer, train_df, len(label_names), cfg.max_length, "train_df")
     val = encode_split(tokenizer, val_df, len(label_names), cfg.max_length, "val_df")
     fingerprint = training_fingerprint(cfg, train, val, label_names, model_dir)
-    ckpt = Path(checkpoint_dir) / CHECKPOINT_SUBDIR if checkpoint_dir is not None else None
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     with _deterministic(device.type == "cpu"):
         run, start_epoch = _start_run(model_dir, label_names, cfg, train, device, ckpt, fingerprint)
@@ -157,7 +150,7 @@ def finetune(
     run.model.load_state_dict(run.best_state)
     save_model(run.model, tokenizer, out_dir, summary=_summary(cfg, run, label_names))
     if ckpt is not None and not keep_checkpoint:
-        remove_checkpoint(ckpt)
+        checkpoints.remove_checkpoints(ckpt)
     log = pd.DataFrame(run.log, columns=LOG_COLUMNS)
     log.attrs["best_epoch"] = run.best_epoch
     return log
@@ -261,71 +254,56 @@ def _summary(cfg: FinetuneConfig, run: FinetuneState, label_names: Sequence[str]
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoints: weights as safetensors, optimiser/scheduler/RNG state flattened to safetensors + JSON
+# Checkpoints (core.checkpoints): the model and best weights as save_pretrained directories beside the state
 
 
 def training_fingerprint(
     cfg: FinetuneConfig, train: Encodings, val: Encodings, label_names: Sequence[str], model_dir: str | Path
 ) -> str:
-    """A hash of everything that determines the run: numeric config, model files, label names, tokenised data."""
+    """The checkpoint settings key: numeric config, model files, label names and the tokenised data."""
     model_files = sorted((p.name, p.stat().st_size) for p in Path(model_dir).iterdir() if p.is_file())
     config_text = (Path(model_dir) / "config.json").read_text()
-    key = [cfg.numeric_fields(), list(label_names), model_files, config_text]
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
-    for enc in (train, val):
-        for array in (enc.input_ids, enc.lengths, enc.labels):
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+    settings = [cfg.numeric_fields(), list(label_names), model_files, config_text]
+    data = [array for enc in (train, val) for array in (enc.input_ids, enc.lengths, enc.labels)]
+    return checkpoints.settings_key(settings, data)
 
 
-def save_checkpoint(ckpt: Path, run: FinetuneState, epochs_done: int, fingerprint: str) -> None:
-    """Replace ``ckpt`` atomically with the state after ``epochs_done`` epochs."""
+def save_checkpoint(directory: Path, run: FinetuneState, epochs_done: int, fingerprint: str) -> None:
+    """Replace the checkpoint in ``directory`` atomically with the state after ``epochs_done`` epochs."""
+    best_is_current = run.best_epoch == epochs_done
     state = {
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "best_epoch": run.best_epoch,
+        "best_accuracy": run.best_accuracy,
+        "best_weights": "model" if best_is_current else "best",
+        "log": run.log,
     }
-    tensors, skeleton = flatten_state(state)
-    best_is_current = run.best_epoch == epochs_done
-    with atomic_dir(ckpt) as tmp:
-        run.model.save_pretrained(tmp / "model", safe_serialization=True)
+
+    def write_models(path: Path) -> None:
+        run.model.save_pretrained(path / "model", safe_serialization=True)
         if not best_is_current:
-            run.model.save_pretrained(tmp / "best", state_dict=run.best_state, safe_serialization=True)
-        save_file(tensors, str(tmp / "state.safetensors"))
-        progress = {
-            "version": STATE_VERSION,
-            "fingerprint": fingerprint,
-            "epochs_done": epochs_done,
-            "best_epoch": run.best_epoch,
-            "best_accuracy": run.best_accuracy,
-            "best_weights": "model" if best_is_current else "best",
-            "log": run.log,
-            "state": skeleton,
-        }
-        write_json(progress, tmp / "progress.json")
+            run.model.save_pretrained(path / "best", state_dict=run.best_state, safe_serialization=True)
+
+    checkpoints.save_checkpoint(directory, fingerprint, epochs_done, state, write_models)
 
 
-def load_checkpoint(ckpt: Path, run: FinetuneState, fingerprint: str, device: torch.device) -> int:
-    """Restore ``run`` from ``ckpt`` if it matches ``fingerprint``; returns the epoch to start at (0 = fresh)."""
-    if not (ckpt / "progress.json").is_file():
+def load_checkpoint(directory: Path, run: FinetuneState, fingerprint: str, device: torch.device) -> int:
+    """Restore ``run`` from the checkpoint in ``directory`` if it was made with ``fingerprint``; returns the
+    epoch to start at (0 = fresh)."""
+    found = checkpoints.load_checkpoint(directory, fingerprint)
+    if found is None:
         return 0
-    progress = read_json(ckpt / "progress.json")
-    if progress.get("version") != STATE_VERSION or progress.get("fingerprint") != fingerprint:
-        warnings.warn(f"ignoring checkpoint {ckpt}: it belongs to another config or dataset", stacklevel=3)
-        return 0
-    run.model.load_state_dict(load_finetuned(ckpt / "model").state_dict())
+    state = found.state
+    run.model.load_state_dict(load_finetuned(found.path / "model").state_dict())
     best = (
-        run.model if progress["best_weights"] == "model" else load_finetuned(ckpt / progress["best_weights"])
+        run.model if state["best_weights"] == "model" else load_finetuned(found.path / state["best_weights"])
     )
     run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in best.state_dict().items()}
-    run.best_epoch, run.best_accuracy, run.log = (
-        progress["best_epoch"],
-        progress["best_accuracy"],
-        progress["log"],
-    )
-    state = unflatten_state(progress["state"], load_file(str(ckpt / "state.safetensors")))
+    run.best_epoch, run.best_accuracy, run.log = state["best_epoch"], state["best_accuracy"], state["log"]
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     if run.scaler is not None and state["scaler"] is not None:
@@ -333,46 +311,4 @@ def load_checkpoint(ckpt: Path, run: FinetuneState, fingerprint: str, device: to
     torch.set_rng_state(state["torch_rng"])
     if device.type == "cuda" and len(state["cuda_rng"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(progress["epochs_done"])
-
-
-def remove_checkpoint(ckpt: Path) -> None:
-    """Delete ``ckpt`` (checkpoint_dir/last) and checkpoint_dir itself if that leaves it empty."""
-    remove_tree(ckpt)
-    with contextlib.suppress(OSError):
-        ckpt.parent.rmdir()
-
-
-def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a nested state (dicts, lists, tuples, tensors, scalars) into safetensors-ready tensors + a JSON skeleton.
-
-    Tensors become ``{"__tensor__": key}``; dicts become ``{"__dict__": [[key, value], ...]}`` so integer keys
-    (optimizer parameter ids) survive JSON.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            key = f"t{len(tensors)}"
-            tensors[key] = value.detach().to("cpu").contiguous().clone()
-            return {"__tensor__": key}
-        if isinstance(value, dict):
-            return {"__dict__": [[k, walk(v)] for k, v in value.items()]}
-        if isinstance(value, (list, tuple)):
-            return [walk(v) for v in value]
-        if value is None or isinstance(value, (bool, int, float, str)):
-            return value
-        raise TypeError(f"cannot checkpoint a {type(value).__name__}")
-
-    return tensors, walk(obj)
-
-
-def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Inverse of flatten_state."""
-    if isinstance(skeleton, dict) and "__tensor__" in skeleton:
-        return tensors[skeleton["__tensor__"]]
-    if isinstance(skeleton, dict):
-        return {k: unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
-    if isinstance(skeleton, list):
-        return [unflatten_state(v, tensors) for v in skeleton]
-    return skeleton
+    return found.epoch
