@@ -1,2 +1,2 @@
-"""Sparse dictionaries over one layer's activations: SAEs, crosscoders, their sparse training path and the
+"""Sparse dictionaries over one layer's activations: SAEs, crosscoders, their sparse training path, their codes and the
 SAELens file format. Imports ``core``, ``study`` and ``data``."""
