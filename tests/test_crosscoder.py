@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from layershift.analysis import diff
+from layershift.analysis.chance import decoder_cosine_matrix
+from layershift.analysis.diff.match import match_dictionaries
+from layershift.analysis.diff.settings import DiffConfig
 from layershift.dictionaries import crosscoder as xc
 from tests.helpers import incoherent_atoms, unit
 
@@ -73,7 +75,7 @@ def exclusive_precision_recall(table, W_dec, model, dictionary, atoms, cls, min_
     latents that are one of the planted atoms."""
     live = table[table["class"] != "dead"]
     chosen = live[(live["class"] == cls) & ~live["flagged"]]["latent"].to_numpy()
-    cosine = diff.decoder_cosine_matrix(W_dec[chosen, model], dictionary[atoms])  # [latents, atoms]
+    cosine = decoder_cosine_matrix(W_dec[chosen, model], dictionary[atoms])  # [latents, atoms]
     recall = (cosine >= min_cos).any(axis=0).mean() if len(chosen) else 0.0
     precision = (cosine >= min_cos).any(axis=1).mean() if len(chosen) else 0.0
     return precision, recall
@@ -94,7 +96,7 @@ def test_batchtopk_crosscoder_finds_planted_new_and_lost_atoms(batchtopk):
     # retained atoms sit on shared latents (relative norm between the cut-offs)
     retained = [i for i, label in enumerate(t["labels_a"]) if label == "retained"]
     live = t["table"][t["table"]["class"] != "dead"]
-    cosine = diff.decoder_cosine_matrix(W_dec[live["latent"].to_numpy(), 0], t["dict_a"][retained])
+    cosine = decoder_cosine_matrix(W_dec[live["latent"].to_numpy(), 0], t["dict_a"][retained])
     best = live["class"].to_numpy()[cosine.argmax(axis=0)]
     assert (best == "shared").mean() >= 0.9
     # exclusive latents that survive latent scaling show no presence in the other model
@@ -118,7 +120,7 @@ def test_crosscoder_agrees_with_the_sae_diff_on_true_dictionaries(batchtopk):
     rng = np.random.default_rng(1)
     acts_a = rng.random((500, len(dict_a)))  # only live/dead status matters for the agreement
     acts_b = rng.random((500, len(dict_b)))
-    match = diff.match_dictionaries(dict_a, dict_b, acts_a, acts_b, diff.DiffConfig())
+    match = match_dictionaries(dict_a, dict_b, acts_a, acts_b, DiffConfig())
     labels = match.assign(label=t["labels_a"] + t["labels_b"])  # the planted labels stand in for the SAE diff
     agreement = xc.crosscoder_sae_agreement(t["table"], labels, t["cc"], dict_a, dict_b)
     assert agreement["finetuned_only_to_new"] >= 0.9

@@ -52,7 +52,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from layershift.analysis.diff import SIDE_A, SIDE_B, decoder_cosine_matrix, decoder_rows
+from layershift.analysis.chance import decoder_cosine_matrix
+from layershift.analysis.diff.match import COMPARED_SIDE, REFERENCE_SIDE, decoder_rows
 from layershift.core import training
 from layershift.core.io import read_json, read_safetensors, write_json, write_safetensors
 from layershift.data.shards import keep_pair_in_memory, open_paired, shard_provenance, zip_paired
@@ -722,7 +723,7 @@ def crosscoder_sae_agreement(
     W_dec = cc.W_dec.detach().to("cpu", torch.float64).numpy()  # [d_latent, 2, d]
     out: dict[str, Any] = {}
     for model, (cls, side, label, sae) in enumerate(
-        (("pretrained-only", SIDE_A, "lost", sae_a), ("finetuned-only", SIDE_B, "new", sae_b))
+        (("pretrained-only", REFERENCE_SIDE, "lost", sae_a), ("finetuned-only", COMPARED_SIDE, "new", sae_b))
     ):
         chosen = latents_df["class"] == cls
         if not include_flagged:
