@@ -4,6 +4,8 @@ The feature diff matches two dictionaries one-to-one (:func:`matched_cosines`: t
 Σ max(cos, 0)^p). A matched pair is the best of hundreds of candidates, so even two *unrelated* dictionaries
 produce matched cosines well above 0: two random 512 x 384 dictionaries match at a median cosine of about
 0.15 and a 99th percentile of about 0.2. A similarity is evidence of a shared feature only above that level.
+Here *chance* always means such a random-matching distribution; a *seed null* is an SAE trained on the
+same activations with another seed, which :func:`seed_reproducibility` measures against chance.
 
 * :func:`random_matching_chance`: matched cosines of random isotropic dictionaries (Gaussian rows) of the
   given shapes, matched by the same algorithm, pooled over draws (cached by shape within a process).
@@ -79,7 +81,7 @@ def random_matching_chance(
     (Gaussian rows), matched like the diff, pooled over ``draws`` draws: ``draws x min(n_reference,
     n_compared)`` values (read-only, cached).
 
-    Isotropic rows are the chance level of the issue's acceptance; a dictionary confined to a subspace of
+    Isotropic rows are the reproducibility criterion's chance level; a dictionary confined to a subspace of
     the residual stream matches a random one of that subspace higher, so this is a lower bound on chance for
     real SAEs (see :func:`random_matching_chance_like` for one drawn in the dictionaries' own spectrum).
     """

@@ -1,4 +1,4 @@
-"""SAE settings sweep: seed reproducibility against explained variance, L0 and cost, per setting (issue #17).
+"""SAE settings sweep: seed reproducibility against explained variance, L0 and cost, per setting.
 
 For one layer's shards and a grid of SAE settings (each a partial ``sae:`` config section laid over the
 study's own), train one SAE per seed with the study's trainer (same row-based hold-out) and report per
