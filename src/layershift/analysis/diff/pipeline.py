@@ -79,14 +79,8 @@ def diff_saes(
     saes = StageSAEs(pretrained, finetuned, pretrained_seed_null, finetuned_seed_null)
     matchings = match_stages_and_seed_nulls(saes, paired_batches, cfg)
     chance_summary = measure_chance(saes, matchings, paired_batches, cfg)
-    chance_cosine, chance_correlation = (
-        chance_level(chance_summary, "cosine"),
-        chance_level(chance_summary, "correlation"),
-    )
-    stability = thresholds_between(
-        0.0, 0.0, chance_cosine, chance_correlation, "stability", stable_gap=cfg.stable_gap
-    )
-    thresholds, capped = calibrate_on_seed_nulls(matchings, stability, cfg, chance_cosine, chance_correlation)
+    stability = stability_cut(chance_summary, cfg)
+    thresholds, capped = calibrate_on_seed_nulls(matchings, stability, cfg)
     labels = label_cross_stage(matchings, stability, thresholds, capped)
     seed_null_labels = label_pretrained_seed_null(matchings, stability, thresholds)
     return labels, summarize(labels, seed_null_labels, thresholds, capped, chance_summary, saes, cfg)
@@ -135,14 +129,20 @@ def measure_chance(
     return summary
 
 
+def stability_cut(chance_summary: dict[str, Any], cfg: DiffConfig) -> Thresholds:
+    """Step 3: the chance level c (the largest chance 99th percentile of all matchings) and the stability
+    cut c + ``stable_gap``·(1 − c) above it, as thresholds (their ``chance_*`` and ``stable_*`` fields)."""
+    chance_cosine = chance_level(chance_summary, "cosine")
+    chance_correlation = chance_level(chance_summary, "correlation")
+    return thresholds_between(
+        0.0, 0.0, chance_cosine, chance_correlation, "stability", stable_gap=cfg.stable_gap
+    )
+
+
 def calibrate_on_seed_nulls(
-    matchings: Matchings,
-    stability: Thresholds,
-    cfg: DiffConfig,
-    chance_cosine: float,
-    chance_correlation: float,
+    matchings: Matchings, stability: Thresholds, cfg: DiffConfig
 ) -> tuple[Thresholds, Thresholds]:
-    """Step 3: (headline, capped) thresholds from the stable features of both seed-null matchings (each
+    """Step 4: (headline, capped) thresholds from the stable features of both seed-null matchings (each
     stage's SAE marked stable against its own seed null); the fallback thresholds of ``cfg`` for both when
     no seed-null matching has a stable matched feature."""
     seed_null_matches = [
@@ -155,12 +155,12 @@ def calibrate_on_seed_nulls(
     usable = pooled is not None and bool(
         (pooled["stable"] & (pooled["side"] == REFERENCE_SIDE) & (pooled["match"] >= 0)).any()
     )
+    chance = (stability.chance_cosine, stability.chance_correlation)  # c, already clipped to ≥ 0
     if not usable:
-        fallback = fallback_thresholds(cfg, chance_cosine, chance_correlation)
+        fallback = fallback_thresholds(cfg, *chance)
         return fallback, fallback
     shared = (
-        chance_cosine,
-        chance_correlation,
+        *chance,
         cfg.stable_gap,
         cfg.tolerance_cosine,
         cfg.tolerance_correlation,
@@ -175,7 +175,7 @@ def calibrate_on_seed_nulls(
 def label_cross_stage(
     matchings: Matchings, stability: Thresholds, thresholds: Thresholds, capped: Thresholds
 ) -> pd.DataFrame:
-    """Step 4: the cross-stage table with stability against each stage's seed null, ``label`` under the
+    """Step 5: the cross-stage table with stability against each stage's seed null, ``label`` under the
     headline thresholds and ``label_capped`` under the capped ones."""
     marked = mark_stability(
         matchings.cross_stage, stability, matchings.pretrained_seed_null, matchings.finetuned_seed_null
@@ -188,7 +188,7 @@ def label_cross_stage(
 def label_pretrained_seed_null(
     matchings: Matchings, stability: Thresholds, thresholds: Thresholds
 ) -> pd.DataFrame | None:
-    """Step 5: the pretrained seed-null matching labelled like the diff, both of its sides assessed against
+    """Step 6: the pretrained seed-null matching labelled like the diff, both of its sides assessed against
     each other: the rates where nothing changed but the seed (``baseline_*``)."""
     seed_null_match = matchings.pretrained_seed_null
     if seed_null_match is None:
@@ -206,7 +206,7 @@ def summarize(
     saes: StageSAEs,
     cfg: DiffConfig,
 ) -> dict[str, Any]:
-    """Step 6: the verdict and the summary; a stage without its own seed null counts its live features as
+    """Step 7: the verdict and the summary; a stage without its own seed null counts its live features as
     stable only so that they get a label (``stability_assessed_<stage>`` is false)."""
     assessed = {
         REFERENCE_SIDE: saes.pretrained_seed_null is not None,
