@@ -3,7 +3,7 @@
 For each model x dataset x SAE layer of the study (or those named), four SAEs with the study's ``sae:``
 settings are built and *not trained*: each starts exactly as training would (seeded random weights, the
 decoder bias at the data mean of the first rows), with the study's seed pairing (pretrained s0, its null
-s1; fine-tuned s1, its null s0). They go through ``layershift.analysis.diff.diff_saes`` on the layer's real paired
+s1; fine-tuned s1, its null s0). They go through ``layershift.analysis.diff.pipeline.diff_saes`` on the layer's real paired
 shards with the study's ``diff:`` settings, the same code path as the ``diff`` rule. A diff that measured
 learned features must call these layers inconclusive and nothing lost; the study's own diff summaries sit
 beside them in the printed table.
@@ -19,13 +19,14 @@ from pathlib import Path
 
 import torch
 
-from layershift.analysis.diff import DiffConfig, diff_saes
+from layershift.analysis.diff.pipeline import diff_saes
+from layershift.analysis.diff.settings import DiffConfig
 from layershift.config import load_config
 from layershift.core.io import read_json, write_json
 from layershift.data.shards import ShardReader, layer_shard_dir, paired_batches
 from layershift.dictionaries.sae.config import SAEConfig
 from layershift.dictionaries.sae.model import SAE
-from layershift.study import targets as T
+from layershift.study import targets
 from layershift.study.schema import from_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +44,19 @@ def untrained_sae(config: dict, shard_dir: str, seed: int) -> SAE:
 
 
 def control(config: dict, model: str, dataset: str, layer: int) -> dict:
-    tokens = {s: f"{T.ACTIVATIONS.format(model=model, dataset=dataset, stage=s)}/tokens" for s in T.STAGES}
+    tokens = {
+        stage: f"{targets.ACTIVATIONS.format(model=model, dataset=dataset, stage=stage)}/tokens"
+        for stage in targets.STAGES
+    }
     shards = {stage: layer_shard_dir(path, layer) for stage, path in tokens.items()}
-    seeds = T.stage_seeds(config)
-    saes = {stage: untrained_sae(config, shards[stage], seeds[stage]) for stage in T.STAGES}
-    nulls = [untrained_sae(config, shards[s], T.null_seeds(config, s)[0]) for s in T.STAGES]
+    seeds = targets.stage_seeds(config)
+    saes = {stage: untrained_sae(config, shards[stage], seeds[stage]) for stage in targets.STAGES}
+    seed_nulls = [
+        untrained_sae(config, shards[stage], targets.null_seeds(config, stage)[0]) for stage in targets.STAGES
+    ]
     cfg = from_section(DiffConfig, config["diff"], seed=config["seed"])
     pairs = paired_batches(shards["pretrained"], shards["finetuned"])
-    _, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *nulls)
+    _, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *seed_nulls)
     return summary
 
 
@@ -63,11 +69,11 @@ def main() -> None:
     torch.set_num_threads(1)
     config = load_config(args.config)
     rows = []
-    for model, dataset, layer in T.model_layers(config):
+    for model, dataset, layer in targets.model_layers(config):
         if args.layers == "last" and layer != config["models"][model]["sae_layers"][-1]:
             continue
         summary = control(config, model, dataset, layer)
-        study = read_json(T.DIFF_SUMMARY.format(model=model, dataset=dataset, layer=layer))
+        study = read_json(targets.DIFF_SUMMARY.format(model=model, dataset=dataset, layer=layer))
         rows.append(
             {
                 "model": model,

@@ -32,15 +32,15 @@ def test_matched_cosines_recover_a_permuted_dictionary():
     np.testing.assert_allclose(cos, 1.0)
 
 
-def test_random_matching_null_matches_the_issue_figures_and_is_cached():
-    values = chance.random_matching_null(512, 512, 384, draws=1)
+def test_random_matching_chance_matches_the_issue_figures_and_is_cached():
+    values = chance.random_matching_chance(512, 512, 384, draws=1)
     q = chance.chance_quantiles(values)
     assert 0.12 <= q["p50"] <= 0.18 and 0.18 <= q["p99"] <= 0.24, q  # issue #17: 0.12-0.18, p99 ≈ 0.20
-    assert chance.random_matching_null(512, 512, 384, draws=1) is values  # cached by shape
-    assert len(chance.random_matching_null(10, 7, 5, draws=3)) == 21
-    assert chance.random_matching_null(0, 7, 5).size == 0
+    assert chance.random_matching_chance(512, 512, 384, draws=1) is values  # cached by shape
+    assert len(chance.random_matching_chance(10, 7, 5, draws=3)) == 21
+    assert chance.random_matching_chance(0, 7, 5).size == 0
     # fewer dimensions or more candidates: matching alone reaches higher cosines
-    small = chance.chance_quantiles(chance.random_matching_null(40, 40, 32))
+    small = chance.chance_quantiles(chance.random_matching_chance(40, 40, 32))
     assert small["p50"] > q["p50"] + 0.1
 
 
@@ -59,7 +59,7 @@ def test_seed_reproducibility_separates_a_noisy_copy_from_a_random_dictionary():
     assert abs(random["median_matched_cosine"] - random["chance_cosine_p50"]) < 0.05
     # only live rows are matched, and the chance level is that of the live shapes (fewer candidates: lower)
     live = np.arange(100) < 20
-    part = chance.seed_reproducibility(w, w + 0.1 * rng.normal(size=w.shape), live=live, live_null=live)
+    part = chance.seed_reproducibility(w, w + 0.1 * rng.normal(size=w.shape), live=live, seed_null_live=live)
     assert part["n_live"] == 20 and part["chance_cosine_p50"] < copy["chance_cosine_p50"] - 0.05
 
 
@@ -67,17 +67,17 @@ def test_spectrum_matched_null_is_higher_in_a_subspace():
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.normal(size=(64, 8)))[0].T  # an 8-dim subspace of R^64
     a, b = rng.normal(size=(20, 8)) @ basis, rng.normal(size=(20, 8)) @ basis
-    like = chance.chance_quantiles(chance.random_matching_null_like(a, b))
-    iso = chance.chance_quantiles(chance.random_matching_null(20, 20, 64))
+    like = chance.chance_quantiles(chance.random_matching_chance_like(a, b))
+    iso = chance.chance_quantiles(chance.random_matching_chance(20, 20, 64))
     assert like["p50"] > iso["p50"] + 0.2
 
 
-def test_random_encoder_correlation_null_is_near_zero_on_isotropic_data_and_not_on_a_real_match():
+def test_random_encoder_correlation_chance_is_near_zero_on_isotropic_data_and_not_on_a_real_match():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3000, 32))
     w = rng.normal(size=(24, 32))
     acts = np.maximum(x @ unit(w).T - 1.0, 0.0)
-    null = chance.random_encoder_correlation_null(w, acts, x, np.full(24, 0.15), draws=2)
+    null = chance.random_encoder_correlation_chance(w, acts, x, np.full(24, 0.15), draws=2)
     q = chance.chance_quantiles(null)
     assert len(null) == 48 and q["p99"] < 0.6
     # the same directions as an "other side" correlate perfectly: far above that chance

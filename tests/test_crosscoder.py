@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from layershift.analysis import diff
 from layershift.analysis.crosscoder_latents import LatentTableConfig, crosscoder_sae_agreement, latent_table
+from layershift.analysis.diff.match import match_dictionaries
+from layershift.analysis.diff.settings import DiffConfig
 from layershift.dictionaries.crosscoder.config import CrosscoderConfig, CrosscoderTrainConfig
 from layershift.dictionaries.crosscoder.evaluate import evaluate_crosscoder
 from layershift.dictionaries.crosscoder.files import load_crosscoder, save_crosscoder
@@ -125,7 +126,7 @@ def test_crosscoder_agrees_with_the_sae_diff_on_true_dictionaries(batchtopk):
     rng = np.random.default_rng(1)
     acts_a = rng.random((500, len(dict_a)))  # only live/dead status matters for the agreement
     acts_b = rng.random((500, len(dict_b)))
-    match = diff.match_dictionaries(dict_a, dict_b, acts_a, acts_b, diff.DiffConfig())
+    match = match_dictionaries(dict_a, dict_b, acts_a, acts_b, DiffConfig())
     labels = match.assign(label=t["labels_a"] + t["labels_b"])  # the planted labels stand in for the SAE diff
     agreement = crosscoder_sae_agreement(t["table"], labels, t["crosscoder"], dict_a, dict_b)
     assert agreement["finetuned_only_to_new"] >= 0.9

@@ -11,7 +11,23 @@ import pandas as pd
 import pytest
 import torch
 
-from layershift.analysis import chance, diff
+from layershift.analysis import chance
+from layershift.analysis.diff.activations import (
+    activation_correlation,
+    encode_numpy,
+    paired_activation_correlation,
+)
+from layershift.analysis.diff.labels import label_features, label_fractions, mark_stability
+from layershift.analysis.diff.match import MATCH_COLUMNS, match_dictionaries
+from layershift.analysis.diff.pipeline import diff_saes
+from layershift.analysis.diff.settings import DiffConfig
+from layershift.analysis.diff.thresholds import (
+    Thresholds,
+    calibrate_thresholds,
+    fallback_thresholds,
+    thresholds_between,
+)
+from layershift.analysis.diff.verdict import diff_verdict
 from layershift.data import shards
 from layershift.data.shards import ShardWriter
 from layershift.dictionaries.decoders import decoder_cosine_matrix, decoder_rows
@@ -95,7 +111,7 @@ def test_optimal_matching_equals_brute_force_on_4x4():
     rng = np.random.default_rng(3)
     for _ in range(20):
         similarity = rng.uniform(-1, 1, (4, 4))
-        rows, cols = diff.optimal_matching(similarity)
+        rows, cols = chance.optimal_matching(similarity)
         best = max(itertools.permutations(range(4)), key=lambda perm: similarity[range(4), perm].sum())
         assert np.array_equal(rows, np.arange(4))
         assert np.array_equal(cols, np.array(best))
@@ -116,11 +132,11 @@ def test_paired_activation_correlation_streams_like_numpy():
     x_b = (x_a + 0.5 * rng.normal(size=x_a.shape)).astype(np.float32)
     pairs = np.array([[0, 0], [1, 3], [5, 4], [2, 2]])
     batches = [(x_a[i : i + 64], x_b[i : i + 64]) for i in range(0, 500, 64)]
-    streamed = diff.paired_activation_correlation(sae_a, sae_b, batches, pairs)
-    acts_a, acts_b = diff.encode_numpy(sae_a, x_a), diff.encode_numpy(sae_b, x_b)
+    streamed = paired_activation_correlation(sae_a, sae_b, batches, pairs)
+    acts_a, acts_b = encode_numpy(sae_a, x_a), encode_numpy(sae_b, x_b)
     expected = [np.corrcoef(acts_a[:, i], acts_b[:, j])[0, 1] for i, j in pairs]
     np.testing.assert_allclose(streamed, expected, atol=1e-9)
-    np.testing.assert_allclose(diff.activation_correlation(acts_a, acts_b, pairs), expected, atol=1e-9)
+    np.testing.assert_allclose(activation_correlation(acts_a, acts_b, pairs), expected, atol=1e-9)
 
 
 def make_random_sae(d_in: int, d_sae: int, seed: int):
@@ -135,22 +151,20 @@ def make_random_sae(d_in: int, d_sae: int, seed: int):
 # --- labels from the true dictionaries ----------------------------------------------------------------------
 def test_true_dictionaries_recover_planted_labels():
     planted = planted_stages(seed=0)
-    cfg = diff.DiffConfig(
-        cosine_threshold=0.95, correlation_threshold=0.9
-    )  # rotation 0.85: changed, not kept
-    match = diff.match_dictionaries(planted.dict_a, planted.dict_b, planted.codes_a, planted.codes_b, cfg)
-    chance_p99 = chance.chance_quantiles(chance.random_matching_null(30, 30, 32))["p99"]
+    cfg = DiffConfig(cosine_threshold=0.95, correlation_threshold=0.9)  # rotation 0.85: changed, not kept
+    match = match_dictionaries(planted.dict_a, planted.dict_b, planted.codes_a, planted.codes_b, cfg)
+    chance_p99 = chance.chance_quantiles(chance.random_matching_chance(30, 30, 32))["p99"]
     assert 0.4 < chance_p99 < 0.75  # 30 random atoms in R^32 match this well by chance
-    labels = diff.label_features(match, diff.fallback_thresholds(cfg, chance_cosine=chance_p99))
+    labels = label_features(match, fallback_thresholds(cfg, chance_cosine=chance_p99))
     truth = pd.Series(planted.labels_a + planted.labels_b)
     for label in ("retained", "changed", "lost", "new"):
         precision, recall = precision_recall(labels["label"], truth, label)
         assert precision >= 0.9 and recall >= 0.9, (label, precision, recall)
-    assert set(labels.columns) >= set(diff.MATCH_COLUMNS) | {"label"}
+    assert set(labels.columns) >= set(MATCH_COLUMNS) | {"label"}
 
 
 def test_label_rules_on_a_constructed_table():
-    t = diff.Thresholds(cosine=0.8, correlation=0.6, floor_cosine=0.4, floor_correlation=0.3)
+    t = Thresholds(cosine=0.8, correlation=0.6, floor_cosine=0.4, floor_correlation=0.3)
     table = pd.DataFrame(
         {
             "side": ["pretrained"] * 5 + ["finetuned"] * 2,
@@ -162,7 +176,7 @@ def test_label_rules_on_a_constructed_table():
             "activation_correlation": [0.7, 0.9, 0.1, np.nan, np.nan, 0.7, 0.2],
         }
     )
-    labels = diff.label_features(table, t)["label"].tolist()
+    labels = label_features(table, t)["label"].tolist()
     assert labels == ["retained", "changed", "lost", "lost", "dead", "retained", "new"]
 
 
@@ -183,12 +197,12 @@ def test_calibration_uses_activity_weighted_null_quantiles():
             "decoy_correlation": rng.normal(0.02, 0.01, n + 20),
         }
     )
-    t = diff.calibrate_thresholds(null, quantile=0.1, chance_cosine=0.2, chance_correlation=0.1)
+    t = calibrate_thresholds(null, quantile=0.1, chance_cosine=0.2, chance_correlation=0.1)
     assert t.cosine == pytest.approx(0.909, abs=0.002)  # the rare unstable features do not set the level
     assert t.correlation == pytest.approx(0.818, abs=0.003)
     assert t.floor_cosine == pytest.approx((0.2 + t.cosine) / 2)
     assert (t.stable_cosine, t.stable_correlation) == pytest.approx((0.6, 0.55))
-    capped = diff.calibrate_thresholds(
+    capped = calibrate_thresholds(
         null, 0.1, retained_cosine=0.7, retained_correlation=0.5, chance_cosine=0.2, chance_correlation=0.1
     )
     # the cap lowers τ, but never below the stability cut: 0.5 < 0.1 + 0.5 * 0.9
@@ -196,17 +210,17 @@ def test_calibration_uses_activity_weighted_null_quantiles():
     assert capped.null_cosine == pytest.approx(t.cosine) and capped.source.endswith("capped")
     # a stable column restricts calibration to the stable features: the same level without the rare ones
     marked = null.assign(stable=null["cosine"] > 0.5, firing_rate=1.0)
-    assert diff.calibrate_thresholds(marked, 0.1).cosine == pytest.approx(0.909, abs=0.002)
-    unmarked = diff.calibrate_thresholds(null.assign(firing_rate=1.0), 0.1)  # unweighted: rare ones count
+    assert calibrate_thresholds(marked, 0.1).cosine == pytest.approx(0.909, abs=0.002)
+    unmarked = calibrate_thresholds(null.assign(firing_rate=1.0), 0.1)  # unweighted: rare ones count
     assert unmarked.null_cosine == pytest.approx(0.1) and unmarked.cosine == unmarked.stable_cosine == 0.5
     with pytest.raises(ValueError):
-        diff.calibrate_thresholds(null, quantile=0.7)
+        calibrate_thresholds(null, quantile=0.7)
 
 
 @pytest.mark.parametrize("chance", [0.0, 0.2, 0.63, 0.95])
 def test_every_threshold_lies_above_chance(chance):
     for cos, corr in ((0.0, 0.0), (0.3, 0.3), (0.99, 0.99)):
-        t = diff.thresholds_between(cos, corr, chance, chance / 2, "test")
+        t = thresholds_between(cos, corr, chance, chance / 2, "test")
         for level, c in (("cosine", chance), ("correlation", chance / 2)):
             tau, floor, stable = (
                 getattr(t, level),
@@ -217,7 +231,7 @@ def test_every_threshold_lies_above_chance(chance):
 
 
 def test_unstable_features_are_labelled_and_left_out_of_fractions():
-    t = diff.thresholds_between(0.9, 0.8, 0.2, 0.1, "test")
+    t = thresholds_between(0.9, 0.8, 0.2, 0.1, "test")
     table = pd.DataFrame(
         {
             "side": ["pretrained"] * 4 + ["finetuned"] * 2,
@@ -232,26 +246,24 @@ def test_unstable_features_are_labelled_and_left_out_of_fractions():
     null_a = table.assign(cosine=[0.95, 0.3, 0.9, np.nan, 0.95, 0.3], activation_correlation=0.9)
     null_b = table.assign(side=["finetuned"] * 4 + ["pretrained"] * 2, cosine=[0.9] * 4 + [0.2, 0.99])
     null_b["activation_correlation"] = 0.9
-    marked = diff.mark_stability(table, t, null_a, null_b)
-    labels = diff.label_features(marked, t)["label"].tolist()
+    marked = mark_stability(table, t, null_a, null_b)
+    labels = label_features(marked, t)["label"].tolist()
     # A1 reproduces at 0.3 < stable cut 0.6: unstable, although its cross-stage match is perfect; A2 lost
     assert labels == ["retained", "unstable", "lost", "dead", "unstable", "retained"]
-    fractions = diff.label_fractions(diff.label_features(marked, t))
+    fractions = label_fractions(label_features(marked, t))
     assert fractions["n_stable_pretrained"] == 2 and fractions[
         "unstable_fraction_pretrained"
     ] == pytest.approx(1 / 3)
     assert fractions["retained_fraction"] == 0.5 and fractions["lost_fraction"] == 0.5  # over stable only
     assert fractions["new_fraction"] == 0.0 and fractions["stable_fraction_finetuned"] == 0.5
-    cfg = diff.DiffConfig(min_stable_features=1, min_stable_share=0.5)
-    assert diff.diff_verdict(fractions, cfg)[0] == "conclusive"
-    verdict, reason = diff.diff_verdict(fractions, diff.DiffConfig(min_stable_features=3))
+    cfg = DiffConfig(min_stable_features=1, min_stable_share=0.5)
+    assert diff_verdict(fractions, cfg)[0] == "conclusive"
+    verdict, reason = diff_verdict(fractions, DiffConfig(min_stable_features=3))
     assert verdict == "inconclusive" and "2 stable pretrained features" in reason
-    verdict, reason = diff.diff_verdict(fractions, cfg, {"pretrained": True, "finetuned": False})
+    verdict, reason = diff_verdict(fractions, cfg, {"pretrained": True, "finetuned": False})
     assert verdict == "inconclusive" and "no seed null for the finetuned stage" in reason
     # a share just under the bar says so in counts, not as a rounded "0.50 (< 0.5)"
-    verdict, reason = diff.diff_verdict(
-        fractions, diff.DiffConfig(min_stable_features=1, min_stable_share=0.6)
-    )
+    verdict, reason = diff_verdict(fractions, DiffConfig(min_stable_features=1, min_stable_share=0.6))
     assert (verdict, reason) == ("inconclusive", "1 of 2 live finetuned features stable (50.0% < 60%)")
 
 
@@ -292,7 +304,7 @@ def atom_truth(sae, dictionary: np.ndarray, labels: list[str], x: np.ndarray) ->
     """The planted label of the atom each SAE feature recovered (cosine ≥ 0.9; the most active such feature
     per atom, so rare duplicates do not count), else None."""
     cosine = decoder_cosine_matrix(decoder_rows(sae), dictionary)
-    firing = (diff.encode_numpy(sae, x) > 0).mean(axis=0)
+    firing = (encode_numpy(sae, x) > 0).mean(axis=0)
     best = cosine.argmax(axis=1)
     truth: list[str | None] = [None] * len(best)
     for atom in range(len(dictionary)):
@@ -304,13 +316,13 @@ def atom_truth(sae, dictionary: np.ndarray, labels: list[str], x: np.ndarray) ->
 
 def test_calibrated_sae_diff_recovers_planted_labels(trained):
     planted = trained["planted"]
-    labels, summary = diff.diff_saes(
+    labels, summary = diff_saes(
         trained["a"],
         trained["b"],
         paired(planted.x_a, planted.x_b),
-        diff.DiffConfig(),
-        null_a=trained["a_null"],
-        null_b=trained["b_null"],
+        DiffConfig(),
+        pretrained_seed_null=trained["a_null"],
+        finetuned_seed_null=trained["b_null"],
     )
     truth = pd.Series(
         atom_truth(trained["a"], planted.dict_a, planted.labels_a, planted.x_a)
@@ -341,13 +353,13 @@ def test_calibrated_sae_diff_recovers_planted_labels(trained):
 
 def test_no_change_control_is_retained(trained):
     planted = trained["planted"]
-    labels, summary = diff.diff_saes(
+    labels, summary = diff_saes(
         trained["a"],
         trained["b_same"],
         paired(planted.x_a, planted.x_same),
-        diff.DiffConfig(),
-        null_a=trained["a_null"],
-        null_b=trained["b_same_null"],
+        DiffConfig(),
+        pretrained_seed_null=trained["a_null"],
+        finetuned_seed_null=trained["b_same_null"],
     )
     assert summary["verdict"] == "conclusive"
     assert summary["retained_fraction"] >= 0.9 and summary["retained_finetuned_fraction"] >= 0.9
@@ -360,8 +372,13 @@ def test_no_change_control_is_retained(trained):
 def test_untrained_saes_are_inconclusive_and_lose_nothing():
     planted = planted_stages(seed=0)
     sae_a, sae_b, null_a, null_b = (make_random_sae(32, 48, seed) for seed in range(4))
-    labels, summary = diff.diff_saes(
-        sae_a, sae_b, paired(planted.x_a, planted.x_b), diff.DiffConfig(), null_a=null_a, null_b=null_b
+    labels, summary = diff_saes(
+        sae_a,
+        sae_b,
+        paired(planted.x_a, planted.x_b),
+        DiffConfig(),
+        pretrained_seed_null=null_a,
+        finetuned_seed_null=null_b,
     )
     assert summary["verdict"] == "inconclusive" and "stable pretrained features" in summary["verdict_reason"]
     assert not labels["label"].isin(["lost", "new", "retained", "changed"]).any()
@@ -375,8 +392,13 @@ def test_tiny_data_is_inconclusive_rather_than_a_confident_label():
     tiny = planted_stages(seed=1, n_tokens=40)
     a, a_null = train_topk_sae(tiny.x_a, seed=0), train_topk_sae(tiny.x_a, seed=1)
     b, b_null = train_topk_sae(tiny.x_b, seed=1), train_topk_sae(tiny.x_b, seed=0)
-    labels, summary = diff.diff_saes(
-        a, b, paired(tiny.x_a, tiny.x_b), diff.DiffConfig(), null_a=a_null, null_b=b_null
+    labels, summary = diff_saes(
+        a,
+        b,
+        paired(tiny.x_a, tiny.x_b),
+        DiffConfig(),
+        pretrained_seed_null=a_null,
+        finetuned_seed_null=b_null,
     )
     assert summary["verdict"] == "inconclusive"
     assert (labels["label"] == "lost").sum() <= 2
@@ -384,8 +406,8 @@ def test_tiny_data_is_inconclusive_rather_than_a_confident_label():
 
 def test_without_a_finetuned_null_the_diff_is_inconclusive(trained):
     planted = trained["planted"]
-    labels, summary = diff.diff_saes(
-        trained["a"], trained["b"], paired(planted.x_a, planted.x_b), diff.DiffConfig(), trained["a_null"]
+    labels, summary = diff_saes(
+        trained["a"], trained["b"], paired(planted.x_a, planted.x_b), DiffConfig(), trained["a_null"]
     )
     assert summary["verdict"] == "inconclusive"
     assert (
@@ -394,15 +416,7 @@ def test_without_a_finetuned_null_the_diff_is_inconclusive(trained):
     )
     assert summary["threshold_source"].startswith("seed-null")  # still calibrated on the pretrained null
     assert summary["stability_assessed_pretrained"] and not summary["stability_assessed_finetuned"]
-    _, old = diff.diff_saes(
-        trained["a"],
-        trained["b"],
-        paired(planted.x_a, planted.x_b),
-        diff.DiffConfig(),
-        null_sae=trained["a_null"],
-    )
-    assert old == summary  # null_sae: the old name of null_a
-    _, none = diff.diff_saes(trained["a"], trained["b"], paired(planted.x_a, planted.x_b), diff.DiffConfig())
+    _, none = diff_saes(trained["a"], trained["b"], paired(planted.x_a, planted.x_b), DiffConfig())
     assert none["threshold_source"] == "fallback" and none["verdict"] == "inconclusive"
     assert none["threshold_cosine"] > none["chance_cosine_p99"]
 
@@ -450,8 +464,8 @@ def test_rows_kept_in_memory_give_the_same_diff_and_are_decoded_once(trained, tm
     for budget in (0.0, 1024.0):
         decoded.clear()
         pairs = shards.paired_batches(tmp_path / "a", tmp_path / "b", 64, memory_cache_mb=budget)
-        results[budget] = diff.diff_saes(
-            trained["a"], trained["b"], pairs, diff.DiffConfig(), trained["a_null"], trained["b_null"]
+        results[budget] = diff_saes(
+            trained["a"], trained["b"], pairs, DiffConfig(), trained["a_null"], trained["b_null"]
         )
         passes[budget] = len(decoded) / (2 * n_groups)  # both stages' groups per pass
     assert passes[1024.0] == 1 and passes[0.0] >= 6, passes

@@ -1,7 +1,8 @@
 from pathlib import Path
 
 from layershift.analysis.crosscoder_latents import crosscoder_sae_agreement
-from layershift.analysis.diff import DiffConfig, diff_saes
+from layershift.analysis.diff.pipeline import diff_saes
+from layershift.analysis.diff.settings import DiffConfig
 from layershift.analysis.features import attach_top_tokens
 from layershift.core.io import read_table, write_json, write_parquet
 from layershift.core.runtime import script_context
@@ -19,7 +20,7 @@ with script_context(snakemake) as sm:
     }
     saes = {stage: load_sae(Path(path).parent) for stage, path in zip(shard_dirs, sm.input.sae, strict=True)}
     # each stage's first seed null: which features of that stage's SAE are stable
-    nulls = [
+    seed_nulls = [
         load_sae(Path(paths[0]).parent) if paths else None
         for paths in (sm.input.null_pretrained, sm.input.null_finetuned)
     ]
@@ -27,7 +28,7 @@ with script_context(snakemake) as sm:
     # SAE matching, calibrated by the seed null; then how far the crosscoder agrees with the labels
     cfg = from_section(DiffConfig, p.diff, seed=p.seed)
     pairs = paired_batches(*shard_dirs.values(), batch_size=4096, memory_cache_mb=cfg.memory_cache_mb)
-    labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *nulls)
+    labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *seed_nulls)
     labels = attach_top_tokens(labels, saes, shard_dirs, p.top_tokens)
     cc = load_crosscoder(Path(sm.input.crosscoder_latents).parent)
     latents = read_table(sm.input.crosscoder_latents)

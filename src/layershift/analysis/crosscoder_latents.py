@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from layershift.analysis.diff import SIDE_A, SIDE_B
+from layershift.analysis.diff.match import COMPARED_SIDE, REFERENCE_SIDE
 from layershift.core.io import write_json, write_parquet
 from layershift.data.shards import paired_batches
 from layershift.dictionaries.batches import PairedBatches
@@ -192,7 +192,7 @@ def crosscoder_sae_agreement(
     W_dec = crosscoder.W_dec.detach().to("cpu", torch.float64).numpy()  # [d_latent, 2, d]
     out: dict[str, Any] = {}
     for model, (cls, side, label, sae) in enumerate(
-        (("pretrained-only", SIDE_A, "lost", sae_a), ("finetuned-only", SIDE_B, "new", sae_b))
+        (("pretrained-only", REFERENCE_SIDE, "lost", sae_a), ("finetuned-only", COMPARED_SIDE, "new", sae_b))
     ):
         chosen = latents_df["class"] == cls
         if not include_flagged:

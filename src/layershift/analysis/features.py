@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from layershift.core.training import to_tensor
 from layershift.data.shards import ShardReader, activations
+from layershift.dictionaries.codes import FiringCount, encode_batch, encoded_batches
 from layershift.dictionaries.sae.model import SAE
 
 TOP_TOKEN_COLUMNS = ["feature", "rank", "sentence_id", "position", "token", "activation", "context"]
@@ -32,31 +32,29 @@ def feature_statistics(sae: SAE, shard_dir: str | os.PathLike, batch_size: int =
     """
     device = sae.W_enc.device
     d_sae = sae.cfg.d_sae
-    n = 0
+    firing = FiringCount(d_sae, device)
     mean = torch.zeros(d_sae, dtype=torch.float64, device=device)
     m2 = torch.zeros(d_sae, dtype=torch.float64, device=device)  # sum of squared deviations from the mean
-    fires = torch.zeros(d_sae, dtype=torch.float64, device=device)
     peak = torch.full((d_sae,), -torch.inf, dtype=torch.float64, device=device)
-    for batch in ShardReader(shard_dir).iter_batches(batch_size):
-        f = sae.encode(to_tensor(batch, device)).double()  # [b, d_in] -> [b, d_sae]
-        b = len(f)
-        batch_mean = f.mean(dim=0)
+    for codes in encoded_batches(sae, ShardReader(shard_dir).iter_batches(batch_size)):
+        codes = codes.double()  # [b, d_sae]
+        seen, batch_rows = firing.rows, len(codes)
+        batch_mean = codes.mean(dim=0)
         delta = batch_mean - mean
-        total = n + b
-        mean += delta * (b / total)
-        m2 += (f - batch_mean).pow(2).sum(dim=0) + delta.pow(2) * (n * b / total)
-        fires += (f > 0).sum(dim=0)
-        peak = torch.maximum(peak, f.max(dim=0).values)
-        n = total
-    if n == 0:
+        total = seen + batch_rows
+        mean += delta * (batch_rows / total)
+        m2 += (codes - batch_mean).pow(2).sum(dim=0) + delta.pow(2) * (seen * batch_rows / total)
+        firing.add(codes)
+        peak = torch.maximum(peak, codes.max(dim=0).values)
+    if firing.rows == 0:
         raise ValueError(f"{shard_dir}: no rows")
-    variance = (m2 / n).cpu().numpy()
+    variance = (m2 / firing.rows).cpu().numpy()
     return pd.DataFrame(
         {
             "feature": np.arange(d_sae),
             "mean": mean.cpu().numpy(),
             "variance": variance,
-            "firing_rate": (fires / n).cpu().numpy(),
+            "firing_rate": firing.rates(),
             "max_activation": peak.cpu().numpy(),
             "rank": variance_rank(variance),
         }
@@ -104,12 +102,10 @@ def top_activating_tokens(
     )
     winners = winners[winners["activation"] > 0].reset_index(drop=True)
     tokens = sentence_tokens(reader, set(winners["sentence_id"].tolist()))
-    winners["token"] = [
-        tokens[s][p] for s, p in zip(winners["sentence_id"], winners["position"], strict=True)
-    ]
+    places = list(zip(winners["sentence_id"], winners["position"], strict=True))
+    winners["token"] = [tokens[sentence][position] for sentence, position in places]
     winners["context"] = [
-        context_string(tokens[s], p, context)
-        for s, p in zip(winners["sentence_id"], winners["position"], strict=True)
+        context_string(tokens[sentence], position, context) for sentence, position in places
     ]
     return winners[TOP_TOKEN_COLUMNS]
 
@@ -126,12 +122,12 @@ def running_top_rows(
     for table in reader.iter_tables(["sentence_id", "position", "activation"]):
         if not table.num_rows:
             continue
-        f = sae.encode(to_tensor(activations(table), device))[:, index]  # [rows, d_in] -> [rows, F]
+        codes = encode_batch(sae, activations(table))[:, index]  # [rows, d_in] -> [rows, F]
         sentence = torch.from_numpy(table.column("sentence_id").to_numpy().astype(np.int64)).to(device)
         position = torch.from_numpy(table.column("position").to_numpy().astype(np.int64)).to(device)
-        value = torch.cat([best_value, f.float()])  # [n + rows, F]
-        sentence = torch.cat([best_sentence, sentence[:, None].expand_as(f)])
-        position = torch.cat([best_position, position[:, None].expand_as(f)])
+        value = torch.cat([best_value, codes.float()])  # [n + rows, F]
+        sentence = torch.cat([best_sentence, sentence[:, None].expand_as(codes)])
+        position = torch.cat([best_position, position[:, None].expand_as(codes)])
         best_value, order = value.topk(min(n_tokens, len(value)), dim=0)  # [n, F]
         best_sentence, best_position = sentence.gather(0, order), position.gather(0, order)
     return best_value.cpu().numpy(), best_sentence.cpu().numpy(), best_position.cpu().numpy()
@@ -150,17 +146,17 @@ def sentence_tokens(reader: ShardReader, sentence_ids: set[int]) -> dict[int, di
             continue
         position = table.column("position").to_numpy()[rows]
         token = table.column("token").take(rows).to_pylist()
-        for s, p, t in zip(sentence[rows].tolist(), position.tolist(), token, strict=True):
-            found[s][p] = t
+        for sentence_id, place, text in zip(sentence[rows].tolist(), position.tolist(), token, strict=True):
+            found[sentence_id][place] = text
     return found
 
 
 def context_string(tokens: dict[int, str], position: int, width: int) -> str:
     """Tokens ``position ± width`` of one sentence, space-separated, the centre one marked ``**token**``."""
     words = [
-        f"**{tokens[p]}**" if p == position else tokens[p]
-        for p in range(position - width, position + width + 1)
-        if p in tokens
+        f"**{tokens[place]}**" if place == position else tokens[place]
+        for place in range(position - width, position + width + 1)
+        if place in tokens
     ]
     return " ".join(words)
 

@@ -79,15 +79,16 @@ def sentence_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame
     cos_sum = dict.fromkeys(layers, 0.0)
     n = 0
     for group in range(pre.num_row_groups):
-        a, b = pre.read_row_group(group), ft.read_row_group(group)
-        if not np.array_equal(a.column("sentence_id").to_numpy(), b.column("sentence_id").to_numpy()):
+        group_pre, group_ft = pre.read_row_group(group), ft.read_row_group(group)
+        ids_pre, ids_ft = (table.column("sentence_id").to_numpy() for table in (group_pre, group_ft))
+        if not np.array_equal(ids_pre, ids_ft):
             raise ValueError(f"{pre_path} and {ft_path} do not hold the same sentences in the same order")
         for name in layers:
-            x, y = _vectors(a, name), _vectors(b, name)
+            x, y = _vectors(group_pre, name), _vectors(group_ft, name)  # [sentences, d] each
             ckas[name].update(x, y)
             cos = np.sum(x * y, 1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1) + 1e-12)
             cos_sum[name] += float(cos.sum())
-        n += a.num_rows
+        n += group_pre.num_rows
     return pd.DataFrame(
         {
             "layer": [int(name.split("_")[1]) for name in layers],
@@ -111,6 +112,14 @@ def token_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_cosines(pretrained: pd.DataFrame, finetuned: pd.DataFrame, column: str) -> list[float]:
+    """Per layer (row), the cosine of the two stages' vectors in ``column``."""
+    return [
+        cosine(np.asarray(vector_pretrained), np.asarray(vector_finetuned))
+        for vector_pretrained, vector_finetuned in zip(pretrained[column], finetuned[column], strict=True)
+    ]
+
+
 def mean_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
     """Per layer: the paper's cosine of dataset-mean token vectors, the same over content tokens only
     (specials excluded) with the special-token share, and the cosine of mean sentence vectors."""
@@ -118,28 +127,15 @@ def mean_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
     table = pd.DataFrame(
         {
             "layer": pre["layer"],
-            "cosine_of_means": [
-                cosine(np.asarray(a), np.asarray(b))
-                for a, b in zip(pre["token_mean"], ft["token_mean"], strict=True)
-            ],
-            "cosine_of_sentence_means": [
-                cosine(np.asarray(a), np.asarray(b))
-                for a, b in zip(pre["sentence_mean"], ft["sentence_mean"], strict=True)
-            ],
+            "cosine_of_means": paired_cosines(pre, ft, "token_mean"),
+            "cosine_of_sentence_means": paired_cosines(pre, ft, "sentence_mean"),
             "n_tokens": pre["n_tokens"],
         }
     )
     if (
         "content_token_mean" in pre.columns and "content_token_mean" in ft.columns
     ):  # older extractions lack it
-        table.insert(
-            2,
-            "cosine_of_content_means",
-            [
-                cosine(np.asarray(a), np.asarray(b))
-                for a, b in zip(pre["content_token_mean"], ft["content_token_mean"], strict=True)
-            ],
-        )
+        table.insert(2, "cosine_of_content_means", paired_cosines(pre, ft, "content_token_mean"))
         table.insert(3, "special_share", pre["special_share"].to_numpy())
     return table
 

@@ -1,4 +1,4 @@
-"""SAE settings sweep: seed reproducibility against explained variance, L0 and cost, per setting (issue #17).
+"""SAE settings sweep: seed reproducibility against explained variance, L0 and cost, per setting.
 
 For one layer's shards and a grid of SAE settings (each a partial ``sae:`` config section laid over the
 study's own), train one SAE per seed with the study's trainer (same row-based hold-out) and report per
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from layershift.analysis.chance import seed_reproducibility
 from layershift.core.io import read_json
 from layershift.data.shards import ShardReader
+from layershift.dictionaries.codes import firing_rates
 from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig, architecture_fields
 from layershift.dictionaries.sae.files import load_sae
 from layershift.dictionaries.sae.model import SAE
@@ -36,20 +36,12 @@ from layershift.study.schema import from_section
 from layershift.study.targets import is_study_setting
 
 MIN_EXPLAINED_VARIANCE = 0.6  # below this an SAE reconstructs too little of the layer to stand for it
+FIRING_BATCH_ROWS = 4096  # rows per batch when counting where a trained SAE's latents fire
 
 
 def setting_label(point: dict) -> str:
     """A short, stable name of a grid point (its keys in order), e.g. ``d_sae=256 l1_coefficient=0.003``."""
     return " ".join(f"{key}={value}" for key, value in sorted(point.items())) or "study settings"
-
-
-def firing_rates(sae: SAE, reader: ShardReader, batch_rows: int = 4096) -> np.ndarray:
-    """Fraction of rows on which each latent fires, over every row of ``reader`` ``[d_sae]``."""
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
-    with torch.inference_mode():
-        for batch in reader.iter_batches(batch_rows):
-            fired += (sae.encode(torch.from_numpy(np.asarray(batch, np.float32))) > 0).double().sum(0)
-    return (fired / max(reader.n_rows, 1)).numpy()
 
 
 def train_setting(shard_dir: str | Path, section: dict, seed: int, split_seed: int, threads: int | None):
@@ -58,7 +50,7 @@ def train_setting(shard_dir: str | Path, section: dict, seed: int, split_seed: i
     cfg = from_section(SAEConfig, section, d_in=reader.d_model)
     train = from_section(SAETrainConfig, section, seed=seed, split_seed=split_seed, threads=threads)
     sae, metrics = train_sae_on_shards(shard_dir, cfg, train, progress=False)
-    return sae.W_dec.detach().double().numpy(), firing_rates(sae, reader), metrics
+    return trained_setting(sae, reader, metrics)
 
 
 HOW_IT_RAN = ("threads", "device")  # training settings that do not change what is learned (beyond rounding)
@@ -87,7 +79,14 @@ def read_setting(
     if differs:
         raise ValueError(f"{directory}: not an SAE of these settings and seed {seed} (differs in {differs})")
     metrics.setdefault("cpu_seconds", float("nan"))  # saved before metrics recorded it
-    return sae.W_dec.detach().double().numpy(), firing_rates(sae, reader), metrics
+    return trained_setting(sae, reader, metrics)
+
+
+def trained_setting(sae: SAE, reader: ShardReader, metrics: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """What the sweep keeps of one SAE: its decoder ``[d_sae, d_in]`` (float64), the firing rate of each
+    latent over every row of ``reader`` ``[d_sae]`` and its training metrics."""
+    rates = firing_rates(sae, reader.iter_batches(FIRING_BATCH_ROWS))
+    return sae.W_dec.detach().double().numpy(), rates, metrics
 
 
 def sweep(
@@ -116,30 +115,39 @@ def sweep(
     for point in grid:
         section = {**base, **point}
         reuse = is_study_setting(base, point)
-        (dec_a, fire_a, m_a), (dec_b, fire_b, m_b) = (setting_of(section, seed, reuse) for seed in seeds)
-        repro = seed_reproducibility(dec_a, dec_b, fire_a > 0, fire_b > 0, seed=split_seed)
-        runs = (m_a, m_b)
-        # the worse seed's EV; undefined (NaN, null in a reused metrics.json) when either is: too few rows
-        worst_ev = float(
-            np.min([np.nan if m["explained_variance"] is None else m["explained_variance"] for m in runs])
-        )
-        rows.append(
-            {
-                "setting": setting_label(point),
-                "settings": json.dumps(point, sort_keys=True),
-                **{key: section.get(key) for key in ("architecture", "d_sae", "k", "l1_coefficient", "lr")},
-                **{key: section.get(key) for key in ("training_tokens", "lr_decay_fraction", "batch_size")},
-                "epochs": m_a["epochs"],  # what ran (training_tokens sets it from the layer's rows)
-                "steps": m_a["steps"],
-                "explained_variance": worst_ev,
-                "l0": float(np.mean([m["l0"] for m in runs])),
-                "dead_fraction": float(np.mean([m["dead_fraction"] for m in runs])),
-                "cpu_seconds_per_sae": float(np.mean([m["cpu_seconds"] for m in runs])),
-                "n_train_rows": int(m_a["n_train_rows"]),
-                **{key: repro[key] for key in ("median_matched_cosine", "share_above_chance", "n_live")},
-                "chance_cosine_p99": repro["chance_cosine_p99"],
-                "reproducible": repro["reproducible"],
-                "faithful": bool(worst_ev >= MIN_EXPLAINED_VARIANCE),
-            }
-        )
+        first, second = (setting_of(section, seed, reuse) for seed in seeds)
+        rows.append(setting_row(point, section, first, second, split_seed))
     return pd.DataFrame(rows)
+
+
+def setting_row(point: dict, section: dict, first: tuple, second: tuple, split_seed: int) -> dict:
+    """The sweep's row for one grid point from its two seeds' (decoder, firing rates, metrics)."""
+    (first_decoder, first_rates, first_metrics), (second_decoder, second_rates, second_metrics) = (
+        first,
+        second,
+    )
+    repro = seed_reproducibility(
+        first_decoder, second_decoder, first_rates > 0, second_rates > 0, seed=split_seed
+    )
+    runs = (first_metrics, second_metrics)
+    # the worse seed's EV; undefined (NaN, null in a reused metrics.json) when either is: too few rows
+    worst_ev = float(
+        np.min([np.nan if run["explained_variance"] is None else run["explained_variance"] for run in runs])
+    )
+    return {
+        "setting": setting_label(point),
+        "settings": json.dumps(point, sort_keys=True),
+        **{key: section.get(key) for key in ("architecture", "d_sae", "k", "l1_coefficient", "lr")},
+        **{key: section.get(key) for key in ("training_tokens", "lr_decay_fraction", "batch_size")},
+        "epochs": first_metrics["epochs"],  # what ran (training_tokens sets it from the layer's rows)
+        "steps": first_metrics["steps"],
+        "explained_variance": worst_ev,
+        "l0": float(np.mean([run["l0"] for run in runs])),
+        "dead_fraction": float(np.mean([run["dead_fraction"] for run in runs])),
+        "cpu_seconds_per_sae": float(np.mean([run["cpu_seconds"] for run in runs])),
+        "n_train_rows": int(first_metrics["n_train_rows"]),
+        **{key: repro[key] for key in ("median_matched_cosine", "share_above_chance", "n_live")},
+        "chance_cosine_p99": repro["chance_cosine_p99"],
+        "reproducible": repro["reproducible"],
+        "faithful": bool(worst_ev >= MIN_EXPLAINED_VARIANCE),
+    }
