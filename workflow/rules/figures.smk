@@ -6,23 +6,33 @@
 
 def similarity_of_model(wildcards):
     """The per-dataset similarity tables of one model, in config order (the rows of the study-wide table)."""
-    return expand(T.SIMILARITY, model=wildcards.model, dataset=DATASETS)
+    return expand(targets.SIMILARITY, model=wildcards.model, dataset=DATASETS)
 
 
 FIGURE_RULES = {
     # rule name: (output, input, report category, caption file)
-    "fig_classification": (T.FIG_CLASSIFICATION, T.CLASSIFICATION, "Classification", "classification"),
-    "fig_accuracy": (T.FIG_ACCURACY, T.ACCURACY_TABLE, "Classification", "accuracy"),
-    "fig_training": (T.FIG_TRAINING, f"{T.FINETUNED}/training_log.csv", "Classification", "training"),
-    "fig_similarity": (T.FIG_SIMILARITY, similarity_of_model, "Similarity", "similarity"),
-    "fig_depth": (T.FIG_DEPTH, T.SIMILARITY_ALL, "Similarity", "depth"),
-    "fig_sae_loss": (T.FIG_SAE_LOSS, sae_metrics_of_dataset, "SAEs", "sae_loss"),
-    "fig_sae_sweep": (T.FIG_SAE_SWEEP, T.SAE_SWEEP, "SAEs", "sae_sweep"),
-    "fig_tokens": (T.FIG_TOKENS, T.PROBE_ACTIVATIONS, "SAE features", "tokens"),
+    "fig_classification": (
+        targets.FIG_CLASSIFICATION,
+        targets.CLASSIFICATION,
+        "Classification",
+        "classification",
+    ),
+    "fig_accuracy": (targets.FIG_ACCURACY, targets.ACCURACY_TABLE, "Classification", "accuracy"),
+    "fig_training": (
+        targets.FIG_TRAINING,
+        f"{targets.FINETUNED}/training_log.csv",
+        "Classification",
+        "training",
+    ),
+    "fig_similarity": (targets.FIG_SIMILARITY, similarity_of_model, "Similarity", "similarity"),
+    "fig_depth": (targets.FIG_DEPTH, targets.SIMILARITY_ALL, "Similarity", "depth"),
+    "fig_sae_loss": (targets.FIG_SAE_LOSS, sae_metrics_of_dataset, "SAEs", "sae_loss"),
+    "fig_sae_sweep": (targets.FIG_SAE_SWEEP, targets.SAE_SWEEP, "SAEs", "sae_sweep"),
+    "fig_tokens": (targets.FIG_TOKENS, targets.PROBE_ACTIVATIONS, "SAE features", "tokens"),
     "fig_diff": (
-        T.FIG_DIFF,
+        targets.FIG_DIFF,
         lambda wildcards: [
-            T.DIFF_SUMMARY.format(model=wildcards.model, dataset=dataset, layer=layer)
+            targets.DIFF_SUMMARY.format(model=wildcards.model, dataset=dataset, layer=layer)
             for dataset in DATASETS
             for layer in sae_layers(wildcards)
         ],
@@ -30,18 +40,19 @@ FIGURE_RULES = {
         "diff",
     ),
     "fig_relnorm": (
-        T.FIG_RELNORM,
+        targets.FIG_RELNORM,
         lambda wildcards: [
-            f"{T.CROSSCODER.format(model=wildcards.model, dataset=wildcards.dataset, layer=layer)}/latents.parquet"
+            targets.CROSSCODER.format(model=wildcards.model, dataset=wildcards.dataset, layer=layer)
+            + "/latents.parquet"
             for layer in sae_layers(wildcards)
         ],
         "Feature diff",
         "relnorm",
     ),
     "fig_diff_tokens": (
-        T.FIG_DIFF_TOKENS,
+        targets.FIG_DIFF_TOKENS,
         lambda wildcards: [
-            T.DIFF.format(model=wildcards.model, dataset=wildcards.dataset, layer=layer)
+            targets.DIFF.format(model=wildcards.model, dataset=wildcards.dataset, layer=layer)
             for layer in sae_layers(wildcards)
         ],
         "Feature diff",
