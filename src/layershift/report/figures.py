@@ -292,48 +292,47 @@ def plot_tokens(inputs, wildcards, params) -> plt.Figure:
     return fig
 
 
+DIFF_SIDES = {  # bar offset, the three segments (bottom to top) and the null's retained key
+    "pretrained": (-0.18, ["retained", "changed", "lost"], "baseline_retained_fraction"),
+    "fine-tuned": (
+        0.18,
+        ["retained_finetuned", "changed_finetuned", "new"],
+        "baseline_retained_finetuned_fraction",
+    ),
+}
+
+
+def _diff_panel(ax: plt.Axes, part: pd.DataFrame, colors: dict) -> None:
+    """One dataset's layers: both sides' stacked bars and their seed null's retained level."""
+    x = np.arange(len(part))
+    # an inconclusive layer (too few stable features) gets no bars, only its tick mark
+    shown = (part["verdict"] == "conclusive").to_numpy() if "verdict" in part else np.ones(len(part), bool)
+    for offset, segments, null_key in DIFF_SIDES.values():
+        bottom = np.zeros(len(part))
+        for segment in segments:
+            height = part.get(f"{segment}_fraction", pd.Series(np.nan, index=part.index)).to_numpy(float)
+            height = np.where(shown, height, np.nan)
+            colour = colors[segment.removesuffix("_finetuned")]
+            ax.bar(x + offset, height, 0.34, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5)
+            bottom += np.nan_to_num(height)
+        if null_key in part:
+            null = np.where(shown, part[null_key].to_numpy(float), np.nan)
+            ax.scatter(x + offset, null, marker="_", s=250, color="black", zorder=3)
+    ax.set_xticks(
+        x,
+        [str(layer) + ("" if ok else "\n(inconcl.)") for layer, ok in zip(part["layer"], shown, strict=True)],
+    )
+
+
 def plot_diff(inputs, wildcards, params) -> plt.Figure:
     """Per dataset and layer, two stacked bars: the pretrained SAE's features (retained / changed / lost)
     and the fine-tuned SAE's (retained / changed / new), each with the seed null's retained level."""
-    sides = {  # bar offset, the three segments (bottom to top) and the null's retained key
-        "pretrained": (-0.18, ["retained", "changed", "lost"], "baseline_retained_fraction"),
-        "fine-tuned": (
-            0.18,
-            ["retained_finetuned", "changed_finetuned", "new"],
-            "baseline_retained_finetuned_fraction",
-        ),
-    }
     summaries = pd.DataFrame([read_json(path) for path in inputs]).sort_values(["dataset", "layer"])
     datasets = sorted(summaries["dataset"].unique())
     colors = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.8 * len(datasets), 3.6), sharey=True, squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        part = summaries[summaries["dataset"] == dataset].reset_index(drop=True)
-        x = np.arange(len(part))
-        # issue #17: an inconclusive layer (too few stable features) gets no bars, only its tick mark
-        shown = (
-            (part["verdict"] == "conclusive").to_numpy() if "verdict" in part else np.ones(len(part), bool)
-        )
-        for offset, segments, null_key in sides.values():
-            bottom = np.zeros(len(part))
-            for segment in segments:
-                height = part.get(f"{segment}_fraction", pd.Series(np.nan, index=part.index)).to_numpy(float)
-                height = np.where(shown, height, np.nan)
-                colour = colors[segment.removesuffix("_finetuned")]
-                ax.bar(
-                    x + offset, height, 0.34, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5
-                )
-                bottom += np.nan_to_num(height)
-            if null_key in part:
-                null = np.where(shown, part[null_key].to_numpy(float), np.nan)
-                ax.scatter(x + offset, null, marker="_", s=250, color="black", zorder=3)
-        ax.set_xticks(
-            x,
-            [
-                str(layer) + ("" if ok else "\n(inconcl.)")
-                for layer, ok in zip(part["layer"], shown, strict=True)
-            ],
-        )
+        _diff_panel(ax, summaries[summaries["dataset"] == dataset].reset_index(drop=True), colors)
         ax.set(title=dataset, xlabel="layer", ylim=(0, 1.02))
     axes[0][0].set_ylabel("fraction of stable features")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in LABEL_ORDER]
