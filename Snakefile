@@ -27,7 +27,7 @@ wildcard_constraints:
     split="train|validation|test",
     layer=r"\d+",
     seed=r"\d+",
-    measure="|".join(T.SIMILARITY_MEASURES),
+    measure="|".join(targets.SIMILARITY_MEASURES),
 
 
 # Hub downloads and data preparation run on the submit host (compute nodes are often offline).

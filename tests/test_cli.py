@@ -101,3 +101,29 @@ def test_summary_into_a_pipe_closed_early_is_quiet(tmp_path):
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert done.stdout.startswith("**Accuracy"), done.stdout
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_summary_markdown_writes_the_results_page_from_the_tables(tmp_path, capsys):
+    rows = "".join(
+        f"m,d,{row},{accuracy},0.4,10\n"
+        for row, accuracy in (("pretrained", 0.25), ("linear_probe", 0.625), ("finetuned", 0.875))
+    )
+    results = _tables(tmp_path, HEADER + rows)
+    page = tmp_path / "docs/results.md"
+    assert main(["summary", "--markdown", str(results), "--output", str(page)]) == 0
+    assert capsys.readouterr().out == ""  # the page goes to the file, not to stdout
+    text = page.read_text()
+    assert f"`layershift summary --markdown {results} --output {page}`" in text  # how to regenerate it
+    assert "| m       | d         |        0.250 |          0.625 |       0.875 |" in text
+    assert "| m       | d         |       1 |             0.900 |" in text  # the similarity of layer 1
+    assert main(["summary", "--markdown", str(results)]) == 0  # to stdout: the same page
+    assert capsys.readouterr().out == text.replace(f" --output {page}", "")
+
+
+def test_summary_takes_the_results_directory_as_an_argument(tmp_path, capsys):
+    rows = "".join(f"m,d,{row},0.5,0.4,10\n" for row in ("pretrained", "linear_probe", "finetuned"))
+    results = _tables(tmp_path, HEADER + rows)
+    assert main(["summary", str(results)]) == 0
+    assert capsys.readouterr().out.startswith("**Accuracy on the test split** (Table 2 rebuilt)\n\n|")
+    assert main(["summary", str(results), "--results", str(tmp_path)]) == 1
+    assert "two results directories given" in capsys.readouterr().err

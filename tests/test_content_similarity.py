@@ -107,7 +107,7 @@ def _table(all_tokens, content, shares=(0.2, 0.1)):
 
 
 def test_report_line_where_the_measures_disagree():
-    from layershift.report.html import content_token_findings
+    from layershift.report.findings import content_token_findings
 
     table = _table(all_tokens=[[1, 0.9, -0.03], [1, 0.9, 0.3]], content=[[1, 0.9, 0.5], [1, 0.9, 0.3]])
     lines = content_token_findings(table)
@@ -119,7 +119,7 @@ def test_report_line_where_the_measures_disagree():
 
 
 def test_report_line_where_the_measures_agree():
-    from layershift.report.html import content_token_findings
+    from layershift.report.findings import content_token_findings
 
     table = _table(all_tokens=[[1, 0.9, 0.2], [1, 0.9, 0.3]], content=[[1, 0.92, 0.22], [1, 0.9, 0.31]])
     lines = content_token_findings(table)

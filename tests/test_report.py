@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
-from layershift.report.html import findings
+from layershift.report.findings import findings
 
 
 def study_tables(retained_deep_last: float):
@@ -134,3 +136,130 @@ def test_findings_state_no_trend_for_an_undefined_measure():
     similarity["cka_sentences"] = float("nan")  # one sentence per dataset
     text = "\n".join(findings(accuracy, similarity, sae, diff))
     assert "cka_sentences: undefined in every cell" in text and "nan" not in text
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of every Markdown table row in ``text`` (header and separator rows included)."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def fake_results(root: Path) -> Path:
+    """A finished study's result artifacts, small: tables/, two SAEs' metrics.json, a sweep, Table 1."""
+    import json
+
+    accuracy, similarity, _, diff = study_tables(retained_deep_last=0.2)
+    accuracy["accuracy"] += [0.0, 0.0, 0.0, 0.01, 0.02, 0.03]  # the big model's rows differ from the small's
+    accuracy["macro_f1"] = accuracy["accuracy"] - 0.1
+    tables = root / "results/tables"
+    tables.mkdir(parents=True)
+    accuracy.to_csv(tables / "accuracy.csv", index=False)
+    similarity.assign(cka_tokens=0.5, mean_sentence_cosine=0.4).to_parquet(tables / "similarity.parquet")
+    diff.assign(verdict=["conclusive", "conclusive", "conclusive", "inconclusive"]).to_parquet(
+        tables / "diff_summary.parquet"
+    )
+    for stage, explained in (("pretrained", 0.81), ("finetuned", 0.79)):
+        metrics = root / f"results/sae/small/d/{stage}/layer1/metrics.json"
+        metrics.parent.mkdir(parents=True)
+        row = {"model": "small", "dataset": "d", "stage": stage, "layer": 1, "mse": 0.02}
+        metrics.write_text(
+            json.dumps(row | {"explained_variance": explained, "l0": 9.5, "dead_fraction": 0.0})
+        )
+    sweep = root / "results/sae_sweep/small/d/pretrained/layer1.parquet"
+    sweep.parent.mkdir(parents=True)
+    pd.DataFrame(
+        [{"setting": "study", "explained_variance": 0.81, "l0": 9.5, "reproducible": True}]
+    ).to_parquet(sweep)
+    summary = [
+        {"model": "small", "dataset": "d", "layer": 1, "stage": stage, "description": f"{stage} words"}
+        for stage in ("pretrained", "finetuned")
+    ]
+    pd.DataFrame(summary).to_parquet(tables / "feature_summary.parquet")
+    return root / "results"
+
+
+def test_results_page_states_every_table_from_the_artifacts(tmp_path):
+    from layershift.report.results_page import results_page
+
+    page = results_page(fake_results(tmp_path), command="layershift summary --markdown results")
+    assert page.startswith("# layershift results")
+    assert "with `layershift summary --markdown results`" in page.split("## Findings")[0]
+    headings = [line for line in page.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Findings" and headings[1] == "## Accuracy on the test split", headings
+    rows = markdown_rows(page)
+    assert ["big", "d", "0.510", "0.820", "0.930"] in rows  # accuracy: random head, linear probe, fine-tuned
+    assert ["big", "d", "0.410", "0.720", "0.830"] in rows  # its macro-F1
+    assert ["small", "d", "finetuned", "1", "0.020", "0.790", "9.500", "0.000"] in rows  # SAE quality
+    assert ["study", "0.810", "9.500", "True"] in rows  # the sweep's setting
+    diff_row = next(row for row in rows if row[:4] == ["big", "d", "4", "inconclusive"])
+    assert diff_row[4:6] == ["0.20", "0.50"], (
+        diff_row
+    )  # retained and lost fraction, as the diff table has them
+    assert ["small", "1", "d", "pretrained words", "finetuned words"] in rows  # Table 1
+    assert "- Feature diff inconclusive for 1 of 4" in page  # the findings, as the HTML report states them
+    assert "SAE quality: explained variance 0.790-0.810" in page
+
+
+def test_html_report_opens_with_the_findings_and_lists_settings_one_per_row(tmp_path, monkeypatch):
+    """The report is one file: findings first, then the settings as a section.key / value table (not the
+    printed dicts), every figure embedded."""
+    import json
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from layershift.report.html import build_report
+
+    monkeypatch.chdir(tmp_path)
+    results = fake_results(tmp_path)
+    figure = results / "figures/accuracy.png"
+    figure.parent.mkdir(parents=True)
+    plt.imsave(figure, [[0.0, 1.0]])
+    card = {"dataset": "d", "source": "d.csv", "rows_read": 10, "rows_kept": 9, "label_names": ["a", "b"]}
+    card |= {
+        "dropped": {"empty": 1},
+        "counts": {s: {"a": 2, "b": 1} for s in ("train", "validation", "test")},
+    }
+    (results / "card.json").write_text(json.dumps(card))
+    pointer = {"model": "small", "source": "path:m", "num_hidden_layers": 2, "hidden_size": 8}
+    (results / "pretrained.json").write_text(json.dumps(pointer))
+    config = {
+        "seed": 3,
+        "models": {"small": {"source": "path:m", "sae_layers": [1]}},
+        "datasets": {"d": {"source": "d.csv"}},
+        "finetune": {"batch_size": 16, "lr": 0.001},
+        "data": {"split": {"train": 0.8, "validation": 0.1, "test": 0.1}},
+        "sae_sweep": {"grid": [{}, {"d_sae": 256}]},
+    }
+    inputs = {
+        "cards": [str(results / "card.json")],
+        "models": [str(results / "pretrained.json")],
+        "accuracy": [str(results / "tables/accuracy.csv")],
+        "similarity": [str(results / "tables/similarity.parquet")],
+        "sae_metrics": sorted(str(p) for p in results.glob("sae/**/metrics.json")),
+        "feature_summary": [str(results / "tables/feature_summary.parquet")],
+        "diff_table": [str(results / "tables/diff_summary.parquet")],
+        "figures": ["results/figures/accuracy.png"],
+    }
+    build_report(tmp_path / "index.html", config, "config.yaml", inputs)
+    page = (tmp_path / "index.html").read_text()
+    headings = re.findall(r"<h2>([^<]*)</h2>", page)
+    assert headings[0].startswith("Findings") and headings[1] == "The study", headings
+    assert page.index("Fine-tuning lifts test accuracy") < page.index("<h3>Settings</h3>")
+    cells = re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>\s*</tr>", page)
+    for setting, value in [
+        ("seed", "3"),
+        ("finetune.batch_size", "16"),
+        ("finetune.lr", "0.001"),
+        ("data.split.validation", "0.1"),
+        ("sae_sweep.grid", '[{}, {"d_sae": 256}]'),
+    ]:
+        assert (setting, value) in cells, (setting, cells)
+    assert not any(setting.startswith(("models", "datasets")) for setting, _ in cells)  # tables of their own
+    assert "{'batch_size'" not in page and "{&#39;batch_size&#39;" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 1 and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert "<link" not in page and "<script" not in page  # nothing to fetch: one self-contained file

@@ -116,6 +116,42 @@ def test_one_figure_builds_only_its_upstream(tmp_path):
     assert "report" not in jobs and "evaluate" not in jobs and "diff" not in jobs
 
 
+def planned_wildcards(dry_run_output: str) -> list[dict[str, str]]:
+    """The wildcards of every job a dry run plans (its ``wildcards: model=m, dataset=d`` lines)."""
+    planned = []
+    for line in dry_run_output.splitlines():
+        if line.strip().startswith("wildcards:"):
+            pairs = line.split(":", 1)[1].split(",")
+            planned.append(dict(pair.strip().split("=", 1) for pair in pairs))
+    return planned
+
+
+@pytest.mark.parametrize(
+    "figure, model, dataset",
+    [
+        ("similarity/cosine_of_means/minilm-l6.png", "minilm-l6", None),
+        ("diff/minilm-l3.png", "minilm-l3", None),
+        ("classification/minilm-l6/movies.png", "minilm-l6", "movies"),
+        ("sae_loss/minilm-l3/news.png", "minilm-l3", "news"),
+        ("tokens/minilm-l6/apps/layer3.png", "minilm-l6", "apps"),
+    ],
+)
+def test_a_models_figure_schedules_no_job_of_another_model(tmp_path, figure, model, dataset):
+    """From an empty results/, one model's (or model x dataset's) figure plans that model's (and dataset's)
+    jobs only: the similarity figure reads the model's per-dataset tables, not the study-wide table that
+    needs every model fine-tuned and extracted (17 jobs instead of 32)."""
+    workdir = default_study_inputs(tmp_path)
+    proc = run_snakemake(workdir, "-n", "--cores", "2", f"results/figures/{figure}")
+    planned = planned_wildcards(proc.stdout)
+    assert planned, proc.stdout[-3000:]
+    assert {job["model"] for job in planned if "model" in job} == {model}, planned
+    if dataset is not None:
+        assert {job["dataset"] for job in planned if "dataset" in job} == {dataset}, planned
+    jobs = jobs_of(proc.stdout)
+    assert jobs.count("finetune") == (1 if dataset else 3), jobs  # the model's own fine-tunes only
+    assert not {"similarity_table", "accuracy_table", "diff_table", "report"} & set(jobs), jobs
+
+
 def test_editing_one_dataset_reruns_only_its_jobs(tmp_path):
     """After an edit of one dataset's entry, only that dataset's jobs rerun (through a model rule too)."""
     build_tiny_study(tmp_path, n_models=1, n_datasets=2)

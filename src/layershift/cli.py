@@ -1,4 +1,5 @@
-"""Command line: `layershift validate CONFIG` checks a config; `layershift summary` prints the study's key tables."""
+"""Command line: `layershift validate CONFIG` checks a config; `layershift summary` prints the study's key tables
+(`--markdown`: its whole results page, from the artifacts alone)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from layershift.core.errors import ArtifactError, LayershiftError
-from layershift.core.io import read_table, reading
+from layershift.core.errors import LayershiftError
+from layershift.core.io import atomic_path
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -21,83 +20,27 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require(table: pd.DataFrame, path: Path, columns) -> None:
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ArtifactError(
-            f"{path}: no column {', '.join(missing)} (not a table of this layershift version?); delete it and "
-            "rerun the job that writes it (snakemake --cores N)"
-        )
-
-
-SUMMARY_TABLES = ("accuracy.csv", "similarity.parquet")  # what every finished study has
-
-
 def summary(args: argparse.Namespace) -> int:
-    """Markdown tables of a finished study (what the README shows): accuracy, similarity, SAEs, diff."""
-    results = Path(args.results)
-    missing = [name for name in SUMMARY_TABLES if not (results / "tables" / name).is_file()]
-    if missing:
+    """Markdown tables of a finished study: the short summary, or with --markdown the full results page."""
+    from layershift.report.results_page import results_page, summary_markdown_text
+
+    if args.results_dir is not None and args.results is not None and args.results_dir != args.results:
         raise LayershiftError(
-            f"{results}/tables: no {', '.join(missing)}; run the study first (snakemake --cores N), or point "
-            "--results at a finished study's results directory"
+            f"two results directories given: {args.results_dir} and --results {args.results}"
         )
-    accuracy_path = results / "tables/accuracy.csv"
-    with reading(accuracy_path):  # a damaged CSV: one line naming it, as for the Parquet tables
-        accuracy = pd.read_csv(accuracy_path)
-    _require(accuracy, accuracy_path, ("model", "dataset", "row", "accuracy"))
-    rows = ("pretrained", "linear_probe", "finetuned")
-    absent = [row for row in rows if row not in set(accuracy["row"])]
-    if absent:
-        raise ArtifactError(
-            f"{accuracy_path}: no {', '.join(absent)} rows; delete it and rerun the job that writes it "
-            "(snakemake --cores N)"
-        )
-    wide = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy").reset_index()
-    print("**Accuracy on the test split** (Table 2 rebuilt)\n")
-    print(
-        wide[["model", "dataset", "pretrained", "linear_probe", "finetuned"]].to_markdown(
-            index=False, floatfmt=".3f"
-        )
-    )
-    similarity = read_table(results / "tables/similarity.parquet")
-    cols = [
-        "model",
-        "dataset",
-        "layer",
-        "cosine_of_means",
-        "cka_sentences",
-        "cka_tokens",
-        "mean_sentence_cosine",
-    ]
-    _require(similarity, results / "tables/similarity.parquet", cols)
-    print("\n**Pretrained vs fine-tuned similarity per layer**\n")
-    print(similarity[cols].to_markdown(index=False, floatfmt=".3f"))
-    diff_path = results / "tables/diff_summary.parquet"
-    if diff_path.exists():
-        diff = read_table(diff_path)
-        keep = [
-            c
-            for c in (
-                "model",
-                "dataset",
-                "layer",
-                "verdict",
-                "stable_fraction_pretrained",
-                "stable_fraction_finetuned",
-                "retained_fraction",
-                "changed_fraction",
-                "lost_fraction",
-                "new_fraction",
-            )
-            if c in diff
-        ]
-        print(
-            "\n**SAE feature diff per layer** (fractions of the *stable* features: those their stage's seed "
-            "null reproduces above chance; `stable_fraction_*` = share of live features; an inconclusive "
-            "layer's fractions support no finding)\n"
-        )
-        print(diff[keep].to_markdown(index=False, floatfmt=".2f"))
+    given = args.results_dir or args.results or "results"
+    results = Path(given)
+    if not args.markdown:
+        print(summary_markdown_text(results), end="")
+        return 0
+    output = f" --output {args.output}" if args.output else ""
+    page = results_page(results, command=f"layershift summary --markdown {given}{output}")
+    if args.output:
+        with atomic_path(args.output, suffix=".md") as tmp:
+            tmp.write_text(page, encoding="utf-8")
+        print(f"{args.output}: written from {results}", file=sys.stderr)
+    else:
+        print(page, end="")
     return 0
 
 
@@ -137,8 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         "--directory", default=".", help="directory that relative data and model paths are relative to"
     )
     check.set_defaults(func=validate)
-    show = sub.add_parser("summary", help="print Markdown tables of a finished study")
-    show.add_argument("--results", default="results")
+    show = sub.add_parser("summary", help="print Markdown tables of a finished study, or its results page")
+    show.add_argument(
+        "results_dir", nargs="?", metavar="RESULTS_DIR", help="a finished study (default: results)"
+    )
+    show.add_argument("--results", help="the same as RESULTS_DIR")
+    show.add_argument(
+        "--markdown",
+        action="store_true",
+        help="the full results page (findings and every table), not the summary",
+    )
+    show.add_argument("--output", help="write the page here (e.g. docs/results.md) instead of to stdout")
     show.set_defaults(func=summary)
     cost = sub.add_parser("costs", help="predict each rule's time and memory, the study's wall time and disk")
     cost.add_argument("config")

@@ -2,12 +2,12 @@ rule extract:
     """One pass of a split through the pretrained or fine-tuned encoder: means, sentence vectors, token shards."""
     input:
         model=stage_model_dir,
-        split=lambda w: T.DATA.format(dataset=w.dataset, split=config["activations"]["split"]),
+        split=lambda w: targets.DATA.format(dataset=w.dataset, split=config["activations"]["split"]),
     output:
-        means=f"{T.ACTIVATIONS}/means.parquet",
-        sentences=f"{T.ACTIVATIONS}/sentences.parquet",
-        token_sample=f"{T.ACTIVATIONS}/token_sample.parquet",
-        tokens=directory(f"{T.ACTIVATIONS}/tokens"),
+        means=f"{targets.ACTIVATIONS}/means.parquet",
+        sentences=f"{targets.ACTIVATIONS}/sentences.parquet",
+        token_sample=f"{targets.ACTIVATIONS}/token_sample.parquet",
+        tokens=directory(f"{targets.ACTIVATIONS}/tokens"),
     log:
         "results/logs/extract/{model}/{dataset}/{stage}.log",
     benchmark:

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # run from a checkout e
 
 from snakemake.utils import validate
 
-from layershift.study import targets as T
+from layershift.study import targets
 from layershift.costs.predict import job_resources
 from layershift.config import validate_config
 from layershift.study.schema import SCHEMA_PATH
@@ -64,24 +64,24 @@ def stage_model_dir(wildcards):
     """Input: the pointer to the pretrained model, or the fine-tuned model's config."""
     wildcards = wildcards if isinstance(wildcards, dict) else dict(wildcards.items())
     if wildcards["stage"] == "pretrained":
-        return T.PRETRAINED.format(model=wildcards["model"])
-    return f"{T.FINETUNED.format(model=wildcards['model'], dataset=wildcards['dataset'])}/model.safetensors"
+        return targets.PRETRAINED.format(model=wildcards["model"])
+    return f"{targets.FINETUNED.format(model=wildcards['model'], dataset=wildcards['dataset'])}/model.safetensors"
 
 
 def both_stage_models(wildcards):
     """Inputs naming the pretrained (pointer) and fine-tuned (weights) model of a model x dataset."""
-    return [stage_model_dir({**dict(wildcards.items()), "stage": stage}) for stage in T.STAGES]
+    return [stage_model_dir({**dict(wildcards.items()), "stage": stage}) for stage in targets.STAGES]
 
 
 def onnx_import_input(wildcards):
     """The imported BertModel for onnx-package sources; nothing for the other kinds."""
     if config["models"][wildcards.model]["source"].startswith("onnx-package:"):
-        return f"{T.ONNX_IMPORT.format(model=wildcards.model)}/model.safetensors"
+        return f"{targets.ONNX_IMPORT.format(model=wildcards.model)}/model.safetensors"
     return []
 
 
-def sae_layers(w):
-    return config["models"][w.model]["sae_layers"]
+def sae_layers(wildcards):
+    return config["models"][wildcards.model]["sae_layers"]
 
 
 def gpu_resources(mem_mb, runtime):
@@ -107,16 +107,20 @@ def predicted(rule):
     return {"mem_mb": of_job("mem_mb"), "runtime": of_job("runtime")}
 
 
-def sae_metrics_of_dataset(w):
+def sae_metrics_of_dataset(wildcards):
     """metrics.json of every SAE (both stages and the seed nulls) of every SAE layer of one model x dataset."""
-    fmt = {"model": w.model, "dataset": w.dataset}
-    sae_dirs = [T.SAE.format(**fmt, stage=stage, layer=layer) for layer in sae_layers(w) for stage in T.STAGES]
-    sae_dirs += [null for layer in sae_layers(w) for null in T.null_sae_dirs(config, **fmt, layer=layer)]
+    fmt = {"model": wildcards.model, "dataset": wildcards.dataset}
+    layers = sae_layers(wildcards)
+    sae_dirs = [
+        targets.SAE.format(**fmt, stage=stage, layer=layer) for layer in layers for stage in targets.STAGES
+    ]
+    sae_dirs += [null for layer in layers for null in targets.null_sae_dirs(config, **fmt, layer=layer)]
     return [f"{sae_dir}/metrics.json" for sae_dir in sae_dirs]
 
 
-def sweep_study_saes(w):
+def sweep_study_saes(wildcards):
     """The study's own SAEs of the sweep layer and seeds, as ``[[seed, directory], ...]``: the sweep's
     study-settings row reads them instead of training them a second time."""
-    dirs = T.sweep_study_saes(config, model=w.model, dataset=w.dataset, stage=w.stage, layer=w.layer)
+    where = {key: wildcards[key] for key in ("model", "dataset", "stage", "layer")}
+    dirs = targets.sweep_study_saes(config, **where)
     return [[seed, directory] for seed, directory in dirs.items()]

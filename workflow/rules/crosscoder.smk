@@ -1,9 +1,9 @@
 rule crosscoder:
     """One dictionary over both stages' activations of a layer (Lindsey et al. 2024), vetted by latent scaling."""
     input:
-        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
+        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
     output:
-        expand(f"{T.CROSSCODER}/{{file}}", file=T.CROSSCODER_FILES, allow_missing=True),
+        expand(f"{targets.CROSSCODER}/{{file}}", file=targets.CROSSCODER_FILES, allow_missing=True),
     log:
         "results/logs/crosscoder/{model}/{dataset}/layer{layer}.log",
     benchmark:

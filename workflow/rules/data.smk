@@ -3,8 +3,8 @@ rule prepare:
     input:
         dataset_source_file,
     output:
-        splits=expand(T.DATA, split=T.SPLITS, allow_missing=True),
-        card=T.CARD,
+        splits=expand(targets.DATA, split=targets.SPLITS, allow_missing=True),
+        card=targets.CARD,
     log:
         "results/logs/prepare/{dataset}.log",
     benchmark:

@@ -2,14 +2,14 @@ rule diff:
     """Label stable SAE features retained / changed / lost / new against both stages' seed nulls and the
     matched-chance model; compare with the crosscoder."""
     input:
-        sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
-        null_pretrained=[f"{d}/sae_weights.safetensors" for d in T.null_sae_dirs(config, "pretrained")],
-        null_finetuned=[f"{d}/sae_weights.safetensors" for d in T.null_sae_dirs(config, "finetuned")],
-        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
-        crosscoder_latents=f"{T.CROSSCODER}/latents.parquet",
+        sae=expand(f"{targets.SAE}/sae_weights.safetensors", stage=targets.STAGES, allow_missing=True),
+        null_pretrained=[f"{d}/sae_weights.safetensors" for d in targets.null_sae_dirs(config, "pretrained")],
+        null_finetuned=[f"{d}/sae_weights.safetensors" for d in targets.null_sae_dirs(config, "finetuned")],
+        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
+        crosscoder_latents=f"{targets.CROSSCODER}/latents.parquet",
     output:
-        table=T.DIFF,
-        summary=T.DIFF_SUMMARY,
+        table=targets.DIFF,
+        summary=targets.DIFF_SUMMARY,
     log:
         "results/logs/diff/{model}/{dataset}/layer{layer}.log",
     benchmark:
@@ -30,9 +30,9 @@ rule diff:
 rule diff_table:
     """Per-layer diff fractions (with seed-null baselines) across every model x dataset."""
     input:
-        [T.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in T.model_layers(config)],
+        [targets.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in targets.model_layers(config)],
     output:
-        T.DIFF_TABLE,
+        targets.DIFF_TABLE,
     log:
         "results/logs/diff_table.log",
     conda:
@@ -45,14 +45,14 @@ rule feature_summary:
     """The paper's Table 1, generated: what the top features of each layer respond to, per stage, with the diff."""
     input:
         features=[
-            T.FEATURES.format(model=m, dataset=d, stage=s, layer=l)
-            for m, d, l in T.model_layers(config)
-            for s in T.STAGES
+            targets.FEATURES.format(model=m, dataset=d, stage=s, layer=l)
+            for m, d, l in targets.model_layers(config)
+            for s in targets.STAGES
         ],
-        diffs=[T.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in T.model_layers(config)],
+        diffs=[targets.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in targets.model_layers(config)],
     output:
-        table=T.FEATURE_SUMMARY,
-        markdown=T.FEATURE_SUMMARY_MD,
+        table=targets.FEATURE_SUMMARY,
+        markdown=targets.FEATURE_SUMMARY_MD,
     log:
         "results/logs/feature_summary.log",
     conda:

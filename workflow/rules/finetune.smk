@@ -1,12 +1,12 @@
 rule finetune:
     """Fine-tune the pretrained encoder + a classification head on one dataset; keep the best epoch."""
     input:
-        pretrained=T.PRETRAINED,
-        train=T.DATA.replace("{split}", "train"),
-        validation=T.DATA.replace("{split}", "validation"),
-        card=T.CARD,
+        pretrained=targets.PRETRAINED,
+        train=targets.DATA.replace("{split}", "train"),
+        validation=targets.DATA.replace("{split}", "validation"),
+        card=targets.CARD,
     output:
-        expand("{dir}/{file}", dir=T.FINETUNED, file=T.FINETUNED_FILES),
+        expand("{dir}/{file}", dir=targets.FINETUNED, file=targets.FINETUNED_FILES),
     log:
         "results/logs/finetune/{model}/{dataset}.log",
     benchmark:
@@ -27,13 +27,13 @@ rule finetune:
 rule evaluate:
     """Test-split reports: pretrained encoder + random head, linear probe, fine-tuned model."""
     input:
-        pretrained=T.PRETRAINED,
-        finetuned=f"{T.FINETUNED}/model.safetensors",
-        train=T.DATA.replace("{split}", "train"),
-        test=T.DATA.replace("{split}", "test"),
-        card=T.CARD,
+        pretrained=targets.PRETRAINED,
+        finetuned=f"{targets.FINETUNED}/model.safetensors",
+        train=targets.DATA.replace("{split}", "train"),
+        test=targets.DATA.replace("{split}", "test"),
+        card=targets.CARD,
     output:
-        T.CLASSIFICATION,
+        targets.CLASSIFICATION,
     log:
         "results/logs/evaluate/{model}/{dataset}.log",
     benchmark:
@@ -54,13 +54,13 @@ rule accuracy_table:
     """Table 2 of the paper, rebuilt: accuracy and macro-F1 per model x dataset x row."""
     input:
         expand(
-            T.CLASSIFICATION,
+            targets.CLASSIFICATION,
             zip,
             model=[m for m in MODELS for d in DATASETS],
             dataset=[d for m in MODELS for d in DATASETS],
         ),
     output:
-        T.ACCURACY_TABLE,
+        targets.ACCURACY_TABLE,
     log:
         "results/logs/accuracy_table.log",
     conda:

@@ -3,7 +3,7 @@ rule import_onnx:
     output:
         expand(
             "{dir}/{file}",
-            dir=T.ONNX_IMPORT,
+            dir=targets.ONNX_IMPORT,
             file=["config.json", "model.safetensors", "tokenizer.json", "import_report.json"],
         ),
     log:
@@ -27,7 +27,7 @@ rule resolve_model:
     input:
         onnx_import_input,
     output:
-        T.PRETRAINED,
+        targets.PRETRAINED,
     log:
         "results/logs/resolve_model/{model}.log",
     conda:

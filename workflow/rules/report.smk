@@ -1,21 +1,23 @@
 rule report:
     """One self-contained HTML page: every table and figure of the study, plus computed findings."""
     input:
-        cards=expand(T.CARD, dataset=DATASETS),
-        models=expand(T.PRETRAINED, model=MODELS),
-        accuracy=T.ACCURACY_TABLE,
-        similarity=T.SIMILARITY_ALL,
+        cards=expand(targets.CARD, dataset=DATASETS),
+        models=expand(targets.PRETRAINED, model=MODELS),
+        accuracy=targets.ACCURACY_TABLE,
+        similarity=targets.SIMILARITY_ALL,
         sae_metrics=[
-            f"{T.SAE.format(model=m, dataset=d, stage=s, layer=l)}/metrics.json"
-            for m, d, l in T.model_layers(config)
-            for s in T.STAGES
+            f"{targets.SAE.format(model=model, dataset=dataset, stage=stage, layer=layer)}/metrics.json"
+            for model, dataset, layer in targets.model_layers(config)
+            for stage in targets.STAGES
         ],
-        feature_summary=T.FEATURE_SUMMARY,
-        diff_table=T.DIFF_TABLE,
-        sae_sweep=[T.SAE_SWEEP.format(**T.sweep_layer(config))] if T.sweep_layer(config) else [],
-        figures=T.figure_targets(config),
+        feature_summary=targets.FEATURE_SUMMARY,
+        diff_table=targets.DIFF_TABLE,
+        sae_sweep=(
+            [targets.SAE_SWEEP.format(**targets.sweep_layer(config))] if targets.sweep_layer(config) else []
+        ),
+        figures=targets.figure_targets(config),
     output:
-        T.REPORT,
+        targets.REPORT,
     log:
         "results/logs/report.log",
     conda:

@@ -2,10 +2,10 @@ rule train_sae:
     """SAEs on one layer: the pretrained and fine-tuned stage, plus each stage's same-data SAEs with other seeds
     (the seed nulls)."""
     input:
-        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
+        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
     output:
-        sae=expand(f"{T.SAE}/{{file}}", stage=T.STAGES, file=T.SAE_FILES, allow_missing=True),
-        null=[f"{null}/{file}" for null in T.null_sae_dirs(config) for file in T.SAE_FILES],
+        sae=expand(f"{targets.SAE}/{{file}}", stage=targets.STAGES, file=targets.SAE_FILES, allow_missing=True),
+        null=[f"{null}/{file}" for null in targets.null_sae_dirs(config) for file in targets.SAE_FILES],
     log:
         "results/logs/train_sae/{model}/{dataset}/layer{layer}.log",
     benchmark:
@@ -17,8 +17,8 @@ rule train_sae:
         **gpu_resources(**predicted("train_sae")),
     params:
         sae=canonical(config["sae"]),
-        stage_seeds=T.stage_seeds(config),
-        null_runs=T.null_runs(config),
+        stage_seeds=targets.stage_seeds(config),
+        null_runs=targets.null_runs(config),
         split_seed=config["seed"],
         checkpoints="results/checkpoints/sae/{model}/{dataset}/layer{layer}",
     script:
@@ -29,9 +29,9 @@ rule probes:
     """The probe sentences through the pretrained and the fine-tuned model: hidden states of every SAE layer."""
     input:
         models=both_stage_models,
-        test=T.DATA.replace("{split}", "test"),
+        test=targets.DATA.replace("{split}", "test"),
     output:
-        T.PROBE_STATES,
+        targets.PROBE_STATES,
     log:
         "results/logs/probes/{model}/{dataset}.log",
     benchmark:
@@ -52,13 +52,13 @@ rule probes:
 rule features:
     """Rank both stages' SAE features by variance, find their top tokens, and apply them to the probe sentences."""
     input:
-        sae=expand(f"{T.SAE}/sae_weights.safetensors", stage=T.STAGES, allow_missing=True),
-        tokens=expand(f"{T.ACTIVATIONS}/tokens", stage=T.STAGES, allow_missing=True),
-        probe_states=T.PROBE_STATES,
+        sae=expand(f"{targets.SAE}/sae_weights.safetensors", stage=targets.STAGES, allow_missing=True),
+        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
+        probe_states=targets.PROBE_STATES,
     output:
-        features=expand(T.FEATURES, stage=T.STAGES, allow_missing=True),
-        top_tokens=expand(T.FEATURE_TOKENS, stage=T.STAGES, allow_missing=True),
-        probe_activations=T.PROBE_ACTIVATIONS,
+        features=expand(targets.FEATURES, stage=targets.STAGES, allow_missing=True),
+        top_tokens=expand(targets.FEATURE_TOKENS, stage=targets.STAGES, allow_missing=True),
+        probe_activations=targets.PROBE_ACTIVATIONS,
     log:
         "results/logs/features/{model}/{dataset}/layer{layer}.log",
     benchmark:
@@ -78,10 +78,10 @@ rule sae_sweep:
     """A small grid of SAE settings on one layer, two seeds each: seed reproducibility vs EV vs L0 vs cost.
     The study-settings row is the study's own SAEs of that layer (trained once, by train_sae)."""
     input:
-        tokens=f"{T.ACTIVATIONS}/tokens",
-        study_saes=lambda w: [f"{d}/{file}" for _, d in sweep_study_saes(w) for file in T.SAE_FILES],
+        tokens=f"{targets.ACTIVATIONS}/tokens",
+        study_saes=lambda w: [f"{d}/{file}" for _, d in sweep_study_saes(w) for file in targets.SAE_FILES],
     output:
-        T.SAE_SWEEP,
+        targets.SAE_SWEEP,
     log:
         "results/logs/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.log",
     benchmark:
@@ -94,7 +94,7 @@ rule sae_sweep:
     params:
         sae=canonical(config["sae"]),
         grid=canonical(config["sae_sweep"]["grid"]),
-        seeds=T.sweep_seeds(config),
+        seeds=targets.sweep_seeds(config),
         study_saes=sweep_study_saes,
         split_seed=config["seed"],
     script:

@@ -2,19 +2,19 @@ rule similarity:
     """Per layer: the paper's cosine of mean activations, linear CKA (sentences, tokens), per-sentence cosine."""
     input:
         pretrained=expand(
-            f"{T.ACTIVATIONS}/{{file}}",
+            f"{targets.ACTIVATIONS}/{{file}}",
             stage="pretrained",
             file=["means.parquet", "sentences.parquet", "token_sample.parquet"],
             allow_missing=True,
         ),
         finetuned=expand(
-            f"{T.ACTIVATIONS}/{{file}}",
+            f"{targets.ACTIVATIONS}/{{file}}",
             stage="finetuned",
             file=["means.parquet", "sentences.parquet", "token_sample.parquet"],
             allow_missing=True,
         ),
     output:
-        T.SIMILARITY,
+        targets.SIMILARITY,
     log:
         "results/logs/similarity/{model}/{dataset}.log",
     conda:
@@ -26,9 +26,9 @@ rule similarity:
 rule similarity_table:
     """All models x datasets in one table."""
     input:
-        expand(T.SIMILARITY, model=MODELS, dataset=DATASETS),
+        expand(targets.SIMILARITY, model=MODELS, dataset=DATASETS),
     output:
-        T.SIMILARITY_ALL,
+        targets.SIMILARITY_ALL,
     log:
         "results/logs/similarity_table.log",
     conda:

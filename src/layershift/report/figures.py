@@ -67,7 +67,7 @@ def save(fig: plt.Figure, png_path: str | Path, dpi: int = 120) -> None:
     plt.close(fig)
 
 
-def plot_classification(inputs, wc, params) -> plt.Figure:
+def plot_classification(inputs, wildcards, params) -> plt.Figure:
     """The paper's Figure 6 (per-class precision / recall / F1 of the fine-tuned model) beside its confusion
     matrix (rows = true label, columns = predicted), both on the test split."""
     report = read_json(inputs[0])
@@ -103,12 +103,14 @@ def plot_classification(inputs, wc, params) -> plt.Figure:
         ax=ax_confusion,
     )
     ax_confusion.set(title="confusion matrix", xlabel="predicted label", ylabel="true label")
-    fig.suptitle(f"{wc['model']} fine-tuned on {wc['dataset']}: test accuracy {finetuned['accuracy']:.1%}")
+    fig.suptitle(
+        f"{wildcards['model']} fine-tuned on {wildcards['dataset']}: test accuracy {finetuned['accuracy']:.1%}"
+    )
     fig.tight_layout()
     return fig
 
 
-def plot_accuracy(inputs, wc, params) -> plt.Figure:
+def plot_accuracy(inputs, wildcards, params) -> plt.Figure:
     """The paper's Table 2 as a figure: accuracy before and after fine-tuning, plus the linear probe."""
     table = pd.read_csv(inputs[0]).assign(row=lambda t: t["row"].map(ROW_NAMES))
     grid = sns.catplot(
@@ -129,7 +131,7 @@ def plot_accuracy(inputs, wc, params) -> plt.Figure:
     return grid.figure
 
 
-def plot_training(inputs, wc, params) -> plt.Figure:
+def plot_training(inputs, wildcards, params) -> plt.Figure:
     log = pd.read_csv(inputs[0])
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     sns.lineplot(
@@ -144,61 +146,42 @@ def plot_training(inputs, wc, params) -> plt.Figure:
     sns.lineplot(data=log, x="epoch", y="val_accuracy", marker="o", errorbar=None, ax=axes[1])
     axes[0].set(title="loss", ylabel="cross-entropy")
     axes[1].set(title="validation accuracy", ylabel="accuracy", ylim=(0, 1))
-    fig.suptitle(f"Fine-tuning {wc['model']} on {wc['dataset']}")
+    fig.suptitle(f"Fine-tuning {wildcards['model']} on {wildcards['dataset']}")
     return fig
 
 
-def plot_similarity(inputs, wc, params) -> plt.Figure:
-    """Figures 1-2: a similarity measure per layer, one line per dataset, for one model."""
-    table = read_table(inputs[0])
-    table = table[table["model"] == wc["model"]]
-    measure = wc["measure"]
+def _similarity_lines(table: pd.DataFrame, x: str, measure: str, hue: str, **line_style):
+    """One line per ``hue`` x dataset of a similarity ``measure`` against ``x``; returns (figure, axes)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     sns.lineplot(
-        data=table,
-        x="layer",
-        y=measure,
-        hue="dataset",
-        style="dataset",
-        markers=True,
-        dashes=False,
-        errorbar=None,
-        ax=ax,
+        data=table, x=x, y=measure, hue=hue, style="dataset", markers=True, errorbar=None, ax=ax, **line_style
     )
-    ax.set(
-        title=f"{wc['model']}: pretrained vs fine-tuned",
-        xlabel="layer (0 = embeddings)",
-        ylabel=MEASURES[measure],
-    )
+    ax.set_ylabel(MEASURES[measure])
+    return fig, ax
+
+
+def plot_similarity(inputs, wildcards, params) -> plt.Figure:
+    """Figures 1-2: a similarity measure per layer, one line per dataset, for one model.
+
+    ``inputs`` are that model's per-dataset similarity tables (or any tables holding its rows), in order."""
+    table = pd.concat([read_table(path) for path in inputs], ignore_index=True)
+    table = table[table["model"] == wildcards["model"]]
+    fig, ax = _similarity_lines(table, "layer", wildcards["measure"], hue="dataset", dashes=False)
+    ax.set(title=f"{wildcards['model']}: pretrained vs fine-tuned", xlabel="layer (0 = embeddings)")
     ax.set_xticks(sorted(table["layer"].unique()))
     return fig
 
 
-def plot_depth(inputs, wc, params) -> plt.Figure:
+def plot_depth(inputs, wildcards, params) -> plt.Figure:
     """Similarity vs relative depth across model sizes: do smaller models stay more similar?"""
     table = read_table(inputs[0])
-    measure = wc["measure"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    sns.lineplot(
-        data=table,
-        x="relative_depth",
-        y=measure,
-        hue="model",
-        style="dataset",
-        markers=True,
-        errorbar=None,
-        ax=ax,
-    )
-    ax.set(
-        title="Similarity across model sizes",
-        xlabel="relative depth (layer / number of layers)",
-        ylabel=MEASURES[measure],
-    )
+    fig, ax = _similarity_lines(table, "relative_depth", wildcards["measure"], hue="model")
+    ax.set(title="Similarity across model sizes", xlabel="relative depth (layer / number of layers)")
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     return fig
 
 
-def plot_sae_loss(inputs, wc, params) -> plt.Figure:
+def plot_sae_loss(inputs, wildcards, params) -> plt.Figure:
     """Training loss per epoch of every SAE of one model x dataset: a panel per layer, a line per SAE
     (both stages, plus the seed-null SAEs)."""
     frames = []
@@ -231,11 +214,11 @@ def plot_sae_loss(inputs, wc, params) -> plt.Figure:
     )
     grid.set_axis_labels("epoch", "train loss (MSE + sparsity)")
     grid.set_titles("layer {col_name}")
-    grid.figure.suptitle(f"SAE training: {wc['model']} / {wc['dataset']}", y=1.04)
+    grid.figure.suptitle(f"SAE training: {wildcards['model']} / {wildcards['dataset']}", y=1.04)
     return grid.figure
 
 
-def plot_sae_sweep(inputs, wc, params) -> plt.Figure:
+def plot_sae_sweep(inputs, wildcards, params) -> plt.Figure:
     """The settings frontier of one layer: seed reproducibility (median matched decoder cosine of two seeds)
     against held-out explained variance, a point per setting sized by L0, with the acceptance lines
     (median 0.7, EV 0.6) and the random-matching 99th percentile."""
@@ -261,13 +244,13 @@ def plot_sae_sweep(inputs, wc, params) -> plt.Figure:
         xlabel="held-out explained variance (worse seed)",
         ylabel="median matched decoder cosine, seed vs seed",
         ylim=(0, 1.02),
-        title=f"SAE settings: {wc['model']} / {wc['dataset']} / {wc['stage']} layer {wc['layer']}",
+        title=f"SAE settings: {wildcards['model']} / {wildcards['dataset']} / {wildcards['stage']} layer {wildcards['layer']}",
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     return fig
 
 
-def plot_tokens(inputs, wc, params) -> plt.Figure:
+def plot_tokens(inputs, wildcards, params) -> plt.Figure:
     """Figures 3-5: token-level activations of each stage's top features on the probe sentences."""
     probes = read_table(inputs[0])
     sentences = sorted(probes["sentence"].unique())
@@ -302,54 +285,54 @@ def plot_tokens(inputs, wc, params) -> plt.Figure:
             elif ax.get_legend() is not None:
                 ax.get_legend().remove()
     fig.suptitle(
-        f"{wc['model']} / {wc['dataset']} / layer {wc['layer']}: top-variance SAE features per token", y=1.0
+        f"{wildcards['model']} / {wildcards['dataset']} / layer {wildcards['layer']}: top-variance SAE features per token",
+        y=1.0,
     )
     fig.tight_layout()
     return fig
 
 
-def plot_diff(inputs, wc, params) -> plt.Figure:
+DIFF_SIDES = {  # bar offset, the three segments (bottom to top) and the null's retained key
+    "pretrained": (-0.18, ["retained", "changed", "lost"], "baseline_retained_fraction"),
+    "fine-tuned": (
+        0.18,
+        ["retained_finetuned", "changed_finetuned", "new"],
+        "baseline_retained_finetuned_fraction",
+    ),
+}
+
+
+def _diff_panel(ax: plt.Axes, part: pd.DataFrame, colors: dict) -> None:
+    """One dataset's layers: both sides' stacked bars and their seed null's retained level."""
+    x = np.arange(len(part))
+    # an inconclusive layer (too few stable features) gets no bars, only its tick mark
+    shown = (part["verdict"] == "conclusive").to_numpy() if "verdict" in part else np.ones(len(part), bool)
+    for offset, segments, null_key in DIFF_SIDES.values():
+        bottom = np.zeros(len(part))
+        for segment in segments:
+            height = part.get(f"{segment}_fraction", pd.Series(np.nan, index=part.index)).to_numpy(float)
+            height = np.where(shown, height, np.nan)
+            colour = colors[segment.removesuffix("_finetuned")]
+            ax.bar(x + offset, height, 0.34, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5)
+            bottom += np.nan_to_num(height)
+        if null_key in part:
+            null = np.where(shown, part[null_key].to_numpy(float), np.nan)
+            ax.scatter(x + offset, null, marker="_", s=250, color="black", zorder=3)
+    ax.set_xticks(
+        x,
+        [str(layer) + ("" if ok else "\n(inconcl.)") for layer, ok in zip(part["layer"], shown, strict=True)],
+    )
+
+
+def plot_diff(inputs, wildcards, params) -> plt.Figure:
     """Per dataset and layer, two stacked bars: the pretrained SAE's features (retained / changed / lost)
     and the fine-tuned SAE's (retained / changed / new), each with the seed null's retained level."""
-    sides = {  # bar offset, the three segments (bottom to top) and the null's retained key
-        "pretrained": (-0.18, ["retained", "changed", "lost"], "baseline_retained_fraction"),
-        "fine-tuned": (
-            0.18,
-            ["retained_finetuned", "changed_finetuned", "new"],
-            "baseline_retained_finetuned_fraction",
-        ),
-    }
     summaries = pd.DataFrame([read_json(path) for path in inputs]).sort_values(["dataset", "layer"])
     datasets = sorted(summaries["dataset"].unique())
     colors = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.8 * len(datasets), 3.6), sharey=True, squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        part = summaries[summaries["dataset"] == dataset].reset_index(drop=True)
-        x = np.arange(len(part))
-        # issue #17: an inconclusive layer (too few stable features) gets no bars, only its tick mark
-        shown = (
-            (part["verdict"] == "conclusive").to_numpy() if "verdict" in part else np.ones(len(part), bool)
-        )
-        for offset, segments, null_key in sides.values():
-            bottom = np.zeros(len(part))
-            for segment in segments:
-                height = part.get(f"{segment}_fraction", pd.Series(np.nan, index=part.index)).to_numpy(float)
-                height = np.where(shown, height, np.nan)
-                colour = colors[segment.removesuffix("_finetuned")]
-                ax.bar(
-                    x + offset, height, 0.34, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5
-                )
-                bottom += np.nan_to_num(height)
-            if null_key in part:
-                null = np.where(shown, part[null_key].to_numpy(float), np.nan)
-                ax.scatter(x + offset, null, marker="_", s=250, color="black", zorder=3)
-        ax.set_xticks(
-            x,
-            [
-                str(layer) + ("" if ok else "\n(inconcl.)")
-                for layer, ok in zip(part["layer"], shown, strict=True)
-            ],
-        )
+        _diff_panel(ax, summaries[summaries["dataset"] == dataset].reset_index(drop=True), colors)
         ax.set(title=dataset, xlabel="layer", ylim=(0, 1.02))
     axes[0][0].set_ylabel("fraction of stable features")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in LABEL_ORDER]
@@ -363,14 +346,14 @@ def plot_diff(inputs, wc, params) -> plt.Figure:
         fontsize=8,
     )
     fig.suptitle(
-        f"{wc['model']}: what fine-tuning does to SAE features\n"
+        f"{wildcards['model']}: what fine-tuning does to SAE features\n"
         "per layer: left bar = pretrained SAE's features, right bar = fine-tuned SAE's features",
         y=1.2,
     )
     return fig
 
 
-def plot_relnorm(inputs, wc, params) -> plt.Figure:
+def plot_relnorm(inputs, wildcards, params) -> plt.Figure:
     """Crosscoder relative decoder norms per layer, after latent-scaling filtering."""
     frames = []
     for path in inputs:
@@ -399,13 +382,13 @@ def plot_relnorm(inputs, wc, params) -> plt.Figure:
     grid.set_axis_labels("relative decoder norm", "latents")
     grid.set_titles("layer {col_name}")
     grid.figure.suptitle(
-        f"Crosscoder latents: {wc['model']} / {wc['dataset']} (0 = pretrained-only, 1 = fine-tuned-only)",
+        f"Crosscoder latents: {wildcards['model']} / {wildcards['dataset']} (0 = pretrained-only, 1 = fine-tuned-only)",
         y=1.05,
     )
     return grid.figure
 
 
-def plot_diff_tokens(inputs, wc, params) -> plt.Figure:
+def plot_diff_tokens(inputs, wildcards, params) -> plt.Figure:
     """Top tokens of the largest 'lost' and 'new' features per layer, as a readable text panel."""
     lines = []
     for path in inputs:
@@ -424,7 +407,7 @@ def plot_diff_tokens(inputs, wc, params) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 0.28 * len(lines) + 0.8))
     ax.axis("off")
     ax.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
-    ax.set_title(f"Largest lost / new features: {wc['model']} / {wc['dataset']}")
+    ax.set_title(f"Largest lost / new features: {wildcards['model']} / {wildcards['dataset']}")
     return fig
 
 

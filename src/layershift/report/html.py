@@ -1,9 +1,11 @@
-"""One self-contained HTML page of the study: tables, every figure embedded, and computed findings."""
+"""One self-contained HTML page of the study: computed findings first, then its settings, tables and every
+figure (embedded)."""
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
+import datetime
+import json
 import platform
 from pathlib import Path
 
@@ -12,16 +14,19 @@ import pandas as pd
 from jinja2 import Environment, select_autoescape
 
 from layershift.core.io import atomic_path, read_json, read_table
+from layershift.report.findings import findings
+from layershift.report.tables import sae_quality
 
 SECTIONS = [
+    ("findings", "Findings: the paper's claims checked"),
     ("study", "The study"),
     ("classification", "Fine-tuning: Table 2 rebuilt"),
     ("similarity", "Layer-wise similarity"),
     ("sae", "Sparse autoencoders"),
     ("features", "Features and probe sentences"),
     ("diff", "Feature diff: retained, changed, lost, new"),
-    ("findings", "Findings: the paper's claims checked"),
 ]
+SETTINGS_SHOWN_ELSEWHERE = ("models", "datasets")  # their own tables in the study section
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>layershift report</title>
@@ -67,28 +72,29 @@ def _figures(paths: list[str], family: str) -> list[dict]:
     ]
 
 
-def study_blocks(
-    config: dict, config_file: str, cards: list[str], models: list[str], benchmarks: list[str]
-) -> list[dict]:
-    import torch
-    import transformers
+def models_table(config: dict, model_paths: list[str]) -> pd.DataFrame:
+    """One row per model: where it comes from, its depth and width, and the layers the SAEs read."""
+    rows = []
+    for path in model_paths:
+        pointer = read_json(path)
+        rows.append(
+            {
+                "model": pointer["model"],
+                "source": pointer["source"],
+                "layers": pointer["num_hidden_layers"],
+                "hidden size": pointer["hidden_size"],
+                "SAE layers": str(config["models"][pointer["model"]]["sae_layers"]),
+            }
+        )
+    return pd.DataFrame(rows)
 
-    blocks = [para(f"Seed {config['seed']}. Fine-tuning: {config['finetune']}. SAEs: {config['sae']}.")]
-    model_rows = [
-        {
-            "model": read_json(p)["model"],
-            "source": read_json(p)["source"],
-            "layers": read_json(p)["num_hidden_layers"],
-            "hidden size": read_json(p)["hidden_size"],
-            "SAE layers": str(config["models"][read_json(p)["model"]]["sae_layers"]),
-        }
-        for p in models
-    ]
-    blocks += [html("<h3>Models</h3>"), table(pd.DataFrame(model_rows))]
-    card_rows = []
-    for path in cards:
+
+def datasets_table(card_paths: list[str]) -> pd.DataFrame:
+    """One row per dataset card: its source, rows read and kept, labels, what was dropped and the splits."""
+    rows = []
+    for path in card_paths:
         card = read_json(path)
-        card_rows.append(
+        rows.append(
             {
                 "dataset": card["dataset"],
                 "source": card["source"],
@@ -99,19 +105,58 @@ def study_blocks(
                 **{f"{s} rows": sum(card["counts"][s].values()) for s in ("train", "validation", "test")},
             }
         )
-    blocks += [html("<h3>Datasets</h3>"), table(pd.DataFrame(card_rows))]
-    env = {
+    return pd.DataFrame(rows)
+
+
+def environment_table() -> pd.DataFrame:
+    """The Python, torch and transformers versions and the machine that rendered the report."""
+    import torch
+    import transformers
+
+    environment = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "machine": f"{platform.machine()}, {platform.system()}",
         "cuda": torch.cuda.is_available(),
     }
-    blocks += [html("<h3>Environment</h3>"), table(pd.DataFrame([env]))]
+    return pd.DataFrame([environment])
+
+
+def study_blocks(config: dict, cards: list[str], models: list[str], benchmarks: list[str]) -> list[dict]:
+    """The study section: its settings (one row each), models, datasets, environment and wall times."""
+    blocks = [html("<h3>Settings</h3>"), table(settings_table(config))]
+    blocks += [html("<h3>Models</h3>"), table(models_table(config, models))]
+    blocks += [html("<h3>Datasets</h3>"), table(datasets_table(cards))]
+    blocks += [html("<h3>Environment</h3>"), table(environment_table())]
     if benchmarks:
-        times = wall_times(benchmarks)
-        blocks += [html("<h3>Wall time per rule</h3>"), table(times, "{:.1f}")]
+        blocks += [html("<h3>Wall time per rule</h3>"), table(wall_times(benchmarks), "{:.1f}")]
     return blocks
+
+
+def _setting_text(value) -> str:
+    """A setting as a reader writes it in the config: scalars as they are, lists and mappings as JSON."""
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _flatten(prefix: str, value) -> list[dict]:
+    if isinstance(value, dict) and value:
+        return [row for key, inner in value.items() for row in _flatten(f"{prefix}.{key}", inner)]
+    return [{"setting": prefix, "value": _setting_text(value)}]
+
+
+def settings_table(config: dict) -> pd.DataFrame:
+    """One row per setting of the study, ``section.key`` (nested keys joined by dots) and its value; the
+    models and datasets have their own tables."""
+    rows = [
+        row
+        for section, value in config.items()
+        if section not in SETTINGS_SHOWN_ELSEWHERE
+        for row in _flatten(section, value)
+    ]
+    return pd.DataFrame(rows, columns=["setting", "value"])
 
 
 def wall_times(benchmark_paths: list[str]) -> pd.DataFrame:
@@ -142,150 +187,6 @@ def wall_times(benchmark_paths: list[str]) -> pd.DataFrame:
     )
 
 
-def sae_quality(metric_paths: list[str]) -> pd.DataFrame:
-    keys = ["model", "dataset", "stage", "layer", "mse", "explained_variance", "l0", "dead_fraction"]
-    rows = [{k: read_json(p).get(k) for k in keys} for p in metric_paths]
-    return pd.DataFrame(rows).sort_values(keys[:4], ignore_index=True)
-
-
-def _trend(values: np.ndarray) -> float:
-    """Spearman correlation of values with their order (negative = falls with depth)."""
-    if len(values) < 3:
-        return float(np.sign(values[-1] - values[0])) if len(values) == 2 else 0.0
-    ranks = pd.Series(values).rank().to_numpy()
-    return float(np.corrcoef(np.arange(len(values)), ranks)[0, 1])
-
-
-def _first_block_drop(group: pd.DataFrame, measure: str) -> float:
-    """Similarity after the first block minus similarity at the last layer."""
-    ordered = group.sort_values("layer")[measure]
-    return float(ordered.iloc[min(1, len(ordered) - 1)] - ordered.iloc[-1])
-
-
-def findings(
-    accuracy: pd.DataFrame, similarity: pd.DataFrame, sae: pd.DataFrame, diff: pd.DataFrame
-) -> list[str]:
-    """The paper's claims, each checked against this study's numbers (nothing here is hard-coded)."""
-    out = []
-    pivot = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy")
-    gain = (pivot["finetuned"] - pivot["pretrained"]) * 100
-    probe_gap = (pivot["finetuned"] - pivot["linear_probe"]) * 100
-    out.append(
-        f"Fine-tuning lifts test accuracy over the pretrained encoder with a random head in {int((gain > 0).sum())} of {len(gain)} "
-        f"model x dataset pairs (mean +{gain.mean():.1f} points, range {gain.min():+.1f} to {gain.max():+.1f}); over a linear probe on frozen "
-        f"features by {probe_gap.mean():+.1f} points on average."
-    )
-    for measure in ("cosine_of_means", "cka_sentences"):
-        if similarity[measure].isna().all():  # e.g. CKA of one sentence: no claim either way
-            out.append(
-                f"{measure}: undefined in every cell (fewer than two rows to compare), no trend stated."
-            )
-            continue
-        first = similarity[similarity["layer"] == 1][measure]
-        trends = similarity.groupby(["model", "dataset"])[measure].apply(lambda s: _trend(s.to_numpy()))
-        drop = similarity.groupby(["model", "dataset"]).apply(
-            lambda g, m=measure: _first_block_drop(g, m), include_groups=False
-        )
-        out.append(
-            f"{measure}: about {first.mean():.3f} after the first block (paper: ~1.0 early); falls with depth in "
-            f"{int((trends < 0).sum())} of {len(trends)} model x dataset pairs (mean drop first to last block {drop.mean():.3f}) - "
-            f"{'yes' if (trends < 0).mean() > 0.5 else 'no'}, the paper's shape {'holds' if (trends < 0).mean() > 0.5 else 'does not hold'} here."
-        )
-    out.extend(content_token_findings(similarity))
-    last = similarity.loc[similarity.groupby(["model", "dataset"])["layer"].idxmax()]
-    by_model = last.groupby("model")["cosine_of_means"].mean()
-    depth = similarity.groupby("model")["layer"].max()
-    if len(by_model) > 1:
-        shallow, deep = depth.idxmin(), depth.idxmax()
-        verdict = "yes" if by_model[shallow] > by_model[deep] else "no"
-        out.append(
-            f"Smaller models stay more similar at their last layer: {verdict} ({shallow}, {depth[shallow]} layers: {by_model[shallow]:.3f} "
-            f"vs {deep}, {depth[deep]} layers: {by_model[deep]:.3f}, cosine of means)."
-        )
-    if not sae.empty:
-        ev = pd.to_numeric(sae["explained_variance"], errors="coerce")  # null in metrics.json: undefined
-        defined = ev.dropna()
-        spread = (
-            f"explained variance {defined.min():.3f}-{defined.max():.3f} (median {defined.median():.3f})"
-            if len(defined)
-            else "explained variance undefined"
-        )
-        if ev.isna().any():
-            spread += (
-                f" ({int(ev.isna().sum())} of {len(ev)} SAEs without one: fewer than two evaluation rows)"
-            )
-        out.append(
-            f"SAE quality: {spread}, mean L0 {sae['l0'].mean():.1f}, dead fraction up to {sae['dead_fraction'].max():.2f}."
-        )
-    if not diff.empty and "verdict" in diff:  # issue #17: no change is stated for an inconclusive layer
-        inconclusive = diff[diff["verdict"] != "conclusive"]
-        if len(inconclusive):
-            out.append(
-                f"Feature diff inconclusive for {len(inconclusive)} of {len(diff)} model x dataset x layer cells "
-                "(too few SAE features reproduced by their seed nulls above chance); no retained / lost change "
-                "is stated for them."
-            )
-        diff = diff[diff["verdict"] == "conclusive"]
-    if not diff.empty and "retained_fraction" in diff:
-        trend = diff.groupby(["model", "dataset"]).apply(
-            lambda g: _trend(g.sort_values("layer")["retained_fraction"].to_numpy()), include_groups=False
-        )
-        retained = diff.groupby(["model", "layer"])["retained_fraction"].mean()  # over datasets
-        per_model = "; ".join(
-            f"{model} " + ", ".join(f"layer {int(layer)}: {v:.2f}" for layer, v in retained[model].items())
-            for model in retained.index.unique("model")
-        )
-        out.append(
-            f"Retained SAE features fall with depth (the paper's hypothesis) in {int((trend < 0).sum())} of {len(trend)} model x dataset pairs; "
-            f"mean retained fraction over datasets per layer: {per_model}."
-        )
-        if "baseline_lost_fraction" in diff:
-            excess = diff["lost_fraction"] - diff["baseline_lost_fraction"]
-            worst = diff.loc[excess.idxmax()]
-            out.append(
-                f"Lost features beyond the seed null (lost minus the null's lost fraction): mean {excess.mean():+.3f}, "
-                f"largest {excess.max():+.3f} ({worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}); "
-                "positive = change beyond what retraining with another seed produces."
-            )
-    return out
-
-
-def content_token_findings(similarity: pd.DataFrame, tolerance: float = 0.1) -> list[str]:
-    """Where the paper's cosine of means (all tokens) and the same over content tokens disagree: by more
-    than ``tolerance`` at some layer, or in which dataset ends least similar at each model's last layer."""
-    if "cosine_of_content_means" not in similarity or similarity["cosine_of_content_means"].isna().all():
-        return []
-    gap = similarity["cosine_of_content_means"] - similarity["cosine_of_means"]
-    shares = similarity.groupby("dataset")["special_share"].mean()
-    share_text = ", ".join(f"{d} {v:.1%}" for d, v in shares.items())
-    out = []
-    if gap.abs().max() > tolerance:
-        worst = similarity.loc[gap.abs().idxmax()]
-        out.append(
-            f"The cosine of means over all tokens and over content tokens only (special tokens excluded; their share, "
-            f"mean over models: {share_text}) disagree by more than {tolerance} in {int((gap.abs() > tolerance).sum())} of {len(gap)} "
-            f"model x dataset x layer cells; most at {worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}: "
-            f"{worst['cosine_of_means']:.3f} with the specials, {worst['cosine_of_content_means']:.3f} without."
-        )
-    else:
-        out.append(
-            f"The cosine of means over all tokens and over content tokens only agree within {tolerance} everywhere "
-            f"(largest gap {gap.abs().max():.3f}; special-token share, mean over models: {share_text})."
-        )
-    last = similarity.loc[similarity.groupby(["model", "dataset"])["layer"].idxmax()]
-    for model, group in last.groupby("model"):
-        if len(group) < 2:
-            continue
-        steepest_all = group.loc[group["cosine_of_means"].idxmin(), "dataset"]
-        steepest_content = group.loc[group["cosine_of_content_means"].idxmin(), "dataset"]
-        if steepest_all != steepest_content:
-            out.append(
-                f"{model}: the least similar dataset at the last layer is {steepest_all} over all tokens but "
-                f"{steepest_content} over content tokens: part of that ranking is the special tokens' share."
-            )
-    return out
-
-
 def sweep_blocks(sweep_tables: list, figs: list[str]) -> list[dict]:
     """The SAE settings sweep: its table (one row per setting) and frontier figure, if the study has one."""
     columns = ["setting", "explained_variance", "l0", "dead_fraction", "median_matched_cosine"]
@@ -314,9 +215,8 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
     ).reset_index()
     acc_wide.columns = [" ".join(c).strip() for c in acc_wide.columns]
     blocks = {
-        "study": study_blocks(
-            config, config_file, inputs["cards"], inputs["models"], inputs.get("benchmarks", [])
-        ),
+        "findings": [{"kind": "list", "items": findings(accuracy, similarity, sae, diff)}],
+        "study": study_blocks(config, inputs["cards"], inputs["models"], inputs.get("benchmarks", [])),
         "classification": [
             table(acc_wide),
             *_figures(figs, "accuracy"),
@@ -339,7 +239,6 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             *_figures(figs, "relnorm"),
             *_figures(figs, "diff_tokens"),
         ],
-        "findings": [{"kind": "list", "items": findings(accuracy, similarity, sae, diff)}],
     }
     page = (
         Environment(autoescape=select_autoescape())
@@ -348,7 +247,7 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             sections=SECTIONS,
             blocks=blocks,
             config_file=config_file,
-            generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         )
     )
     with atomic_path(out_html, suffix=".html") as tmp:

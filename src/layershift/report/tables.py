@@ -34,6 +34,13 @@ def accuracy_table(classification_paths: list[str], out_csv: str | Path | None =
     return table
 
 
+def sae_quality(metric_paths: list[str]) -> pd.DataFrame:
+    """Held-out quality of each SAE (from its metrics.json), one row per model x dataset x stage x layer."""
+    keys = ["model", "dataset", "stage", "layer", "mse", "explained_variance", "l0", "dead_fraction"]
+    rows = [{k: read_json(p).get(k) for k in keys} for p in metric_paths]
+    return pd.DataFrame(rows).sort_values(keys[:4], ignore_index=True)
+
+
 def concat_parquet(paths: list[str], out: str | Path) -> pd.DataFrame:
     table = pd.concat([read_table(p) for p in paths], ignore_index=True)
     write_parquet(table, out)
