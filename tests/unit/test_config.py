@@ -12,9 +12,9 @@ import yaml
 from layershift.config import load_config, model_depth, validate_config
 from layershift.core.errors import ConfigError
 from layershift.study.schema import load_yaml
-from tests.helpers import write_bert_config
+from tests.support.models import write_bert_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 ORIGIN = "study.yaml"
 
 TINY_CSVS = {

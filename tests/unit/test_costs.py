@@ -3,6 +3,7 @@ coefficients load, resources have their floors and safety factors, and the workf
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -15,12 +16,12 @@ import yaml
 from layershift.costs import model as costs
 from layershift.study.schema import load_yaml, validate_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def study(tmp_path: Path, rows: int = 1000, hidden: int = 64, layers: int = 4, null_seeds: int = 1) -> dict:
     """A validated config on a config.json-only model and a hub dataset (token counts from the caps)."""
-    from tests.helpers import write_bert_config
+    from tests.support.models import write_bert_config
 
     model_dir = write_bert_config(tmp_path / f"m{hidden}x{layers}", n_layers=layers, hidden=hidden, heads=2)
     config = {
@@ -94,14 +95,31 @@ def test_shipped_coefficients_cover_every_model_rule():
     assert coefficients["light_job_s"] > 0
 
 
-def test_fit_is_non_negative_and_exact_on_a_line():
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_costs import fit_line
+def run_in_bench(code: str):
+    """Run ``code`` in a child interpreter inside bench/ (its scripts import each other from there) and return
+    what it prints, parsed as JSON: the benchmark scripts stay out of the test process and its imports."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO / "bench",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
 
-    assert fit_line([1, 2, 4], [3, 5, 9]) == pytest.approx((1.0, 2.0))
-    overhead, slope = fit_line([1, 2, 4], [9, 5, 3])  # falling: no negative slope, the mean instead
+
+def test_fit_is_non_negative_and_exact_on_a_line():
+    rising, falling, steep = [3, 5, 9], [9, 5, 3], [0.5, 4, 12]
+    fits = run_in_bench(
+        "import json; from bench_costs import fit_line; "
+        f"print(json.dumps([fit_line([1, 2, 4], y) for y in {[rising, falling, steep]}]))"
+    )
+    assert fits[0] == pytest.approx([1.0, 2.0])
+    overhead, slope = fits[1]  # falling: no negative slope, the mean instead
     assert slope == 0.0 and overhead == pytest.approx(17 / 3)
-    overhead, slope = fit_line([1, 2, 4], [0.5, 4, 12])  # negative intercept: through the origin instead
+    overhead, slope = fits[2]  # negative intercept: through the origin instead
     assert overhead == 0.0 and slope > 0
 
 
@@ -140,7 +158,7 @@ def test_cli_costs_prints_per_rule_table(capsys):
 def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeypatch):
     """`snakemake -n --profile profiles/slurm`: each model job's runtime / mem_mb is the cost model's."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    from tests.conftest import build_tiny_study
+    from tests.support.study import build_tiny_study
 
     build_tiny_study(tmp_path)
     proc = subprocess.run(
@@ -168,13 +186,10 @@ def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeyp
 def test_the_cost_benchmarks_cut_studies_are_valid_configs(rows):
     """bench_costs.py cuts config.yaml to one model x dataset: the cut must still pass the config checks
     (the sweep once pointed at a dataset the cut had dropped, and the benchmark failed at its first study)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_costs import study_config
-
     from layershift.config import check_semantics
-    from layershift.study.schema import validate_schema
 
-    config = validate_schema(study_config(rows), "cut.yaml")
+    code = f"import json; from bench_costs import study_config; print(json.dumps(study_config({rows})))"
+    config = validate_schema(run_in_bench(code), "cut.yaml")
     check_semantics(config, "cut.yaml", REPO)
 
 

@@ -15,12 +15,12 @@ from layershift.analysis import chance, diff
 from layershift.data import shards
 from layershift.data.shards import ShardWriter
 from layershift.dictionaries.sae import SAEConfig, TrainConfig, train_sae
-from tests.helpers import incoherent_atoms, unit
+from tests.support.vectors import incoherent_atoms, unit
 
 torch.set_num_threads(1)
 
 
-# --- planted ground truth: unit() and incoherent_atoms() from tests/helpers.py -------------------------
+# --- planted ground truth: unit() and incoherent_atoms() of tests/support/vectors.py ----------------
 
 
 @dataclass

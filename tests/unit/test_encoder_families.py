@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from layershift.data.tokens import BYTE_SYMBOLS, is_byte_level, readable_byte_token, token_strings
-from tests.conftest import MOOD_WORDS, make_corpus, run_snakemake, tiny_config
-from tests.helpers import FAMILIES, family_corpus, make_tiny_family, train_family_tokenizer
+from tests.support.models import FAMILIES, family_corpus, make_tiny_family, train_family_tokenizer
+from tests.support.study import MOOD_WORDS, make_corpus, run_snakemake, tiny_config
 
 # The one-run Snakemake study: the families the issue asks for by default (each model costs ~100 s of CPU,
 # ~20 jobs, mostly interpreter start-up and imports); LAYERSHIFT_TEST_FAMILIES=all (or a comma list) runs more.
@@ -242,7 +242,7 @@ def test_tokenizer_without_pad_token_fails_when_the_model_is_resolved(tmp_path):
 
 
 def test_cleaning_key_is_validated(tmp_path):
-    from tests.helpers import write_bert_config
+    from tests.support.models import write_bert_config
 
     config = _family_config(tmp_path, write_bert_config(tmp_path / "b"), cleaning="stem")
     assert "cleaning" in _config_error(config, tmp_path)

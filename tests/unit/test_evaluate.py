@@ -25,7 +25,7 @@ from layershift.models.finetune import (
     predict_logits,
     save_model,
 )
-from tests.helpers import make_tiny_bert
+from tests.support.models import make_tiny_bert
 
 CLASS_WORDS = {
     "positive": ["good", "great", "love", "happy", "fun"],

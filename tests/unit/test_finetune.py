@@ -22,7 +22,7 @@ from layershift.models.finetune import (
     make_batches,
     unflatten_state,
 )
-from tests.helpers import make_tiny_bert
+from tests.support.models import make_tiny_bert
 
 POSITIVE = ["good", "great", "love", "happy", "fun"]
 NEGATIVE = ["bad", "terrible", "hate", "boring", "sad"]

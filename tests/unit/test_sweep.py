@@ -13,7 +13,7 @@ from layershift.core.io import write_json
 from layershift.data.shards import ShardWriter
 from layershift.dictionaries.sae import SAEConfig, TrainConfig, save_sae, train_sae_on_shards
 from layershift.study.schema import from_section
-from tests.helpers import incoherent_atoms
+from tests.support.vectors import incoherent_atoms
 
 torch.set_num_threads(1)
 D, N_ATOMS, N_ROWS = 24, 16, 4096
