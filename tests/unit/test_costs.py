@@ -1,17 +1,16 @@
 """The cost model (layershift.costs.model): work scales with the config, shapes come from config.json, the shipped
-coefficients load, resources have their floors and safety factors, and the workflow requests them."""
+coefficients load, resources have their floors and safety factors (that the workflow requests them:
+tests/workflow/test_costs_workflow.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from layershift.costs import model as costs
 from layershift.study.schema import load_yaml, validate_schema
@@ -155,33 +154,6 @@ def test_cli_costs_prints_per_rule_table(capsys):
     assert "| finetune | 12 |" in out and "4 GPU node(s)" in out and "disk:" in out
 
 
-def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeypatch):
-    """`snakemake -n --profile profiles/slurm`: each model job's runtime / mem_mb is the cost model's."""
-    pytest.importorskip("snakemake_executor_plugin_slurm")
-    from tests.support.study import build_tiny_study
-
-    build_tiny_study(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--profile", str(REPO / "profiles/slurm")]
-        + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    monkeypatch.chdir(tmp_path)
-    config = validate_schema(yaml.safe_load((tmp_path / "config.yaml").read_text()), "config")
-    blocks = re.findall(r"rule (finetune|train_sae):\n(.*?)\n\n", output, flags=re.S)
-    assert {rule for rule, _ in blocks} == {"finetune", "train_sae"}
-    for rule, block in blocks:
-        wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", block).group(1)))
-        expected = costs.job_resources(rule, config, wildcards)
-        line = re.search(r"resources: (.*)", block).group(1)
-        assert f"mem_mb={expected['mem_mb']}," in line and f"runtime={expected['runtime']}," in line, line
-
-
 @pytest.mark.parametrize("rows", [120, 480])
 def test_the_cost_benchmarks_cut_studies_are_valid_configs(rows):
     """bench_costs.py cuts config.yaml to one model x dataset: the cut must still pass the config checks
@@ -251,35 +223,3 @@ def test_a_study_with_few_long_jobs_is_predicted_slower_than_its_cpu_over_the_co
     assert p["wall_s_local"] > p["cpu_s_total"] / 2
     many = costs.predict_study(study(tmp_path), tmp_path / "results", cores=64)
     assert many["cpu_s_total"] / 64 < many["wall_s_local"] < p["wall_s_local"]
-
-
-def test_the_schedules_dependencies_are_the_workflows_rule_graph():
-    """costs.UPSTREAM restates the rules' inputs: its closure must be what `snakemake --rulegraph` draws
-    between the compute rules (walking through light rules such as resolve_model)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--rulegraph", "-s", str(REPO / "Snakefile")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', proc.stdout, flags=re.M))
-    parents: dict[str, set[str]] = {}
-    for up, down in re.findall(r"^\s*(\d+) -> (\d+)$", proc.stdout, flags=re.M):
-        parents.setdefault(names[down], set()).add(names[up])
-    compute = set(costs.STAGE_ORDER)
-
-    def ancestors(rule: str, direct) -> set[str]:
-        seen, todo = set(), list(direct(rule))
-        while todo:
-            rule = todo.pop()
-            if rule not in seen:
-                seen.add(rule)
-                todo.extend(direct(rule))
-        return seen & compute
-
-    for rule in compute & set(parents):
-        in_graph = ancestors(rule, lambda r: parents.get(r, ()))
-        in_model = ancestors(rule, lambda r: costs.UPSTREAM.get(r, ()))
-        assert in_model == in_graph, rule
