@@ -7,7 +7,7 @@ CORES  ?= 2
 STAMP  := $(VENV)/.installed-stamp
 BIN    := $(VENV)/bin
 
-.PHONY: study test lint bench install clean-results saelens-venv check-saelens
+.PHONY: study test test-fast lint bench install clean-results saelens-venv check-saelens
 
 # `make study CONFIGFILE=configs/paper.yaml` runs another study. Snakemake parses a --configfile in its own CLI,
 # before any Snakefile code, and reports a malformed one without file or line; checked here first, it stops
@@ -22,8 +22,13 @@ else
 	$(BIN)/snakemake --cores $(CORES) --configfile '$(CONFIGFILE)'
 endif
 
+# Every tier (tests/unit and tests/workflow; what .ci/run calls). `make test-fast`: the library tests only,
+# no Snakemake DAG run, SLURM, browser or sae-lens (about 2 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/snakemake --lint
@@ -43,7 +48,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The real SAELens, for tests/test_saelens_interop.py only: its own venv (sae-lens pulls transformer-lens,
+# The real SAELens, for tests/workflow/test_saelens_interop.py only: its own venv (sae-lens pulls transformer-lens,
 # datasets, ...; ~1.9 GB, about 3 min to build here), never the project's .venv. .ci/run builds it before `make test`.
 SAELENS_VENV  ?= .venv-saelens
 SAELENS_STAMP := $(SAELENS_VENV)/.installed-stamp
@@ -59,7 +64,7 @@ $(SAELENS_STAMP): envs/saelens.lock
 
 # Every SAE of a finished study (results/, e.g. after `make study`) through plain SAE.load_from_disk.
 check-saelens: $(STAMP) $(SAELENS_STAMP)
-	LAYERSHIFT_SAELENS_RESULTS=results $(BIN)/pytest -q tests/test_saelens_interop.py -k study
+	LAYERSHIFT_SAELENS_RESULTS=results $(BIN)/pytest -q tests/workflow/test_saelens_interop.py -k study
 
 clean-results:
 	rm -rf results .snakemake

@@ -1,6 +1,6 @@
 """Workflow (DAG) costs: dry-run time on a finished tree, what one dataset's config edit reruns, study wall time.
 
-On the tiny study of ``tests/conftest.py`` (1 tiny BERT x 2 datasets, ``mood`` and ``topic``), run against a
+On the tiny study of ``bench/tiny.py`` (1 tiny BERT x 2 datasets, ``mood`` and ``topic``), run against a
 snapshot of the Snakefile + workflow/ taken at start (other people's edits to the rules mid-run would
 otherwise trigger Snakemake's code-change reruns):
 
@@ -112,7 +112,7 @@ def targets_for(quick: bool) -> list[str]:
 
 
 def tiny_study_checks(args, tmp: Path, snakefile: Path) -> dict:
-    from tests.conftest import build_tiny_study
+    from tiny import build_tiny_study
 
     workdir = tmp / "tiny"
     build_tiny_study(workdir, n_models=1, n_datasets=2)
@@ -232,7 +232,7 @@ def run(args) -> None:
         "default_study_seconds": common.target(default["seconds"], "<=", 600, "default study wall time, --cores 2", note=default["status"]),
     }  # fmt: skip
     payload = {
-        "inputs": {"study": "tests/conftest.py build_tiny_study(n_models=1, n_datasets=2)", "edited": f"datasets.{EDITED}.probes"},
+        "inputs": {"study": "bench/tiny.py build_tiny_study(n_models=1, n_datasets=2)", "edited": f"datasets.{EDITED}.probes"},
         "raw": {"tiny": tiny, "default": default},
         "ratios": {"dry_run_over_startup": tiny["dry_run_median_seconds"] / tiny["startup_median_seconds"]},
         "targets": targets,

@@ -36,7 +36,7 @@ def labelled_texts(n: int, size: dict, seed: int, quick: bool):
     import pandas as pd
 
     if quick:
-        from tests.helpers import tiny_sentences
+        from tiny import tiny_sentences
 
         texts = tiny_sentences(n, seed=seed, min_words=size["min_words"], max_words=size["max_words"])
         labels = [int("good" in t or "great" in t) for t in texts]

@@ -15,15 +15,12 @@ import gc
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
-if str(ROOT) not in sys.path:  # tests.helpers (tiny BERT) and tests.conftest (tiny study) live there
-    sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -323,6 +320,6 @@ def minilm_dir() -> Path:
 
 def tiny_bert_dir(directory: Path, n_layers: int = 2) -> Path:
     """A seeded tiny BERT (hidden 32) with its tokenizer, for ``--quick`` runs."""
-    from tests.helpers import make_tiny_bert
+    from tiny import make_tiny_bert
 
     return make_tiny_bert(directory, n_layers=n_layers, hidden=32, heads=2, seed=0, max_position=64)

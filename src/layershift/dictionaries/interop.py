@@ -1,7 +1,7 @@
 """Files other libraries read: SAELens's SAE layout (with input normalisation folded into the weights).
 
 **SAEs.** :func:`layershift.dictionaries.sae.files.save_sae` writes a directory that ``sae_lens.SAE.load_from_disk`` loads as it
-is (checked against sae-lens 6.54.12 in ``tests/test_saelens_interop.py``):
+is (checked against sae-lens 6.54.12 in ``tests/workflow/test_saelens_interop.py``):
 
 * ``cfg.json`` in SAELens 6's layout: ``architecture`` is SAELens's name (``standard`` for our ``relu``,
   ``topk``), ``metadata`` carries ``sae_lens_version`` (the SAELens config layout the file follows, without

@@ -1,8 +1,8 @@
 """The workflow's rules as one table: each rule's name, wildcards, whether it runs on a GPU and the rules it reads.
 
 The cost model, the benchmarks and the cluster tests read this table instead of listing rule names of their own;
-``tests/test_costs.py`` checks it against the real workflow (``snakemake --list-rules``, ``--rulegraph``, a dry
-run's wildcards) and ``tests/test_slurm.py`` its GPU rules against the cluster profile.
+``tests/workflow/test_costs_workflow.py`` checks it against the real workflow (``snakemake --list-rules``, ``--rulegraph``, a dry
+run's wildcards) and ``tests/workflow/test_slurm.py`` its GPU rules against the cluster profile.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from layershift.analysis.similarity import (
 )
 from layershift.core.io import write_parquet
 from layershift.models.extract import ExtractConfig, extract_activations
-from tests.helpers import make_tiny_bert, perturbed_copy, tiny_sentences
+from tests.support.models import make_tiny_bert, perturbed_copy, tiny_sentences
 
 
 def hsic_cka(x: np.ndarray, y: np.ndarray) -> float:

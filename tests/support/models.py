@@ -1,4 +1,5 @@
-"""Shared builders for tests: tiny BERT encoders with a WordPiece tokenizer, and tiny labelled corpora.
+"""Tiny models for tests: BERT encoders with a WordPiece tokenizer, a model of each encoder family with its
+own trained tokenizer, and seeded sentences over their vocabulary.
 
 Everything is made locally with ``save_pretrained``; nothing touches the network.
 """
@@ -116,25 +117,6 @@ def tiny_sentences(
     rng = np.random.default_rng(seed)
     lengths = rng.integers(min_words, max_words + 1, size=n)
     return [" ".join(rng.choice(words, size=int(k))) for k in lengths]
-
-
-def unit(m):
-    """Rows of ``m`` scaled to unit length."""
-    import numpy as np
-
-    return m / np.linalg.norm(m, axis=-1, keepdims=True)
-
-
-def incoherent_atoms(rng, n: int, d: int, max_cos: float = 0.3):
-    """``n`` random unit vectors in R^d with pairwise |cos| < ``max_cos`` (rejection sampling)."""
-    import numpy as np
-
-    atoms: list = []
-    while len(atoms) < n:
-        v = unit(rng.normal(size=d))
-        if not atoms or np.abs(np.array(atoms) @ v).max() < max_cos:
-            atoms.append(v)
-    return np.array(atoms)
 
 
 # --- tiny models of other encoder families ------------------------------------------------------------

@@ -20,7 +20,7 @@ from layershift.models.finetune import (
     FinetuneConfig,
     finetune,
 )
-from tests.helpers import make_tiny_bert
+from tests.support.models import make_tiny_bert
 
 POSITIVE = ["good", "great", "love", "happy", "fun"]
 NEGATIVE = ["bad", "terrible", "hate", "boring", "sad"]

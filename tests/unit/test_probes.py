@@ -13,7 +13,7 @@ from layershift.dictionaries.sae.config import SAEConfig
 from layershift.dictionaries.sae.model import SAE
 from layershift.models.probes import probe_states, probe_table, stage_states, token_kind
 from layershift.models.sources import load_encoder
-from tests.helpers import make_tiny_bert, perturbed_copy
+from tests.support.models import make_tiny_bert, perturbed_copy
 
 SENTENCES = ["the movie was good", "bad plot , bad acting !"]
 

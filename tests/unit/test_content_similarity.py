@@ -12,7 +12,7 @@ import torch
 
 from layershift.analysis.similarity import layer_similarity
 from layershift.models.extract import ExtractConfig, extract_activations
-from tests.helpers import make_tiny_family, tiny_sentences
+from tests.support.models import make_tiny_family, tiny_sentences
 
 CFG = ExtractConfig(
     batch_size=4, max_length=16, max_sentences=100, max_tokens=1000, token_sample=30, dtype="float32",

@@ -29,7 +29,7 @@ import yaml
 
 from layershift.study import rules as workflow_rules
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 
 CPU_PARTITION = "cpu"  # partitions of the local cluster (.ci/slurm/slurm.conf.in)
@@ -421,7 +421,7 @@ def test_toy_workflow_runs_through_slurm(toy_study):
 def test_layershift_study_runs_through_slurm(tmp_path):
     require_cluster()
     try:
-        from tests.conftest import build_tiny_study
+        from tests.support.study import build_tiny_study
     except ImportError as err:
         pytest.skip(f"no tiny study to run: {err}")
     # A tiny study of its own (the session's tiny_study directory may hold results or edits of other
@@ -446,7 +446,7 @@ def test_layershift_study_runs_through_slurm(tmp_path):
 def test_dry_run_with_cluster_profile_lists_gpu_rules_with_gpus(tmp_path):
     """`snakemake -n --profile profiles/slurm`: every rule that declares `gpu` goes to the GPU partition."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    from tests.conftest import default_study_inputs
+    from tests.support.study import default_study_inputs
 
     workdir = default_study_inputs(tmp_path)
     proc = subprocess.run(

@@ -19,12 +19,12 @@ from layershift.dictionaries.crosscoder.model import Crosscoder
 from layershift.dictionaries.crosscoder.train import train_crosscoder, train_crosscoder_on_shards
 from layershift.dictionaries.decoders import decoder_cosine_matrix
 from layershift.dictionaries.weights import WEIGHT_NAMES
-from tests.helpers import incoherent_atoms, unit
+from tests.support.vectors import incoherent_atoms, unit
 
 torch.set_num_threads(1)
 
 
-# --- planted ground truth: unit() and incoherent_atoms() from tests/helpers.py -------------------------
+# --- planted ground truth: unit() and incoherent_atoms() of tests/support/vectors.py ----------------
 
 
 def planted_stages(seed=0, d=32, n_tokens=4000, n_retained=16, n_changed=4, n_lost=10, n_new=10, p=0.08):

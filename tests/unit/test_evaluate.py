@@ -19,7 +19,7 @@ from layershift.models.evaluate import (
     predict,
 )
 from layershift.models.metrics import classification_metrics
-from tests.helpers import make_tiny_bert
+from tests.support.models import make_tiny_bert
 
 CLASS_WORDS = {
     "positive": ["good", "great", "love", "happy", "fun"],

@@ -1,17 +1,17 @@
-"""The cost model (layershift.costs) and the rules table it reads (layershift.study.rules): work scales with the config, shapes come from config.json, the shipped
-coefficients load, resources have their floors and safety factors, the workflow requests them, and the rules
-table is the workflow's (its rules, wildcards and rule graph)."""
+"""The cost model (layershift.costs) and the rules table it reads (layershift.study.rules): work scales with the
+config, shapes come from config.json, the shipped coefficients load, resources have their floors and safety
+factors (that the workflow requests them, and that the rules table is the workflow's:
+tests/workflow/test_costs_workflow.py)."""
 
 from __future__ import annotations
 
+import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from layershift.costs import coefficients, inputs, predict, schedule
 from layershift.costs.work import WORK, sae_count, work
@@ -19,12 +19,27 @@ from layershift.study import rules as workflow_rules
 from layershift.study import targets
 from layershift.study.schema import load_yaml, validate_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_in_bench(code: str):
+    """Run ``code`` in a child interpreter inside bench/ (its scripts import each other from there) and return
+    what it prints, parsed as JSON: the benchmark scripts stay out of the test process and its imports."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO / "bench",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
 
 
 def study(tmp_path: Path, rows: int = 1000, hidden: int = 64, layers: int = 4, null_seeds: int = 1) -> dict:
     """A validated config on a config.json-only model and a hub dataset (token counts from the caps)."""
-    from tests.helpers import write_bert_config
+    from tests.support.models import write_bert_config
 
     model_dir = write_bert_config(tmp_path / f"m{hidden}x{layers}", n_layers=layers, hidden=hidden, heads=2)
     config = {
@@ -101,13 +116,15 @@ def test_shipped_coefficients_cover_every_model_rule():
 
 
 def test_fit_is_non_negative_and_exact_on_a_line():
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_costs import fit_line
-
-    assert fit_line([1, 2, 4], [3, 5, 9]) == pytest.approx((1.0, 2.0))
-    overhead, slope = fit_line([1, 2, 4], [9, 5, 3])  # falling: no negative slope, the mean instead
+    rising, falling, steep = [3, 5, 9], [9, 5, 3], [0.5, 4, 12]
+    fits = run_in_bench(
+        "import json; from bench_costs import fit_line; "
+        f"print(json.dumps([fit_line([1, 2, 4], y) for y in {[rising, falling, steep]}]))"
+    )
+    assert fits[0] == pytest.approx([1.0, 2.0])
+    overhead, slope = fits[1]  # falling: no negative slope, the mean instead
     assert slope == 0.0 and overhead == pytest.approx(17 / 3)
-    overhead, slope = fit_line([1, 2, 4], [0.5, 4, 12])  # negative intercept: through the origin instead
+    overhead, slope = fits[2]  # negative intercept: through the origin instead
     assert overhead == 0.0 and slope > 0
 
 
@@ -147,44 +164,14 @@ def test_cli_costs_prints_per_rule_table(capsys):
     assert "| finetune | 12 |" in out and "4 GPU node(s)" in out and "disk:" in out
 
 
-def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeypatch):
-    """`snakemake -n --profile profiles/slurm`: each model job's runtime / mem_mb is the cost model's."""
-    pytest.importorskip("snakemake_executor_plugin_slurm")
-    from tests.conftest import build_tiny_study
-
-    build_tiny_study(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--profile", str(REPO / "profiles/slurm")]
-        + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    monkeypatch.chdir(tmp_path)
-    config = validate_schema(yaml.safe_load((tmp_path / "config.yaml").read_text()), "config")
-    blocks = re.findall(r"rule (finetune|train_sae):\n(.*?)\n\n", output, flags=re.S)
-    assert {rule for rule, _ in blocks} == {"finetune", "train_sae"}
-    for rule, block in blocks:
-        wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", block).group(1)))
-        expected = predict.job_resources(rule, config, wildcards)
-        line = re.search(r"resources: (.*)", block).group(1)
-        assert f"mem_mb={expected['mem_mb']}," in line and f"runtime={expected['runtime']}," in line, line
-
-
 @pytest.mark.parametrize("rows", [120, 480])
 def test_the_cost_benchmarks_cut_studies_are_valid_configs(rows):
     """bench_costs.py cuts config.yaml to one model x dataset: the cut must still pass the config checks
     (the sweep once pointed at a dataset the cut had dropped, and the benchmark failed at its first study)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_costs import study_config
-
     from layershift.config import check_semantics
-    from layershift.study.schema import validate_schema
 
-    config = validate_schema(study_config(rows), "cut.yaml")
+    code = f"import json; from bench_costs import study_config; print(json.dumps(study_config({rows})))"
+    config = validate_schema(run_in_bench(code), "cut.yaml")
     check_semantics(config, "cut.yaml", REPO)  # raises a ConfigError on a cut the workflow would refuse
     assert config["data"]["max_rows"] == rows and len(config["models"]) == len(config["datasets"]) == 1
     sweep = targets.sweep_layer(config)
@@ -258,85 +245,9 @@ def test_the_cost_models_jobs_have_the_tables_wildcards():
     assert len(jobs["import_onnx"]) == 1  # only the package model is imported
 
 
-@pytest.fixture(scope="module")
-def rule_graph() -> dict[str, set[str]]:
-    """rule -> the rules it reads, as `snakemake --rulegraph` draws them for the default study (every rule)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--rulegraph", "-s", str(REPO / "Snakefile")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', proc.stdout, flags=re.M))
-    parents: dict[str, set[str]] = {name: set() for name in names.values()}
-    for upstream, downstream in re.findall(r"^\s*(\d+) -> (\d+)$", proc.stdout, flags=re.M):
-        parents[names[downstream]].add(names[upstream])
-    return parents
-
-
-def test_the_rules_table_names_the_workflows_rules():
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--list-rules", "-s", str(REPO / "Snakefile")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    listed = set(re.findall(r"^(\w+)", proc.stdout, flags=re.M))
-    assert set(workflow_rules.RULE_NAMES) == listed
-
-
-def test_the_rules_table_reads_what_the_rule_graph_draws(rule_graph):
-    table = {rule.name: set(rule.reads) for rule in workflow_rules.RULES}
-    assert table == rule_graph
-
-
-def test_the_rules_tables_wildcards_are_the_dry_runs():
-    """Each job block of `snakemake -n --forceall` on the default study names the table's wildcards."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--forceall", "-s", str(REPO / "Snakefile")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    seen: dict[str, set[tuple[str, ...]]] = {}
-    for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)+)", proc.stdout, flags=re.M):
-        line = re.search(r"wildcards: (.*)", block)
-        names = tuple(re.findall(r"(\w+)=", line.group(1))) if line else ()
-        seen.setdefault(rule, set()).add(names)
-    assert set(seen) == set(workflow_rules.RULE_NAMES)
-    for rule, names in seen.items():
-        assert names == {workflow_rules.rule_named(rule).wildcards}, rule
-
-
 def test_a_study_with_few_long_jobs_is_predicted_slower_than_its_cpu_over_the_cores(tmp_path):
     """One model x one dataset: the fine-tune runs alone, so the wall time exceeds CPU seconds / cores."""
     two = predict.predict_study(study(tmp_path), tmp_path / "results", cores=2)
     assert two["wall_s_local"] > two["cpu_s_total"] / 2
     many = predict.predict_study(study(tmp_path), tmp_path / "results", cores=64)
     assert many["cpu_s_total"] / 64 < many["wall_s_local"] < two["wall_s_local"]
-
-
-def test_the_schedules_dependencies_are_the_workflows_rule_graph(rule_graph):
-    """The jobs a compute job waits for (schedule.upstream, from the rules table): their closure must be what
-    `snakemake --rulegraph` draws between the compute rules (walking through light rules such as resolve_model)."""
-    compute = set(schedule.STAGE_ORDER)
-
-    def ancestors(rule: str, direct) -> set[str]:
-        seen, todo = set(), list(direct(rule))
-        while todo:
-            rule = todo.pop()
-            if rule not in seen:
-                seen.add(rule)
-                todo.extend(direct(rule))
-        return seen & compute
-
-    for rule in compute:
-        in_graph = ancestors(rule, lambda name: rule_graph.get(name, ()))
-        in_model = ancestors(rule, schedule.upstream)
-        assert in_model == in_graph, rule

@@ -33,12 +33,12 @@ from layershift.data.shards import ShardWriter
 from layershift.dictionaries.decoders import decoder_cosine_matrix, decoder_rows
 from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
 from layershift.dictionaries.sae.train import train_sae
-from tests.helpers import incoherent_atoms, unit
+from tests.support.vectors import incoherent_atoms, unit
 
 torch.set_num_threads(1)
 
 
-# --- planted ground truth: unit() and incoherent_atoms() from tests/helpers.py -------------------------
+# --- planted ground truth: unit() and incoherent_atoms() of tests/support/vectors.py ----------------
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import (
+from tests.support.study import (
     OFFLINE_ENV,
     ROOT,
     SNAKEFILE,

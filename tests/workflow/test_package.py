@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.study import ROOT
 
 
 def site_packages(venv: Path) -> Path:

@@ -15,7 +15,7 @@ from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
 from layershift.dictionaries.sae.files import save_sae
 from layershift.dictionaries.sae.train import train_sae_on_shards
 from layershift.study.schema import from_section
-from tests.helpers import incoherent_atoms
+from tests.support.vectors import incoherent_atoms
 
 torch.set_num_threads(1)
 D, N_ATOMS, N_ROWS = 24, 16, 4096

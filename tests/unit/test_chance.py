@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from layershift.analysis import chance
-from tests.helpers import unit
+from tests.support.vectors import unit
 
 
 def test_matched_cosines_is_the_power_assignment_on_4x4():

@@ -9,7 +9,7 @@ import pytest
 
 from layershift.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_costs_without_cluster_nodes_prints_no_cluster_line(capsys):

@@ -1,7 +1,7 @@
 """Our SAE files load in the real SAELens (``SAE.load_from_disk``, no converter) and encode/decode like ours.
 
 SAELens runs in its own venv (``make saelens-venv`` builds ``.venv-saelens`` from ``envs/saelens.lock``; it is
-kept out of the project's environment) through ``tests/saelens_check.py`` in a subprocess. Without that venv
+kept out of the project's environment) through ``tests/workflow/saelens_check.py`` in a subprocess. Without that venv
 the tests skip, except under CI (``CI`` set), where a missing venv is a failure.
 ``LAYERSHIFT_SAELENS_RESULTS=results`` points the study test at a finished study's ``results/`` instead of the
 tiny study (``make check-saelens`` does this for the default study).
@@ -24,7 +24,7 @@ from layershift.dictionaries.interop import SAELENS_ARCHITECTURES
 from layershift.dictionaries.sae.config import SAEConfig
 from layershift.dictionaries.sae.files import load_sae, save_sae
 from layershift.dictionaries.sae.model import SAE
-from tests.conftest import ROOT
+from tests.support.study import ROOT
 
 SAELENS_VENV = Path(os.environ.get("LAYERSHIFT_SAELENS_VENV", ROOT / ".venv-saelens"))
 CHECK_SCRIPT = Path(__file__).with_name("saelens_check.py")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMON_KEYS = {"benchmark", "quick", "machine", "repeats", "inputs", "raw", "ratios", "targets", "passed"}
 MACHINE_KEYS = {"cpu_count", "torch_threads", "torch_version", "platform", "date"}
 

@@ -12,9 +12,9 @@ import yaml
 from layershift.config import load_config, model_depth, validate_config
 from layershift.core.errors import ConfigError
 from layershift.study.schema import load_yaml
-from tests.helpers import write_bert_config
+from tests.support.models import write_bert_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 ORIGIN = "study.yaml"
 
 TINY_CSVS = {
@@ -267,8 +267,9 @@ def test_sae_layer_beyond_model_depth(study, tmp_path):
 
 
 def test_last_layer_is_allowed(study, tmp_path):
+    """Layer 2 of a 2-layer model is its last block's output: accepted and kept as given."""
     study["models"]["tiny"]["sae_layers"] = [0, 2]
-    validate(study, tmp_path)
+    assert validate(study, tmp_path)["models"]["tiny"]["sae_layers"] == [0, 2]
 
 
 def test_split_fractions_must_sum_to_one(study, tmp_path):
@@ -291,11 +292,17 @@ def test_a_misspelt_local_file_is_not_taken_for_a_hub_dataset(study, tmp_path, t
     assert f"datasets.apps.source: file {typo!r} does not exist" in config_error(study, tmp_path)
 
 
-def test_hub_dataset_ids_are_left_to_prepare(study, tmp_path):
-    """'name', 'namespace/name' (no such local directory) and 'hub:...' stay hub ids, checked when prepared."""
+def test_hub_dataset_ids_are_left_to_prepare(study, tmp_path, monkeypatch):
+    """'name', 'namespace/name' (no such local directory) and 'hub:...' stay hub ids, checked when prepared:
+    the config check passes them through unchanged, and prepare (run in the study directory) reads them from
+    the hub."""
+    from layershift.data.prepare import is_hub_source
+
+    monkeypatch.chdir(tmp_path)
     for source in ("imdb", "stanfordnlp/imdb", "hub:data/imdb"):
         study["datasets"]["apps"]["source"] = source
-        validate(study, tmp_path)
+        assert validate(study, tmp_path)["datasets"]["apps"]["source"] == source
+        assert is_hub_source(source)
 
 
 @pytest.mark.parametrize(

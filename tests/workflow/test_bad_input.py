@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import ROOT, build_tiny_study, run_snakemake
+from tests.support.study import ROOT, build_tiny_study, run_snakemake
 
 pytestmark = pytest.mark.slow
 

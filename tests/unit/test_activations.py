@@ -14,7 +14,7 @@ import torch
 from layershift.core.io import read_metadata
 from layershift.data.shards import ShardReader, activations
 from layershift.models.extract import ExtractConfig, TokenSample, extract_activations, token_priorities
-from tests.helpers import make_tiny_bert, perturbed_copy, tiny_sentences
+from tests.support.models import make_tiny_bert, perturbed_copy, tiny_sentences
 
 N_LAYERS, HIDDEN = 2, 32
 SAE_LAYERS = [0, 2]

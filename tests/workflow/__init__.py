@@ -1,0 +1,1 @@
+"""Whole-study tests: Snakemake DAG runs, SLURM, the browser, sae-lens interop, the benchmark scripts."""
