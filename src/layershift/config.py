@@ -112,7 +112,7 @@ CONTENT_CHECK_MAX_BYTES = 50 * 2**20  # larger files are content-checked by the 
 def _names_a_local_path(source: str, base_dir: Path) -> bool:
     """Whether a bare source that is no existing file still reads as a local path: absolute, ``./`` or ``~``,
     more than one '/', or a first part that is a local directory (``data/typo.csv`` where ``data/`` exists)."""
-    if source.startswith("hub:"):
+    if source.startswith(("hub:", "package-file:")):
         return False
     path = Path(source)
     if path.is_absolute() or source.startswith(("./", "../", "~")) or source.count("/") > 1:
@@ -121,55 +121,85 @@ def _names_a_local_path(source: str, base_dir: Path) -> bool:
 
 
 def _check_dataset(name: str, dataset: dict, origin: str, base_dir: Path, config: dict) -> None:
-    from layershift.data import prepare
+    """A dataset's probes, source, columns and rows: what its prepare job would fail on, checked now."""
+    from layershift.data import sources
 
-    key = f"datasets.{name}"
+    key, source = f"datasets.{name}", dataset["source"]
+    _check_probes(dataset, key, origin)
+    path = _dataset_file(source, key, origin, base_dir)
+    if path is None:
+        return  # a hub dataset: checked when the prepare job downloads it (hub access may need the network)
+    shown = source if sources.is_package_file_source(source) else None  # else the path it resolved to
+    try:
+        frame = sources.read_file(path, dataset.get("encoding_errors", "strict"), origin=shown)
+    except LayershiftError as err:
+        raise ConfigError(f"{origin}: {key}.source: {err}") from None
+    columns = {"text": dataset["text"], "label": dataset["label"]}
+    if "min_quality" in dataset:
+        columns["min_quality.column"] = dataset["min_quality"]["column"]
+    for field, column in columns.items():
+        if column not in frame.columns:
+            hint = did_you_mean(column, frame.columns, what="columns")
+            raise ConfigError(f"{origin}: {key}.{field}: column {column!r} not in {source}{hint}")
+    if path.stat().st_size <= CONTENT_CHECK_MAX_BYTES:
+        _check_rows(frame, dataset, key, origin, config)
+
+
+def _check_probes(dataset: dict, key: str, origin: str) -> None:
+    from layershift.data.cleaning import clean_text
+
     cleaning = dataset.get("cleaning", "paper")
     for i, probe in enumerate(dataset.get("probes") or []):
-        if not prepare.clean_text(str(probe), cleaning):
+        if not clean_text(str(probe), cleaning):
             raise ConfigError(
                 f"{origin}: {key}.probes[{i}]: {probe!r} is empty after cleaning ({cleaning!r}): no token of"
                 " it would reach the SAEs"
             )
-    source = dataset["source"]
-    if prepare.is_hub_source(source):
+
+
+def _dataset_file(source: str, key: str, origin: str, base_dir: Path) -> Path | None:
+    """The local file a dataset reads (a package file resolved and checked against its RECORD); None for a
+    hub dataset."""
+    from layershift.data import sources
+
+    if sources.is_package_file_source(source):
+        try:
+            return sources.resolve_package_file(source).location
+        except LayershiftError as err:
+            raise ConfigError(f"{origin}: {key}.source: {err}") from None
+    if sources.is_hub_source(source):
         # a misspelt file, not a hub id ('name' or 'namespace/name')
         if _names_a_local_path(source, base_dir):
             raise ConfigError(
                 f"{origin}: {key}.source: file {source!r} does not exist (a hub dataset id has no directory "
                 f"part; write 'hub:{source}' if it is one)"
             )
-        return  # checked when the download/prepare step runs (hub access may need the network)
+        return None
     path = Path(source) if Path(source).is_absolute() else base_dir / source
-    if path.suffix.lower() not in prepare.FILE_READERS:
+    if path.suffix.lower() not in sources.FILE_READERS:
         raise ConfigError(
             f"{origin}: {key}.source: {source!r} is neither a hub id nor a .csv/.parquet/.jsonl file"
         )
     if not path.is_file():
         raise ConfigError(f"{origin}: {key}.source: file {source!r} does not exist")
-    try:
-        frame = prepare.read_file(path)
-    except LayershiftError as err:
-        raise ConfigError(f"{origin}: {key}.source: {err}") from None
-    for field in ("text", "label"):
-        if dataset[field] not in frame.columns:
-            hint = did_you_mean(dataset[field], frame.columns, what="columns")
-            raise ConfigError(f"{origin}: {key}.{field}: column {dataset[field]!r} not in {source}{hint}")
-    if path.stat().st_size <= CONTENT_CHECK_MAX_BYTES:
-        _check_rows(frame, dataset, key, origin, config)
+    return path
 
 
 def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> None:
-    """Run the failing part of preparation (clean, label, size checks) so unusable rows fail here, not in a job."""
-    from layershift.data import prepare
+    """Run the failing part of preparation (quality filter, clean, label, size checks) so unusable rows fail
+    here, not in a job."""
+    from layershift.data import prepare, sources
 
-    raw = prepare.select_columns(frame, dataset["text"], dataset["label"], dataset["source"])
+    min_quality = dataset.get("min_quality")
+    quality_column = min_quality["column"] if min_quality else None
+    raw = sources.select_columns(frame, dataset["text"], dataset["label"], dataset["source"], quality_column)
     settings = prepare.PrepareConfig(
         max_rows=config["data"]["max_rows"],
         split=config["data"]["split"],
         max_chars=config["data"]["max_chars"],
         seed=config["seed"],
         cleaning=dataset.get("cleaning", "paper"),  # as the prepare job cleans it
+        min_quality=min_quality,
     )
     try:
         prepare.labelled_frame(

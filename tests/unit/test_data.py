@@ -9,19 +9,18 @@ import pandas as pd
 import pytest
 
 from layershift.core.errors import DataError
+from layershift.data.cleaning import clean_text
 from layershift.data.prepare import (
     SPLITS,
     PrepareConfig,
     clean_frame,
-    clean_text,
-    dataset_to_frame,
     label_map,
     load_label_names,
     load_split,
     prepare_dataset,
     prepare_frame,
-    read_file,
 )
+from layershift.data.sources import dataset_to_frame, read_file
 
 LABELS = ("neg", "neutral", "pos")
 

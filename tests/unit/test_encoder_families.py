@@ -83,13 +83,13 @@ def test_case_folding_is_read_from_the_tokenizer(tokenizers, family):
     ],
 )
 def test_cleaning_modes(cleaning, expected):
-    from layershift.data.prepare import clean_text
+    from layershift.data.cleaning import clean_text
 
     assert clean_text("This  Movie isn't great, really!", cleaning) == expected
 
 
 def test_unknown_cleaning_is_refused():
-    from layershift.data.prepare import clean_text
+    from layershift.data.cleaning import clean_text
 
     with pytest.raises(ValueError, match="cleaning must be one of"):
         clean_text("x", "stem")

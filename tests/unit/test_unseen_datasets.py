@@ -10,14 +10,9 @@ import pandas as pd
 import pytest
 
 from layershift.core.errors import DataError
-from layershift.data.prepare import (
-    PrepareConfig,
-    clean_text,
-    labelled_frame,
-    prepare_frame,
-    read_file,
-    read_source,
-)
+from layershift.data.cleaning import clean_text
+from layershift.data.prepare import PrepareConfig, labelled_frame, prepare_frame
+from layershift.data.sources import read_file, read_source
 from layershift.models.metrics import classification_metrics, score_logits
 
 N = 30

@@ -116,6 +116,14 @@ CASES = {
         ),
         ["datasets.mood", "data.split", "the validation split empty at 10 rows"],
     ),
+    "unknown data package": (
+        _set("datasets.mood.source", "package-file:no-such-data-package/data/mood.csv"),
+        ["datasets.mood.source", "'no-such-data-package' is not installed", "'data/mood.csv'"],
+    ),
+    "missing quality column": (
+        _set("datasets.mood.min_quality", {"column": "agreement", "at_least": 0.9}),
+        ["datasets.mood.min_quality.column", "'agreement'", "data/mood.csv"],
+    ),
     "empty probe list": (_set("datasets.mood.probes", []), ["datasets.mood.probes", "must not be empty"]),
     "unknown model package": (
         _set("models.tiny2.source", "package:no-such-model-package"),

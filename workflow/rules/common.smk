@@ -12,7 +12,7 @@ from layershift.study import targets
 from layershift.costs.predict import job_resources
 from layershift.config import validate_config
 from layershift.study.schema import SCHEMA_PATH
-from layershift.data.prepare import is_hub_source
+from layershift.data.sources import source_input_files
 from layershift.core.errors import LayershiftError
 from layershift.study.targets import all_targets
 
@@ -56,8 +56,7 @@ def dataset_cfg(wildcards):
 
 def dataset_source_file(wildcards):
     """The local file behind a dataset (so editing it reruns prepare), or nothing for hub datasets."""
-    source = config["datasets"][wildcards.dataset]["source"]
-    return [] if is_hub_source(source) else [source]
+    return source_input_files(config["datasets"][wildcards.dataset]["source"])
 
 
 def stage_model_dir(wildcards):

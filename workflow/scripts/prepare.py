@@ -9,9 +9,16 @@ with script_context(snakemake, offline=False) as sm:
         text=ds["text"],
         label=ds["label"],
         out_dir=sm.output.card.rsplit("/", 1)[0],
-        cfg=from_section(PrepareConfig, data, seed=sm.params.seed, cleaning=ds.get("cleaning", "paper")),
+        cfg=from_section(
+            PrepareConfig,
+            data,
+            seed=sm.params.seed,
+            cleaning=ds.get("cleaning", "paper"),
+            min_quality=ds.get("min_quality"),
+        ),
         name=sm.wildcards.dataset,
         keep_labels=ds.get("keep_labels"),
         hub_config=ds.get("hub_config"),
         hub_split=ds.get("hub_split", "train"),
+        encoding_errors=ds.get("encoding_errors", "strict"),
     )

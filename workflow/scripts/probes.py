@@ -2,7 +2,8 @@ from pathlib import Path
 
 from layershift.core.io import write_parquet
 from layershift.core.runtime import script_context
-from layershift.data.prepare import clean_text, load_split
+from layershift.data.cleaning import clean_text
+from layershift.data.prepare import load_split
 from layershift.models.probes import probe_states
 from layershift.models.sources import pointer_dir
 

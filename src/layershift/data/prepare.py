@@ -1,4 +1,5 @@
-"""Dataset preparation: load a labelled text source, clean it the paper's way, cap, split 80/10/10.
+"""Dataset preparation: read a labelled text source, keep the rows of good enough quality, clean them,
+cap, split 80/10/10, and write the splits with a dataset card (provenance, counts, settings).
 
 The same source and settings always give byte-identical Parquet splits.
 """
@@ -9,7 +10,6 @@ import hashlib
 import json
 import math
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,20 +17,11 @@ import pandas as pd
 
 from layershift.core.errors import DataError
 from layershift.core.io import read_table, write_json, write_parquet
+from layershift.data.cleaning import SOCIAL_CHANGES, clean_social, clean_text
+from layershift.data.sources import read_source, source_provenance
 
 SPLITS = ("train", "validation", "test")
-FILE_READERS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-}
-
-_APOSTROPHES = re.compile(r"['’`]")
-_NON_WORD = re.compile(r"(?:[^\w\s]|_)+")  # runs of punctuation, symbols, '_' and combining marks
-_SPACES = re.compile(r"\s+")
+CHANGE_COLUMN = "changed_{}"  # per-row counts of what the social cleaning changed (not written to the splits)
 
 
 @dataclass
@@ -39,136 +30,10 @@ class PrepareConfig:
     split: dict = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
     max_chars: int = 5000  # texts longer than this are truncated (and counted)
     seed: int = 13
-    cleaning: str = "paper"  # one of CLEANINGS
-
-
-CLEANINGS = {
-    "paper": "lowercase, drop apostrophes, punctuation to spaces (the paper's, for an uncased BERT)",
-    "lowercase": "lowercase only; punctuation kept",
-    "none": "text as written (runs of whitespace collapsed)",
-}
-
-
-def clean_text(text: str, cleaning: str = "paper") -> str:
-    """Clean one text the way ``cleaning`` (a key of ``CLEANINGS``) says; every mode collapses whitespace.
-
-    ``paper``: lowercase, drop apostrophes, turn punctuation and special characters into spaces.
-    ``lowercase``: lowercase only. ``none``: keep case and punctuation (for cased tokenizers)."""
-    if cleaning not in CLEANINGS:
-        raise ValueError(f"cleaning must be one of {sorted(CLEANINGS)}, got {cleaning!r}")
-    text = str(text)
-    if cleaning == "paper":
-        text = _APOSTROPHES.sub("", text.lower())
-        text = _NON_WORD.sub(lambda run: _word_marks(run, text), text)
-    elif cleaning == "lowercase":
-        text = text.lower()
-    return _SPACES.sub(" ", text).strip()
-
-
-def _word_marks(run: re.Match, text: str) -> str:
-    """What replaces a ``_NON_WORD`` run: a space, except that the combining marks (vowel signs, viramas,
-    accents of decomposed text) opening a run right after a letter or digit stay, as part of that word (\\w
-    does not match them: without this, Devanagari, Tamil or vowelled Arabic fall apart into consonants)."""
-    chars = run.group()
-    n_marks = 0
-    if run.start() > 0 and text[run.start() - 1].isalnum():
-        while n_marks < len(chars) and unicodedata.category(chars[n_marks]).startswith("M"):
-            n_marks += 1
-    return chars[:n_marks] + (" " if n_marks < len(chars) else "")
-
-
-def is_hub_source(source: str) -> bool:
-    """True for 'hub:<id>' or a bare id that is not an existing file and has no file suffix."""
-    if source.startswith("hub:"):
-        return True
-    return Path(source).suffix.lower() not in FILE_READERS and not Path(source).exists()
-
-
-def read_source(
-    source: str, text: str, label: str, hub_config: str | None = None, hub_split: str = "train"
-) -> pd.DataFrame:
-    """Read a dataset source into a DataFrame with the raw ``text`` and ``label`` columns."""
-    if is_hub_source(source):
-        frame = _read_hub(source.removeprefix("hub:"), hub_config, hub_split)
-        origin = f"hub dataset {source.removeprefix('hub:')}"
-    else:
-        frame = read_file(source)
-        origin = source
-    return select_columns(frame, text, label, origin)
-
-
-def read_file(path: str | Path) -> pd.DataFrame:
-    """Read a local CSV / TSV / Parquet / JSONL file, with one-line errors for missing or non-UTF-8 files."""
-    path = Path(path)
-    kind = FILE_READERS.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(
-            f"{path}: unsupported file type {path.suffix!r} (expected one of {sorted(FILE_READERS)})"
-        )
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist")
-    try:
-        if kind == "csv":
-            return pd.read_csv(
-                path,
-                sep="\t" if path.suffix.lower() == ".tsv" else ",",
-                encoding="utf-8",
-                encoding_errors="strict",
-                keep_default_na=False,
-                na_values=[""],
-                dtype=str,
-            )
-        if kind == "parquet":
-            return pd.read_parquet(path)
-        # utf-8-sig: a byte-order mark (Windows editors write one) is not JSON; a .json file may be one array
-        lines = path.suffix.lower() == ".jsonl" or _first_char(path) != "["
-        return pd.read_json(path, lines=lines, encoding="utf-8-sig", encoding_errors="strict", dtype=False)
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path}: not valid UTF-8 text (byte {err.start}: {err.reason}); re-encode the file as UTF-8"
-        ) from None
-    except (ValueError, pd.errors.ParserError) as err:
-        raise DataError(f"{path}: cannot be parsed as {kind}: {str(err).splitlines()[0]}") from None
-
-
-def _first_char(path: Path) -> str:
-    """The first character of a UTF-8 text file that is not whitespace or a byte-order mark ('' if none)."""
-    with path.open("rb") as handle:
-        head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    return head[:1]
-
-
-def _read_hub(dataset_id: str, hub_config: str | None, hub_split: str) -> pd.DataFrame:
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(dataset_id, hub_config, split=hub_split)
-    except Exception as err:  # noqa: BLE001 - the hub raises many types; one line is what the user needs
-        raise DataError(
-            f"hub dataset {dataset_id!r} (split {hub_split!r}) could not be loaded: {str(err).splitlines()[0]}. "
-            "Offline? Run this dataset's prepare job where there is internet (it caches the download in HF_HOME) "
-            "or point source at a local file."
-        ) from None
-    return dataset_to_frame(ds)
-
-
-def dataset_to_frame(ds) -> pd.DataFrame:
-    """An in-memory ``datasets.Dataset`` as a DataFrame, with ClassLabel ids turned into their names."""
-    frame = ds.to_pandas()
-    for name, feature in ds.features.items():
-        names = getattr(feature, "names", None)
-        if names:
-            frame[name] = [names[i] if 0 <= int(i) < len(names) else None for i in frame[name]]
-    return frame
-
-
-def select_columns(frame: pd.DataFrame, text: str, label: str, origin: str) -> pd.DataFrame:
-    for role, column in (("text", text), ("label", label)):
-        if column not in frame.columns:
-            raise DataError(
-                f"{origin}: {role} column {column!r} not found (columns: {', '.join(map(str, frame.columns))})"
-            )
-    return pd.DataFrame({"text": frame[text], "label": frame[label]})
+    cleaning: str = "paper"  # one of cleaning.CLEANINGS
+    min_quality: dict | None = (
+        None  # {column, at_least}: rows whose quality value is below at_least are dropped
+    )
 
 
 def clean_frame(
@@ -187,7 +52,7 @@ def clean_frame(
     text = frame["text"].map(lambda t: "" if _missing(t) else str(t))
     too_long = text.str.len() > max_chars
     text = text.where(~too_long, text.str.slice(0, max_chars))
-    frame = frame.assign(text=text.map(lambda t: clean_text(t, cleaning)))
+    frame = frame.assign(**_cleaned_columns(text, cleaning))
     empty = frame["text"].str.len() == 0
     dropped["empty_text"] = int(empty.sum())
     frame, too_long = frame[~empty], too_long[~empty]
@@ -195,6 +60,37 @@ def clean_frame(
     dropped["duplicate_text"] = int(duplicate.sum())
     frame, too_long = frame[~duplicate].reset_index(drop=True), too_long[~duplicate]
     return frame, {**dropped, "truncated_kept": int(too_long.sum())}  # truncated rows that survived
+
+
+def _cleaned_columns(text: pd.Series, cleaning: str) -> dict[str, pd.Series]:
+    """The cleaned ``text`` column; for the social cleaning also one ``changed_<change>`` column per change it
+    counts, which follow the rows through the cap and split so the card counts what the kept rows had."""
+    if cleaning != "social":
+        return {"text": text.map(lambda t: clean_text(t, cleaning))}
+    cleaned = [clean_social(t) for t in text]
+    columns = {"text": pd.Series([words for words, _ in cleaned], index=text.index, dtype=object)}
+    for change in SOCIAL_CHANGES:
+        counts = [changes[change] for _, changes in cleaned]
+        columns[CHANGE_COLUMN.format(change)] = pd.Series(counts, index=text.index, dtype="int64")
+    return columns
+
+
+def keep_quality(raw: pd.DataFrame, min_quality: dict, origin: str) -> tuple[pd.DataFrame, dict]:
+    """Rows whose ``quality`` value (a number, e.g. annotator agreement) is at least ``min_quality['at_least']``,
+    and the count dropped for a low value and for a missing or non-numeric one."""
+    column = min_quality["column"]
+    if "quality" not in raw.columns:
+        raise DataError(f"{origin}: min_quality column {column!r} was not read")
+    quality = pd.to_numeric(raw["quality"], errors="coerce")
+    if quality.notna().sum() == 0:
+        shown = ", ".join(repr(v) for v in raw["quality"].dropna().unique()[:5])
+        raise DataError(
+            f"{origin}: min_quality column {column!r} holds no numbers (values: {shown or 'none'})"
+        )
+    keep = quality >= min_quality["at_least"]
+    dropped = {"below_min_quality": int((quality < min_quality["at_least"]).sum())}
+    dropped["no_quality_value"] = int(quality.isna().sum())
+    return raw[keep], dropped
 
 
 def _label_string(value) -> str | None:
@@ -286,14 +182,15 @@ def labelled_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labe
     """Clean and map labels to ids; raise DataError if the rows cannot make a split classification dataset.
 
     Everything that can make preparation fail happens here (capping and splitting cannot fail after it),
-    so the config check runs exactly this. Returns (frame, label_names, dropped counts)."""
+    so the config check runs exactly this. The quality filter (``cfg.min_quality``) comes first, before
+    labels are checked and rows cleaned. Returns (frame, label_names, dropped counts)."""
+    quality_dropped = {}
+    if cfg.min_quality is not None:
+        raw, quality_dropped = keep_quality(raw, cfg.min_quality, origin)
     if keep_labels:
-        present = set(raw["label"].map(_label_string).dropna())
-        missing = [v for v in keep_labels if _label_string(v) not in present]
-        if missing:
-            shown = ", ".join(repr(v) for v in sorted(present)[:12]) + (", ..." if len(present) > 12 else "")
-            raise DataError(f"{origin}: keep_labels {missing} match no row's label (labels: {shown})")
+        _check_keep_labels(raw, keep_labels, origin)
     frame, dropped = clean_frame(raw, cfg.max_chars, keep_labels, cfg.cleaning)
+    dropped = {**quality_dropped, **dropped}
     if frame.empty:
         raise DataError(f"{origin}: no usable rows after cleaning (dropped: {_describe(dropped)})")
     names = label_map(frame["label"])
@@ -335,6 +232,14 @@ def labelled_frame(raw: pd.DataFrame, cfg: PrepareConfig, origin: str, keep_labe
     return frame, names, dropped
 
 
+def _check_keep_labels(raw: pd.DataFrame, keep_labels: list, origin: str) -> None:
+    present = set(raw["label"].map(_label_string).dropna())
+    missing = [v for v in keep_labels if _label_string(v) not in present]
+    if missing:
+        shown = ", ".join(repr(v) for v in sorted(present)[:12]) + (", ..." if len(present) > 12 else "")
+        raise DataError(f"{origin}: keep_labels {missing} match no row's label (labels: {shown})")
+
+
 def _describe(dropped: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in dropped.items() if v) or "nothing"
 
@@ -349,25 +254,17 @@ def prepare_dataset(
     keep_labels: list | None = None,
     hub_config: str | None = None,
     hub_split: str = "train",
+    encoding_errors: str = "strict",
 ) -> dict:
     """Prepare one dataset: write ``{train,validation,test}.parquet`` and ``card.json`` into ``out_dir``."""
-    raw = read_source(source, text, label, hub_config, hub_split)
+    quality_column = cfg.min_quality["column"] if cfg.min_quality else None
+    raw = read_source(source, text, label, hub_config, hub_split, quality_column, encoding_errors)
     splits, names, dropped = prepare_frame(raw, cfg, origin=source, keep_labels=keep_labels)
-    out_dir = Path(out_dir)
-    hashes = {}
-    for split, frame in splits.items():
-        table = frame.reset_index(names="row").assign(
-            label_name=lambda f: f["label"].map(dict(enumerate(names)))
-        )
-        table = table[["row", "text", "label", "label_name"]]
-        write_parquet(
-            table, out_dir / f"{split}.parquet", metadata={"dataset": name, "split": split, "labels": names}
-        )
-        hashes[split] = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+    hashes = write_splits(splits, names, Path(out_dir), name)
     card = {
         "dataset": name,
         "source": source,
-        "source_sha256": _file_sha256(source),
+        **source_provenance(source),
         "text_column": text,
         "label_column": label,
         "rows_read": len(raw),
@@ -380,27 +277,65 @@ def prepare_dataset(
             for s, f in splits.items()
         },
         "split_sha256": hashes,
-        "settings": {
-            "max_rows": cfg.max_rows,
-            "split": cfg.split,
-            "max_chars": cfg.max_chars,
-            "seed": cfg.seed,
-            "cleaning": cfg.cleaning,
-        },
+        "settings": _card_settings(cfg),
+        **_cleaning_changes(splits),
     }
-    write_json(card, out_dir / "card.json")
+    if encoding_errors != "strict":
+        card["encoding_errors"] = encoding_errors
+    write_json(card, Path(out_dir) / "card.json")
     return card
 
 
-def _file_sha256(source: str) -> str | None:
-    path = Path(source)
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def write_splits(
+    splits: dict[str, pd.DataFrame], names: list[str], out_dir: Path, name: str
+) -> dict[str, str]:
+    """Write each split as Parquet (columns row, text, label, label_name); return each table's sha256."""
+    hashes = {}
+    for split, frame in splits.items():
+        table = frame.reset_index(names="row").assign(
+            label_name=lambda f: f["label"].map(dict(enumerate(names)))
+        )
+        table = table[["row", "text", "label", "label_name"]]
+        write_parquet(
+            table, out_dir / f"{split}.parquet", metadata={"dataset": name, "split": split, "labels": names}
+        )
+        hashes[split] = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+    return hashes
+
+
+def _card_settings(cfg: PrepareConfig) -> dict:
+    settings = {
+        "max_rows": cfg.max_rows,
+        "split": cfg.split,
+        "max_chars": cfg.max_chars,
+        "seed": cfg.seed,
+        "cleaning": cfg.cleaning,
+    }
+    if cfg.min_quality is not None:
+        settings["min_quality"] = cfg.min_quality
+    return settings
+
+
+def _cleaning_changes(splits: dict[str, pd.DataFrame]) -> dict:
+    """``{"cleaning_changes": ...}`` for a social-cleaned dataset: over the kept rows, how many URLs and
+    mentions were replaced and RT markers dropped, and how many rows had HTML entities or mis-decoded bytes
+    fixed; ``{}`` for the other cleanings."""
+    columns = [CHANGE_COLUMN.format(change) for change in SOCIAL_CHANGES]
+    if not all(column in frame for frame in splits.values() for column in columns):
+        return {}
+    totals = {
+        change: int(sum(frame[CHANGE_COLUMN.format(change)].sum() for frame in splits.values()))
+        for change in SOCIAL_CHANGES
+    }
+    return {
+        "cleaning_changes": {
+            "urls_replaced": totals["urls"],
+            "mentions_replaced": totals["mentions"],
+            "retweet_markers_dropped": totals["retweet_markers"],
+            "rows_with_html_entities_decoded": totals["html_entities"],
+            "rows_with_misdecoded_bytes_fixed": totals["misdecoded_bytes"],
+        }
+    }
 
 
 def load_split(path: str | Path) -> pd.DataFrame:
