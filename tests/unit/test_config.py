@@ -296,7 +296,7 @@ def test_hub_dataset_ids_are_left_to_prepare(study, tmp_path, monkeypatch):
     """'name', 'namespace/name' (no such local directory) and 'hub:...' stay hub ids, checked when prepared:
     the config check passes them through unchanged, and prepare (run in the study directory) reads them from
     the hub."""
-    from layershift.data.prepare import is_hub_source
+    from layershift.data.sources import is_hub_source
 
     monkeypatch.chdir(tmp_path)
     for source in ("imdb", "stanfordnlp/imdb", "hub:data/imdb"):
