@@ -15,7 +15,7 @@
 
 3. ``check``: the shipped coefficients (``src/layershift/costs/cost_coefficients.json``, not refitted) against
    the studies in ``--workdir`` and the measured default study: after a code change, whether the model
-   still predicts within #20's 25 % (nothing written).
+   still predicts within ±25 % (nothing written).
 
     python bench/bench_costs.py run [--sizes 100 200 400] [--workdir /tmp/layershift-costs]
     python bench/bench_costs.py fit [--fit 100 200] [--workdir /tmp/layershift-costs]

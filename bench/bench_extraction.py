@@ -9,7 +9,7 @@ Variants, timed interleaved on the same sentences and thread count:
                  same padded batches, nothing kept: the limit
     c  naive     one sentence at a time: tokenise, forward with hidden states
 
-Targets: tokens/s a/b >= 0.9 (issue #20) and a/c >= 5. Peak RSS of (a) at 1x and 4x the sentences, each in a fresh
+Targets: tokens/s a/b >= 0.9 and a/c >= 5. Peak RSS of (a) at 1x and 4x the sentences, each in a fresh
 child process (``ru_maxrss``): 4x/1x <= 1.2 (memory must not grow with the dataset); not with --quick.
 
     python bench/bench_extraction.py [--quick] [--out DIR] [--threads N]

@@ -12,7 +12,7 @@ Variants, interleaved, one epoch each over the same training rows, same thread c
     d  saelens   SAELens's ``SAETrainer`` (standard L1 SAE) on the same rows in the same order, run in its own
                  venv (.venv-saelens from `make saelens-venv`, or /tmp/saelens-venv); skipped when that venv is missing
 
-Targets (#20): rows/s a/b >= 0.85, a/SAELens >= 1.1 (n/a without its venv); a/c is reported (near 1 = the
+Targets: rows/s a/b >= 0.85, a/SAELens >= 1.1 (n/a without its venv); a/c is reported (near 1 = the
 shard reader is not the bottleneck). SAELens is
 trained with the same objective (its MSE is summed over d_in, ours averaged, so its L1 coefficient is
 d_in x ours) and both SAEs are scored by ``evaluate_sae`` on the same held-out rows: MSE, L0, dead fraction.
@@ -301,7 +301,7 @@ def run(args) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     ratios = {name: rps[a] / rps[b] for name, (a, b) in pairs.items()}
-    targets = {  # issue #20's targets
+    targets = {  # the ratios the trainer is held to
         "a_over_b": common.target(
             ratios["a_over_b"], ">=", 0.85, "shard trainer rows/s over dense fwd+bwd+Adam"
         ),

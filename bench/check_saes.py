@@ -11,7 +11,7 @@ null (``results/sae_null/.../{stage}/layer{L}/seed*/``):
   (``--draws`` draws pooled); ``share`` = the SAE's live features whose matched cosine beats it;
 * held-out explained variance and share of rows: read from the SAE's ``metrics.json``.
 
-Issue #17's bar for every SAE: median ≥ 0.7, share ≥ 0.8, EV ≥ 0.6, held-out share 10 % ± 3 points.
+The reproducibility bar for every SAE: median ≥ 0.7, share ≥ 0.8, EV ≥ 0.6, held-out share 10 % ± 3 points.
 
     .venv/bin/python bench/check_saes.py [--results results] [--rows 20000] [--out bench/results/check_saes.csv]
 """
@@ -134,7 +134,7 @@ def main() -> None:
     )
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.precision", 3):
         print(table.drop(columns=["n_live_null"]).to_string(index=False))
-    print(f"{int(table['passes'].sum())} of {len(table)} SAEs pass issue #17's bar {BAR}")
+    print(f"{int(table['passes'].sum())} of {len(table)} SAEs pass the reproducibility bar {BAR}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False, float_format="%.4f")

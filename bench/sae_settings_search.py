@@ -1,4 +1,4 @@
-"""SAE settings search: reproducibility across seeds vs explained variance vs cost, per layer (issue #17).
+"""SAE settings search: reproducibility across seeds vs explained variance vs cost, per layer.
 
 The command-line face of :func:`layershift.analysis.sweep.sweep` (the same code the workflow's ``sae_sweep`` rule runs):
 for each shard directory and each grid point (a partial ``sae:`` section over ``DEFAULTS``), train one SAE per

@@ -343,7 +343,7 @@ def test_calibrated_sae_diff_recovers_planted_labels(trained):
     for level in ("correlation", "floor_correlation", "stable_correlation"):
         assert summary[f"threshold_{level}"] > summary["chance_correlation_p99"]
     assert summary["lost_fraction"] == pytest.approx(10 / 30, abs=0.07)  # over stable features
-    # reproducibility as the acceptance reads it: 30 planted atoms of ~45 live features reproduced
+    # reproducibility as the SAE acceptance bar reads it: 30 planted atoms of ~45 live features reproduced
     assert summary["null_median_cosine_pretrained"] > 0.9
     assert 0.55 <= summary["null_share_above_chance_pretrained"] <= 0.85
     assert summary["lost_activity_fraction"] > summary["baseline_lost_activity_fraction"] + 0.1

@@ -31,9 +31,8 @@ class PrepareConfig:
     max_chars: int = 5000  # texts longer than this are truncated (and counted)
     seed: int = 13
     cleaning: str = "paper"  # one of cleaning.CLEANINGS
-    min_quality: dict | None = (
-        None  # {column, at_least}: rows whose quality value is below at_least are dropped
-    )
+    # {column, at_least}: rows whose quality value is below at_least are dropped
+    min_quality: dict | None = None
 
 
 def clean_frame(

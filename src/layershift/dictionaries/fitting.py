@@ -31,9 +31,8 @@ class Dictionary(Protocol):
 
     def initialize_from_data(self, head: list[Any], n_rows: int) -> None: ...  # statistics of the first rows
 
-    def restore_trained_settings(
-        self, saved_cfg: Any
-    ) -> None: ...  # config values training derived from data
+    # the config values training derived from data
+    def restore_trained_settings(self, saved_cfg: Any) -> None: ...
 
 
 class DictionarySteps(Steps, Protocol):
@@ -42,6 +41,16 @@ class DictionarySteps(Steps, Protocol):
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]: ...
 
     def restore_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+@dataclass
+class DictionaryRun:
+    """One training run's moving parts: the model, its Adam, the per-batch steps and the progress state."""
+
+    model: Dictionary
+    optimizer: torch.optim.Optimizer
+    steps: DictionarySteps
+    state: dict  # epoch, step, tokens and the per-epoch loss curves
 
 
 @dataclass
@@ -83,19 +92,17 @@ class EpochTotals:
 
 
 def fit_dictionary(
-    model: Dictionary,
-    optimizer: torch.optim.Optimizer,
-    steps: DictionarySteps,
-    state: dict,
+    run: DictionaryRun,
     batches: Callable[[int], Iterable[Any]],
     epochs: int,
     checkpointing: Checkpointing,
     **fit_options: Any,
 ) -> tuple[int, int, float]:
-    """Resume ``model``, ``optimizer``, ``state`` and ``steps`` from a matching checkpoint, then train epochs
+    """Resume ``run`` (model, optimizer, steps, state) from a matching checkpoint, then train epochs
     ``state["epoch"] .. epochs-1`` with :func:`~layershift.core.training.fit_epochs` (``fit_options``: its
     keyword arguments), saving a checkpoint after each. Returns (epochs resumed from, rows trained on in this
     run, seconds this run took)."""
+    model, optimizer, steps, state = run.model, run.optimizer, run.steps, run.state
     directory = checkpointing.directory
     resumed = (
         checkpoints.load_checkpoint(directory, checkpointing.settings_key, epochs) if directory else None

@@ -16,14 +16,27 @@ class Rule:
 
     name: str
     wildcards: tuple[str, ...]  # as the rule's output pattern names them, in that order
-    reads: tuple[
-        str, ...
-    ] = ()  # rules whose outputs its jobs read (the edges ``snakemake --rulegraph`` draws)
+    # rules whose outputs its jobs read (the edges ``snakemake --rulegraph`` draws)
+    reads: tuple[str, ...] = ()
     gpu: bool = False  # runs a model or an SAE: the cluster profile sends it to a GPU partition
 
 
 PAIR = ("model", "dataset")
 LAYER = ("model", "dataset", "layer")
+
+FIGURE_RULES = (  # every figure the report embeds and the default target asks for
+    "fig_training",
+    "fig_classification",
+    "fig_accuracy",
+    "fig_similarity",
+    "fig_depth",
+    "fig_sae_loss",
+    "fig_relnorm",
+    "fig_tokens",
+    "fig_sae_sweep",
+    "fig_diff",
+    "fig_diff_tokens",
+)
 
 # Every rule after the rules it reads; the compute rules in the order the cost model's schedule takes them.
 RULES = (
@@ -67,17 +80,7 @@ RULES = (
             "accuracy_table",
             "diff_table",
             "feature_summary",
-            "fig_training",
-            "fig_classification",
-            "fig_accuracy",
-            "fig_similarity",
-            "fig_depth",
-            "fig_sae_loss",
-            "fig_relnorm",
-            "fig_tokens",
-            "fig_sae_sweep",
-            "fig_diff",
-            "fig_diff_tokens",
+            *FIGURE_RULES,
         ),
     ),
     Rule(
@@ -97,17 +100,7 @@ RULES = (
             "accuracy_table",
             "diff_table",
             "feature_summary",
-            "fig_training",
-            "fig_classification",
-            "fig_accuracy",
-            "fig_similarity",
-            "fig_depth",
-            "fig_sae_loss",
-            "fig_relnorm",
-            "fig_tokens",
-            "fig_sae_sweep",
-            "fig_diff",
-            "fig_diff_tokens",
+            *FIGURE_RULES,
             "report",
         ),
     ),

@@ -24,7 +24,7 @@ from layershift.dictionaries.crosscoder.config import CrosscoderConfig, Crosscod
 from layershift.dictionaries.crosscoder.evaluate import evaluate_crosscoder
 from layershift.dictionaries.crosscoder.files import load_crosscoder, save_crosscoder
 from layershift.dictionaries.crosscoder.model import Crosscoder
-from layershift.dictionaries.fitting import Checkpointing, EpochTotals, fit_dictionary
+from layershift.dictionaries.fitting import Checkpointing, DictionaryRun, EpochTotals, fit_dictionary
 
 CROSSCODER_CURVES = ("epoch_loss", "epoch_reconstruction", "epoch_sparsity", "epoch_aux", "epoch_l0")
 
@@ -114,10 +114,7 @@ def _fit(
         checkpoint_dir, settings_key(resume_settings(cfg, train)), save_crosscoder, load_crosscoder
     )
     resumed_from_epoch, _, seconds = fit_dictionary(
-        crosscoder,
-        optimizer,
-        steps,
-        state,
+        DictionaryRun(crosscoder, optimizer, steps, state),
         paired_batches,
         train.epochs,
         checkpointing,

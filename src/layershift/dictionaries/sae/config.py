@@ -39,9 +39,8 @@ class SAEConfig:
     metadata: dict = field(default_factory=dict)  # model/dataset/stage/layer/seed provenance
     format_version: int = FORMAT_VERSION  # on-disk format of cfg.json + weights
     activation_scale: float = 1.0  # input multiplier estimated by training (1 unless normalising)
-    activation_mean: list[float] | None = (
-        None  # [d_in] mean subtracted before scaling (center_and_scale only)
-    )
+    # [d_in] mean subtracted before scaling (center_and_scale only)
+    activation_mean: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from layershift.core.training import explained_variance, to_tensor
+from layershift.dictionaries.codes import FiringCount
 from layershift.dictionaries.sae.model import SAE
 
 
@@ -21,23 +22,19 @@ def evaluate_sae(sae: SAE, batches: Iterable[np.ndarray]) -> dict:
     device = sae.W_enc.device
     d_in = sae.cfg.d_in
     sse = torch.zeros((), dtype=torch.float64, device=device)
-    active = torch.zeros((), dtype=torch.float64, device=device)
     x_sum = torch.zeros(d_in, dtype=torch.float64, device=device)
     x_sq = torch.zeros((), dtype=torch.float64, device=device)
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=device)
-    n = 0
+    firing = FiringCount(sae.cfg.d_sae, device)
     for batch in batches:
         x = sae.normalize(to_tensor(batch, device).to(sae.W_enc.dtype))
         f = sae.encode_normalized(x)  # [b, d_in] -> [b, d_sae]
         recon = sae.decode_normalized(f)  # [b, d_sae] -> [b, d_in]
         sse += (recon - x).double().pow(2).sum()
-        positive = f > 0
-        active += positive.sum()
-        fired |= positive.any(dim=0)
+        firing.add(f)
         x64 = x.double()
         x_sum += x64.sum(dim=0)
         x_sq += x64.pow(2).sum()
-        n += len(batch)
+    n = firing.rows
     if n == 0:
         raise ValueError("evaluate_sae got no rows")
     mse = (sse / (n * d_in)).item()
@@ -45,7 +42,7 @@ def evaluate_sae(sae: SAE, batches: Iterable[np.ndarray]) -> dict:
         "mse": mse,
         "mse_raw": mse / sae.cfg.activation_scale**2,
         "explained_variance": explained_variance(sse, x_sq, x_sum, n).item(),  # NaN: undefined (< 2 rows)
-        "l0": (active / n).item(),
-        "dead_fraction": 1.0 - fired.double().mean().item(),
+        "l0": (firing.fired.sum() / n).item(),  # whole counts in float64: exact
+        "dead_fraction": 1.0 - (firing.fired > 0).double().mean().item(),
         "n_rows": n,
     }

@@ -22,7 +22,7 @@ from layershift.core.device import resolve_device, torch_threads
 from layershift.core.training import holdout_metrics, make_adam, to_tensor, with_train_config
 from layershift.data.shards import ShardReader, shard_provenance
 from layershift.dictionaries import sparse_codes
-from layershift.dictionaries.fitting import Checkpointing, EpochTotals, fit_dictionary
+from layershift.dictionaries.fitting import Checkpointing, DictionaryRun, EpochTotals, fit_dictionary
 from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig, resume_settings
 from layershift.dictionaries.sae.evaluate import evaluate_sae
 from layershift.dictionaries.sae.files import load_sae, save_sae
@@ -62,10 +62,7 @@ def train_sae(
             checkpoint_dir, settings_key(resume_settings(cfg, train)), save_sae, load_sae
         )
         resumed_from_epoch, rows_this_run, seconds = fit_dictionary(
-            sae,
-            optimizer,
-            steps,
-            state,
+            DictionaryRun(sae, optimizer, steps, state),
             batches,
             train.epochs,
             checkpointing,
@@ -73,9 +70,8 @@ def train_sae(
             progress=progress,
             name="SAE epoch",
         )
-    sae.decoder_is_unit_norm = (
-        False  # outside training, l1 always weights by the (≈1) norms, as after load_sae
-    )
+    # outside training, l1 always weights by the (≈1) norms, as after load_sae
+    sae.decoder_is_unit_norm = False
     return sae, _training_metrics(state, resumed_from_epoch, rows_this_run, seconds, device)
 
 
