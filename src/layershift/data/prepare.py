@@ -19,6 +19,7 @@ from layershift.core.errors import DataError
 from layershift.core.io import read_table, write_json, write_parquet
 from layershift.data.cleaning import SOCIAL_CHANGES, clean_social, clean_text
 from layershift.data.sources import read_source, source_provenance
+from layershift.study.schema import schema_default
 
 SPLITS = ("train", "validation", "test")
 CHANGE_COLUMN = "changed_{}"  # per-row counts of what the social cleaning changed (not written to the splits)
@@ -26,9 +27,9 @@ CHANGE_COLUMN = "changed_{}"  # per-row counts of what the social cleaning chang
 
 @dataclass
 class PrepareConfig:
-    max_rows: int = 25000  # stratified cap on rows after cleaning
+    max_rows: int = schema_default("data", "max_rows")  # stratified cap on rows after cleaning
     split: dict = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
-    max_chars: int = 5000  # texts longer than this are truncated (and counted)
+    max_chars: int = schema_default("data", "max_chars")  # texts longer than this are truncated (and counted)
     seed: int = 13
     cleaning: str = "paper"  # one of cleaning.CLEANINGS
     # {column, at_least}: rows whose quality value is below at_least are dropped

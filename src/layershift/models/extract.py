@@ -34,18 +34,20 @@ from layershift.data.batching import length_grouped_batches
 from layershift.data.shards import ARROW_DTYPES, NUMPY_DTYPES, ShardWriter
 from layershift.data.tokens import encode_with_kinds, token_strings
 from layershift.models.sources import load_encoder
+from layershift.study.schema import schema_default
 
 
 @dataclass
 class ExtractConfig:
-    batch_size: int = 64  # sentences per forward pass
+    batch_size: int = schema_default("activations", "batch_size")  # sentences per forward pass
     max_length: int = 128  # tokens per sentence (longer ones are truncated)
-    max_sentences: int = 5000  # sentences passed through the model
-    max_tokens: int = 200_000  # token rows written per SAE layer
+    max_sentences: int = schema_default("activations", "max_sentences")  # sentences passed through the model
+    max_tokens: int = schema_default("activations", "max_tokens")  # token rows written per SAE layer
     token_sample: int = 5000  # token vectors kept per layer for token-level CKA
-    dtype: str = "float16"  # storage dtype of token rows
-    rows_per_group: int = 4096  # Parquet row-group size of the shards
-    groups_per_shard: int = 16  # row groups per shard file
+    dtype: str = schema_default("activations", "dtype")  # storage dtype of token rows
+    # Parquet row-group size of the shards
+    rows_per_group: int = schema_default("activations", "rows_per_group")
+    groups_per_shard: int = schema_default("activations", "groups_per_shard")  # row groups per shard file
     seed: int = 13  # sentence order and token sample
     threads: int | None = None  # torch CPU threads
     device: str = "auto"  # auto = cuda if available

@@ -39,6 +39,7 @@ from layershift.models.classifier import (
 )
 from layershift.models.metrics import score_logits
 from layershift.models.optim import make_optimizer, make_scheduler, optimizer_step
+from layershift.study.schema import schema_default
 
 LOG_COLUMNS = [
     "epoch",
@@ -56,17 +57,22 @@ LOG_COLUMNS = [
 class FinetuneConfig:
     """How to fine-tune; every field that changes the numbers also keys the resume checkpoint."""
 
-    optimizer: Literal["adam", "adamw"] = "adam"  # the paper: Adam; "adamw" decouples the weight decay
-    lr: float = 2e-5  # peak learning rate (the paper: 2e-5)
-    epochs: int = 10  # passes over the training split (the paper: 10)
-    batch_size: int = 32  # sequences per optimiser step
-    max_length: int = 128  # tokens kept per text after truncation, [CLS] and [SEP] included
-    warmup_ratio: float = 0.0  # fraction of all steps with a linear lr ramp from 0; then linear decay to 0
-    weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) decay; never applied to biases / LayerNorm
+    # the paper: Adam; "adamw" decouples the weight decay
+    optimizer: Literal["adam", "adamw"] = schema_default("finetune", "optimizer")
+    lr: float = schema_default("finetune", "lr")  # peak learning rate (the paper: 2e-5)
+    epochs: int = schema_default("finetune", "epochs")  # passes over the training split (the paper: 10)
+    batch_size: int = schema_default("finetune", "batch_size")  # sequences per optimiser step
+    # tokens kept per text after truncation, [CLS] and [SEP] included
+    max_length: int = schema_default("finetune", "max_length")
+    # fraction of all steps with a linear lr ramp from 0; then linear decay to 0
+    warmup_ratio: float = schema_default("finetune", "warmup_ratio")
+    # L2 (adam) or decoupled (adamw) decay; never applied to biases / LayerNorm
+    weight_decay: float = schema_default("finetune", "weight_decay")
     max_grad_norm: float | None = 1.0  # clip the global gradient norm to this; None disables clipping
     megabatch_mult: int = 50  # length grouping: rows are sorted by length inside windows of this many batches
     seed: int = 0  # seeds the classifier head, dropout and the batch order of every epoch
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA; CPU always runs fp32
+    # autocast dtype on CUDA; CPU always runs fp32
+    precision: Literal["fp32", "bf16", "fp16"] = schema_default("finetune", "precision")
     threads: int | None = None  # torch intra-op CPU threads; None keeps torch's default
     device: str = "auto"  # "auto" = cuda if available else cpu, or any torch device string
 

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from layershift.study.schema import schema_default
+
 
 @dataclass
 class DiffConfig:
     """How features are matched, called dead, stable and labelled, and when a layer's diff is conclusive."""
 
-    null_quantile: float = (
-        0.1  # q: seed noise level = q-quantile of the seed nulls' matched cosine / correlation
-    )
+    # q: seed noise level = q-quantile of the seed nulls' matched cosine / correlation
+    null_quantile: float = schema_default("diff", "null_quantile")
     # Effect sizes. Without a seed null they are the retained cut-offs (raised above chance if need be):
     # uncalibrated, marked "fallback". With seed nulls they only cap τ for the secondary ``label_capped``
     # (τ = min(seed noise, cap)); the headline ``label`` has no cap (a cap that can only lower τ calls a
     # 0.72 match retained when seeds reproduce features at 0.95).
-    cosine_threshold: float = 0.7
-    correlation_threshold: float = 0.5
+    cosine_threshold: float = schema_default("diff", "cosine_threshold")
+    correlation_threshold: float = schema_default("diff", "correlation_threshold")
     # The headline's effect size is relative instead: retained needs cosine ≥ (seed noise level − tolerance),
     # so a cross-stage difference a little larger than seed noise (finite data: two stages never see the
     # same noise) is not change, while one far beyond it is, however high the seed noise level.
-    tolerance_cosine: float = 0.05
-    tolerance_correlation: float = 0.1
+    tolerance_cosine: float = schema_default("diff", "tolerance_cosine")
+    tolerance_correlation: float = schema_default("diff", "tolerance_correlation")
     min_firing_rate: float = 1e-5  # features active on a smaller fraction of tokens (or never) are "dead"
     seed: int = 0  # seeds the decoys and the random dictionaries of the chance model
     # The assignment maximises Σ max(cos, 0)^p over matched pairs: p = 1 is the plain total cosine; p = 2 the
@@ -32,17 +33,17 @@ class DiffConfig:
     # Stability: a live feature is stable when its own seed null reproduces it at ≥ c + stable_gap·(1 − c)
     # in cosine and in correlation, c being the chance 99th percentile of random matching (see
     # ``thresholds.thresholds_between``). 0.5 = at least halfway from chance to a perfect reproduction.
-    stable_gap: float = 0.5
+    stable_gap: float = schema_default("diff", "stable_gap")
     # Verdict (see ``verdict.diff_verdict``): conclusive only with this many stable features on each side,
     # making up at least this share of that side's live features.
-    min_stable_features: int = 25
-    min_stable_share: float = 0.5
+    min_stable_features: int = schema_default("diff", "min_stable_features")
+    min_stable_share: float = schema_default("diff", "min_stable_share")
     chance_draws: int = 4  # random dictionaries per chance distribution (cosine; half as many encoders)
     chance_rows: int = 4096  # token rows (first in storage order) held in memory for the correlation chance
     # The diff streams the layer's token rows seven times (firing rates and correlations for three matchings,
     # the chance sample); rows of both stages that fit this many MiB together (float32) are decoded once and
     # kept in RAM for the other passes (the same values: the results do not change). 0: decode every pass.
-    memory_cache_mb: float = 1024.0
+    memory_cache_mb: float = schema_default("diff", "memory_cache_mb")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.null_quantile < 0.5:
