@@ -194,7 +194,7 @@ def _check_rows(frame, dataset: dict, key: str, origin: str, config: dict) -> No
     quality_column = min_quality["column"] if min_quality else None
     raw = sources.select_columns(frame, dataset["text"], dataset["label"], dataset["source"], quality_column)
     settings = prepare.PrepareConfig(
-        max_rows=config["data"]["max_rows"],
+        max_rows=dataset.get("max_rows", config["data"]["max_rows"]),
         split=config["data"]["split"],
         max_chars=config["data"]["max_chars"],
         seed=config["seed"],

@@ -541,3 +541,14 @@ def test_unknown_figure_palette_is_refused_at_config_time(study, tmp_path):
     for name in ("colorblind", "muted6", "viridis", "tab10", "Set2"):
         study["figures"] = {"palette": name}
         validate(copy.deepcopy(study), tmp_path)
+
+
+def test_a_datasets_own_row_cap_replaces_data_max_rows(study, tmp_path):
+    from layershift.study.schema import dataset_row_cap
+
+    study["data"]["max_rows"] = 20
+    study["datasets"]["news"]["max_rows"] = 25
+    config = validate(study, tmp_path)
+    assert dataset_row_cap(config, "news") == 25 and dataset_row_cap(config, "movies") == 20
+    study["datasets"]["news"]["max_rows"] = 5
+    assert "datasets.news.max_rows" in config_error(study, tmp_path)

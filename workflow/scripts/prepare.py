@@ -13,6 +13,7 @@ with script_context(snakemake, offline=False) as sm:
             PrepareConfig,
             data,
             seed=sm.params.seed,
+            max_rows=ds.get("max_rows", data["max_rows"]),
             cleaning=ds.get("cleaning", "paper"),
             min_quality=ds.get("min_quality"),
         ),

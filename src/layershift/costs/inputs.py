@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from layershift.study.schema import dataset_row_cap
+
 CHARS_PER_TOKEN = 4.0  # WordPiece on English: about 4 characters per token (+2 for [CLS] and [SEP])
 
 # Shapes of hub models the paper names, for when the model is not in the local cache yet (no download
@@ -138,7 +140,7 @@ def dataset_stats(config: dict, dataset: str, results: str | Path = "results") -
     """Rows per split and mean tokens per row of a dataset: measured where the data is here, else bounds.
     ``config`` is validated (``validate_schema`` filled the schema's defaults)."""
     entry = config["datasets"][dataset]
-    max_rows = int(config["data"]["max_rows"])
+    max_rows = dataset_row_cap(config, dataset)
     split = config["data"]["split"]
     max_length = int(config["finetune"]["max_length"])
     prepared = Path(results) / "data" / dataset

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from layershift.costs.inputs import DataStats, Shape, dataset_stats, model_shape
 from layershift.study import targets
+from layershift.study.schema import dataset_row_cap
 
 ADAM_FLOP_PER_PARAM = 12  # one Adam update of one parameter, in FLOPs (read-modify-write of 4 tensors)
 EVAL_BATCH_ROWS = 4096  # rows per evaluation / encoding batch of the SAE, crosscoder and feature code
@@ -95,7 +96,7 @@ def _sae_buffers(hidden: int, d_sae: int) -> float:
 
 
 def prepare_work(job: Job) -> Work:
-    return Work(flop=float(job.config["data"]["max_rows"]), bytes=0.0)
+    return Work(flop=float(dataset_row_cap(job.config, job.wildcards["dataset"])), bytes=0.0)
 
 
 def import_onnx_work(job: Job) -> Work:

@@ -179,3 +179,8 @@ def schema_default(section: str, key: str):
     if key not in defaults:
         raise KeyError(f"config schema: {section}.{key} has no default")
     return defaults[key]
+
+
+def dataset_row_cap(config: dict, dataset: str) -> int:
+    """The stratified row cap of one dataset of a validated config: its own ``max_rows``, else ``data.max_rows``."""
+    return int(config["datasets"][dataset].get("max_rows", config["data"]["max_rows"]))
