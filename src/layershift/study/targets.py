@@ -15,40 +15,37 @@ SIMILARITY_MEASURES = (
     "mean_sentence_cosine",
 )
 
-R = "results"
-DATA = R + "/data/{dataset}/{split}.parquet"
-CARD = R + "/data/{dataset}/card.json"
-PRETRAINED = R + "/models/{model}/pretrained.json"
-ONNX_IMPORT = R + "/models/{model}/onnx_import"
-FINETUNED = R + "/models/{model}/{dataset}"
+RESULTS = "results"
+DATA = RESULTS + "/data/{dataset}/{split}.parquet"
+CARD = RESULTS + "/data/{dataset}/card.json"
+PRETRAINED = RESULTS + "/models/{model}/pretrained.json"
+ONNX_IMPORT = RESULTS + "/models/{model}/onnx_import"
+FINETUNED = RESULTS + "/models/{model}/{dataset}"
 FINETUNED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "training_log.csv")
-CLASSIFICATION = R + "/metrics/{model}/{dataset}/classification.json"
-ACTIVATIONS = R + "/activations/{model}/{dataset}/{stage}"
-SIMILARITY = R + "/similarity/{model}/{dataset}.parquet"
-SIMILARITY_ALL = R + "/tables/similarity.parquet"
-SAE = R + "/sae/{model}/{dataset}/{stage}/layer{layer}"
-SAE_NULL = R + "/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
+CLASSIFICATION = RESULTS + "/metrics/{model}/{dataset}/classification.json"
+ACTIVATIONS = RESULTS + "/activations/{model}/{dataset}/{stage}"
+SIMILARITY = RESULTS + "/similarity/{model}/{dataset}.parquet"
+SIMILARITY_ALL = RESULTS + "/tables/similarity.parquet"
+SAE = RESULTS + "/sae/{model}/{dataset}/{stage}/layer{layer}"
+SAE_NULL = RESULTS + "/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
 SAE_FILES = ("cfg.json", "sae_weights.safetensors", "metrics.json")
-SAE_SWEEP = R + "/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.parquet"
-FEATURES = R + "/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
-FEATURE_TOKENS = R + "/features/{model}/{dataset}/{stage}/layer{layer}.top_tokens.parquet"
-PROBE_ACTIVATIONS = (
-    R + "/probes/{model}/{dataset}/layer{layer}.parquet"
-)  # top features on the probe sentences
-PROBE_STATES = (
-    R + "/probes/{model}/{dataset}/states.parquet"
-)  # the probe sentences' hidden states, both stages
-CROSSCODER = R + "/crosscoder/{model}/{dataset}/layer{layer}"
+SAE_SWEEP = RESULTS + "/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.parquet"
+FEATURES = RESULTS + "/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
+FEATURE_TOKENS = RESULTS + "/features/{model}/{dataset}/{stage}/layer{layer}.top_tokens.parquet"
+# top features on the probe sentences; the probe sentences' hidden states, both stages
+PROBE_ACTIVATIONS = RESULTS + "/probes/{model}/{dataset}/layer{layer}.parquet"
+PROBE_STATES = RESULTS + "/probes/{model}/{dataset}/states.parquet"
+CROSSCODER = RESULTS + "/crosscoder/{model}/{dataset}/layer{layer}"
 CROSSCODER_FILES = ("cfg.json", "crosscoder_weights.safetensors", "metrics.json", "latents.parquet")
-DIFF = R + "/diff/{model}/{dataset}/layer{layer}.parquet"
-DIFF_SUMMARY = R + "/diff/{model}/{dataset}/layer{layer}.json"
-ACCURACY_TABLE = R + "/tables/accuracy.csv"
-FEATURE_SUMMARY = R + "/tables/feature_summary.parquet"
-FEATURE_SUMMARY_MD = R + "/tables/feature_summary.md"
-DIFF_TABLE = R + "/tables/diff_summary.parquet"
-REPORT = R + "/report/index.html"
+DIFF = RESULTS + "/diff/{model}/{dataset}/layer{layer}.parquet"
+DIFF_SUMMARY = RESULTS + "/diff/{model}/{dataset}/layer{layer}.json"
+ACCURACY_TABLE = RESULTS + "/tables/accuracy.csv"
+FEATURE_SUMMARY = RESULTS + "/tables/feature_summary.parquet"
+FEATURE_SUMMARY_MD = RESULTS + "/tables/feature_summary.md"
+DIFF_TABLE = RESULTS + "/tables/diff_summary.parquet"
+REPORT = RESULTS + "/report/index.html"
 
-FIG = R + "/figures"
+FIG = RESULTS + "/figures"
 FIG_CLASSIFICATION = FIG + "/classification/{model}/{dataset}.png"
 FIG_ACCURACY = FIG + "/accuracy.png"
 FIG_TRAINING = FIG + "/training/{model}/{dataset}.png"
