@@ -20,6 +20,17 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_CONFIG = Path("config.yaml")
+
+
+def study_config(given: str | None) -> Path | None:
+    """The study config the results page reads (which datasets are synthetic): the one given, else
+    config.yaml where there is one, else None (every dataset counted as real)."""
+    if given is not None:
+        return Path(given)  # a missing file is a one-line error when it is read
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
 def summary(args: argparse.Namespace) -> int:
     """Markdown tables of a finished study: the short summary, or with --markdown the full results page."""
     from layershift.report.results_page import results_page, summary_markdown_text
@@ -34,7 +45,12 @@ def summary(args: argparse.Namespace) -> int:
         print(summary_markdown_text(results), end="")
         return 0
     output = f" --output {args.output}" if args.output else ""
-    page = results_page(results, command=f"layershift summary --markdown {given}{output}")
+    config = f" --config {args.config}" if args.config else ""
+    page = results_page(
+        results,
+        command=f"layershift summary --markdown {given}{config}{output}",
+        config_path=study_config(args.config),
+    )
     if args.output:
         with atomic_path(args.output, suffix=".md") as tmp:
             tmp.write_text(page, encoding="utf-8")
@@ -91,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the full results page (findings and every table), not the summary",
     )
     show.add_argument("--output", help="write the page here (e.g. docs/results.md) instead of to stdout")
+    show.add_argument(
+        "--config",
+        help="the study's config, whose datasets.<name>.synthetic splits the page's findings into real and "
+        "synthetic columns (default: config.yaml where there is one; without: every dataset is real)",
+    )
     show.set_defaults(func=summary)
     cost = sub.add_parser("costs", help="predict each rule's time and memory, the study's wall time and disk")
     cost.add_argument("config")

@@ -107,24 +107,26 @@ def _table(all_tokens, content, shares=(0.2, 0.1)):
 
 
 def test_report_line_where_the_measures_disagree():
-    from layershift.report.findings import content_token_findings
+    from layershift.report.findings import content_token_finding
 
     table = _table(all_tokens=[[1, 0.9, -0.03], [1, 0.9, 0.3]], content=[[1, 0.9, 0.5], [1, 0.9, 0.3]])
-    lines = content_token_findings(table)
-    assert "disagree by more than 0.1 in 1 of 6" in lines[0] and "m / news / layer 2" in lines[0]
-    assert "news 20.0%" in lines[0]
-    assert any(
-        "least similar dataset at the last layer is news over all tokens but movies" in x for x in lines
+    finding = content_token_finding(table)
+    assert finding.holds is False
+    assert (
+        "disagree by more than 0.1 in 1 of 6" in finding.sentence and "m / news / layer 2" in finding.sentence
     )
+    assert "news 20.0%" in finding.sentence
+    assert "least similar dataset at the last layer is news over all tokens but movies" in finding.sentence
 
 
 def test_report_line_where_the_measures_agree():
-    from layershift.report.findings import content_token_findings
+    from layershift.report.findings import content_token_finding
 
     table = _table(all_tokens=[[1, 0.9, 0.2], [1, 0.9, 0.3]], content=[[1, 0.92, 0.22], [1, 0.9, 0.31]])
-    lines = content_token_findings(table)
-    assert len(lines) == 1 and "agree within 0.1 everywhere" in lines[0]
-    assert content_token_findings(table.drop(columns=["cosine_of_content_means"])) == []  # old tables
+    finding = content_token_finding(table)
+    assert finding.holds is True and finding.sentence.startswith("The cosine of means")
+    assert "agree within 0.1 everywhere" in finding.sentence and "least similar" not in finding.sentence
+    assert content_token_finding(table.drop(columns=["cosine_of_content_means"])) is None  # old tables
 
 
 def test_shard_token_kinds_are_the_tokenizers(tmp_path):

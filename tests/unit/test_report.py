@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from layershift.report.findings import findings
+from layershift.report.findings import StudyTables, check_claims
+
+
+def findings(accuracy, similarity, sae, diff) -> list[str]:
+    """The sentence of every claim with something to say on these tables, in the order a reader meets them."""
+    return [
+        finding.sentence for finding in check_claims(StudyTables(accuracy, similarity, sae, diff)).values()
+    ]
 
 
 def study_tables(retained_deep_last: float):
@@ -28,7 +35,9 @@ def study_tables(retained_deep_last: float):
             for layer, c in enumerate([1.0, 0.9, 0.7, 0.5, 0.2])
         ]
     )
-    sae = pd.DataFrame({"explained_variance": [0.8, 0.9], "l0": [10.0, 20.0], "dead_fraction": [0.0, 0.1]})
+    sae = pd.DataFrame(
+        {"dataset": "d", "explained_variance": [0.8, 0.9], "l0": [10.0, 20.0], "dead_fraction": [0.0, 0.1]}
+    )
     diff = pd.DataFrame(
         [
             {"model": "small", "dataset": "d", "layer": 1, "retained_fraction": 0.8, "lost_fraction": 0.05},
@@ -54,10 +63,34 @@ def test_findings_state_the_measured_numbers_per_model():
     assert "largest +0.460 (big / d / layer 4)" in text
 
 
+def test_findings_say_whether_each_claim_holds():
+    checked = check_claims(StudyTables(*study_tables(retained_deep_last=0.2)))
+    holds = {statement: finding.holds for statement, finding in checked.items()}
+    assert holds == {
+        "Fine-tuning lifts test accuracy over the random head": True,
+        "cosine_of_means starts near 1 and falls with depth": True,
+        "cka_sentences starts near 1 and falls with depth": True,
+        "Smaller models stay more similar at their last layer": True,
+        "Every SAE explains at least 0.6 of its layer's variance": True,
+        "Retained SAE features fall with depth": True,
+        "Fine-tuning loses features beyond the seed null": True,
+    }  # no content-token column, no verdicts: those claims have nothing to say
+
+
 def test_findings_follow_the_numbers_not_a_script():
-    rising = findings(*study_tables(retained_deep_last=0.9))
-    retained = next(line for line in rising if line.startswith("Retained SAE features"))
-    assert "in 1 of 2 model x dataset pairs" in retained  # the big model's retained fraction now rises
+    rising = check_claims(StudyTables(*study_tables(retained_deep_last=0.9)))
+    retained = rising["Retained SAE features fall with depth"]
+    assert (
+        "in 1 of 2 model x dataset pairs" in retained.sentence
+    )  # the big model's retained fraction now rises
+    assert retained.holds is False  # one of two pairs is not more than half
+
+
+def test_the_faithful_threshold_is_the_sweeps():
+    from layershift.analysis.sweep import MIN_EXPLAINED_VARIANCE
+    from layershift.report.findings import FAITHFUL_EXPLAINED_VARIANCE
+
+    assert FAITHFUL_EXPLAINED_VARIANCE == MIN_EXPLAINED_VARIANCE
 
 
 def test_findings_state_no_change_for_inconclusive_layers():
@@ -69,6 +102,10 @@ def test_findings_state_no_change_for_inconclusive_layers():
     diff["verdict"] = "inconclusive"
     text = "\n".join(findings(accuracy, similarity, sae, diff))
     assert "Retained SAE features" not in text and "Lost features beyond" not in text
+    diff["verdict"] = "conclusive"
+    checked = check_claims(StudyTables(accuracy, similarity, sae, diff))
+    conclusive = checked["The feature diff is conclusive in every layer"]
+    assert conclusive.holds and "conclusive in all 4" in conclusive.sentence
 
 
 def test_figure_module_loads_seaborn_without_scipy_and_leaves_scipy_importable():
@@ -199,8 +236,13 @@ def test_results_page_states_every_table_from_the_artifacts(tmp_path):
         diff_row
     )  # retained and lost fraction, as the diff table has them
     assert ["small", "1", "d", "pretrained words", "finetuned words"] in rows  # Table 1
-    assert "- Feature diff inconclusive for 1 of 4" in page  # the findings, as the HTML report states them
-    assert "SAE quality: explained variance 0.790-0.810" in page
+    findings_rows = {row[0]: row[1:] for row in rows if len(row) == 2}  # one group: finding | real
+    assert ["finding", "real"] in rows  # without a config every dataset is real: no synthetic column
+    assert findings_rows["The feature diff is conclusive in every layer"][0].startswith(
+        "✗ Feature diff inconclusive for 1 of 4"
+    )  # the findings, as the HTML report states them
+    assert "✓ SAE quality: explained variance 0.790-0.810" in page
+    assert "no study config given: every dataset counts as real text" in page
 
 
 def test_html_report_opens_with_the_findings_and_lists_settings_one_per_row(tmp_path, monkeypatch):
@@ -249,6 +291,9 @@ def test_html_report_opens_with_the_findings_and_lists_settings_one_per_row(tmp_
     headings = re.findall(r"<h2>([^<]*)</h2>", page)
     assert headings[0].startswith("Findings") and headings[1] == "The study", headings
     assert page.index("Fine-tuning lifts test accuracy") < page.index("<h3>Settings</h3>")
+    findings_table = page.split('class="dataframe findings"', 1)[1].split("</table>", 1)[0]
+    header = re.findall(r"<th>([^<]*)</th>", findings_table)
+    assert header == ["finding", "real"], header  # a config without `synthetic`: every dataset real text
     cells = re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>\s*</tr>", page)
     for setting, value in [
         ("seed", "3"),

@@ -48,10 +48,14 @@ def canonical(settings):
     return json.loads(json.dumps(settings, sort_keys=True))
 
 
+KEYS_PREPARE_DOES_NOT_READ = ("probes", "synthetic")  # probes: the features step; synthetic: the report
+
+
 def dataset_cfg(wildcards):
-    """What `prepare` reads of a dataset entry (not its probes, which only the features step uses)."""
+    """What `prepare` reads of a dataset entry (not its probes, which only the features step uses, nor
+    whether it is synthetic, which only the report reads)."""
     entry = config["datasets"][wildcards.dataset]
-    return canonical({key: value for key, value in entry.items() if key != "probes"})
+    return canonical({key: value for key, value in entry.items() if key not in KEYS_PREPARE_DOES_NOT_READ})
 
 
 def dataset_source_file(wildcards):

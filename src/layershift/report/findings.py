@@ -1,15 +1,66 @@
-"""The paper's claims, each checked against this study's tables: one step per kind of finding.
+"""The paper's claims, each checked against this study's tables: one check per claim.
 
-Every step reads only the numbers it is given (nothing here is hard-coded) and returns the sentences it can
-state; a step with nothing to say (too few models, an undefined measure, no diff) returns none.
+Every check reads only the numbers it is given (nothing here is hard-coded) and returns a :class:`Finding`:
+whether the claim holds on those numbers and the sentence that says so, or None where it has nothing to say
+(too few models, no diff, no rows). The checks run on any subset of the datasets
+(:meth:`StudyTables.of_datasets`), so one claim can be checked on the real and on the synthetic corpora apart
+(``layershift.report.finding_groups``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 TREND_MEASURES = ("cosine_of_means", "cka_sentences")
+CONTENT_TOKEN_TOLERANCE = 0.1  # largest gap between the all-token and content-token cosine called agreement
+# an SAE below this explained variance reconstructs too little of its layer to stand for it; the settings
+# sweep calls the same threshold faithful (layershift.analysis.sweep.MIN_EXPLAINED_VARIANCE)
+FAITHFUL_EXPLAINED_VARIANCE = 0.6
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim checked on one set of tables: ``holds`` (None: not stated, e.g. the measure is undefined)
+    and the sentence with the numbers behind it."""
+
+    holds: bool | None
+    sentence: str
+
+
+@dataclass(frozen=True)
+class StudyTables:
+    """The tables the claims are checked on: accuracy (long, one row per evaluation row), similarity per
+    layer, SAE quality per SAE and the diff summary per layer (empty where the study has none)."""
+
+    accuracy: pd.DataFrame
+    similarity: pd.DataFrame
+    sae: pd.DataFrame
+    diff: pd.DataFrame
+
+    def tables(self) -> tuple[pd.DataFrame, ...]:
+        return (self.accuracy, self.similarity, self.sae, self.diff)
+
+    def datasets(self) -> list[str]:
+        """Every dataset any of the tables has a row of, sorted."""
+        names: set[str] = set()
+        for table in self.tables():
+            if "dataset" in table:
+                names |= set(table["dataset"].dropna())
+        return sorted(names)
+
+    def of_datasets(self, names: Iterable[str]) -> StudyTables:
+        """The rows of these datasets only (a table without a dataset column, e.g. an empty diff, as it is)."""
+        keep = set(names)
+
+        def rows(table: pd.DataFrame) -> pd.DataFrame:
+            return table[table["dataset"].isin(keep)] if "dataset" in table else table
+
+        return StudyTables(*(rows(table) for table in self.tables()))
 
 
 def _trend(values: np.ndarray) -> float:
@@ -31,61 +82,67 @@ def _last_layers(similarity: pd.DataFrame) -> pd.DataFrame:
     return similarity.loc[similarity.groupby(["model", "dataset"])["layer"].idxmax()]
 
 
-def accuracy_findings(accuracy: pd.DataFrame) -> list[str]:
-    """How much fine-tuning lifts test accuracy over the random head and over the linear probe."""
+def accuracy_finding(accuracy: pd.DataFrame) -> Finding | None:
+    """How much fine-tuning lifts test accuracy over the random head and over the linear probe; it holds
+    where fine-tuning beats the random head in more than half of the model x dataset pairs."""
+    if accuracy.empty:
+        return None
     pivot = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy")
     gain = (pivot["finetuned"] - pivot["pretrained"]) * 100
     probe_gap = (pivot["finetuned"] - pivot["linear_probe"]) * 100
-    return [
+    sentence = (
         f"Fine-tuning lifts test accuracy over the pretrained encoder with a random head in "
-        f"{int((gain > 0).sum())} of {len(gain)} model x dataset pairs (mean +{gain.mean():.1f} points, "
+        f"{int((gain > 0).sum())} of {len(gain)} model x dataset pairs (mean {gain.mean():+.1f} points, "
         f"range {gain.min():+.1f} to {gain.max():+.1f}); over a linear probe on frozen features by "
         f"{probe_gap.mean():+.1f} points on average."
-    ]
+    )
+    return Finding(bool((gain > 0).mean() > 0.5), sentence)
 
 
-def depth_trend_finding(similarity: pd.DataFrame, measure: str) -> str:
+def depth_trend_finding(similarity: pd.DataFrame, measure: str) -> Finding | None:
     """Whether ``measure`` starts near 1 and falls with depth (the paper's shape), or that it is undefined."""
+    if similarity.empty or measure not in similarity:
+        return None
     if similarity[measure].isna().all():  # e.g. CKA of one sentence: no claim either way
-        return f"{measure}: undefined in every cell (fewer than two rows to compare), no trend stated."
+        return Finding(
+            None, f"{measure}: undefined in every cell (fewer than two rows to compare), no trend stated."
+        )
     first = similarity[similarity["layer"] == 1][measure]
     trends = similarity.groupby(["model", "dataset"])[measure].apply(lambda s: _trend(s.to_numpy()))
     drop = similarity.groupby(["model", "dataset"]).apply(
         lambda g, m=measure: _first_block_drop(g, m), include_groups=False
     )
-    holds = (trends < 0).mean() > 0.5
-    return (
+    holds = bool((trends < 0).mean() > 0.5)
+    sentence = (
         f"{measure}: about {first.mean():.3f} after the first block (paper: ~1.0 early); falls with depth in "
         f"{int((trends < 0).sum())} of {len(trends)} model x dataset pairs (mean drop first to last block "
         f"{drop.mean():.3f}) - {'yes' if holds else 'no'}, the paper's shape "
         f"{'holds' if holds else 'does not hold'} here."
     )
+    return Finding(holds, sentence)
 
 
-def content_token_findings(similarity: pd.DataFrame, tolerance: float = 0.1) -> list[str]:
+def content_token_sentences(similarity: pd.DataFrame, tolerance: float) -> list[str]:
     """Where the paper's cosine of means (all tokens) and the same over content tokens disagree: by more
     than ``tolerance`` at some layer, or in which dataset ends least similar at each model's last layer."""
-    if "cosine_of_content_means" not in similarity or similarity["cosine_of_content_means"].isna().all():
-        return []
     gap = similarity["cosine_of_content_means"] - similarity["cosine_of_means"]
     shares = similarity.groupby("dataset")["special_share"].mean()
     share_text = ", ".join(f"{d} {v:.1%}" for d, v in shares.items())
-    out = []
     if gap.abs().max() > tolerance:
         worst = similarity.loc[gap.abs().idxmax()]
-        out.append(
+        out = [
             f"The cosine of means over all tokens and over content tokens only (special tokens excluded; "
             f"their share, mean over models: {share_text}) disagree by more than {tolerance} in "
             f"{int((gap.abs() > tolerance).sum())} of {len(gap)} model x dataset x layer cells; most at "
             f"{worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}: "
             f"{worst['cosine_of_means']:.3f} with the specials, {worst['cosine_of_content_means']:.3f} without."
-        )
+        ]
     else:
-        out.append(
+        out = [
             f"The cosine of means over all tokens and over content tokens only agree within {tolerance} "
             f"everywhere (largest gap {gap.abs().max():.3f}; special-token share, mean over models: "
             f"{share_text})."
-        )
+        ]
     for model, group in _last_layers(similarity).groupby("model"):
         if len(group) < 2:
             continue
@@ -99,25 +156,42 @@ def content_token_findings(similarity: pd.DataFrame, tolerance: float = 0.1) -> 
     return out
 
 
-def model_size_findings(similarity: pd.DataFrame) -> list[str]:
+def content_token_finding(
+    similarity: pd.DataFrame, tolerance: float = CONTENT_TOKEN_TOLERANCE
+) -> Finding | None:
+    """Whether the cosine of means over all tokens and over content tokens agree within ``tolerance``
+    everywhere (the special tokens do not drive the paper's measure); None for tables without the latter."""
+    if "cosine_of_content_means" not in similarity or similarity["cosine_of_content_means"].isna().all():
+        return None
+    gap = similarity["cosine_of_content_means"] - similarity["cosine_of_means"]
+    return Finding(
+        bool(gap.abs().max() <= tolerance), " ".join(content_token_sentences(similarity, tolerance))
+    )
+
+
+def model_size_finding(similarity: pd.DataFrame) -> Finding | None:
     """Whether the shallowest model ends more similar than the deepest (cosine of means, last layer)."""
+    if similarity.empty:
+        return None
     by_model = _last_layers(similarity).groupby("model")["cosine_of_means"].mean()
     depth = similarity.groupby("model")["layer"].max()
     if len(by_model) < 2:
-        return []
+        return None
     shallow, deep = depth.idxmin(), depth.idxmax()
-    verdict = "yes" if by_model[shallow] > by_model[deep] else "no"
-    return [
-        f"Smaller models stay more similar at their last layer: {verdict} ({shallow}, {depth[shallow]} "
-        f"layers: {by_model[shallow]:.3f} vs {deep}, {depth[deep]} layers: {by_model[deep]:.3f}, cosine of "
-        "means)."
-    ]
+    holds = bool(by_model[shallow] > by_model[deep])
+    sentence = (
+        f"Smaller models stay more similar at their last layer: {'yes' if holds else 'no'} ({shallow}, "
+        f"{depth[shallow]} layers: {by_model[shallow]:.3f} vs {deep}, {depth[deep]} layers: "
+        f"{by_model[deep]:.3f}, cosine of means)."
+    )
+    return Finding(holds, sentence)
 
 
-def sae_quality_findings(sae: pd.DataFrame) -> list[str]:
-    """The range of the SAEs' explained variance (counting those without one), mean L0 and dead fraction."""
+def sae_quality_finding(sae: pd.DataFrame) -> Finding | None:
+    """The range of the SAEs' explained variance (counting those without one), mean L0 and dead fraction;
+    it holds where every SAE with an explained variance reaches ``FAITHFUL_EXPLAINED_VARIANCE``."""
     if sae.empty:
-        return []
+        return None
     explained = pd.to_numeric(sae["explained_variance"], errors="coerce")  # null in metrics.json: undefined
     defined = explained.dropna()
     spread = (
@@ -130,26 +204,41 @@ def sae_quality_findings(sae: pd.DataFrame) -> list[str]:
             f" ({int(explained.isna().sum())} of {len(explained)} SAEs without one: fewer than two "
             "evaluation rows)"
         )
-    return [
+    sentence = (
         f"SAE quality: {spread}, mean L0 {sae['l0'].mean():.1f}, dead fraction up to "
         f"{sae['dead_fraction'].max():.2f}."
-    ]
+    )
+    holds = bool((defined >= FAITHFUL_EXPLAINED_VARIANCE).all()) if len(defined) else None
+    return Finding(holds, sentence)
 
 
-def inconclusive_findings(diff: pd.DataFrame) -> list[str]:
-    """How many diff cells are inconclusive (no change is stated for those)."""
+def _conclusive(diff: pd.DataFrame) -> pd.DataFrame:
+    """The diff's conclusive cells (every cell of a table without verdicts): an inconclusive one supports
+    no retained / lost finding."""
+    return diff[diff["verdict"] == "conclusive"] if "verdict" in diff else diff
+
+
+def conclusive_finding(diff: pd.DataFrame) -> Finding | None:
+    """Whether every diff cell is conclusive; the inconclusive ones are counted (no change is stated for them)."""
+    if diff.empty or "verdict" not in diff:
+        return None
     inconclusive = diff[diff["verdict"] != "conclusive"]
     if not len(inconclusive):
-        return []
-    return [
+        return Finding(True, f"Feature diff conclusive in all {len(diff)} model x dataset x layer cells.")
+    return Finding(
+        False,
         f"Feature diff inconclusive for {len(inconclusive)} of {len(diff)} model x dataset x layer cells "
         "(too few SAE features reproduced by their seed nulls above chance); no retained / lost change "
-        "is stated for them."
-    ]
+        "is stated for them.",
+    )
 
 
-def retained_findings(diff: pd.DataFrame) -> list[str]:
-    """Whether retained SAE features fall with depth, and the mean retained fraction per model and layer."""
+def retained_finding(diff: pd.DataFrame) -> Finding | None:
+    """Whether retained SAE features fall with depth (in more than half of the model x dataset pairs), and
+    the mean retained fraction per model and layer; conclusive cells only."""
+    diff = _conclusive(diff)
+    if diff.empty or "retained_fraction" not in diff:
+        return None
     trend = diff.groupby(["model", "dataset"]).apply(
         lambda g: _trend(g.sort_values("layer")["retained_fraction"].to_numpy()), include_groups=False
     )
@@ -158,43 +247,90 @@ def retained_findings(diff: pd.DataFrame) -> list[str]:
         f"{model} " + ", ".join(f"layer {int(layer)}: {v:.2f}" for layer, v in retained[model].items())
         for model in retained.index.unique("model")
     )
-    return [
+    sentence = (
         f"Retained SAE features fall with depth (the paper's hypothesis) in {int((trend < 0).sum())} of "
         f"{len(trend)} model x dataset pairs; mean retained fraction over datasets per layer: {per_model}."
-    ]
+    )
+    return Finding(bool((trend < 0).mean() > 0.5), sentence)
 
 
-def lost_beyond_null_findings(diff: pd.DataFrame) -> list[str]:
-    """Lost features minus the seed null's lost fraction: change beyond retraining with another seed."""
-    if "baseline_lost_fraction" not in diff:
-        return []
+def lost_beyond_null_finding(diff: pd.DataFrame) -> Finding | None:
+    """Lost features minus the seed null's lost fraction: change beyond retraining with another seed; it
+    holds where the mean excess is positive. Conclusive cells only."""
+    diff = _conclusive(diff)
+    if diff.empty or "baseline_lost_fraction" not in diff or "lost_fraction" not in diff:
+        return None
     excess = diff["lost_fraction"] - diff["baseline_lost_fraction"]
     worst = diff.loc[excess.idxmax()]
-    return [
+    sentence = (
         f"Lost features beyond the seed null (lost minus the null's lost fraction): mean {excess.mean():+.3f}, "
         f"largest {excess.max():+.3f} ({worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}); "
         "positive = change beyond what retraining with another seed produces."
-    ]
+    )
+    return Finding(bool(excess.mean() > 0), sentence)
 
 
-def diff_findings(diff: pd.DataFrame) -> list[str]:
-    """The feature diff's findings, stated for conclusive cells only (an inconclusive one supports none)."""
-    out = []
-    if not diff.empty and "verdict" in diff:
-        out += inconclusive_findings(diff)
-        diff = diff[diff["verdict"] == "conclusive"]
-    if not diff.empty and "retained_fraction" in diff:
-        out += retained_findings(diff) + lost_beyond_null_findings(diff)
-    return out
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper as a reader meets it (``statement``) and the check that tests it on tables."""
+
+    statement: str
+    check: Callable[[StudyTables], Finding | None]
 
 
-def findings(
-    accuracy: pd.DataFrame, similarity: pd.DataFrame, sae: pd.DataFrame, diff: pd.DataFrame
-) -> list[str]:
-    """The paper's claims, each checked against this study's numbers, in the order a reader meets them."""
-    out = accuracy_findings(accuracy)
-    out += [depth_trend_finding(similarity, measure) for measure in TREND_MEASURES]
-    out += content_token_findings(similarity)
-    out += model_size_findings(similarity)
-    out += sae_quality_findings(sae)
-    return out + diff_findings(diff)
+def _on_accuracy(tables: StudyTables) -> Finding | None:
+    return accuracy_finding(tables.accuracy)
+
+
+def _on_depth_trend(tables: StudyTables, measure: str) -> Finding | None:
+    return depth_trend_finding(tables.similarity, measure)
+
+
+def _on_content_tokens(tables: StudyTables) -> Finding | None:
+    return content_token_finding(tables.similarity)
+
+
+def _on_model_size(tables: StudyTables) -> Finding | None:
+    return model_size_finding(tables.similarity)
+
+
+def _on_sae_quality(tables: StudyTables) -> Finding | None:
+    return sae_quality_finding(tables.sae)
+
+
+def _on_conclusive(tables: StudyTables) -> Finding | None:
+    return conclusive_finding(tables.diff)
+
+
+def _on_retained(tables: StudyTables) -> Finding | None:
+    return retained_finding(tables.diff)
+
+
+def _on_lost_beyond_null(tables: StudyTables) -> Finding | None:
+    return lost_beyond_null_finding(tables.diff)
+
+
+CLAIMS = (  # in the order a reader meets them
+    Claim("Fine-tuning lifts test accuracy over the random head", _on_accuracy),
+    *(
+        Claim(f"{measure} starts near 1 and falls with depth", partial(_on_depth_trend, measure=measure))
+        for measure in TREND_MEASURES
+    ),
+    Claim(
+        f"The cosine of means agrees over all tokens and content tokens (within {CONTENT_TOKEN_TOLERANCE})",
+        _on_content_tokens,
+    ),
+    Claim("Smaller models stay more similar at their last layer", _on_model_size),
+    Claim(
+        f"Every SAE explains at least {FAITHFUL_EXPLAINED_VARIANCE} of its layer's variance", _on_sae_quality
+    ),
+    Claim("The feature diff is conclusive in every layer", _on_conclusive),
+    Claim("Retained SAE features fall with depth", _on_retained),
+    Claim("Fine-tuning loses features beyond the seed null", _on_lost_beyond_null),
+)
+
+
+def check_claims(tables: StudyTables) -> dict[str, Finding]:
+    """Every claim with something to say on these tables, by statement, in the order a reader meets them."""
+    checked = {claim.statement: claim.check(tables) for claim in CLAIMS}
+    return {statement: finding for statement, finding in checked.items() if finding is not None}

@@ -14,7 +14,8 @@ import pandas as pd
 from jinja2 import Environment, select_autoescape
 
 from layershift.core.io import atomic_path, read_json, read_table
-from layershift.report.findings import findings
+from layershift.report.finding_groups import study_findings, synthetic_datasets
+from layershift.report.findings import StudyTables
 from layershift.report.tables import sae_quality
 
 SECTIONS = [
@@ -34,7 +35,7 @@ TEMPLATE = """<!doctype html>
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.3em 0}
-figure{margin:0 0 1.2em}figcaption{font-size:.85em;color:#555}nav a{margin-right:1em}.muted{color:#666;font-size:.85em}
+.findings td{text-align:left;vertical-align:top}figure{margin:0 0 1.2em}figcaption{font-size:.85em;color:#555}nav a{margin-right:1em}.muted{color:#666;font-size:.85em}
 </style></head><body>
 <h1>layershift: how fine-tuning changes a transformer, layer by layer</h1>
 <p class="muted">Generated {{ generated }} from the artifacts under results/. Config: {{ config_file }}.</p>
@@ -42,7 +43,6 @@ figure{margin:0 0 1.2em}figcaption{font-size:.85em;color:#555}nav a{margin-right
 {% for id, title in sections %}<section id="{{ id }}"><h2>{{ title }}</h2>
 {% for block in blocks[id] %}{% if block.kind == "html" %}{{ block.html | safe }}
 {% elif block.kind == "figure" %}<figure><img alt="{{ block.caption }}" src="data:image/png;base64,{{ block.data }}"><figcaption>{{ block.caption }}</figcaption></figure>
-{% elif block.kind == "list" %}<ul>{% for item in block["items"] %}<li>{{ item }}</li>{% endfor %}</ul>
 {% else %}<p>{{ block.text }}</p>{% endif %}{% endfor %}</section>
 {% endfor %}</body></html>
 """
@@ -58,6 +58,15 @@ def para(text: str) -> dict:
 
 def table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> dict:
     return html(frame.to_html(index=False, float_format=floatfmt.format, border=0, na_rep="-"))
+
+
+def findings_blocks(tables: StudyTables, config: dict, config_file: str) -> list[dict]:
+    """The findings as a table: each claim checked on the real and on the synthetic datasets apart (one
+    column per group the study has), with a note naming the datasets of each column."""
+    synthetic = synthetic_datasets(config, config_file)
+    note, frame = study_findings(tables, synthetic, config_file, listed=config.get("datasets", {}))
+    plain_note = note.replace("`", "")  # the note is Markdown; here its code spans are plain text
+    return [para(plain_note), html(frame.to_html(index=False, border=0, classes="findings"))]
 
 
 def figure(path: str | Path, caption: str) -> dict:
@@ -215,7 +224,7 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
     ).reset_index()
     acc_wide.columns = [" ".join(c).strip() for c in acc_wide.columns]
     blocks = {
-        "findings": [{"kind": "list", "items": findings(accuracy, similarity, sae, diff)}],
+        "findings": findings_blocks(StudyTables(accuracy, similarity, sae, diff), config, config_file),
         "study": study_blocks(config, inputs["cards"], inputs["models"], inputs.get("benchmarks", [])),
         "classification": [
             table(acc_wide),

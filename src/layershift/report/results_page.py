@@ -15,8 +15,10 @@ import pandas as pd
 
 from layershift.core.errors import ArtifactError, LayershiftError
 from layershift.core.io import read_table, reading
-from layershift.report.findings import findings
+from layershift.report.finding_groups import study_findings, synthetic_datasets
+from layershift.report.findings import StudyTables
 from layershift.report.tables import ROWS, sae_quality, summary_markdown
+from layershift.study.schema import load_yaml
 
 REQUIRED_TABLES = ("accuracy.csv", "similarity.parquet")  # what every finished study has
 SIMILARITY_COLUMNS = ["model", "dataset", "layer", "cosine_of_means", "cka_sentences", "cka_tokens"]
@@ -191,8 +193,22 @@ def page_header(command: str) -> str:
     )
 
 
-def results_page(results: Path, command: str) -> str:
-    """The full results page: findings, then every table of the study; ``command`` is what regenerates it."""
+def findings_markdown(tables: StudyTables, config_path: Path | None) -> str:
+    """The findings as a Markdown table: each claim on the real and on the synthetic datasets apart, which
+    datasets are synthetic read from the study config at ``config_path`` (None: none found, all real)."""
+    if config_path is None:
+        synthetic, origin, listed = set(), None, None
+    else:
+        config, origin = load_yaml(config_path), str(config_path)
+        synthetic, listed = synthetic_datasets(config, origin), config.get("datasets") or {}
+    note, frame = study_findings(tables, synthetic, origin, listed)
+    cells = frame.map(lambda text: str(text).replace("|", "\\|"))  # a pipe would end the Markdown cell
+    return f"{note}\n\n{cells.to_markdown(index=False)}\n"
+
+
+def results_page(results: Path, command: str, config_path: Path | None = None) -> str:
+    """The full results page: findings, then every table of the study; ``command`` is what regenerates it,
+    ``config_path`` the study config that says which datasets are synthetic (None: every dataset is real)."""
     check_finished(results)
     accuracy, similarity = read_accuracy(results), read_similarity(results)
     sae, diff = read_sae_quality(results), read_diff(results)
@@ -205,7 +221,7 @@ def results_page(results: Path, command: str) -> str:
         *diff_sections(diff, DIFF_COLUMNS + PAGE_DIFF_EXTRA),
     ]
     parts = [page_header(command), "## Findings\n"]
-    parts.append("\n".join(f"- {line}" for line in findings(accuracy, similarity, sae, diff)) + "\n")
+    parts.append(findings_markdown(StudyTables(accuracy, similarity, sae, diff), config_path))
     for section in sections:
         note = f"{section.note}\n\n" if section.note else ""
         parts.append(f"## {section.title}\n\n{note}{section.markdown()}\n")
