@@ -28,7 +28,18 @@ import pyarrow.parquet as pq
 from safetensors.numpy import load_file
 from scipy.optimize import linear_sum_assignment
 
-BAR = {"median": 0.7, "share": 0.8, "ev": 0.6, "holdout": (0.07, 0.13)}
+from layershift.study.acceptance import (
+    MIN_EXPLAINED_VARIANCE,
+    MIN_SEED_NULL_MEDIAN_COSINE,
+    MIN_SHARE_ABOVE_CHANCE,
+)
+
+BAR = {
+    "median": MIN_SEED_NULL_MEDIAN_COSINE,
+    "share": MIN_SHARE_ABOVE_CHANCE,
+    "ev": MIN_EXPLAINED_VARIANCE,
+    "holdout": (0.07, 0.13),
+}
 
 
 def load_sae(directory: Path) -> dict:

@@ -86,13 +86,6 @@ def test_findings_follow_the_numbers_not_a_script():
     assert retained.holds is False  # one of two pairs is not more than half
 
 
-def test_the_faithful_threshold_is_the_sweeps():
-    from layershift.analysis.sweep import MIN_EXPLAINED_VARIANCE
-    from layershift.report.findings import FAITHFUL_EXPLAINED_VARIANCE
-
-    assert FAITHFUL_EXPLAINED_VARIANCE == MIN_EXPLAINED_VARIANCE
-
-
 def test_findings_state_no_change_for_inconclusive_layers():
     accuracy, similarity, sae, diff = study_tables(retained_deep_last=0.2)
     diff["verdict"] = ["conclusive", "conclusive", "conclusive", "inconclusive"]

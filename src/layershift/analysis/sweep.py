@@ -32,10 +32,10 @@ from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig, archit
 from layershift.dictionaries.sae.files import load_sae
 from layershift.dictionaries.sae.model import SAE
 from layershift.dictionaries.sae.train import train_sae_on_shards, with_epochs_for_tokens
+from layershift.study.acceptance import MIN_EXPLAINED_VARIANCE
 from layershift.study.schema import from_section
 from layershift.study.targets import is_study_setting
 
-MIN_EXPLAINED_VARIANCE = 0.6  # below this an SAE reconstructs too little of the layer to stand for it
 FIRING_BATCH_ROWS = 4096  # rows per batch when counting where a trained SAE's latents fire
 
 

@@ -222,7 +222,7 @@ def plot_sae_sweep(inputs, wildcards, params) -> plt.Figure:
     """The settings frontier of one layer: seed reproducibility (median matched decoder cosine of two seeds)
     against held-out explained variance, a point per setting sized by L0, with the acceptance lines
     (median 0.7, EV 0.6) and the random-matching 99th percentile."""
-    from layershift.analysis.sweep import MIN_EXPLAINED_VARIANCE
+    from layershift.study.acceptance import MIN_EXPLAINED_VARIANCE
 
     frame = read_table(inputs[0])
     frame = frame.assign(**{"L0 (active latents)": frame["l0"].round(1)})

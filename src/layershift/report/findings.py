@@ -16,11 +16,10 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from layershift.study.acceptance import MIN_EXPLAINED_VARIANCE
+
 TREND_MEASURES = ("cosine_of_means", "cka_sentences")
 CONTENT_TOKEN_TOLERANCE = 0.1  # largest gap between the all-token and content-token cosine called agreement
-# an SAE below this explained variance reconstructs too little of its layer to stand for it; the settings
-# sweep calls the same threshold faithful (layershift.analysis.sweep.MIN_EXPLAINED_VARIANCE)
-FAITHFUL_EXPLAINED_VARIANCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,7 @@ def model_size_finding(similarity: pd.DataFrame) -> Finding | None:
 
 def sae_quality_finding(sae: pd.DataFrame) -> Finding | None:
     """The range of the SAEs' explained variance (counting those without one), mean L0 and dead fraction;
-    it holds where every SAE with an explained variance reaches ``FAITHFUL_EXPLAINED_VARIANCE``."""
+    it holds where every SAE with an explained variance reaches ``MIN_EXPLAINED_VARIANCE``."""
     if sae.empty:
         return None
     explained = pd.to_numeric(sae["explained_variance"], errors="coerce")  # null in metrics.json: undefined
@@ -208,7 +207,7 @@ def sae_quality_finding(sae: pd.DataFrame) -> Finding | None:
         f"SAE quality: {spread}, mean L0 {sae['l0'].mean():.1f}, dead fraction up to "
         f"{sae['dead_fraction'].max():.2f}."
     )
-    holds = bool((defined >= FAITHFUL_EXPLAINED_VARIANCE).all()) if len(defined) else None
+    holds = bool((defined >= MIN_EXPLAINED_VARIANCE).all()) if len(defined) else None
     return Finding(holds, sentence)
 
 
@@ -321,9 +320,7 @@ CLAIMS = (  # in the order a reader meets them
         _on_content_tokens,
     ),
     Claim("Smaller models stay more similar at their last layer", _on_model_size),
-    Claim(
-        f"Every SAE explains at least {FAITHFUL_EXPLAINED_VARIANCE} of its layer's variance", _on_sae_quality
-    ),
+    Claim(f"Every SAE explains at least {MIN_EXPLAINED_VARIANCE} of its layer's variance", _on_sae_quality),
     Claim("The feature diff is conclusive in every layer", _on_conclusive),
     Claim("Retained SAE features fall with depth", _on_retained),
     Claim("Fine-tuning loses features beyond the seed null", _on_lost_beyond_null),
