@@ -101,7 +101,9 @@ def train_point_saes(
 ) -> dict[str, Any]:
     """The four SAEs of one curve point on the layer's first ``n_rows`` rows: ``{stage: SAE}`` and
     ``{stage}_seed_null``, trained as the study's ``train_sae`` rule trains them (settings, seeds, held-out
-    rows drawn with the split seed among these rows)."""
+    rows drawn with the split seed among these rows). With ``checkpoint_root`` each SAE checkpoints every
+    epoch there, as the study's do (a job cut short resumes the SAE it was training; with few rows and a fixed
+    ``training_tokens`` that is many small writes), and removes them once trained."""
     runs = [(stage, layer.stage_seeds[stage], stage) for stage in STAGES]
     runs += [(stage, layer.null_seeds[stage], f"{stage}_seed_null") for stage in STAGES]
     saes = {}
@@ -112,9 +114,7 @@ def train_point_saes(
             SAEConfig, layer.sae_section, d_in=d_in, hook_name=f"hidden_states.{layer.layer}", metadata=meta
         )
         resume = (
-            None
-            if checkpoint_root is None
-            else Path(checkpoint_root) / f"rows{n_rows}" / stage / f"seed{seed}"
+            None if checkpoint_root is None else Path(checkpoint_root) / f"rows{n_rows}-{stage}-seed{seed}"
         )
         saes[name], _ = train_sae_on_shards(
             layer.shard_dirs[stage],

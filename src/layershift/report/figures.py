@@ -419,7 +419,9 @@ def plot_verdict_curve(inputs, wildcards, params) -> plt.Figure:
     layers = sorted(curve["layer"].unique(), key=int)
     bar = read_metadata(inputs[0])["min_stable_share"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, stage in zip(axes, ("pretrained", "finetuned"), strict=True):
+    for ax, (stage, shown) in zip(
+        axes, (("pretrained", "pretrained"), ("finetuned", "fine-tuned")), strict=True
+    ):
         data = curve.assign(share=curve[f"stable_fraction_{stage}"])
         sns.lineplot(
             data=data, x="tokens", y="share", hue="layer", hue_order=layers, marker="o", errorbar=None, ax=ax
@@ -429,7 +431,9 @@ def plot_verdict_curve(inputs, wildcards, params) -> plt.Figure:
             conclusive["tokens"], conclusive["share"], s=120, facecolors="none", edgecolors="black", zorder=3
         )
         ax.axhline(bar, color="0.3", linestyle="--", linewidth=1)
-        ax.set(xscale="log", ylim=(0, 1.02), xlabel="token rows the SAEs saw", title=f"{stage} SAEs")
+        ax.set(xscale="log", ylim=(0, 1.02), xlabel="token rows the SAEs saw", title=f"{shown} SAEs")
+        for axis_ticks in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):  # 20,000, not 2×10⁴
+            axis_ticks(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
     axes[0].set_ylabel("share of live features stable")
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes:
