@@ -14,10 +14,9 @@ diff is the point at f = 1 (:func:`full_data_point`), read, not retrained.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,8 @@ from layershift.data.shards import ShardReader, holdout_rows, keep_pair_in_memor
 from layershift.dictionaries.sae.config import SAEConfig, SAETrainConfig
 from layershift.dictionaries.sae.train import train_sae_on_shards, with_epochs_for_tokens
 from layershift.study.schema import from_section
+from layershift.study.targets import STAGES
 
-STAGES = ("pretrained", "finetuned")
 # what the curve keeps of a diff summary, per point (counts and shares per stage, the verdict, label fractions)
 SUMMARY_COLUMNS = (
     "verdict",
@@ -61,7 +60,7 @@ class CurveLayer:
     null_seeds: dict[str, int]  # stage -> seed of the stage's (first) seed null
     split_seed: int  # the held-out rows' seed, one for every SAE of the layer
     layer: int
-    metadata: dict = dataclasses.field(default_factory=dict)  # model / dataset, recorded in each SAE's cfg
+    metadata: dict = field(default_factory=dict)  # model / dataset, recorded in each SAE's cfg
     threads: int | None = None
 
     def training_settings(self, seed: int) -> SAETrainConfig:
@@ -75,7 +74,7 @@ def fraction_rows(n_rows: int, fraction: float) -> int:
     training row), at most ``n_rows``."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    return min(n_rows, max(2, math.ceil(fraction * n_rows)))
+    return min(n_rows, max(2, math.ceil(round(fraction * n_rows, 6))))  # 0.7 x 1000 is 700, not 701
 
 
 def rows_and_tokens(shard_dir: str | os.PathLike, max_rows: int | None = None) -> tuple[int, int]:
@@ -129,7 +128,9 @@ def train_point_saes(
 
 
 def diff_on_rows(layer: CurveLayer, saes: dict[str, Any], n_rows: int) -> dict[str, Any]:
-    """The diff summary of the four SAEs on the layer's first ``n_rows`` paired rows."""
+    """The diff summary of the four SAEs on the layer's first ``n_rows`` paired rows, on the CPU as the
+    study's ``diff`` rule runs it (it loads the SAEs there), whatever device trained them."""
+    saes = {name: sae.to("cpu") for name, sae in saes.items()}
     readers = open_paired(*(layer.shard_dirs[stage] for stage in STAGES), max_rows=n_rows)
     keep_pair_in_memory(*readers, layer.diff_cfg.memory_cache_mb)
 
