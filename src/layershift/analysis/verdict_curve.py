@@ -74,7 +74,7 @@ def fraction_rows(n_rows: int, fraction: float) -> int:
     training row), at most ``n_rows``."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    return min(n_rows, max(2, math.ceil(round(fraction * n_rows, 6))))  # 0.7 x 1000 is 700, not 701
+    return min(n_rows, max(2, math.ceil(round(fraction * n_rows, 6))))  # 0.07 x 100 is 7, not 8
 
 
 def rows_and_tokens(shard_dir: str | os.PathLike, max_rows: int | None = None) -> tuple[int, int]:
