@@ -46,6 +46,7 @@ include: "workflow/rules/crosscoder.smk"
 
 
 include: "workflow/rules/diff.smk"
+include: "workflow/rules/verdict_curve.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 

@@ -31,6 +31,7 @@ def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> No
     for name, model in config["models"].items():
         _check_model(name, _rebased(model, Path(base_dir)), origin, config["finetune"]["max_length"])
     _check_sweep(config.get("sae_sweep", {}), config, origin)
+    _check_verdict_curve(config.get("verdict_curve"), config, origin)
     _check_widths(config, origin)
     _check_palette(config["figures"]["palette"], origin)
 
@@ -104,6 +105,35 @@ def _check_sweep(sweep: dict, config: dict, origin: str) -> None:
     layers = config["models"][model]["sae_layers"]
     if layer is not None and layer not in layers:
         raise ConfigError(f"{origin}: sae_sweep.layer: {layer} is not one of {model}'s sae_layers {layers}")
+
+
+def _check_verdict_curve(curve: dict | None, config: dict, origin: str) -> None:
+    """The verdict curve's model and dataset are entries of the study (both named once fractions are given),
+    its fractions ascend without repeats, and each stage has a seed null (a verdict needs one)."""
+    if not curve:
+        return
+    fractions = curve.get("fractions") or []
+    for key, entries in (("model", config["models"]), ("dataset", config["datasets"])):
+        name = curve.get(key)
+        if name is None and fractions:
+            raise ConfigError(
+                f"{origin}: verdict_curve.{key}: name one of the study's {key}s ({', '.join(entries)})"
+            )
+        if name is not None and name not in entries:
+            raise ConfigError(
+                f"{origin}: verdict_curve.{key}: {name!r} is not an entry of {key}s{did_you_mean(name, entries, key + 's')}"
+            )
+    if len(set(fractions)) != len(fractions):
+        repeated = sorted({fraction for fraction in fractions if fractions.count(fraction) > 1})
+        raise ConfigError(f"{origin}: verdict_curve.fractions: {repeated[0]:g} is listed twice")
+    if fractions != sorted(fractions):
+        raise ConfigError(
+            f"{origin}: verdict_curve.fractions: {fractions} must ascend (write {sorted(fractions)})"
+        )
+    if fractions and config["sae"]["null_seeds"] < 1:
+        raise ConfigError(
+            f"{origin}: verdict_curve: a verdict needs each stage's seed null; set sae.null_seeds ≥ 1 (it is 0)"
+        )
 
 
 CONTENT_CHECK_MAX_BYTES = 50 * 2**20  # larger files are content-checked by the (cheap, local) prepare job

@@ -126,6 +126,19 @@ def default_study_inputs(workdir: Path) -> Path:
     return workdir
 
 
+# the default study's verdict curve as the tests turn it on (config.yaml ships without one: off)
+DEFAULT_VERDICT_CURVE = {"model": "minilm-l6", "dataset": "movies", "fractions": [0.25, 0.5]}
+
+
+def enable_verdict_curve(config_path: Path, curve: dict | None = None) -> Path:
+    """Append a ``verdict_curve`` section (default: :data:`DEFAULT_VERDICT_CURVE`) to a study's config file,
+    which must have none yet; return the path."""
+    section = yaml.safe_dump({"verdict_curve": curve or DEFAULT_VERDICT_CURVE}, sort_keys=False)
+    with Path(config_path).open("a", encoding="utf-8") as config:
+        config.write("\n" + section)
+    return Path(config_path)
+
+
 def run_snakemake(
     workdir: Path, *args: str, check: bool = True, timeout: int = 900, configfile: bool = True
 ) -> subprocess.CompletedProcess:

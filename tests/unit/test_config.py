@@ -552,3 +552,71 @@ def test_a_datasets_own_row_cap_replaces_data_max_rows(study, tmp_path):
     assert dataset_row_cap(config, "news") == 25 and dataset_row_cap(config, "movies") == 20
     study["datasets"]["news"]["max_rows"] = 5
     assert "datasets.news.max_rows" in config_error(study, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("curve", "expect"),
+    [
+        (
+            {"model": "minilm", "dataset": "movies", "fractions": [0.5]},
+            "verdict_curve.model: 'minilm' is not an entry of models (known models: tiny)",
+        ),
+        (
+            {"model": "tiny", "dataset": "tweets", "fractions": [0.5]},
+            "verdict_curve.dataset: 'tweets' is not an entry of datasets",
+        ),
+        (
+            {"dataset": "movies", "fractions": [0.5]},
+            "verdict_curve.model: name one of the study's models (tiny)",
+        ),
+        ({"model": "tiny", "fractions": [0.5]}, "verdict_curve.dataset: name one of the study's datasets"),
+        (
+            {"model": "tiny", "dataset": "movies", "fractions": [0.5, 0.25]},
+            "verdict_curve.fractions: [0.5, 0.25] must ascend (write [0.25, 0.5])",
+        ),
+        (
+            {"model": "tiny", "dataset": "movies", "fractions": [0.25, 0.25]},
+            "verdict_curve.fractions: 0.25 is listed twice",
+        ),
+        (
+            {"model": "tiny", "dataset": "movies", "fractions": [0.0, 0.5]},
+            "verdict_curve.fractions[0]: 0.0 is out of range (exclusiveMinimum 0)",
+        ),
+        (
+            {"model": "tiny", "dataset": "movies", "fractions": [0.5, 1.5]},
+            "verdict_curve.fractions[1]: 1.5 is out of range (maximum 1)",
+        ),
+        ({"model": "tiny", "dataset": "movies", "fraction": [0.5]}, "verdict_curve.fraction: unknown key"),
+    ],
+)
+def test_verdict_curve_names_entries_and_ascending_fractions(study, tmp_path, curve, expect):
+    bad = copy.deepcopy(study) | {"verdict_curve": curve}
+    assert expect in config_error(bad, tmp_path)
+
+
+def test_verdict_curve_needs_seed_nulls(study, tmp_path):
+    bad = copy.deepcopy(study) | {"verdict_curve": {"model": "tiny", "dataset": "news", "fractions": [0.5]}}
+    bad["sae"]["null_seeds"] = 0
+    assert "verdict_curve: a verdict needs each stage's seed null; set sae.null_seeds ≥ 1" in config_error(
+        bad, tmp_path
+    )
+
+
+def test_verdict_curve_is_off_unless_configured(study, tmp_path):
+    """Without the section the validated config has none (the study's params, and so its artifacts, stay
+    as they were); a section without fractions is off; one with fractions names the curve's jobs."""
+    from layershift.study import targets
+
+    plain = validate(copy.deepcopy(study), tmp_path)
+    assert "verdict_curve" not in plain and targets.verdict_curve_tables(plain) == []
+    assert not any("verdict_curve" in path for path in targets.all_targets(plain))
+    off = validate(copy.deepcopy(study) | {"verdict_curve": {}}, tmp_path)
+    assert off["verdict_curve"] == {"model": None, "dataset": None, "fractions": []}
+    assert targets.verdict_curve_pair(off) is None and targets.all_targets(off) == targets.all_targets(plain)
+    curve = {"model": "tiny", "dataset": "news", "fractions": [0.25, 0.5, 1.0]}
+    on = validate(copy.deepcopy(study) | {"verdict_curve": curve}, tmp_path)
+    assert targets.verdict_curve_fractions(on) == [0.25, 0.5]  # 1 is the study's own diff, read
+    assert targets.verdict_curve_tables(on) == [
+        f"results/verdict_curve/tiny/news/layer{layer}.parquet" for layer in (0, 1, 2)
+    ]
+    assert "results/figures/verdict_curve/tiny_news.svg" in targets.figure_targets(on)

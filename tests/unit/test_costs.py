@@ -103,6 +103,25 @@ def test_train_sae_work_follows_the_number_of_saes(tmp_path):
     )
 
 
+def test_verdict_curve_work_is_four_sae_trainings_and_a_diff_per_fraction(tmp_path):
+    """With ``training_tokens`` a curve point's SAEs take the study's steps whatever their rows (more passes
+    over fewer rows); with ``epochs`` the steps shrink with the rows. The diff part scales with the rows."""
+    wildcards = {"model": "m", "dataset": "d", "layer": "1"}
+    curve = {"model": "m", "dataset": "d", "fractions": [0.25, 0.5, 1.0]}  # 1: read, not computed
+    for sae, steps_ratio in (({"training_tokens": 100_000}, 2.0), ({"epochs": 10}, 0.75)):
+        config = study(tmp_path)
+        config["sae"].update(sae)
+        config["verdict_curve"] = curve
+        one_point = work("train_sae", config, wildcards).steps  # four SAEs on every row
+        points = work("verdict_curve", config, wildcards)
+        # passes are whole numbers: a point's steps round differently from the study's
+        assert sae_count(config) == 4 and points.steps == pytest.approx(steps_ratio * one_point, rel=0.15)
+        diff = work("diff", config, wildcards).host_values
+        assert work("verdict_curve", config, wildcards).host_values > 0.75 * diff
+    config["verdict_curve"] = {**curve, "fractions": []}
+    assert work("verdict_curve", config, wildcards).flop == 0.0
+
+
 def test_shipped_coefficients_cover_every_model_rule():
     """Every rule with a cost model is measured (its own fit, or the rule's whose code it runs), except the
     ONNX import, which the measured studies do not run and which keeps its stated assumptions."""
@@ -236,9 +255,13 @@ def test_every_rule_comes_after_what_it_reads():
 
 
 def test_the_cost_models_jobs_have_the_tables_wildcards():
-    config = validate_schema(load_yaml(REPO / "config.yaml"), "config.yaml")
+    shipped = validate_schema(load_yaml(REPO / "config.yaml"), "config.yaml")
+    assert set(predict.study_jobs(shipped)) == set(WORK) - {"verdict_curve"}  # it runs when configured
+    curve = {"verdict_curve": {"model": "minilm-l6", "dataset": "news", "fractions": [0.25, 0.5]}}
+    config = validate_schema(load_yaml(REPO / "config.yaml") | curve, "config.yaml")
     jobs = predict.study_jobs(config)
-    assert set(jobs) == set(WORK)  # the default study runs every compute rule
+    assert set(jobs) == set(WORK)  # the default study with the verdict curve runs every compute rule
+    assert [job["layer"] for job in jobs["verdict_curve"]] == ["1", "3", "6"]
     for rule, rule_jobs in jobs.items():
         expected = set(workflow_rules.rule_named(rule).wildcards)
         assert all(set(wildcards) == expected for wildcards in rule_jobs), rule

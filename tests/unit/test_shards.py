@@ -333,3 +333,31 @@ def test_a_layer_written_before_the_manifest_still_reads(tmp_path):
     written_layer(tmp_path / "l")
     (tmp_path / "l" / shards.MANIFEST).unlink()
     assert ShardReader(tmp_path / "l").n_rows == 35
+
+
+def test_a_row_limit_reads_the_first_rows_and_never_the_later_groups(tmp_path, monkeypatch):
+    """``max_rows`` keeps the first rows in storage order (whole groups, then the head of one), pairs two
+    stages alike, and changes nothing at or above the layer's size."""
+    rows = token_rows(95)
+    write_rows(tmp_path / "a", rows, rows_per_group=10)
+    write_rows(tmp_path / "b", (*rows[:4], rows[4] + 1.0), rows_per_group=10)
+    head = ShardReader(tmp_path / "a", max_rows=23)
+    assert head.n_rows == 23 and [n for _, _, n in head.groups] == [10, 10, 3]
+    np.testing.assert_array_equal(activations(head.read_all()), rows[4][:23])
+    seen = np.concatenate(list(head.iter_batches(4, shuffle=True, seed=1)))
+    np.testing.assert_array_equal(np.sort(seen, axis=0), np.sort(rows[4][:23], axis=0))
+    train, held = head.split(0.25, seed=2)  # held-out rows drawn among the 23, as for a 23-row layer
+    np.testing.assert_array_equal(activations(held.read_all()), rows[4][:23][holdout_rows(23, 0.25, 2)])
+    assert train.n_rows + held.n_rows == 23
+    reader_a, reader_b = open_paired(tmp_path / "a", tmp_path / "b", max_rows=23)
+    for x_a, x_b in zip_paired(reader_a, reader_b, 4, shuffle=True, seed=3):
+        np.testing.assert_array_equal(x_a + 1.0, x_b)
+    whole, limited = ShardReader(tmp_path / "a"), ShardReader(tmp_path / "a", max_rows=10**6)
+    assert limited.groups == whole.groups and limited.n_rows == whole.n_rows == 95
+    read = []
+    original = ShardReader.read_group
+    monkeypatch.setattr(
+        ShardReader, "read_group", lambda self, i, c=None: read.append(i) or original(self, i, c)
+    )
+    list(ShardReader(tmp_path / "a", max_rows=15).iter_batches(8))
+    assert read == [0, 1]  # the groups after the limit are never read

@@ -5,6 +5,7 @@ and draws."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 from layershift.costs import predict, schedule
 from layershift.study import rules as workflow_rules
 from layershift.study.schema import validate_schema
-from tests.support.study import build_tiny_study
+from tests.support.study import build_tiny_study, enable_verdict_curve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,10 +47,20 @@ def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeyp
 
 
 @pytest.fixture(scope="module")
-def rule_graph() -> dict[str, set[str]]:
-    """rule -> the rules it reads, as `snakemake --rulegraph` draws them for the default study (every rule)."""
+def every_rule_config(tmp_path_factory) -> Path:
+    """The default study with its verdict curve on: a study whose DAG has every rule of the workflow."""
+    config = tmp_path_factory.mktemp("every_rule") / "config.yaml"
+    shutil.copy(REPO / "config.yaml", config)
+    return enable_verdict_curve(config)
+
+
+@pytest.fixture(scope="module")
+def rule_graph(every_rule_config) -> dict[str, set[str]]:
+    """rule -> the rules it reads, as `snakemake --rulegraph` draws them for the default study with its
+    verdict curve (every rule)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--rulegraph", "-s", str(REPO / "Snakefile")],
+        [sys.executable, "-m", "snakemake", "--rulegraph", "-s", str(REPO / "Snakefile")]
+        + ["--configfile", str(every_rule_config)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -81,10 +92,12 @@ def test_the_rules_table_reads_what_the_rule_graph_draws(rule_graph):
     assert table == rule_graph
 
 
-def test_the_rules_tables_wildcards_are_the_dry_runs():
-    """Each job block of `snakemake -n --forceall` on the default study names the table's wildcards."""
+def test_the_rules_tables_wildcards_are_the_dry_runs(every_rule_config):
+    """Each job block of `snakemake -n --forceall` on the default study (with its verdict curve) names the
+    table's wildcards."""
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--forceall", "-s", str(REPO / "Snakefile")],
+        [sys.executable, "-m", "snakemake", "-n", "--forceall", "-s", str(REPO / "Snakefile")]
+        + ["--configfile", str(every_rule_config)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -58,6 +58,15 @@ FIGURE_RULES = {
         "Feature diff",
         "diff_tokens",
     ),
+    "fig_verdict_curve": (
+        targets.FIG_VERDICT_CURVE,
+        lambda wildcards: [
+            targets.VERDICT_CURVE.format(model=wildcards.model, dataset=wildcards.dataset, layer=layer)
+            for layer in sae_layers(wildcards)
+        ],
+        "Feature diff",
+        "verdict_curve",
+    ),
 }
 
 for _name, (_target, _input, _category, _caption) in FIGURE_RULES.items():

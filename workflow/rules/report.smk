@@ -15,6 +15,7 @@ rule report:
         sae_sweep=(
             [targets.SAE_SWEEP.format(**targets.sweep_layer(config))] if targets.sweep_layer(config) else []
         ),
+        verdict_curve=targets.verdict_curve_tables(config),
         figures=targets.figure_targets(config),
     output:
         targets.REPORT,

@@ -125,10 +125,14 @@ def _wildcard_values(config: dict, wildcard: str, job: dict) -> list[str]:
 
 def _rule_jobs(config: dict, rule: str) -> list[dict]:
     """Every job of a rule, as wildcard dicts: all combinations of its wildcards' values, except the ONNX
-    import (only package models) and the sweep (its one layer)."""
+    import (only package models), the sweep (its one layer) and the verdict curve (its model x dataset)."""
     if rule == "sae_sweep":
         sweep = targets.sweep_layer(config)
         return [sweep] if sweep else []
+    if rule == "verdict_curve":
+        pair = targets.verdict_curve_pair(config)
+        layers = config["models"][pair["model"]]["sae_layers"] if pair else []
+        return [{**pair, "layer": str(layer)} for layer in layers]
     jobs = [{}]
     for wildcard in workflow_rules.rule_named(rule).wildcards:
         jobs = [{**job, wildcard: value} for job in jobs for value in _wildcard_values(config, wildcard, job)]

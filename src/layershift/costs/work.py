@@ -150,11 +150,16 @@ def extract_work(job: Job) -> Work:
 
 def train_sae_work(job: Job) -> Work:
     """Both stages' SAEs and their seed nulls, trained on the layer's rows and evaluated on all of them."""
-    sae, hidden = job.config["sae"], job.shape.hidden
     rows, train_rows = _shard_rows(job)
+    return _sae_training_work(job, sae_count(job.config), rows, train_rows)
+
+
+def _sae_training_work(job: Job, n_saes: int, rows: float, train_rows: float) -> Work:
+    """``n_saes`` SAEs of the study's settings trained on ``train_rows`` rows and evaluated on ``rows``."""
+    sae, hidden = job.config["sae"], job.shape.hidden
     d_sae = int(sae["d_sae"])
     sae_params = 2.0 * hidden * d_sae
-    n_saes, epochs, batch = sae_count(job.config), sae_epochs(sae, train_rows), int(sae["batch_size"])
+    epochs, batch = sae_epochs(sae, train_rows), int(sae["batch_size"])
     steps = n_saes * epochs * math.ceil(train_rows / batch)
     flop = n_saes * (epochs * train_rows * 6 * sae_params + rows * 2 * sae_params) + _adam_flop(
         sae_params, steps
@@ -229,16 +234,44 @@ def _sweep_study_saes(config: dict) -> dict[int, str]:
 
 def diff_work(job: Job) -> Work:
     """The paired tokens encoded through both stages' SAEs and their nulls, decoder cosines and matching."""
-    config, hidden = job.config, job.shape.hidden
     rows, _ = _shard_rows(job)
+    return _diff_work(job, sae_count(job.config), rows)
+
+
+def _diff_work(job: Job, n_saes: int, rows: float) -> Work:
+    """The diff of ``n_saes`` SAEs on ``rows`` paired rows."""
+    config, hidden = job.config, job.shape.hidden
     d_sae = int(config["sae"]["d_sae"])
     sae_params = 2.0 * hidden * d_sae
-    n_saes = sae_count(config)
     flop = n_saes * rows * 2 * sae_params + n_saes * 2 * d_sae * d_sae * hidden
     bytes_ = n_saes * 4.0 * sae_params + 8.0 * d_sae * d_sae * n_saes + _sae_buffers(hidden, d_sae)
     # both stages' rows, held in RAM across the passes when they fit diff.memory_cache_mb
     kept, _ = _kept_rows(rows * 2 * hidden * 4, config["diff"], 1)
     return Work(flop=flop, bytes=bytes_ + kept, host_values=3 * rows * 2 * hidden)
+
+
+CURVE_SAES = 4  # SAEs of one verdict-curve point: each stage's SAE and its first seed null
+
+
+def verdict_curve_work(job: Job) -> Work:
+    """Per fraction below 1 of the layer's rows: the four SAEs of a diff trained on those rows (the study's
+    settings: with ``training_tokens`` the same steps as the study's SAEs, over fewer rows) and their diff
+    on them. The point at 1 is the study's own diff, read."""
+    rows, _ = _shard_rows(job)
+    holdout = float(job.config["sae"]["holdout_fraction"])
+    points = []
+    for fraction in targets.verdict_curve_fractions(job.config):
+        point_rows = fraction * rows
+        points += [
+            _sae_training_work(job, CURVE_SAES, point_rows, point_rows * (1 - holdout)),
+            _diff_work(job, CURVE_SAES, point_rows),
+        ]
+    return Work(
+        flop=sum(point.flop for point in points),
+        bytes=max((point.bytes for point in points), default=0.0),  # one point's SAEs at a time
+        steps=sum(point.steps for point in points),
+        host_values=sum(point.host_values for point in points),
+    )
 
 
 def features_work(job: Job) -> Work:
@@ -270,6 +303,7 @@ WORK: dict[str, Callable[[Job], Work]] = {
     "crosscoder": crosscoder_work,
     "diff": diff_work,
     "sae_sweep": sae_sweep_work,
+    "verdict_curve": verdict_curve_work,
 }
 COMPUTE_RULES = frozenset(WORK)
 

@@ -223,9 +223,10 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
 
 
 class ShardReader:
-    """Read a layer's shards back as float32 arrays, sequentially or shuffled, one buffer at a time."""
+    """Read a layer's shards (all rows, or the first ``max_rows``) back as float32 arrays, sequentially or
+    shuffled, one buffer at a time."""
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, max_rows: int | None = None) -> None:
         listed = read_manifest(directory)
         self.paths = checked_shard_paths(directory, listed)
         self.metadata = read_metadata(self.paths[0])
@@ -243,6 +244,9 @@ class ShardReader:
             self._check_rows(listed)
         self._rows: list[np.ndarray | None] = [None] * len(self.groups)  # per group: kept rows (None: all)
         self._cache: dict[int, np.ndarray] | None = None  # group -> float32 rows (keep_in_memory)
+        if max_rows is not None:  # only the first rows, in storage order: later groups are never read
+            head = self.subset(np.arange(min(max(max_rows, 0), self.n_rows)))
+            self.groups, self._rows, self.n_rows = head.groups, head._rows, head.n_rows
 
     def _check_rows(self, listed: dict[str, int]) -> None:
         """Each part file holds the rows the manifest ``listed`` (a replaced file of another size is refused)."""
@@ -434,13 +438,16 @@ def layer_shard_dir(tokens_dir: str | os.PathLike, layer: int | str) -> str:
     return f"{tokens_dir}/layer{layer}"
 
 
-def open_paired(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> tuple[ShardReader, ShardReader]:
+def open_paired(
+    dir_a: str | os.PathLike, dir_b: str | os.PathLike, max_rows: int | None = None
+) -> tuple[ShardReader, ShardReader]:
     """Two readers over shards of the same tokens, checked row group by row group.
 
     The layouts must match (same row count per group) and every group must hold the same
     ``(sentence_id, position)`` keys in the same order; then equal shuffling seeds keep rows paired.
+    ``max_rows``: both readers keep only their first that many rows (:class:`ShardReader`).
     """
-    reader_a, reader_b = ShardReader(dir_a), ShardReader(dir_b)
+    reader_a, reader_b = ShardReader(dir_a, max_rows), ShardReader(dir_b, max_rows)
     layout_a = [n for _, _, n in reader_a.groups]
     layout_b = [n for _, _, n in reader_b.groups]
     if layout_a != layout_b:

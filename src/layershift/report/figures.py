@@ -44,7 +44,7 @@ with _scipy_hidden():
     import seaborn as sns  # noqa: E402
 
 from layershift.analysis.similarity import MEASURES  # noqa: E402
-from layershift.core.io import atomic_path, read_json, read_table  # noqa: E402
+from layershift.core.io import atomic_path, read_json, read_metadata, read_table  # noqa: E402
 
 ROW_NAMES = {
     "pretrained": "pre-trained + random head",
@@ -411,6 +411,46 @@ def plot_diff_tokens(inputs, wildcards, params) -> plt.Figure:
     return fig
 
 
+def plot_verdict_curve(inputs, wildcards, params) -> plt.Figure:
+    """How much text a verdict needs: each stage's share of stable live features against the token rows the
+    SAEs saw, a line per layer, the verdict's share bar dashed, conclusive points ringed in black."""
+    tables = [read_table(path).assign(layer=str(read_metadata(path)["layer"])) for path in inputs]
+    curve = pd.concat(tables, ignore_index=True)
+    layers = sorted(curve["layer"].unique(), key=int)
+    bar = read_metadata(inputs[0])["min_stable_share"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, (stage, shown) in zip(
+        axes, (("pretrained", "pretrained"), ("finetuned", "fine-tuned")), strict=True
+    ):
+        data = curve.assign(share=curve[f"stable_fraction_{stage}"])
+        sns.lineplot(
+            data=data, x="tokens", y="share", hue="layer", hue_order=layers, marker="o", errorbar=None, ax=ax
+        )
+        conclusive = data[data["verdict"] == "conclusive"]
+        ax.scatter(
+            conclusive["tokens"], conclusive["share"], s=120, facecolors="none", edgecolors="black", zorder=3
+        )
+        ax.axhline(bar, color="0.3", linestyle="--", linewidth=1)
+        ax.set(xscale="log", ylim=(0, 1.02), xlabel="token rows the SAEs saw", title=f"{shown} SAEs")
+        for axis_ticks in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):  # 20,000, not 2×10⁴
+            axis_ticks(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    axes[0].set_ylabel("share of live features stable")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        ax.get_legend().remove()
+    handles += [
+        plt.Line2D([], [], color="0.3", linestyle="--"),
+        plt.Line2D(
+            [], [], marker="o", markersize=10, markerfacecolor="none", markeredgecolor="black", linestyle=""
+        ),
+    ]
+    labels = [f"layer {label}" for label in labels] + [f"verdict bar ({bar:g})", "conclusive"]
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    fig.suptitle(f"How much text a verdict needs: {wildcards['model']} / {wildcards['dataset']}")
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "fig_classification": plot_classification,
     "fig_accuracy": plot_accuracy,
@@ -423,6 +463,7 @@ FIGURES = {
     "fig_relnorm": plot_relnorm,
     "fig_diff_tokens": plot_diff_tokens,
     "fig_sae_sweep": plot_sae_sweep,
+    "fig_verdict_curve": plot_verdict_curve,
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, select_autoescape
 
-from layershift.core.io import atomic_path, read_json, read_table
+from layershift.core.io import atomic_path, read_json, read_metadata, read_table
 from layershift.report.finding_groups import study_findings, synthetic_datasets
 from layershift.report.findings import StudyTables
 from layershift.report.tables import sae_quality
@@ -27,6 +27,19 @@ SECTIONS = [
     ("features", "Features and probe sentences"),
     ("diff", "Feature diff: retained, changed, lost, new"),
 ]
+VERDICT_CURVE_SECTION = ("verdict_curve", "How much text a verdict needs")  # only when the study has one
+VERDICT_CURVE_COLUMNS = {  # the curve table's column -> its heading in the report
+    "layer": "layer",
+    "fraction": "share of rows",
+    "rows": "text rows",
+    "tokens": "token rows",
+    "passes": "passes",
+    "stable_fraction_pretrained": "stable share, pretrained",
+    "stable_fraction_finetuned": "stable share, fine-tuned",
+    "n_stable_pretrained": "stable, pretrained",
+    "n_stable_finetuned": "stable, fine-tuned",
+    "verdict": "verdict",
+}
 SETTINGS_SHOWN_ELSEWHERE = ("models", "datasets")  # their own tables in the study section
 
 TEMPLATE = """<!doctype html>
@@ -211,6 +224,20 @@ def sweep_blocks(sweep_tables: list, figs: list[str]) -> list[dict]:
     return [*blocks, *_figures(figs, "sae_sweep")] if sweep_tables else []
 
 
+def verdict_curve_blocks(curve_tables: list[str], figs: list[str]) -> list[dict]:
+    """The verdict curve: per layer and share of its token rows, each stage's share of stable live features
+    and the verdict (the last share, 1, is the study's own diff), and its figure."""
+    frames = [read_table(path).assign(layer=read_metadata(path)["layer"]) for path in curve_tables]
+    curve = pd.concat(frames, ignore_index=True)[list(VERDICT_CURVE_COLUMNS)]
+    note = para(
+        "The diff of each SAE layer recomputed on the first share of the layer's token rows: the four SAEs "
+        "of a diff (each stage's and its seed null) trained there with the study's settings and seeds; "
+        "with training_tokens set, fewer rows take more passes. A verdict is conclusive only when enough of "
+        "both stages' live features are stable (docs/method.md, 'How much text a verdict needs')."
+    )
+    return [note, table(curve.rename(columns=VERDICT_CURVE_COLUMNS)), *_figures(figs, "verdict_curve")]
+
+
 def build_report(out_html: str | Path, config: dict, config_file: str, inputs: dict) -> None:
     """Render the report from the artifact paths in ``inputs`` (grouped by kind) to ``out_html``."""
     accuracy = pd.read_csv(inputs["accuracy"][0])
@@ -249,11 +276,15 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             *_figures(figs, "diff_tokens"),
         ],
     }
+    sections = list(SECTIONS)
+    if inputs.get("verdict_curve"):
+        sections.append(VERDICT_CURVE_SECTION)
+        blocks[VERDICT_CURVE_SECTION[0]] = verdict_curve_blocks(inputs["verdict_curve"], figs)
     page = (
         Environment(autoescape=select_autoescape())
         .from_string(TEMPLATE)
         .render(
-            sections=SECTIONS,
+            sections=sections,
             blocks=blocks,
             config_file=config_file,
             generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),

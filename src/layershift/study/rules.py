@@ -36,6 +36,7 @@ FIGURE_RULES = (  # every figure the report embeds and the default target asks f
     "fig_sae_sweep",
     "fig_diff",
     "fig_diff_tokens",
+    "fig_verdict_curve",
 )
 
 # Every rule after the rules it reads; the compute rules in the order the cost model's schedule takes them.
@@ -52,6 +53,8 @@ RULES = (
     Rule("features", LAYER, reads=("extract", "probes", "train_sae"), gpu=True),
     Rule("sae_sweep", (*PAIR, "stage", "layer"), reads=("extract", "train_sae"), gpu=True),
     Rule("diff", LAYER, reads=("crosscoder", "extract", "train_sae"), gpu=True),
+    # only in a study whose verdict_curve section names fractions (the tests turn it on to see it)
+    Rule("verdict_curve", LAYER, reads=("diff", "extract"), gpu=True),
     Rule("similarity", PAIR, reads=("extract",)),
     Rule("similarity_table", (), reads=("similarity",)),
     Rule("accuracy_table", (), reads=("evaluate",)),
@@ -60,7 +63,7 @@ RULES = (
     Rule("fig_training", PAIR, reads=("finetune",)),
     Rule("fig_classification", PAIR, reads=("evaluate",)),
     Rule("fig_accuracy", (), reads=("accuracy_table",)),
-    Rule("fig_similarity", ("measure", "model"), reads=("similarity_table",)),
+    Rule("fig_similarity", ("measure", "model"), reads=("similarity",)),  # its model's per-dataset tables
     Rule("fig_depth", ("measure",), reads=("similarity_table",)),
     Rule("fig_sae_loss", PAIR, reads=("train_sae",)),
     Rule("fig_relnorm", PAIR, reads=("crosscoder",)),
@@ -68,6 +71,7 @@ RULES = (
     Rule("fig_sae_sweep", (*PAIR, "stage", "layer"), reads=("sae_sweep",)),
     Rule("fig_diff", ("model",), reads=("diff",)),
     Rule("fig_diff_tokens", PAIR, reads=("diff",)),
+    Rule("fig_verdict_curve", PAIR, reads=("verdict_curve",)),
     Rule(
         "report",
         (),
@@ -80,6 +84,7 @@ RULES = (
             "accuracy_table",
             "diff_table",
             "feature_summary",
+            "verdict_curve",
             *FIGURE_RULES,
         ),
     ),
@@ -100,6 +105,7 @@ RULES = (
             "accuracy_table",
             "diff_table",
             "feature_summary",
+            "verdict_curve",
             *FIGURE_RULES,
             "report",
         ),

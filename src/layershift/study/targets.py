@@ -43,6 +43,7 @@ ACCURACY_TABLE = RESULTS + "/tables/accuracy.csv"
 FEATURE_SUMMARY = RESULTS + "/tables/feature_summary.parquet"
 FEATURE_SUMMARY_MD = RESULTS + "/tables/feature_summary.md"
 DIFF_TABLE = RESULTS + "/tables/diff_summary.parquet"
+VERDICT_CURVE = RESULTS + "/verdict_curve/{model}/{dataset}/layer{layer}.parquet"
 REPORT = RESULTS + "/report/index.html"
 
 FIG = RESULTS + "/figures"
@@ -57,6 +58,7 @@ FIG_TOKENS = FIG + "/tokens/{model}/{dataset}/layer{layer}.png"
 FIG_DIFF = FIG + "/diff/{model}.png"
 FIG_RELNORM = FIG + "/relnorm/{model}/{dataset}.png"
 FIG_DIFF_TOKENS = FIG + "/diff_tokens/{model}/{dataset}.png"
+FIG_VERDICT_CURVE = FIG + "/verdict_curve/{model}_{dataset}.png"
 
 
 def model_dataset_pairs(config: dict):
@@ -101,6 +103,11 @@ def null_sae_dirs(config: dict, stage: str | None = None, **fmt) -> list[str]:
     fill = {key: "{" + key + "}" for key in ("model", "dataset", "layer")} | fmt
     runs = [(s, seed) for s, seed in null_runs(config) if stage in (None, s)]
     return [SAE_NULL.format(**fill, stage=s, seed=seed) for s, seed in runs]
+
+
+def first_null_seeds(config: dict) -> dict[str, int]:
+    """Seed of each stage's first seed null, the one the diff reads (empty without seed nulls)."""
+    return {stage: seeds[0] for stage in STAGES if (seeds := null_seeds(config, stage))}
 
 
 def stage_seeds(config: dict) -> dict[str, int]:
@@ -155,6 +162,35 @@ def sweep_layer(config: dict) -> dict | None:
     layer = sweep.get("layer")
     layer = config["models"][model]["sae_layers"][-1] if layer is None else layer
     return {"model": model, "dataset": dataset, "stage": sweep.get("stage", "pretrained"), "layer": layer}
+
+
+def verdict_curve_pair(config: dict) -> dict | None:
+    """``{model, dataset}`` of the verdict curve, or None when it is off (no ``verdict_curve`` section, or no
+    fractions: the config validation requires the model and dataset once fractions are given)."""
+    curve = config.get("verdict_curve") or {}
+    if not curve.get("fractions"):
+        return None
+    return {"model": curve["model"], "dataset": curve["dataset"]}
+
+
+def verdict_curve_fractions(config: dict) -> list[float]:
+    """The fractions of a layer's token rows the verdict curve trains on (below 1: the study's own diff is
+    the curve's point at 1, read, not retrained)."""
+    return [
+        float(fraction)
+        for fraction in (config.get("verdict_curve") or {}).get("fractions", [])
+        if fraction < 1
+    ]
+
+
+def verdict_curve_tables(config: dict) -> list[str]:
+    """The verdict curve's per-layer tables (none when it is off)."""
+    pair = verdict_curve_pair(config)
+    if pair is None:
+        return []
+    return [
+        VERDICT_CURVE.format(**pair, layer=layer) for layer in config["models"][pair["model"]]["sae_layers"]
+    ]
 
 
 def with_svg(paths: list[str]) -> list[str]:
@@ -219,6 +255,9 @@ def figure_targets(config: dict) -> list[str]:
     sweep = sweep_layer(config)
     if sweep is not None:
         figs.append(FIG_SAE_SWEEP.format(**sweep))
+    curve = verdict_curve_pair(config)
+    if curve is not None:
+        figs.append(FIG_VERDICT_CURVE.format(**curve))
     return with_svg(figs)
 
 
@@ -229,6 +268,7 @@ def all_targets(config: dict) -> list[str]:
         + similarity_targets(config)
         + sae_targets(config)
         + diff_targets(config)
+        + verdict_curve_tables(config)
         + figure_targets(config)
         + [REPORT]
     )

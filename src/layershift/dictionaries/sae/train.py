@@ -194,6 +194,7 @@ def train_sae_on_shards(
     train: SAETrainConfig,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    max_rows: int | None = None,
 ) -> tuple[SAE, dict]:
     """Train on a layer's Parquet shards, holding out rows; metrics include held-out evaluation.
 
@@ -203,10 +204,11 @@ def train_sae_on_shards(
     when ``train.shuffle`` is off). Shard metadata (model, dataset, stage, layer) fills ``cfg.metadata`` and,
     if empty, ``hook_name`` = ``hidden_states.{layer}``. With no held-out row the evaluation uses training
     rows (``evaluation_split`` says which). ``cpu_seconds`` is this call's process CPU time, training and
-    evaluation (of this run only, like ``seconds``, when it resumed).
+    evaluation (of this run only, like ``seconds``, when it resumed). ``max_rows``: only the layer's first that
+    many rows (in storage order) are the SAE's rows, its held-out rows drawn among them.
     """
     cpu_start = time.process_time()
-    reader = ShardReader(shard_dir)
+    reader = ShardReader(shard_dir, max_rows)
     if reader.d_model != cfg.d_in:
         raise ValueError(f"{shard_dir}: activations have d_model={reader.d_model}, cfg.d_in={cfg.d_in}")
     train_reader, heldout_reader = reader.split(train.holdout_fraction, train.split_seed)
