@@ -66,6 +66,7 @@ def study_config(rows: int) -> dict:
     config["activations"]["max_tokens"] = 1_000_000
     if config.get("sae_sweep", {}).get("grid"):  # the sweep stays, on a model and dataset the cut study has
         config["sae_sweep"] |= {"model": MODEL, "dataset": DATASETS[0]}
+    config.pop("verdict_curve", None)  # the curve's own cost is the train_sae and diff coefficients'
     return config
 
 

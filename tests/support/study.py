@@ -126,16 +126,14 @@ def default_study_inputs(workdir: Path) -> Path:
     return workdir
 
 
-# the default study's verdict curve as the tests turn it on (config.yaml ships without one: off)
-DEFAULT_VERDICT_CURVE = {"model": "minilm-l6", "dataset": "movies", "fractions": [0.25, 0.5]}
-
-
-def enable_verdict_curve(config_path: Path, curve: dict | None = None) -> Path:
-    """Append a ``verdict_curve`` section (default: :data:`DEFAULT_VERDICT_CURVE`) to a study's config file,
-    which must have none yet; return the path."""
-    section = yaml.safe_dump({"verdict_curve": curve or DEFAULT_VERDICT_CURVE}, sort_keys=False)
-    with Path(config_path).open("a", encoding="utf-8") as config:
-        config.write("\n" + section)
+def set_verdict_curve(config_path: Path, curve: dict | None) -> Path:
+    """Rewrite a study's config file with ``curve`` as its ``verdict_curve`` section (None: without one, the
+    curve off); return the path."""
+    config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    config.pop("verdict_curve", None)
+    if curve is not None:
+        config["verdict_curve"] = curve
+    Path(config_path).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return Path(config_path)
 
 

@@ -32,13 +32,21 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def study(tmp_path, tiny_model) -> dict:
-    """The default config's shape, with tiny CSVs under ``tmp_path/data`` and a ``path:`` tiny model."""
+    """The default config's settings, with three tiny CSV datasets under ``tmp_path/data`` and a ``path:`` tiny
+    model."""
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     (tmp_path / "data").mkdir()
+    config["datasets"] = {}
     for name, (file, text, label, labels) in TINY_CSVS.items():
         rows = [{text: f"{name} text number {i}", label: labels[i % len(labels)]} for i in range(30)]
         pd.DataFrame(rows).to_csv(tmp_path / "data" / file, index=False)
-        config["datasets"][name].update(source=f"data/{file}", text=text, label=label)
+        config["datasets"][name] = {
+            "source": f"data/{file}",
+            "text": text,
+            "label": label,
+            "probes": ["a probe"],
+        }
+    config.pop("verdict_curve", None)
     config["models"] = {"tiny": {"source": f"path:{tiny_model}", "sae_layers": [0, 1, 2]}}
     config["sae_sweep"].update(model="tiny", layer=2)
     return config

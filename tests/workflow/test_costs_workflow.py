@@ -16,7 +16,7 @@ import yaml
 from layershift.costs import predict, schedule
 from layershift.study import rules as workflow_rules
 from layershift.study.schema import validate_schema
-from tests.support.study import build_tiny_study, enable_verdict_curve
+from tests.support.study import build_tiny_study
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,10 +48,11 @@ def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def every_rule_config(tmp_path_factory) -> Path:
-    """The default study with its verdict curve on: a study whose DAG has every rule of the workflow."""
+    """The default study, whose DAG has every rule of the workflow (its verdict curve included)."""
     config = tmp_path_factory.mktemp("every_rule") / "config.yaml"
     shutil.copy(REPO / "config.yaml", config)
-    return enable_verdict_curve(config)
+    assert "verdict_curve" in yaml.safe_load(config.read_text())
+    return config
 
 
 @pytest.fixture(scope="module")

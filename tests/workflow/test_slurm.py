@@ -446,10 +446,9 @@ def test_layershift_study_runs_through_slurm(tmp_path):
 def test_dry_run_with_cluster_profile_lists_gpu_rules_with_gpus(tmp_path):
     """`snakemake -n --profile profiles/slurm`: every rule that declares `gpu` goes to the GPU partition."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    from tests.support.study import default_study_inputs, enable_verdict_curve
+    from tests.support.study import default_study_inputs
 
-    workdir = default_study_inputs(tmp_path)
-    enable_verdict_curve(workdir / "config.yaml")  # its rule is a GPU rule, scheduled only when configured
+    workdir = default_study_inputs(tmp_path)  # its verdict curve makes every GPU rule scheduled
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--profile", str(CLUSTER_PROFILE.parent)]
         + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir)],

@@ -133,7 +133,7 @@ def planned_wildcards(dry_run_output: str) -> list[dict[str, str]]:
         ("diff/minilm-l3.png", "minilm-l3", None),
         ("classification/minilm-l6/movies.png", "minilm-l6", "movies"),
         ("sae_loss/minilm-l3/news.png", "minilm-l3", "news"),
-        ("tokens/minilm-l6/apps/layer3.png", "minilm-l6", "apps"),
+        ("tokens/minilm-l6/tweets/layer3.png", "minilm-l6", "tweets"),
     ],
 )
 def test_a_models_figure_schedules_no_job_of_another_model(tmp_path, figure, model, dataset):
