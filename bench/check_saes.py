@@ -28,18 +28,9 @@ import pyarrow.parquet as pq
 from safetensors.numpy import load_file
 from scipy.optimize import linear_sum_assignment
 
-from layershift.study.acceptance import (
-    MIN_EXPLAINED_VARIANCE,
-    MIN_SEED_NULL_MEDIAN_COSINE,
-    MIN_SHARE_ABOVE_CHANCE,
-)
 
-BAR = {
-    "median": MIN_SEED_NULL_MEDIAN_COSINE,
-    "share": MIN_SHARE_ABOVE_CHANCE,
-    "ev": MIN_EXPLAINED_VARIANCE,
-    "holdout": (0.07, 0.13),
-}
+# The bar of layershift.study.acceptance, restated on purpose: this check uses none of layershift's code.
+BAR = {"median": 0.7, "share": 0.8, "ev": 0.6, "holdout": (0.07, 0.13)}
 
 
 def load_sae(directory: Path) -> dict:
