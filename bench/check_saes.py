@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 from safetensors.numpy import load_file
 from scipy.optimize import linear_sum_assignment
 
-
 # The bar of layershift.study.acceptance, restated on purpose: this check uses none of layershift's code.
 BAR = {"median": 0.7, "share": 0.8, "ev": 0.6, "holdout": (0.07, 0.13)}
 
