@@ -143,6 +143,11 @@ def test_no_file_or_an_unreadable_one_predicts_as_fitted(tmp_path):
     broken.write_text("{not json")
     _, lines = calibration.machine_coefficients(broken)
     assert "unreadable" in lines[0] and "as fitted" in lines[1]
+    older = machine_record()
+    del older["probes"]["startup"]
+    calibration.write_calibration(older, broken)
+    coefficients, lines = calibration.machine_coefficients(broken)
+    assert "calibration" not in coefficients and "lacks the probes startup" in lines[0]
 
 
 def test_the_calibration_path_follows_the_environment(monkeypatch, tmp_path):

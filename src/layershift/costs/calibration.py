@@ -137,6 +137,9 @@ def read_calibration(path: Path | None) -> tuple[dict | None, str | None]:
             f"calibration {path} is from another machine ({written_on.get('cpu_model')}, "
             f"{written_on.get('nproc')} cores; this one: {here['cpu_model']}, {here['nproc']} cores): ignored"
         )
+    missing = sorted(set(load_coefficients()[REFERENCE_KEY]["probes"]) - set(probes))
+    if missing:
+        return None, f"calibration {path} lacks the probes {', '.join(missing)} (another version): ignored"
     return record, None
 
 
