@@ -16,10 +16,14 @@
 3. ``check``: the shipped coefficients (``src/layershift/costs/cost_coefficients.json``, not refitted) against
    the studies in ``--workdir`` and the measured default study: after a code change, whether the model
    still predicts within ±25 % (nothing written).
+4. ``probe-reference``: the calibration probe (``layershift.costs.probe``) on this machine, stored beside
+   the coefficients as ``calibration_reference``, the values ``layershift calibrate`` compares another
+   machine with (``fit`` keeps the stored ones; run this on the machine the studies ran on).
 
     python bench/bench_costs.py run [--sizes 100 200 400] [--workdir /tmp/layershift-costs]
     python bench/bench_costs.py fit [--fit 100 200] [--workdir /tmp/layershift-costs]
     python bench/bench_costs.py check [--workdir /tmp/layershift-costs]
+    python bench/bench_costs.py probe-reference [--budget 40]
 
 CPU time is the clock: on a shared 2-core machine the wall clock carries other people's jobs.
 """
@@ -45,8 +49,10 @@ sys.path.insert(0, str(ROOT / "src"))
 import yaml  # noqa: E402
 
 from layershift.costs import predict  # noqa: E402
+from layershift.costs.calibration import REFERENCE_KEY, probe_record, reference_record  # noqa: E402
 from layershift.costs.coefficients import BORROWED_COEFFICIENTS, FIT_META, load_coefficients  # noqa: E402
 from layershift.costs.inputs import KNOWN_SHAPES  # noqa: E402
+from layershift.costs.probe import run_probe  # noqa: E402
 from layershift.costs.work import COMPUTE_RULES, work  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -331,6 +337,9 @@ def fit_and_report(args) -> None:
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
         "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
     }
+    shipped = json.loads(COEFFICIENTS.read_text())
+    if REFERENCE_KEY in shipped:  # the probe's reference values: re-record them with `probe-reference`
+        full[REFERENCE_KEY] = shipped[REFERENCE_KEY]
     COEFFICIENTS.write_text(json.dumps(full, indent=2) + "\n")
     report = {
         "coefficients": full,
@@ -349,6 +358,20 @@ def fit_and_report(args) -> None:
         report["default_study"],
         [("held out", report["held_out"]["predictions"]), ("in sample", report["in_sample"])],
     )
+
+
+def record_probe_reference(budget_s: float) -> None:
+    """Run the calibration probe on this machine (of the fit's kind) and store its values beside the shipped
+    coefficients, the reference ``layershift calibrate`` divides by."""
+    record = probe_record(run_probe(budget_s, report=print))
+    coefficients = json.loads(COEFFICIENTS.read_text())
+    coefficients[REFERENCE_KEY] = {
+        **reference_record(record),
+        "note": f"measured on the machine named here, of the kind the coefficients were fitted on "
+        f"({coefficients['fitted_on']['machine']}, {coefficients['fitted_on']['date']}); not necessarily the same machine",
+    }
+    COEFFICIENTS.write_text(json.dumps(coefficients, indent=2) + "\n")
+    print(f"{COEFFICIENTS}: {REFERENCE_KEY} from {record['machine']} ({record['wall_s']:.1f} s)")
 
 
 def check_shipped(args) -> None:
@@ -434,19 +457,22 @@ def paper_dry_run(workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "fit", "check", "paper-dry-run"))
+    parser.add_argument("command", choices=("run", "fit", "check", "paper-dry-run", "probe-reference"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[120, 240, 480])
     parser.add_argument(
         "--fit", type=int, nargs="+", default=None, help="sizes to fit on (default: all but the largest)"
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/layershift-costs"))
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=40.0, help="probe-reference: the probe's CPU seconds")
     args = parser.parse_args()
     if args.command == "run":
         for rows in args.sizes:
             run_study(rows, args.workdir, args.cores)
     elif args.command == "paper-dry-run":
         paper_dry_run(args.workdir)
+    elif args.command == "probe-reference":
+        record_probe_reference(args.budget)
     elif args.command == "check":
         check_shipped(args)
     else:

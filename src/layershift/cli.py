@@ -1,5 +1,6 @@
 """Command line: `layershift validate CONFIG` checks a config; `layershift summary` prints the study's key tables
-(`--markdown`: its whole results page, from the artifacts alone)."""
+(`--markdown`: its whole results page, from the artifacts alone); `layershift costs CONFIG` predicts a study's
+time, memory and disk; `layershift calibrate` measures this machine for those predictions."""
 
 from __future__ import annotations
 
@@ -75,14 +76,108 @@ def _count(minimum: int):
     return parse
 
 
+def _probe_this_machine(budget_s: float) -> dict:
+    """Run the calibration probe, its progress and the factors on stderr; the record with machine and date."""
+    from layershift.costs import calibration, probe
+    from layershift.costs.coefficients import load_coefficients
+
+    print(f"calibration probe (about {budget_s:g} CPU seconds, one thread):", file=sys.stderr)
+    record = calibration.probe_record(
+        probe.run_probe(budget_s, report=lambda line: print(f"  {line}", file=sys.stderr))
+    )
+    factors = calibration.probe_factors(record, load_coefficients())
+    print(
+        f"  took {record['wall_s']:.1f} s; time here / on the fit's machine: "
+        + ", ".join(f"{name} {factor:.2f}" for name, factor in factors.items()),
+        file=sys.stderr,
+    )
+    return record
+
+
 def costs(args: argparse.Namespace) -> int:
-    """Predicted time, memory and disk of a study, per rule (layershift.costs.predict; no data or model is loaded)."""
+    """Predicted time, memory and disk of a study, per rule (layershift.costs.predict; no data or model is
+    loaded), with this machine's calibration when there is one (--calibrate: measured now)."""
+    from layershift.costs import calibration
+    from layershift.costs.coefficients import load_coefficients
     from layershift.costs.predict import report_markdown
     from layershift.study.schema import load_yaml, validate_schema
 
     config = validate_schema(load_yaml(args.config), str(args.config))
-    print(report_markdown(config, args.results, cores=args.cores, gpu_nodes=args.gpu_nodes))
+    if args.calibrate:
+        record = _probe_this_machine(args.budget)
+        coefficients = calibration.calibrated_coefficients(load_coefficients(), record)
+    else:
+        coefficients, notes = calibration.machine_coefficients()
+        for note in notes[:-1]:  # the last line, which coefficients, is part of the report
+            print(f"layershift: {note}", file=sys.stderr)
+    print(
+        report_markdown(
+            config, args.results, cores=args.cores, gpu_nodes=args.gpu_nodes, coefficients=coefficients
+        )
+    )
     return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """Measure this machine against the one the cost coefficients were fitted on; write the result where
+    `layershift costs` and the workflow's resource requests read it."""
+    from layershift.costs import calibration
+
+    output = Path(args.output) if args.output else calibration.calibration_path()
+    if output is None:
+        raise LayershiftError(f"${calibration.CALIBRATION_ENV} disables calibration: give --output PATH")
+    record = _probe_this_machine(args.budget)
+    calibration.write_calibration(record, output)
+    print(f"{output}: written (calibrated on this machine on {record['date']})")
+    return 0
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_cost_commands(sub: argparse._SubParsersAction) -> None:
+    """`costs CONFIG` (predictions) and `calibrate` (this machine's probe)."""
+    from layershift.costs.calibration import DEFAULT_BUDGET_S
+
+    cost = sub.add_parser("costs", help="predict each rule's time and memory, the study's wall time and disk")
+    cost.add_argument("config")
+    cost.add_argument("--results", default="results", help="prepared data here gives measured token counts")
+    cost.add_argument("--cores", type=_count(1), default=2, help="local cores")
+    cost.add_argument(
+        "--gpu-nodes",
+        type=_count(0),
+        default=4,
+        help="cluster GPU nodes (one job per GPU; 0: no cluster line)",
+    )
+    cost.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="probe this machine first (~30 s) and scale the CPU coefficients to it (nothing is written)",
+    )
+    cost.add_argument(
+        "--budget", type=_seconds, default=DEFAULT_BUDGET_S, help="CPU seconds the --calibrate probe aims at"
+    )
+    cost.set_defaults(func=costs)
+    probe = sub.add_parser(
+        "calibrate",
+        help="probe this machine's CPU (~30 s) and save the factors `costs` and the workflow then apply",
+    )
+    probe.add_argument(
+        "--output",
+        help="where to write it (default: $LAYERSHIFT_CALIBRATION, else ~/.cache/layershift/calibration.json)",
+    )
+    probe.add_argument(
+        "--budget", type=_seconds, default=DEFAULT_BUDGET_S, help="CPU seconds the probe aims at"
+    )
+    probe.set_defaults(func=calibrate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,17 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic columns (default: config.yaml where there is one; without: every dataset is real)",
     )
     show.set_defaults(func=summary)
-    cost = sub.add_parser("costs", help="predict each rule's time and memory, the study's wall time and disk")
-    cost.add_argument("config")
-    cost.add_argument("--results", default="results", help="prepared data here gives measured token counts")
-    cost.add_argument("--cores", type=_count(1), default=2, help="local cores")
-    cost.add_argument(
-        "--gpu-nodes",
-        type=_count(0),
-        default=4,
-        help="cluster GPU nodes (one job per GPU; 0: no cluster line)",
-    )
-    cost.set_defaults(func=costs)
+    _add_cost_commands(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

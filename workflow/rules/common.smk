@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # run from a checkout e
 from snakemake.utils import validate
 
 from layershift.study import targets
+from layershift.costs.calibration import machine_coefficients
 from layershift.costs.predict import job_resources
 from layershift.config import validate_config
 from layershift.study.schema import SCHEMA_PATH
@@ -24,6 +25,10 @@ except LayershiftError as err:
     sys.exit(1)
 validate(config, str(SCHEMA_PATH))  # the package's schema, wherever layershift is imported from
 
+
+# the cost model's coefficients, scaled to this machine's CPU when `layershift calibrate` measured it
+COST_COEFFICIENTS, COST_NOTES = machine_coefficients()
+sys.stderr.write("".join(f"layershift: resource requests: {note}\n" for note in COST_NOTES))
 
 MODELS = list(config["models"])
 DATASETS = list(config["datasets"])
@@ -98,12 +103,14 @@ def gpu_resources(mem_mb, runtime):
 
 def predicted(rule):
     """`mem_mb` and `runtime` of a rule's jobs from the cost model (layershift.costs.predict, fitted by
-    bench/bench_costs.py): predicted for this job's model, dataset and layer, x2 time and x1.5 memory,
-    at least 5 min and 2,000 MB; a SLURM retry (`attempt` 2) asks for twice as much."""
+    bench/bench_costs.py; CPU times calibrated to this machine when it was, see COST_COEFFICIENTS): predicted
+    for this job's model, dataset and layer, x2 time and x1.5 memory, at least 5 min and 2,000 MB; a SLURM
+    retry (`attempt` 2) asks for twice as much."""
 
     def of_job(key):
         def value(wildcards, attempt):
-            return job_resources(rule, config, dict(wildcards.items()))[key] * attempt
+            requests = job_resources(rule, config, dict(wildcards.items()), coefficients=COST_COEFFICIENTS)
+            return requests[key] * attempt
 
         return value
 

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from layershift.costs.calibration import describe
 from layershift.costs.coefficients import load_coefficients, rule_coefficients
 from layershift.costs.inputs import dataset_stats, model_shape
 from layershift.costs.schedule import list_schedule
@@ -67,10 +68,16 @@ def predict_job(
     coefficient = rule_coefficients(rule, coefficients)
     job_work = work(rule, config, wildcards, results)
     gflop = job_work.flop / 1e9
-    cpu_s = coefficient["overhead_s"] + coefficient["s_per_gflop"] * gflop
+    fitted_cpu_s = coefficient["overhead_s"] + coefficient["s_per_gflop"] * gflop
+    scale = coefficient.get("cpu_scale", {})  # a calibration of this machine's CPU (costs.calibration)
+    cpu_s = (
+        coefficient["overhead_s"] * scale.get("overhead_s", 1.0)
+        + coefficient["s_per_gflop"] * scale.get("s_per_gflop", 1.0) * gflop
+    )
     gpu = gpu or GPU()
     on_gpu = workflow_rules.rule_named(rule).gpu
-    gpu_s = _gpu_seconds(coefficient, job_work, gpu) if on_gpu else cpu_s
+    # GPU studies run on other nodes: their predictions stay as fitted, calibrated or not
+    gpu_s = _gpu_seconds(coefficient, job_work, gpu) if on_gpu else fitted_cpu_s
     if "mem_base_mb" in coefficient:
         mem_mb = coefficient["mem_base_mb"] + job_work.bytes / 1e6
     else:
@@ -251,14 +258,16 @@ def predict_study(
     coefficients = coefficients or load_coefficients()
     per_rule, scheduled, chains = _predict_rules(config, results, coefficients)
     light = light_job_count(config)
-    light_s = light * coefficients["light_job_s"]
+    fitted_light_s = light * coefficients["light_job_s"]
+    light_s = fitted_light_s * coefficients.get("light_job_cpu_scale", 1.0)  # calibrated CPU only
     longest = _longest_chain(chains)
     cpu_total = sum(summary["cpu_s"] for summary in per_rule.values()) + light_s
-    gpu_total = sum(summary["gpu_s"] for summary in per_rule.values()) + light_s
+    gpu_total = sum(summary["gpu_s"] for summary in per_rule.values()) + fitted_light_s
     result = {
         "rules": per_rule,
         "light_jobs": light,
         "light_s": light_s,
+        "light_gpu_s": fitted_light_s,
         "jobs": light + sum(summary["jobs"] for summary in per_rule.values()),
         "cpu_s_total": cpu_total,
         "gpu_s_total": gpu_total,
@@ -291,8 +300,9 @@ def _rule_rows(prediction: dict) -> list[str]:
             f"{summary['runtime_request_max']} min, {summary['mem_mb_request_max']:,} |"
         )
     light_jobs, light_s = prediction["light_jobs"], _hms(prediction["light_s"])
+    light_gpu_s = _hms(prediction["light_gpu_s"])
     lines.append(
-        f"| other ({light_jobs} figure/table/report jobs) | {light_jobs} | | {light_s} | | {light_s} | | |"
+        f"| other ({light_jobs} figure/table/report jobs) | {light_jobs} | | {light_s} | | {light_gpu_s} | | |"
     )
     lines.append(
         f"| **total** | {prediction['jobs']} | | {_hms(prediction['cpu_s_total'])} | | "
@@ -306,9 +316,12 @@ def report_markdown(
     results: str | Path = "results",
     cores: int = 2,
     gpu_nodes: int = 1,
+    coefficients: dict | None = None,
 ) -> str:
-    """The prediction of a study as Markdown: per rule, totals, local and cluster wall time, disk."""
-    prediction = predict_study(config, results, cores=cores, gpu_nodes=gpu_nodes)
+    """The prediction of a study as Markdown: per rule, totals, local and cluster wall time, disk, and
+    whether the CPU coefficients are calibrated to this machine."""
+    coefficients = coefficients or load_coefficients()
+    prediction = predict_study(config, results, cores=cores, gpu_nodes=gpu_nodes, coefficients=coefficients)
     gpu = GPU()
     lines = _rule_rows(prediction)
     lines += [
@@ -327,4 +340,5 @@ def report_markdown(
     bases = sorted({dataset_stats(config, dataset, results).basis for dataset in config["datasets"]})
     shapes = sorted({model_shape(config, model, results).basis for model in config["models"]})
     lines.append(f"- token counts from: {', '.join(bases)}; model shapes from: {', '.join(shapes)}")
+    lines.append(f"- {describe(coefficients)}")
     return "\n".join(lines)
