@@ -16,7 +16,7 @@ from jinja2 import Environment, select_autoescape
 from layershift.core.io import atomic_path, read_json, read_metadata, read_table
 from layershift.report.finding_groups import study_findings, synthetic_datasets
 from layershift.report.findings import StudyTables
-from layershift.report.tables import sae_quality
+from layershift.report.tables import fold_intervals, sae_quality
 
 SECTIONS = [
     ("findings", "Findings: the paper's claims checked"),
@@ -270,7 +270,7 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             *_figures(figs, "tokens"),
         ],
         "diff": [
-            table(diff) if not diff.empty else para("no diff"),
+            table(fold_intervals(diff)) if not diff.empty else para("no diff"),
             *_figures(figs, "diff"),
             *_figures(figs, "relnorm"),
             *_figures(figs, "diff_tokens"),
