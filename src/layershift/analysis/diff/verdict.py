@@ -73,9 +73,10 @@ def diff_verdict(
     ``inconclusive``; in between, ``borderline``: the data cannot say on which side of the bar the layer is,
     and no finding is stated for it. 95 % is the conventional one-sided level (about 1.645 standard errors of
     the share, √(p(1−p)/n) ≤ 0.5/√n: 0.022 or some 11 features at n = 500 live features), fixed and not
-    fitted to any corpus. A layer exactly on the bar is borderline, and a change of a few features cannot
-    turn conclusive into inconclusive: it would have to cross the whole borderline band (about 3.3 standard
-    errors), and the resamples are seeded (``cfg.seed``), so the same labels always give the same verdict.
+    fitted to any corpus. A layer exactly on the bar is borderline and stays so under a change of a few
+    features; such a change may still cross one edge of the borderline band (conclusive ↔ borderline), never
+    turn conclusive into inconclusive (it would have to cross the whole band, about 3.3 standard errors).
+    The resamples are seeded (``cfg.seed``): the same labels always give the same verdict.
     """
     fractions = label_fractions(labels_df)
     unassessed = [stage for stage in STAGES if assessed is not None and not assessed.get(stage, False)]
