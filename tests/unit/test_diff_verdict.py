@@ -109,7 +109,10 @@ def test_the_verdict_is_seeded_and_untrained_layers_stay_inconclusive():
     table = labelled(*planted_layer({"pretrained": 200, "finetuned": 320}))
     assert diff_verdict(table, CFG) == diff_verdict(table, CFG)  # the same labels, the same resamples
     other_seed = diff_verdict(table, DiffConfig(seed=1))
-    assert other_seed.outcome == "borderline" and other_seed.conclusive_share != diff_verdict(table, CFG)
+    assert (
+        other_seed.outcome == "borderline"
+        and other_seed.conclusive_share != diff_verdict(table, CFG).conclusive_share
+    )
     dead = table.assign(live=False, label="dead")  # e.g. every latent of an untrained SAE dead: nothing live
     verdict = diff_verdict(dead, CFG)
     assert verdict.outcome == "inconclusive" and verdict.conclusive_share == 0.0
