@@ -127,3 +127,25 @@ def test_summary_takes_the_results_directory_as_an_argument(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("**Accuracy on the test split** (Table 2 rebuilt)\n\n|")
     assert main(["summary", str(results), "--results", str(tmp_path)]) == 1
     assert "two results directories given" in capsys.readouterr().err
+
+
+def test_summary_shows_the_diff_verdict_with_its_share_and_the_fractions_with_intervals(tmp_path, capsys):
+    rows = "".join(f"m,d,{row},0.5,0.4,10\n" for row in ("pretrained", "linear_probe", "finetuned"))
+    results = _tables(tmp_path, HEADER + rows)
+    diff = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": "d",
+            "layer": [1, 2],
+            "verdict": ["borderline", "inconclusive"],
+            "conclusive_share": [0.48, 0.01],
+            "retained_fraction": [0.62, 0.3],
+            "retained_fraction_lo": [0.55, None],  # an inconclusive layer has no interval
+            "retained_fraction_hi": [0.69, None],
+        }
+    )
+    diff.to_parquet(results / "tables/diff_summary.parquet")
+    assert main(["summary", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "| m       | d         |       1 | borderline   |               0.48 | 0.62 [0.55, 0.69]" in out
+    assert "|       2 | inconclusive |               0.01 | 0.30 " in out

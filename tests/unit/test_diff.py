@@ -256,15 +256,16 @@ def test_unstable_features_are_labelled_and_left_out_of_fractions():
     ] == pytest.approx(1 / 3)
     assert fractions["retained_fraction"] == 0.5 and fractions["lost_fraction"] == 0.5  # over stable only
     assert fractions["new_fraction"] == 0.0 and fractions["stable_fraction_finetuned"] == 0.5
-    cfg = DiffConfig(min_stable_features=1, min_stable_share=0.5)
-    assert diff_verdict(fractions, cfg)[0] == "conclusive"
-    verdict, reason = diff_verdict(fractions, DiffConfig(min_stable_features=3))
-    assert verdict == "inconclusive" and "2 stable pretrained features" in reason
-    verdict, reason = diff_verdict(fractions, cfg, {"pretrained": True, "finetuned": False})
-    assert verdict == "inconclusive" and "no seed null for the finetuned stage" in reason
-    # a share just under the bar says so in counts, not as a rounded "0.50 (< 0.5)"
-    verdict, reason = diff_verdict(fractions, DiffConfig(min_stable_features=1, min_stable_share=0.6))
-    assert (verdict, reason) == ("inconclusive", "1 of 2 live finetuned features stable (50.0% < 60%)")
+    labelled = label_features(marked, t)
+    # 2 of 3 and 1 of 2 live features stable: on the bar, and a handful of features cannot settle it
+    verdict = diff_verdict(labelled, DiffConfig(min_stable_features=1, min_stable_share=0.5))
+    assert verdict.outcome == "borderline" and 0.05 < verdict.conclusive_share < 0.95
+    verdict = diff_verdict(labelled, DiffConfig(min_stable_features=3))
+    assert verdict.outcome == "inconclusive" and "2 stable pretrained features (< 3)" in verdict.reason
+    assessed = {"pretrained": True, "finetuned": False}
+    verdict = diff_verdict(labelled, DiffConfig(min_stable_features=1), assessed)
+    assert verdict.outcome == "inconclusive" and verdict.conclusive_share is None
+    assert verdict.reason == "no seed null for the finetuned stage: its features' stability is unknown"
 
 
 # --- trained SAEs -----------------------------------------------------------------------------------------
@@ -294,6 +295,11 @@ def trained():
         "b_same": train_topk_sae(planted.x_same, seed=1),
         "b_same_null": train_topk_sae(planted.x_same, seed=0),
     }
+
+
+CLEARED_BAR = DiffConfig(
+    min_stable_features=10, min_stable_share=0.4
+)  # what ~30 of ~45 stable features clear
 
 
 def paired(x_a: np.ndarray, x_b: np.ndarray, batch: int = 1000):
@@ -336,7 +342,12 @@ def test_calibrated_sae_diff_recovers_planted_labels(trained):
     for label in ("retained", "changed", "lost", "new"):  # the 10 removed atoms: lost; the 10 added: new
         precision, recall = precision_recall(labels["label"][recovered], truth[recovered], label)
         assert precision >= 0.9 and recall >= 0.9, (label, precision, recall)
-    assert summary["verdict"] == "conclusive", summary["verdict_reason"]
+    # ~30 stable of ~45 live features per stage sit within sampling noise of the study's bar (25 features,
+    # 50 %): not inconclusive, and conclusive against a bar they clear by several standard errors
+    assert summary["verdict"] != "inconclusive" and summary["conclusive_share"] > 0.5, summary[
+        "verdict_reason"
+    ]
+    assert diff_verdict(labels, CLEARED_BAR).outcome == "conclusive"
     assert summary["threshold_source"].startswith("seed-null") and summary["headline"] == "uncapped"
     for level in ("cosine", "floor_cosine", "stable_cosine"):
         assert summary[f"threshold_{level}"] > summary["chance_cosine_p99"]
@@ -361,7 +372,10 @@ def test_no_change_control_is_retained(trained):
         pretrained_seed_null=trained["a_null"],
         finetuned_seed_null=trained["b_same_null"],
     )
-    assert summary["verdict"] == "conclusive"
+    assert summary["verdict"] != "inconclusive" and summary["conclusive_share"] > 0.5, summary[
+        "verdict_reason"
+    ]
+    assert diff_verdict(labels, CLEARED_BAR).outcome == "conclusive"
     assert summary["retained_fraction"] >= 0.9 and summary["retained_finetuned_fraction"] >= 0.9
     assert summary["lost_fraction"] <= 0.05 and summary["new_fraction"] <= 0.05
     assert summary["retained_activity_fraction"] >= 0.95

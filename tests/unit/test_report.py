@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from layershift.report.findings import StudyTables, check_claims
 
@@ -95,6 +96,22 @@ def test_findings_state_no_change_for_inconclusive_layers():
     diff["verdict"] = "inconclusive"
     text = "\n".join(findings(accuracy, similarity, sae, diff))
     assert "Retained SAE features" not in text and "Lost features beyond" not in text
+    diff["verdict"] = ["conclusive", "conclusive", "borderline", "inconclusive"]
+    checked = check_claims(StudyTables(accuracy, similarity, sae, diff))
+    counted = checked["The feature diff is conclusive in every layer"].sentence
+    assert (
+        "inconclusive for 1 of 4 model x dataset x layer cells" in counted and "and 1 borderline" in counted
+    )
+    retained = checked["Retained SAE features fall with depth"].sentence
+    assert (
+        "big" not in retained and "small layer 1: 0.80, layer 2: 0.70" in retained
+    )  # big's: on or under the bar
+    assert "big" not in checked["Fine-tuning loses features beyond the seed null"].sentence
+    diff["verdict"] = ["conclusive", "conclusive", "conclusive", "borderline"]
+    counted = check_claims(StudyTables(accuracy, similarity, sae, diff))[
+        "The feature diff is conclusive in every layer"
+    ]
+    assert not counted.holds and counted.sentence.startswith("Feature diff borderline for 1 of 4")
     diff["verdict"] = "conclusive"
     checked = check_claims(StudyTables(accuracy, similarity, sae, diff))
     conclusive = checked["The feature diff is conclusive in every layer"]
@@ -188,9 +205,12 @@ def fake_results(root: Path) -> Path:
     tables.mkdir(parents=True)
     accuracy.to_csv(tables / "accuracy.csv", index=False)
     similarity.assign(cka_tokens=0.5, mean_sentence_cosine=0.4).to_parquet(tables / "similarity.parquet")
-    diff.assign(verdict=["conclusive", "conclusive", "conclusive", "inconclusive"]).to_parquet(
-        tables / "diff_summary.parquet"
-    )
+    diff.assign(
+        verdict=["conclusive", "conclusive", "conclusive", "inconclusive"],
+        conclusive_share=[1.0, 0.99, 0.97, 0.0],
+        retained_fraction_lo=[0.75, 0.62, 0.7, None],  # an inconclusive layer has no interval
+        retained_fraction_hi=[0.85, 0.78, 0.9, None],
+    ).to_parquet(tables / "diff_summary.parquet")
     for stage, explained in (("pretrained", 0.81), ("finetuned", 0.79)):
         metrics = root / f"results/sae/small/d/{stage}/layer1/metrics.json"
         metrics.parent.mkdir(parents=True)
@@ -225,9 +245,12 @@ def test_results_page_states_every_table_from_the_artifacts(tmp_path):
     assert ["small", "d", "finetuned", "1", "0.020", "0.790", "9.500", "0.000"] in rows  # SAE quality
     assert ["study", "0.810", "9.500", "True"] in rows  # the sweep's setting
     diff_row = next(row for row in rows if row[:4] == ["big", "d", "4", "inconclusive"])
-    assert diff_row[4:6] == ["0.20", "0.50"], (
+    assert diff_row[4:7] == ["0.00", "0.20", "0.50"], (
         diff_row
-    )  # retained and lost fraction, as the diff table has them
+    )  # share of resamples meeting the bar, fractions
+    diff_row = next(row for row in rows if row[:4] == ["small", "d", "2", "conclusive"])
+    assert diff_row[4:7] == ["0.99", "0.70 [0.62, 0.78]", "0.05"], diff_row  # the fraction with its interval
+    assert "retained_fraction_lo" not in page  # folded into the fraction's cell
     assert ["small", "1", "d", "pretrained words", "finetuned words"] in rows  # Table 1
     findings_rows = {row[0]: row[1:] for row in rows if len(row) == 2}  # one group: finding | real
     assert ["finding", "real"] in rows  # without a config every dataset is real: no synthetic column
@@ -298,6 +321,50 @@ def test_html_report_opens_with_the_findings_and_lists_settings_one_per_row(tmp_
         assert (setting, value) in cells, (setting, cells)
     assert not any(setting.startswith(("models", "datasets")) for setting, _ in cells)  # tables of their own
     assert "{'batch_size'" not in page and "{&#39;batch_size&#39;" not in page
+    diff_table = page.split('id="diff"', 1)[1]
+    assert "<td>0.70 [0.62, 0.78]</td>" in diff_table and "retained_fraction_hi" not in diff_table
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) == 1 and all(src.startswith("data:image/png;base64,") for src in sources)
     assert "<link" not in page and "<script" not in page  # nothing to fetch: one self-contained file
+
+
+def test_diff_figure_draws_intervals_for_conclusive_layers_only(tmp_path):
+    """Conclusive layers get bars with their 95 % intervals; borderline and inconclusive ones a tick note."""
+    import json
+
+    from layershift.report.figures import _diff_panel, draw
+
+    base = {"model": "m", "dataset": "d", "retained_fraction": 0.6, "changed_fraction": 0.1}
+    base |= {"lost_fraction": 0.3, "retained_finetuned_fraction": 0.5, "changed_finetuned_fraction": 0.1}
+    base |= {"new_fraction": 0.4, "baseline_retained_fraction": 0.9}
+    intervals = {"retained_fraction_lo": 0.55, "retained_fraction_hi": 0.66, "lost_fraction_lo": 0.25}
+    intervals |= {"lost_fraction_hi": 0.35, "new_fraction_lo": 0.3, "new_fraction_hi": 0.5}
+    intervals |= {"retained_finetuned_fraction_lo": 0.45, "retained_finetuned_fraction_hi": 0.56}
+    summaries = [
+        base | intervals | {"layer": 1, "verdict": "conclusive"},
+        base | intervals | {"layer": 2, "verdict": "borderline"},
+        base | dict.fromkeys(intervals) | {"layer": 3, "verdict": "inconclusive"},
+    ]
+    paths = []
+    for summary in summaries:
+        paths.append(tmp_path / f"layer{summary['layer']}.json")
+        paths[-1].write_text(json.dumps(summary))
+    draw("fig_diff", [str(path) for path in paths], {"model": "m"}, {}, str(tmp_path / "diff.png"), dpi=40)
+    assert (tmp_path / "diff.png").stat().st_size > 0
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots()
+    colors = dict(
+        zip(["retained", "changed", "lost", "new"], sns.color_palette("colorblind", 4), strict=True)
+    )
+    _diff_panel(ax, pd.DataFrame(summaries), colors)
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["1", "2\n(borderl.)", "3\n(inconcl.)"]
+    from matplotlib.container import ErrorbarContainer
+
+    error_bars = [bars for bars in ax.containers if isinstance(bars, ErrorbarContainer)]
+    assert len(error_bars) == 4  # 2 edges (retained top, lost / new bottom) x 2 sides
+    assert all(len(bars.lines[2][0].get_segments()) == 1 for bars in error_bars)  # layer 1's only
+    low, high = error_bars[1].lines[2][0].get_segments()[0][:, 1]  # the pretrained lost edge: 1 - lost
+    assert (low, high) == pytest.approx((0.65, 0.75))
+    plt.close(fig)

@@ -32,10 +32,12 @@ from layershift.dictionaries.sae.train import train_sae_on_shards, with_epochs_f
 from layershift.study.schema import from_section
 from layershift.study.targets import STAGES
 
-# what the curve keeps of a diff summary, per point (counts and shares per stage, the verdict, label fractions)
+# what the curve keeps of a diff summary, per point (the verdict and its share of resamples meeting the bar,
+# counts and shares per stage, label fractions)
 SUMMARY_COLUMNS = (
     "verdict",
     "verdict_reason",
+    "conclusive_share",
     *(
         f"{key}_{stage}"
         for key in ("n_live", "n_stable", "stable_fraction", "null_median_cosine")

@@ -302,11 +302,14 @@ DIFF_SIDES = {  # bar offset, the three segments (bottom to top) and the null's 
 }
 
 
+TICK_NOTES = {"conclusive": "", "borderline": "\n(borderl.)"}  # any other verdict: "\n(inconcl.)"
+
+
 def _diff_panel(ax: plt.Axes, part: pd.DataFrame, colors: dict) -> None:
-    """One dataset's layers: both sides' stacked bars and their seed null's retained level."""
+    """One dataset's layers: both sides' stacked bars, their 95 % intervals and the seed null's retained level."""
     x = np.arange(len(part))
-    # an inconclusive layer (too few stable features) gets no bars, only its tick mark
-    shown = (part["verdict"] == "conclusive").to_numpy() if "verdict" in part else np.ones(len(part), bool)
+    verdicts = part["verdict"] if "verdict" in part else pd.Series("conclusive", index=part.index)
+    shown = (verdicts == "conclusive").to_numpy()  # a borderline or inconclusive layer: only its tick mark
     for offset, segments, null_key in DIFF_SIDES.values():
         bottom = np.zeros(len(part))
         for segment in segments:
@@ -315,18 +318,33 @@ def _diff_panel(ax: plt.Axes, part: pd.DataFrame, colors: dict) -> None:
             colour = colors[segment.removesuffix("_finetuned")]
             ax.bar(x + offset, height, 0.34, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5)
             bottom += np.nan_to_num(height)
+        _interval_marks(ax, part, x + offset, segments, shown)
         if null_key in part:
             null = np.where(shown, part[null_key].to_numpy(float), np.nan)
             ax.scatter(x + offset, null, marker="_", s=250, color="black", zorder=3)
-    ax.set_xticks(
-        x,
-        [str(layer) + ("" if ok else "\n(inconcl.)") for layer, ok in zip(part["layer"], shown, strict=True)],
-    )
+    notes = [TICK_NOTES.get(verdict, "\n(inconcl.)") for verdict in verdicts]
+    ax.set_xticks(x, [f"{layer}{note}" for layer, note in zip(part["layer"], notes, strict=True)])
+
+
+def _interval_marks(ax: plt.Axes, part: pd.DataFrame, positions, segments: list[str], shown) -> None:
+    """95 % intervals at a stacked bar's inner edges: the top of its first segment (retained) and the bottom
+    of its last (lost / new, at 1 minus that fraction: the three sum to 1); none without intervals."""
+    first, last = f"{segments[0]}_fraction", f"{segments[-1]}_fraction"
+    if f"{first}_lo" not in part or f"{last}_lo" not in part:
+        return
+    value = {key: part[key].to_numpy(float) for key in part if key.startswith((first, last))}
+    edges = [(value[first], value[f"{first}_lo"], value[f"{first}_hi"])]
+    edges.append((1 - value[last], 1 - value[f"{last}_hi"], 1 - value[f"{last}_lo"]))
+    for shift, (edge, low, high) in zip((-0.07, 0.07), edges, strict=True):  # apart, should they overlap
+        drawn = shown & np.isfinite(edge) & np.isfinite(low) & np.isfinite(high)
+        spread = [edge[drawn] - low[drawn], high[drawn] - edge[drawn]]
+        ax.errorbar(positions[drawn] + shift, edge[drawn], spread, fmt="none", ecolor="black", capsize=2)
 
 
 def plot_diff(inputs, wildcards, params) -> plt.Figure:
     """Per dataset and layer, two stacked bars: the pretrained SAE's features (retained / changed / lost)
-    and the fine-tuned SAE's (retained / changed / new), each with the seed null's retained level."""
+    and the fine-tuned SAE's (retained / changed / new), each with 95 % intervals and the seed null's
+    retained level; conclusive layers only."""
     summaries = pd.DataFrame([read_json(path) for path in inputs]).sort_values(["dataset", "layer"])
     datasets = sorted(summaries["dataset"].unique())
     colors = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))

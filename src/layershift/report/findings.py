@@ -212,24 +212,33 @@ def sae_quality_finding(sae: pd.DataFrame) -> Finding | None:
 
 
 def _conclusive(diff: pd.DataFrame) -> pd.DataFrame:
-    """The diff's conclusive cells (every cell of a table without verdicts): an inconclusive one supports
-    no retained / lost finding."""
+    """The diff's conclusive cells (every cell of a table without verdicts): a borderline or inconclusive one
+    supports no retained / lost finding."""
     return diff[diff["verdict"] == "conclusive"] if "verdict" in diff else diff
 
 
 def conclusive_finding(diff: pd.DataFrame) -> Finding | None:
-    """Whether every diff cell is conclusive; the inconclusive ones are counted (no change is stated for them)."""
+    """Whether every diff cell is conclusive; the inconclusive and the borderline ones (on the verdict's bar)
+    are counted apart, and no change is stated for either."""
     if diff.empty or "verdict" not in diff:
         return None
-    inconclusive = diff[diff["verdict"] != "conclusive"]
-    if not len(inconclusive):
-        return Finding(True, f"Feature diff conclusive in all {len(diff)} model x dataset x layer cells.")
-    return Finding(
-        False,
-        f"Feature diff inconclusive for {len(inconclusive)} of {len(diff)} model x dataset x layer cells "
-        "(too few SAE features reproduced by their seed nulls above chance); no retained / lost change "
-        "is stated for them.",
-    )
+    cells = f"{len(diff)} model x dataset x layer cells"
+    borderline = int((diff["verdict"] == "borderline").sum())
+    inconclusive = int((~diff["verdict"].isin(["conclusive", "borderline"])).sum())
+    if not inconclusive and not borderline:
+        return Finding(True, f"Feature diff conclusive in all {cells}.")
+    why_inconclusive = "too few SAE features reproduced by their seed nulls above chance"
+    why_borderline = "on the bar: feature resamples meet it in between 5 % and 95 % of draws"
+    if not borderline:
+        counted = f"inconclusive for {inconclusive} of {cells} ({why_inconclusive})"
+    elif not inconclusive:
+        counted = f"borderline for {borderline} of {cells} ({why_borderline})"
+    else:
+        counted = (
+            f"inconclusive for {inconclusive} of {cells} ({why_inconclusive}) and {borderline} borderline "
+            f"({why_borderline})"
+        )
+    return Finding(False, f"Feature diff {counted}; no retained / lost change is stated for them.")
 
 
 def retained_finding(diff: pd.DataFrame) -> Finding | None:

@@ -16,7 +16,7 @@ from jinja2 import Environment, select_autoescape
 from layershift.core.io import atomic_path, read_json, read_metadata, read_table
 from layershift.report.finding_groups import study_findings, synthetic_datasets
 from layershift.report.findings import StudyTables
-from layershift.report.tables import sae_quality
+from layershift.report.tables import fold_intervals, sae_quality
 
 SECTIONS = [
     ("findings", "Findings: the paper's claims checked"),
@@ -39,6 +39,7 @@ VERDICT_CURVE_COLUMNS = {  # the curve table's column -> its heading in the repo
     "n_stable_pretrained": "stable, pretrained",
     "n_stable_finetuned": "stable, fine-tuned",
     "verdict": "verdict",
+    "conclusive_share": "share of resamples meeting the bar",
 }
 SETTINGS_SHOWN_ELSEWHERE = ("models", "datasets")  # their own tables in the study section
 
@@ -228,7 +229,8 @@ def verdict_curve_blocks(curve_tables: list[str], figs: list[str]) -> list[dict]
     """The verdict curve: per layer and share of its token rows, each stage's share of stable live features
     and the verdict (the last share, 1, is the study's own diff), and its figure."""
     frames = [read_table(path).assign(layer=read_metadata(path)["layer"]) for path in curve_tables]
-    curve = pd.concat(frames, ignore_index=True)[list(VERDICT_CURVE_COLUMNS)]
+    curve = pd.concat(frames, ignore_index=True)
+    curve = curve[[column for column in VERDICT_CURVE_COLUMNS if column in curve]]  # older tables: fewer
     note = para(
         "The diff of each SAE layer recomputed on the first share of the layer's token rows: the four SAEs "
         "of a diff (each stage's and its seed null) trained there with the study's settings and seeds; "
@@ -270,7 +272,7 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             *_figures(figs, "tokens"),
         ],
         "diff": [
-            table(diff) if not diff.empty else para("no diff"),
+            table(fold_intervals(diff)) if not diff.empty else para("no diff"),
             *_figures(figs, "diff"),
             *_figures(figs, "relnorm"),
             *_figures(figs, "diff_tokens"),

@@ -17,7 +17,7 @@ from layershift.core.errors import ArtifactError, LayershiftError
 from layershift.core.io import read_table, reading
 from layershift.report.finding_groups import study_findings, synthetic_datasets
 from layershift.report.findings import StudyTables
-from layershift.report.tables import ROWS, sae_quality, summary_markdown
+from layershift.report.tables import ROWS, fold_intervals, sae_quality, summary_markdown
 from layershift.study.schema import load_yaml
 
 REQUIRED_TABLES = ("accuracy.csv", "similarity.parquet")  # what every finished study has
@@ -29,6 +29,7 @@ DIFF_COLUMNS = [
     "dataset",
     "layer",
     "verdict",
+    "conclusive_share",
     "stable_fraction_pretrained",
     "stable_fraction_finetuned",
 ]
@@ -38,7 +39,10 @@ SWEEP_COLUMNS = ["setting", "explained_variance", "l0", "dead_fraction", "median
 SWEEP_COLUMNS += ["share_above_chance", "chance_cosine_p99", "reproducible", "faithful"]
 DIFF_NOTE = (
     "(fractions of the *stable* features: those their stage's seed null reproduces above chance; "
-    "`stable_fraction_*` = share of live features; an inconclusive layer's fractions support no finding)"
+    "`stable_fraction_*` = share of live features; `0.62 [0.55, 0.69]` = the fraction and its 95 % interval "
+    "over feature resamples; `conclusive_share` = share of those resamples that meet the verdict's bar: "
+    "conclusive at ≥ 0.95, inconclusive at ≤ 0.05, borderline between; a borderline or inconclusive layer's "
+    "fractions support no finding)"
 )
 
 
@@ -135,7 +139,8 @@ def similarity_section(similarity: pd.DataFrame, columns=SIMILARITY_COLUMNS) -> 
 def diff_sections(diff: pd.DataFrame, columns=DIFF_COLUMNS) -> list[Section]:
     if diff.empty:
         return []
-    frame = diff[_present(diff, columns)]
+    folded = fold_intervals(diff)
+    frame = folded[_present(folded, columns)]
     return [Section("SAE feature diff per layer", frame, floatfmt=".2f", note=DIFF_NOTE)]
 
 

@@ -103,7 +103,8 @@ def feature_summary(feature_paths: list[str], diff_paths: list[str] = ()) -> pd.
 
 
 def diff_columns(diff_summary_paths: list[str]) -> pd.DataFrame:
-    """Per model x dataset x layer: the diff summary's fractions (retained/changed/lost/new + seed null)."""
+    """Per model x dataset x layer: the diff summary's numbers (retained/changed/lost/new, their 95 % intervals
+    ``*_lo`` / ``*_hi``, the seed null's, ``conclusive_share``) and the verdict with its reason."""
     records = []
     for path in diff_summary_paths:
         summary = read_json(path)
@@ -113,6 +114,32 @@ def diff_columns(diff_summary_paths: list[str]) -> pd.DataFrame:
             {"model": summary["model"], "dataset": summary["dataset"], "layer": summary["layer"], **flat}
         )
     return pd.DataFrame(records)
+
+
+def with_interval(point: float, low: float, high: float, digits: int = 2) -> str:
+    """A fraction and its 95 % interval as ``0.62 [0.55, 0.69]``; the point alone where the interval is
+    missing (an inconclusive layer), ``-`` where the point is."""
+    if pd.isna(point):
+        return "-"
+    if pd.isna(low) or pd.isna(high):
+        return f"{point:.{digits}f}"
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def fold_intervals(diff: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """The diff table as a reader sees it: each fraction with ``<key>_lo`` / ``<key>_hi`` columns written
+    ``0.62 [0.55, 0.69]`` in its own column (the ``_lo`` / ``_hi`` columns dropped), and ``conclusive_share``
+    right after ``verdict``. Other columns as they are."""
+    folded = diff.copy()
+    for key in [column for column in diff if f"{column}_lo" in diff and f"{column}_hi" in diff]:
+        points = zip(diff[key], diff[f"{key}_lo"], diff[f"{key}_hi"], strict=True)
+        folded[key] = [with_interval(*point, digits=digits) for point in points]
+        folded = folded.drop(columns=[f"{key}_lo", f"{key}_hi"])
+    if "verdict" in folded and "conclusive_share" in folded:
+        columns = [column for column in folded if column != "conclusive_share"]
+        columns.insert(columns.index("verdict") + 1, "conclusive_share")
+        folded = folded[columns]
+    return folded
 
 
 def summary_markdown(table: pd.DataFrame) -> str:

@@ -14,8 +14,9 @@ chance level c of those matchings (:mod:`~layershift.analysis.diff.chance_levels
 feature against its seed null (:mod:`~layershift.analysis.diff.labels`); thresholds calibrated on the seed
 nulls (:mod:`~layershift.analysis.diff.thresholds`: the headline ``label`` has no cap; ``label_capped`` /
 ``capped_*`` additionally cap τ at the fixed effect sizes, which can only lower it); the labels; the verdict
-and the summary (:mod:`~layershift.analysis.diff.verdict`), whose ``baseline_*`` rates are those the same
-thresholds give on the pretrained seed-null matching.
+with its feature resamples (:mod:`~layershift.analysis.diff.bootstrap`) and the summary
+(:mod:`~layershift.analysis.diff.verdict`), whose ``baseline_*`` rates are those the same thresholds give on
+the pretrained seed-null matching.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 from layershift.analysis.diff.activations import PairedBatches, sample_rows
 from layershift.analysis.diff.chance_levels import chance_level, cross_stage_chance, seed_null_chance
-from layershift.analysis.diff.labels import label_features, label_fractions, mark_stability
+from layershift.analysis.diff.labels import label_features, mark_stability
 from layershift.analysis.diff.match import COMPARED_SIDE, REFERENCE_SIDE, match_saes, swap_sides
 from layershift.analysis.diff.settings import DiffConfig
 from layershift.analysis.diff.thresholds import (
@@ -212,7 +213,7 @@ def summarize(
         REFERENCE_SIDE: saes.pretrained_seed_null is not None,
         COMPARED_SIDE: saes.finetuned_seed_null is not None,
     }
-    verdict = diff_verdict(label_fractions(labels), cfg, assessed)
+    verdict = diff_verdict(labels, cfg, assessed)
     summary = diff_summary(labels, seed_null_labels, thresholds, chance=chance_summary, verdict=verdict)
     summary |= {
         f"capped_threshold_{key}": json_safe(getattr(capped, key)) for key in ("cosine", "correlation")

@@ -38,6 +38,9 @@ class DiffConfig:
     # making up at least this share of that side's live features.
     min_stable_features: int = schema_default("diff", "min_stable_features")
     min_stable_share: float = schema_default("diff", "min_stable_share")
+    # Feature resamples of the verdict's bootstrap (seeded from ``seed``): the bar above is judged on each of
+    # them, and they give the label fractions' 95 % intervals (see ``verdict.diff_verdict``).
+    verdict_resamples: int = schema_default("diff", "verdict_resamples")
     chance_draws: int = 4  # random dictionaries per chance distribution (cosine; half as many encoders)
     chance_rows: int = 4096  # token rows (first in storage order) held in memory for the correlation chance
     # The diff streams the layer's token rows seven times (firing rates and correlations for three matchings,
@@ -56,6 +59,8 @@ class DiffConfig:
             raise ValueError(f"stable_gap must be in (0, 1), got {self.stable_gap}")
         if not 0.0 <= self.min_stable_share <= 1.0 or self.min_stable_features < 1:
             raise ValueError("min_stable_share must be in [0, 1] and min_stable_features ≥ 1")
+        if self.verdict_resamples < 100:
+            raise ValueError(f"verdict_resamples must be ≥ 100, got {self.verdict_resamples}")
         if self.chance_draws < 1 or self.chance_rows < 2:
             raise ValueError("chance_draws must be ≥ 1 and chance_rows ≥ 2")
         if self.memory_cache_mb < 0:
