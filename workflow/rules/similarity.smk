@@ -1,5 +1,6 @@
 rule similarity:
-    """Per layer: the paper's cosine of mean activations, linear CKA (sentences, tokens), per-sentence cosine."""
+    """Per layer: the paper's cosine of mean activations, linear CKA (sentences, tokens), per-sentence cosine,
+    and a percentile interval from a seeded bootstrap over the sentences for the sentence-level measures."""
     input:
         pretrained=expand(
             f"{targets.ACTIVATIONS}/{{file}}",
@@ -15,6 +16,10 @@ rule similarity:
         ),
     output:
         targets.SIMILARITY,
+    params:
+        bootstrap=config["similarity"]["bootstrap"],
+        interval=config["similarity"]["interval"],
+        seed=config["seed"],
     log:
         "results/logs/similarity/{model}/{dataset}.log",
     conda:
