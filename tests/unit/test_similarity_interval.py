@@ -196,3 +196,18 @@ def test_results_page_shows_each_interval_beside_its_value():
     assert "0.900 [0.880, 0.920]" in section.markdown()
     old = similarity_section(similarity_table("small", with_intervals=False).assign(cka_tokens=0.5))
     assert old.table["cosine_of_means"].dtype == float and old.note == ""
+
+
+def test_the_study_wide_table_keeps_the_interval_columns(tmp_path):
+    """Per-dataset tables with intervals and one written before them concatenate into one table; the old
+    table's rows read NaN there."""
+    from layershift.report.tables import concat_parquet
+
+    paths = [tmp_path / "new.parquet", tmp_path / "old.parquet"]
+    similarity_table("small", with_intervals=True).to_parquet(paths[0])
+    similarity_table("big", with_intervals=False).to_parquet(paths[1])
+    table = concat_parquet([str(path) for path in paths], tmp_path / "similarity.parquet")
+    assert {"cosine_of_means_lo", "cosine_of_means_hi"} <= set(
+        pd.read_parquet(tmp_path / "similarity.parquet")
+    )
+    assert table.loc[table["model"] == "big", "cosine_of_means_lo"].isna().all()
