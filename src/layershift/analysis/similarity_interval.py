@@ -12,7 +12,8 @@ layers of a resample see the same sentences) and recomputes, from the two stages
     cka_sentences             linear CKA of the resampled sentence vectors
     mean_sentence_cosine      mean of the resampled sentences' cosines
 
-The interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the resampled values. It
+The interval runs from the ``(1 - c) / 2`` to the ``(1 + c) / 2`` percentile of the resampled values,
+``c`` the ``interval`` setting. It
 measures the sampling of sentences within one run only, not how much another fine-tuning run would differ.
 
 A resample is a count vector ``w [n]`` (how often each sentence was drawn, summing to ``n``), and every measure is
@@ -20,8 +21,8 @@ a weighted sum over sentences, so all resamples are matrix products. For CKA, wi
 centred on the full sample and the resample's weighted mean ``mu = X^T w / n``, the resample's centred
 cross-product is ``A - n mu_x mu_y^T`` with ``A = X^T diag(w) Y``, and its squared norm is
 ``w^T (K o L) w - 2 n sum_i w_i (x_i . mu_x)(y_i . mu_y) + n^2 |mu_x|^2 |mu_y|^2`` with the Gram matrices
-``K = X X^T``, ``L = Y Y^T`` [n, n] (``o``: elementwise). The Gram matrices are built in row blocks, so no
-``[n, n]`` matrix is held whole.
+``K = X X^T``, ``L = Y Y^T`` [n, n] (``o``: elementwise). The Gram matrices are built in square blocks on
+and above the diagonal only, so no ``[n, n]`` matrix is held whole.
 """
 
 from __future__ import annotations
