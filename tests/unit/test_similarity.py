@@ -17,6 +17,11 @@ from layershift.analysis.similarity import (
     sentence_measures,
     token_measures,
 )
+from layershift.analysis.similarity_interval import (
+    INTERVAL_MEASURES,
+    BootstrapSettings,
+    resampled_measures,
+)
 from layershift.core.io import write_parquet
 from layershift.models.extract import ExtractConfig, extract_activations
 from tests.support.models import make_tiny_bert, perturbed_copy, tiny_sentences
@@ -183,7 +188,38 @@ def test_same_model_twice_is_identical_at_every_layer(stages):
         "mean_sentence_cosine",
     ):
         np.testing.assert_allclose(table[measure], 1.0, atol=1e-6, err_msg=measure)
+    for measure in INTERVAL_MEASURES:  # every resample of identical stages is identical too
+        for end in ("lo", "hi"):
+            np.testing.assert_allclose(table[f"{measure}_{end}"], 1.0, atol=1e-6, err_msg=f"{measure}_{end}")
     assert (table["n_sentences"] == 20).all() and (table["n_token_sample"] == 40).all()
+
+
+def test_the_bootstrap_on_the_full_sample_is_the_point_value(stages):
+    """Every sentence drawn once reproduces the table's values: the token-weighted mean of sentence vectors is
+    the token mean of means.parquet (to float32 rounding of the stored sentence vectors)."""
+    table = layer_similarity(stages["pre"], stages["ft"], "tiny", "mood", BootstrapSettings(0))
+    ones = np.ones((1, 20))
+    full = resampled_measures(stages["pre"] / "sentences.parquet", stages["ft"] / "sentences.parquet", ones)
+    for measure in INTERVAL_MEASURES:
+        values = [full[layer][measure][0] for layer in table["layer"]]
+        np.testing.assert_allclose(values, table[measure], rtol=0, atol=1e-6, err_msg=measure)
+
+
+def test_intervals_are_seeded_and_leave_the_point_values_as_they_are(stages):
+    plain = layer_similarity(stages["pre"], stages["ft"], "tiny", "mood", BootstrapSettings(0))
+    first, again, other = (
+        layer_similarity(
+            stages["pre"], stages["ft"], "tiny", "mood", BootstrapSettings(50, 0.9, seed, threads=1)
+        )
+        for seed in (1, 1, 2)
+    )
+    pd.testing.assert_frame_equal(first, again)
+    pd.testing.assert_frame_equal(first[plain.columns], plain)
+    assert not any(column.endswith(("_lo", "_hi")) for column in plain.columns)
+    assert not np.allclose(first["cka_sentences_lo"], other["cka_sentences_lo"])
+    for measure in INTERVAL_MEASURES:
+        assert (first[f"{measure}_lo"] <= first[f"{measure}_hi"]).all(), measure
+        assert first.columns.get_loc(f"{measure}_lo") == first.columns.get_loc(measure) + 1
 
 
 def test_a_changed_model_is_less_similar(stages):

@@ -1,5 +1,7 @@
 rule similarity:
-    """Per layer: the paper's cosine of mean activations, linear CKA (sentences, tokens), per-sentence cosine."""
+    """Per layer: the paper's cosine of mean activations, linear CKA (sentences, tokens), per-sentence cosine;
+    the sentence-level measures with a percentile interval from a seeded bootstrap over the sentences.
+    """
     input:
         pretrained=expand(
             f"{targets.ACTIVATIONS}/{{file}}",
@@ -19,6 +21,10 @@ rule similarity:
         "results/logs/similarity/{model}/{dataset}.log",
     conda:
         "../../envs/layershift.yaml"
+    params:
+        bootstrap=config["similarity"]["bootstrap"],
+        interval=config["similarity"]["interval"],
+        seed=config["seed"],
     script:
         "../scripts/similarity.py"
 

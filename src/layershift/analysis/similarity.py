@@ -6,7 +6,9 @@ tokens depends on sentence length, and they can change more than the words do, s
 content tokens only (``cosine_of_content_means``) and the special-token share (``special_share``) stand
 beside it. The cosine of means is blind to anything but the mean, so beside it too: linear CKA (Kornblith et al. 2019) on paired sentence vectors and on
 a paired token sample, and the mean per-sentence cosine. CKA is computed from streamed cross-products,
-so no layer's sentence matrix is held in memory.
+so no layer's sentence matrix is held in memory. The sentence-level measures get a percentile interval from
+a seeded bootstrap over the sentences (``similarity_interval``), in ``{measure}_lo`` / ``{measure}_hi``
+columns beside them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from layershift.analysis.similarity_interval import (
+    BootstrapSettings,
+    place_beside_points,
+    similarity_intervals,
+)
 from layershift.core.io import read_metadata, read_table
 
 
@@ -140,9 +147,18 @@ def mean_measures(pre_path: str | Path, ft_path: str | Path) -> pd.DataFrame:
     return table
 
 
-def layer_similarity(pre_dir: str | Path, ft_dir: str | Path, model: str, dataset: str) -> pd.DataFrame:
-    """All measures per layer for one model x dataset, from the two stages' extraction outputs."""
+def layer_similarity(
+    pre_dir: str | Path,
+    ft_dir: str | Path,
+    model: str,
+    dataset: str,
+    bootstrap: BootstrapSettings | None = None,
+) -> pd.DataFrame:
+    """All measures per layer for one model x dataset, from the two stages' extraction outputs, with the
+    sentence bootstrap's ``{measure}_lo`` / ``{measure}_hi`` beside the measures it covers (none for
+    ``bootstrap.bootstrap == 0``; ``None``: the schema's settings)."""
     pre_dir, ft_dir = Path(pre_dir), Path(ft_dir)
+    bootstrap = bootstrap or BootstrapSettings()
     table = mean_measures(pre_dir / "means.parquet", ft_dir / "means.parquet")
     table = table.merge(
         sentence_measures(pre_dir / "sentences.parquet", ft_dir / "sentences.parquet"), on="layer"
@@ -150,6 +166,11 @@ def layer_similarity(pre_dir: str | Path, ft_dir: str | Path, model: str, datase
     table = table.merge(
         token_measures(pre_dir / "token_sample.parquet", ft_dir / "token_sample.parquet"), on="layer"
     )
+    if bootstrap.bootstrap:
+        intervals = similarity_intervals(
+            pre_dir / "sentences.parquet", ft_dir / "sentences.parquet", bootstrap
+        )
+        table = place_beside_points(table.merge(intervals, on="layer"))
     n_layers = int(read_metadata(pre_dir / "means.parquet").get("n_layers", table["layer"].max()))
     table.insert(0, "dataset", dataset)
     table.insert(0, "model", model)

@@ -3,7 +3,8 @@
 Each ``plot_*`` function takes the rule's inputs (paths), wildcards and params and returns a Figure;
 ``save`` writes the PNG (for the report) and an SVG beside it, atomically. Every plotted value is a single
 number (no replicates), so seaborn's bootstrapped error bars are switched off: they would draw nothing and
-cost most of a figure's time.
+cost most of a figure's time. The similarity figures draw the interval the similarity table carries (its
+sentence bootstrap) as a band instead.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ with _scipy_hidden():
 
 from layershift.analysis.similarity import MEASURES  # noqa: E402
 from layershift.core.io import atomic_path, read_json, read_metadata, read_table  # noqa: E402
+from layershift.report.intervals import interval_bands  # noqa: E402
 
 ROW_NAMES = {
     "pretrained": "pre-trained + random head",
@@ -150,12 +152,20 @@ def plot_training(inputs, wildcards, params) -> plt.Figure:
     return fig
 
 
+def _hue_colours(levels: list) -> dict:
+    """The colour seaborn gives each categorical hue level: the current palette, husl beyond its length."""
+    palette = None if len(levels) <= len(sns.color_palette()) else "husl"
+    return dict(zip(levels, sns.color_palette(palette, len(levels)), strict=True))
+
+
 def _similarity_lines(table: pd.DataFrame, x: str, measure: str, hue: str, **line_style):
-    """One line per ``hue`` x dataset of a similarity ``measure`` against ``x``; returns (figure, axes)."""
+    """One line per ``hue`` x dataset of a similarity ``measure`` against ``x``, its interval as a band where
+    the table has one; returns (figure, axes)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    sns.lineplot(
-        data=table, x=x, y=measure, hue=hue, style="dataset", markers=True, errorbar=None, ax=ax, **line_style
-    )
+    colours = _hue_colours(list(dict.fromkeys(table[hue])))
+    lines = {"hue": hue, "hue_order": list(colours), "palette": colours, "style": "dataset", "markers": True}
+    sns.lineplot(data=table, x=x, y=measure, errorbar=None, ax=ax, **lines, **line_style)
+    interval_bands(ax, table, x, measure, hue, colours)
     ax.set_ylabel(MEASURES[measure])
     return fig, ax
 

@@ -16,6 +16,7 @@ from jinja2 import Environment, select_autoescape
 from layershift.core.io import atomic_path, read_json, read_metadata, read_table
 from layershift.report.finding_groups import study_findings, synthetic_datasets
 from layershift.report.findings import StudyTables
+from layershift.report.intervals import with_interval_cells
 from layershift.report.tables import fold_intervals, sae_quality
 
 SECTIONS = [
@@ -262,7 +263,12 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             *_figures(figs, "training"),
         ],
         "similarity": [
-            table(similarity.drop(columns=["n_tokens", "n_sentences", "n_token_sample"], errors="ignore")),
+            table(
+                with_interval_cells(
+                    similarity.drop(columns=["n_tokens", "n_sentences", "n_token_sample"], errors="ignore"),
+                    missing="-",
+                )
+            ),
             *_figures(figs, "similarity"),
             *_figures(figs, "depth"),
         ],

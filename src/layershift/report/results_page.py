@@ -17,6 +17,7 @@ from layershift.core.errors import ArtifactError, LayershiftError
 from layershift.core.io import read_table, reading
 from layershift.report.finding_groups import study_findings, synthetic_datasets
 from layershift.report.findings import StudyTables
+from layershift.report.intervals import interval_columns, with_interval_cells
 from layershift.report.tables import ROWS, fold_intervals, sae_quality, summary_markdown
 from layershift.study.schema import load_yaml
 
@@ -132,8 +133,21 @@ def macro_f1_sections(accuracy: pd.DataFrame) -> list[Section]:
     return [Section("Macro-F1 on the test split", accuracy_by_row(accuracy, "macro_f1"))]
 
 
+SIMILARITY_INTERVAL_NOTE = (
+    "(value [low, high]: the percentile interval of a bootstrap over the split's sentences, `similarity.interval` "
+    "coverage; it measures sentence sampling within one fine-tuning run, not run-to-run variation)"
+)
+
+
 def similarity_section(similarity: pd.DataFrame, columns=SIMILARITY_COLUMNS) -> Section:
-    return Section("Pretrained vs fine-tuned similarity per layer", similarity[_present(similarity, columns)])
+    """The similarity per layer; a measure with a bootstrap interval reads ``0.840 [0.812, 0.871]``."""
+    shown = _present(similarity, columns)
+    has_intervals = any(interval_columns(similarity, column) for column in shown)
+    return Section(
+        "Pretrained vs fine-tuned similarity per layer",
+        with_interval_cells(similarity, shown)[shown],
+        note=SIMILARITY_INTERVAL_NOTE if has_intervals else "",
+    )
 
 
 def diff_sections(diff: pd.DataFrame, columns=DIFF_COLUMNS) -> list[Section]:

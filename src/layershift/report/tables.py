@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from layershift.core.io import atomic_path, read_json, read_metadata, read_table, write_parquet
+from layershift.report.intervals import with_interval_cells
 
 ROWS = ("pretrained", "linear_probe", "finetuned")
 
@@ -116,25 +117,12 @@ def diff_columns(diff_summary_paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def with_interval(point: float, low: float, high: float, digits: int = 2) -> str:
-    """A fraction and its 95 % interval as ``0.62 [0.55, 0.69]``; the point alone where the interval is
-    missing (an inconclusive layer), ``-`` where the point is."""
-    if pd.isna(point):
-        return "-"
-    if pd.isna(low) or pd.isna(high):
-        return f"{point:.{digits}f}"
-    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def fold_intervals(diff: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """The diff table as a reader sees it: each fraction with ``<key>_lo`` / ``<key>_hi`` columns written
     ``0.62 [0.55, 0.69]`` in its own column (the ``_lo`` / ``_hi`` columns dropped), and ``conclusive_share``
     right after ``verdict``. Other columns as they are."""
-    folded = diff.copy()
-    for key in [column for column in diff if f"{column}_lo" in diff and f"{column}_hi" in diff]:
-        points = zip(diff[key], diff[f"{key}_lo"], diff[f"{key}_hi"], strict=True)
-        folded[key] = [with_interval(*point, digits=digits) for point in points]
-        folded = folded.drop(columns=[f"{key}_lo", f"{key}_hi"])
+    # an inconclusive layer has no interval (its point alone) and a missing point reads "-"
+    folded = with_interval_cells(diff, digits=digits, missing="-")
     if "verdict" in folded and "conclusive_share" in folded:
         columns = [column for column in folded if column != "conclusive_share"]
         columns.insert(columns.index("verdict") + 1, "conclusive_share")
