@@ -332,7 +332,8 @@ def test_diff_figure_draws_intervals_for_conclusive_layers_only(tmp_path):
     """Conclusive layers get bars with their 95 % intervals; borderline and inconclusive ones a tick note."""
     import json
 
-    from layershift.report.figures import _diff_panel, draw
+    from layershift.report.diff_figures import _diff_panel
+    from layershift.report.figures import draw
 
     base = {"model": "m", "dataset": "d", "retained_fraction": 0.6, "changed_fraction": 0.1}
     base |= {"lost_fraction": 0.3, "retained_finetuned_fraction": 0.5, "changed_finetuned_fraction": 0.1}

@@ -1,6 +1,6 @@
 """Every artifact path the study implies, derived from the validated config (no Snakemake needed).
 
-Path templates live here once; rules and target lists both format them.
+Path templates live here once, each written out whole under results/; rules and target lists both format them.
 """
 
 from __future__ import annotations
@@ -15,50 +15,48 @@ SIMILARITY_MEASURES = (
     "mean_sentence_cosine",
 )
 
-RESULTS = "results"
-DATA = RESULTS + "/data/{dataset}/{split}.parquet"
-CARD = RESULTS + "/data/{dataset}/card.json"
-PRETRAINED = RESULTS + "/models/{model}/pretrained.json"
-ONNX_IMPORT = RESULTS + "/models/{model}/onnx_import"
-FINETUNED = RESULTS + "/models/{model}/{dataset}"
+DATA = "results/data/{dataset}/{split}.parquet"
+CARD = "results/data/{dataset}/card.json"
+PRETRAINED = "results/models/{model}/pretrained.json"
+ONNX_IMPORT = "results/models/{model}/onnx_import"
+FINETUNED = "results/models/{model}/{dataset}"
 FINETUNED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "training_log.csv")
-CLASSIFICATION = RESULTS + "/metrics/{model}/{dataset}/classification.json"
-ACTIVATIONS = RESULTS + "/activations/{model}/{dataset}/{stage}"
-SIMILARITY = RESULTS + "/similarity/{model}/{dataset}.parquet"
-SIMILARITY_ALL = RESULTS + "/tables/similarity.parquet"
-SAE = RESULTS + "/sae/{model}/{dataset}/{stage}/layer{layer}"
-SAE_NULL = RESULTS + "/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
+CLASSIFICATION = "results/metrics/{model}/{dataset}/classification.json"
+ACTIVATIONS = "results/activations/{model}/{dataset}/{stage}"
+SIMILARITY = "results/similarity/{model}/{dataset}.parquet"
+SIMILARITY_ALL = "results/tables/similarity.parquet"
+SAE = "results/sae/{model}/{dataset}/{stage}/layer{layer}"
+SAE_NULL = "results/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
 SAE_FILES = ("cfg.json", "sae_weights.safetensors", "metrics.json")
-SAE_SWEEP = RESULTS + "/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.parquet"
-FEATURES = RESULTS + "/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
-FEATURE_TOKENS = RESULTS + "/features/{model}/{dataset}/{stage}/layer{layer}.top_tokens.parquet"
+SAE_SWEEP = "results/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.parquet"
+FEATURES = "results/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
+FEATURE_TOKENS = "results/features/{model}/{dataset}/{stage}/layer{layer}.top_tokens.parquet"
 # top features on the probe sentences; the probe sentences' hidden states, both stages
-PROBE_ACTIVATIONS = RESULTS + "/probes/{model}/{dataset}/layer{layer}.parquet"
-PROBE_STATES = RESULTS + "/probes/{model}/{dataset}/states.parquet"
-CROSSCODER = RESULTS + "/crosscoder/{model}/{dataset}/layer{layer}"
+PROBE_ACTIVATIONS = "results/probes/{model}/{dataset}/layer{layer}.parquet"
+PROBE_STATES = "results/probes/{model}/{dataset}/states.parquet"
+CROSSCODER = "results/crosscoder/{model}/{dataset}/layer{layer}"
 CROSSCODER_FILES = ("cfg.json", "crosscoder_weights.safetensors", "metrics.json", "latents.parquet")
-DIFF = RESULTS + "/diff/{model}/{dataset}/layer{layer}.parquet"
-DIFF_SUMMARY = RESULTS + "/diff/{model}/{dataset}/layer{layer}.json"
-ACCURACY_TABLE = RESULTS + "/tables/accuracy.csv"
-FEATURE_SUMMARY = RESULTS + "/tables/feature_summary.parquet"
-FEATURE_SUMMARY_MD = RESULTS + "/tables/feature_summary.md"
-DIFF_TABLE = RESULTS + "/tables/diff_summary.parquet"
-VERDICT_CURVE = RESULTS + "/verdict_curve/{model}/{dataset}/layer{layer}.parquet"
-REPORT = RESULTS + "/report/index.html"
+DIFF = "results/diff/{model}/{dataset}/layer{layer}.parquet"
+DIFF_SUMMARY = "results/diff/{model}/{dataset}/layer{layer}.json"
+ACCURACY_TABLE = "results/tables/accuracy.csv"
+FEATURE_SUMMARY = "results/tables/feature_summary.parquet"
+FEATURE_SUMMARY_MD = "results/tables/feature_summary.md"
+DIFF_TABLE = "results/tables/diff_summary.parquet"
+VERDICT_CURVE = "results/verdict_curve/{model}/{dataset}/layer{layer}.parquet"
+REPORT = "results/report/index.html"
 
-FIG = RESULTS + "/figures"
-FIG_CLASSIFICATION = FIG + "/classification/{model}/{dataset}.png"
-FIG_ACCURACY = FIG + "/accuracy.png"
-FIG_TRAINING = FIG + "/training/{model}/{dataset}.png"
-FIG_SIMILARITY = FIG + "/similarity/{measure}/{model}.png"
-FIG_DEPTH = FIG + "/depth/{measure}.png"
-FIG_SAE_SWEEP = FIG + "/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.png"
-FIG_SAE_LOSS = FIG + "/sae_loss/{model}/{dataset}.png"
-FIG_TOKENS = FIG + "/tokens/{model}/{dataset}/layer{layer}.png"
-FIG_DIFF = FIG + "/diff/{model}.png"
-FIG_RELNORM = FIG + "/relnorm/{model}/{dataset}.png"
-FIG_DIFF_TOKENS = FIG + "/diff_tokens/{model}/{dataset}.png"
-FIG_VERDICT_CURVE = FIG + "/verdict_curve/{model}_{dataset}.png"
+FIG_CLASSIFICATION = "results/figures/classification/{model}/{dataset}.png"
+FIG_ACCURACY = "results/figures/accuracy.png"
+FIG_TRAINING = "results/figures/training/{model}/{dataset}.png"
+FIG_SIMILARITY = "results/figures/similarity/{measure}/{model}.png"
+FIG_DEPTH = "results/figures/depth/{measure}.png"
+FIG_SAE_SWEEP = "results/figures/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.png"
+FIG_SAE_LOSS = "results/figures/sae_loss/{model}/{dataset}.png"
+FIG_TOKENS = "results/figures/tokens/{model}/{dataset}/layer{layer}.png"
+FIG_DIFF = "results/figures/diff/{model}.png"
+FIG_RELNORM = "results/figures/relnorm/{model}/{dataset}.png"
+FIG_DIFF_TOKENS = "results/figures/diff_tokens/{model}/{dataset}.png"
+FIG_VERDICT_CURVE = "results/figures/verdict_curve/{model}_{dataset}.png"
 
 
 def model_dataset_pairs(config: dict):
