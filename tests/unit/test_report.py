@@ -369,3 +369,29 @@ def test_diff_figure_draws_intervals_for_conclusive_layers_only(tmp_path):
     low, high = error_bars[1].lines[2][0].get_segments()[0][:, 1]  # the pretrained lost edge: 1 - lost
     assert (low, high) == pytest.approx((0.65, 0.75))
     plt.close(fig)
+
+
+def test_results_page_shows_the_verdict_curve_per_layer_and_fraction(tmp_path):
+    from layershift.report.results_page import results_page
+
+    results = fake_results(tmp_path)
+    curve_dir = results / "verdict_curve/small/d"
+    curve_dir.mkdir(parents=True)
+    for layer, shares in ((1, (0.31, 0.52)), (2, (0.44, 0.61))):
+        pd.DataFrame(
+            {
+                "fraction": [0.5, 1.0],
+                "rows": [600, 1200],
+                "tokens": [14000, 28000],
+                "passes": [21.4, 10.7],
+                "stable_fraction_pretrained": list(shares),
+                "stable_fraction_finetuned": list(shares),
+                "conclusive_share": [0.0, 0.71],
+                "verdict": ["inconclusive", "borderline"],
+            }
+        ).to_parquet(curve_dir / f"layer{layer}.parquet")
+    page = results_page(results, command="layershift summary --markdown results")
+    assert "## How much text a verdict needs: small/d" in page
+    rows = markdown_rows(page)
+    assert ["2", "1.000", "1200", "28000", "10.700", "0.610", "0.610", "0.710", "borderline"] in rows
+    assert ["1", "0.500", "600", "14000", "21.400", "0.310", "0.310", "0.000", "inconclusive"] in rows

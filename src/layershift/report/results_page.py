@@ -180,6 +180,43 @@ def sweep_sections(results: Path) -> list[Section]:
     return sections
 
 
+CURVE_COLUMNS = (
+    "layer",
+    "fraction",
+    "rows",
+    "tokens",
+    "passes",
+    "stable_fraction_pretrained",
+    "stable_fraction_finetuned",
+    "conclusive_share",
+    "verdict",
+)
+
+
+def verdict_curve_sections(results: Path) -> list[Section]:
+    """The verdict curve (the diff on a fraction of each layer's token rows), one section per model x dataset
+    the study ran it on: how much text a verdict needs."""
+    sections = []
+    for pair in sorted({path.parent for path in results.glob("verdict_curve/*/*/layer*.parquet")}):
+        tables = [
+            read_table(path).assign(layer=int(path.stem.removeprefix("layer")))
+            for path in sorted(pair.glob("layer*.parquet"))
+        ]
+        curve = pd.concat(tables, ignore_index=True).sort_values(["layer", "fraction"])
+        note = (
+            "(the diff on the first fraction of each layer's token rows, its SAEs trained with the study's settings; "
+            "fraction 1 is the study's own diff; the verdict needs the stable share's bar met in ≥ 95 % of "
+            "feature resamples, docs/method.md)"
+        )
+        where = pair.relative_to(results / "verdict_curve").as_posix()
+        sections.append(
+            Section(
+                f"How much text a verdict needs: {where}", curve[_present(curve, CURVE_COLUMNS)], note=note
+            )
+        )
+    return sections
+
+
 def summary_sections(results: Path) -> list[Section]:
     """The short summary: accuracy, similarity per layer and the diff (where the study has one)."""
     check_finished(results)
@@ -238,6 +275,7 @@ def results_page(results: Path, command: str, config_path: Path | None = None) -
         *sae_quality_sections(sae),
         *sweep_sections(results),
         *diff_sections(diff, DIFF_COLUMNS + PAGE_DIFF_EXTRA),
+        *verdict_curve_sections(results),
     ]
     parts = [page_header(command), "## Findings\n"]
     parts.append(findings_markdown(StudyTables(accuracy, similarity, sae, diff), config_path))
