@@ -306,6 +306,12 @@ def default_study_check(coefficients: dict) -> dict:
 
     config = validate_schema(yaml.safe_load((ROOT / "config.yaml").read_text()), "config.yaml")
     prediction = predict.predict_study(config, ROOT / "results", cores=2, coefficients=coefficients)
+    if prediction["jobs"] != DEFAULT_STUDY["jobs"]:  # config.yaml is no longer the study that was measured
+        return {
+            "skipped": f"the measurement is of a {DEFAULT_STUDY['jobs']}-job study ({DEFAULT_STUDY['date']}); "
+            f"config.yaml now has {prediction['jobs']} jobs: time it idle (bench_dag.py --default) and update "
+            "DEFAULT_STUDY"
+        }
     rules = {
         rule: {
             "measured_s": measured,
@@ -384,14 +390,25 @@ def check_shipped(args) -> None:
 
 
 def print_report(default: dict, predictions: list[tuple[str, list[dict]]]) -> None:
+    if "skipped" in default:
+        print(f"default study: {default['skipped']}")
+    else:
+        print_default_study(default)
+    print_predictions(predictions)
+
+
+def print_default_study(default: dict) -> None:
     print(
-        f"default study (2 models x 3 datasets, measured {DEFAULT_STUDY['date']}): cpu {default['cpu_s']['predicted']:.0f}"
+        f"default study (measured {DEFAULT_STUDY['date']}): cpu {default['cpu_s']['predicted']:.0f}"
         f" vs {default['cpu_s']['measured']:.0f} s ({default['cpu_s']['error']:+.0%}), wall {default['wall_s']['predicted']:.0f} vs "
         f"{default['wall_s']['measured']:.0f} s ({default['wall_s']['error']:+.0%}), jobs {default['jobs']['predicted']} vs {DEFAULT_STUDY['jobs']}; "
         + ", ".join(
             f"{rule} {compared_rule['error']:+.0%}" for rule, compared_rule in default["rules"].items()
         )
     )
+
+
+def print_predictions(predictions: list[tuple[str, list[dict]]]) -> None:
     for label, preds in predictions:
         for prediction in preds:
             print(
