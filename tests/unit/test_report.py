@@ -395,3 +395,21 @@ def test_results_page_shows_the_verdict_curve_per_layer_and_fraction(tmp_path):
     rows = markdown_rows(page)
     assert ["2", "1.000", "1200", "28000", "10.700", "0.610", "0.610", "0.710", "borderline"] in rows
     assert ["1", "0.500", "600", "14000", "21.400", "0.310", "0.310", "0.000", "inconclusive"] in rows
+
+
+def test_no_depth_trend_is_stated_from_one_conclusive_layer_per_pair():
+    from layershift.report.findings import retained_finding
+
+    diff = pd.DataFrame(
+        {
+            "model": ["m", "m", "m"],
+            "dataset": ["d", "d", "e"],
+            "layer": [1, 2, 2],
+            "verdict": ["inconclusive", "conclusive", "conclusive"],
+            "retained_fraction": [0.9, 0.6, 0.5],
+        }
+    )
+    assert retained_finding(diff) is None  # each pair has one conclusive layer: no trend to state
+    diff.loc[0, "verdict"] = "conclusive"
+    finding = retained_finding(diff)
+    assert finding.holds is True and "in 1 of 1 model x dataset pairs with two or more" in finding.sentence

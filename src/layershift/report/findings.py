@@ -242,13 +242,20 @@ def conclusive_finding(diff: pd.DataFrame) -> Finding | None:
 
 
 def retained_finding(diff: pd.DataFrame) -> Finding | None:
-    """Whether retained SAE features fall with depth (in more than half of the model x dataset pairs), and
-    the mean retained fraction per model and layer; conclusive cells only."""
+    """Whether retained SAE features fall with depth (in more than half of the model x dataset pairs that have
+    two or more conclusive layers; not stated without such a pair), and the mean retained fraction per model
+    and layer; conclusive cells only."""
     diff = _conclusive(diff)
     if diff.empty or "retained_fraction" not in diff:
         return None
-    trend = diff.groupby(["model", "dataset"]).apply(
-        lambda g: _trend(g.sort_values("layer")["retained_fraction"].to_numpy()), include_groups=False
+    # a trend over depth needs two conclusive layers of one model x dataset pair at least
+    layers = diff.groupby(["model", "dataset"])["layer"].transform("nunique")
+    if not (layers >= 2).any():
+        return None
+    trend = (
+        diff[layers >= 2]
+        .groupby(["model", "dataset"])
+        .apply(lambda g: _trend(g.sort_values("layer")["retained_fraction"].to_numpy()), include_groups=False)
     )
     retained = diff.groupby(["model", "layer"])["retained_fraction"].mean()  # over datasets
     per_model = "; ".join(
@@ -257,7 +264,8 @@ def retained_finding(diff: pd.DataFrame) -> Finding | None:
     )
     sentence = (
         f"Retained SAE features fall with depth (the paper's hypothesis) in {int((trend < 0).sum())} of "
-        f"{len(trend)} model x dataset pairs; mean retained fraction over datasets per layer: {per_model}."
+        f"{len(trend)} model x dataset pairs with two or more conclusive layers; mean retained fraction over "
+        f"datasets per conclusive layer: {per_model}."
     )
     return Finding(bool((trend < 0).mean() > 0.5), sentence)
 
