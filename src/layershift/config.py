@@ -83,14 +83,16 @@ def _check_widths(config: dict, origin: str) -> None:
     ]:
         if entry["architecture"] == "topk" and entry["k"] > entry["d_sae"]:
             raise ConfigError(f"{origin}: {where}: k ({entry['k']}) must be at most d_sae ({entry['d_sae']})")
-    cc = config["crosscoder"]
-    if cc["n_shared"] >= cc["d_latent"]:
+    crosscoder = config["crosscoder"]
+    if crosscoder["n_shared"] >= crosscoder["d_latent"]:
         raise ConfigError(
-            f"{origin}: crosscoder.n_shared: {cc['n_shared']} shared latents need d_latent > {cc['n_shared']}, "
-            f"got d_latent {cc['d_latent']}"
+            f"{origin}: crosscoder.n_shared: {crosscoder['n_shared']} shared latents need d_latent > {crosscoder['n_shared']}, "
+            f"got d_latent {crosscoder['d_latent']}"
         )
-    if cc["architecture"] == "batchtopk" and cc["k"] > cc["d_latent"]:
-        raise ConfigError(f"{origin}: crosscoder.k: {cc['k']} must be at most d_latent ({cc['d_latent']})")
+    if crosscoder["architecture"] == "batchtopk" and crosscoder["k"] > crosscoder["d_latent"]:
+        raise ConfigError(
+            f"{origin}: crosscoder.k: {crosscoder['k']} must be at most d_latent ({crosscoder['d_latent']})"
+        )
 
 
 def _check_sweep(sweep: dict, config: dict, origin: str) -> None:

@@ -30,9 +30,9 @@ with script_context(snakemake) as sm:
     pairs = paired_batches(*shard_dirs.values(), batch_size=4096, memory_cache_mb=cfg.memory_cache_mb)
     labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *seed_nulls)
     labels = attach_top_tokens(labels, saes, shard_dirs, p.top_tokens)
-    cc = load_crosscoder(Path(sm.input.crosscoder_latents).parent)
+    crosscoder = load_crosscoder(Path(sm.input.crosscoder_latents).parent)
     latents = read_table(sm.input.crosscoder_latents)
-    agreement = crosscoder_sae_agreement(latents, labels, cc, saes["pretrained"], saes["finetuned"])
+    agreement = crosscoder_sae_agreement(latents, labels, crosscoder, saes["pretrained"], saes["finetuned"])
     summary |= {f"crosscoder_{k}": v for k, v in agreement.items()}
 
     write_parquet(labels, sm.output.table, meta)
