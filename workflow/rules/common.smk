@@ -134,3 +134,8 @@ def sweep_study_saes(wildcards):
     where = {key: wildcards[key] for key in ("model", "dataset", "stage", "layer")}
     dirs = targets.sweep_study_saes(config, **where)
     return [[seed, directory] for seed, directory in dirs.items()]
+
+
+def similarity_of_model(wildcards):
+    """The per-dataset similarity tables of one model, in config order (the rows of the study-wide table)."""
+    return expand(targets.SIMILARITY, model=wildcards.model, dataset=DATASETS)

@@ -4,11 +4,6 @@
 # building it schedules no job of another model; only the cross-model figures (accuracy, depth) read those.
 
 
-def similarity_of_model(wildcards):
-    """The per-dataset similarity tables of one model, in config order (the rows of the study-wide table)."""
-    return expand(targets.SIMILARITY, model=wildcards.model, dataset=DATASETS)
-
-
 FIGURE_RULES = {
     # rule name: (output, input, report category, caption file)
     "fig_classification": (
@@ -42,8 +37,7 @@ FIGURE_RULES = {
     "fig_relnorm": (
         targets.FIG_RELNORM,
         lambda wildcards: [
-            targets.CROSSCODER.format(model=wildcards.model, dataset=wildcards.dataset, layer=layer)
-            + "/latents.parquet"
+            f"{targets.CROSSCODER.format(model=wildcards.model, dataset=wildcards.dataset, layer=layer)}/latents.parquet"
             for layer in sae_layers(wildcards)
         ],
         "Feature diff",
