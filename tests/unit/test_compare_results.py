@@ -57,3 +57,14 @@ def test_a_file_on_one_side_only_is_a_difference(tmp_path):
     shutil.copy(new / "metrics.json", new / "extra.json")
     proc = compare(base, new)
     assert proc.returncode == 1 and "only in new: extra.json" in proc.stdout
+
+
+def test_absolute_paths_count_by_file_name(tmp_path):
+    base = make_results(tmp_path / "base", path="/work/a/.venv/lib/model.onnx")
+    elsewhere = make_results(tmp_path / "elsewhere", path="/tmp/b/.venv/lib/model.onnx")
+    other = make_results(tmp_path / "other", path="/work/a/.venv/lib/other.onnx")
+    for results in (base, elsewhere, other):  # under a key that is not one of the known path keys
+        metrics = json.loads((results / "metrics.json").read_text())
+        (results / "metrics.json").write_text(json.dumps({**metrics, "onnx_file": metrics["path"]}))
+    assert compare(base, elsewhere).returncode == 0
+    assert "differs: metrics.json" in compare(base, other).stdout
