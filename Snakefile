@@ -23,7 +23,10 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     model=_choice(MODELS),
     dataset=_choice(DATASETS),
-    stage="pretrained|finetuned",
+    stage=targets.RUN_PATTERN,  # a run: pretrained, or one fine-tuning replicate (finetuned-s<seed>)
+    reference=targets.RUN_PATTERN,
+    compared=targets.FINETUNED_RUN_PATTERN,
+    index=r"\d+",
     split="train|validation|test",
     layer=r"\d+",
     seed=r"\d+",

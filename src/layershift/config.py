@@ -32,6 +32,7 @@ def check_semantics(config: dict, origin: str, base_dir: str | Path = ".") -> No
         _check_model(name, _rebased(model, Path(base_dir)), origin, config["finetune"]["max_length"])
     _check_sweep(config.get("sae_sweep", {}), config, origin)
     _check_verdict_curve(config.get("verdict_curve"), config, origin)
+    _check_replicates(config["replicates"], config, origin)
     _check_widths(config, origin)
     _check_palette(config["figures"]["palette"], origin)
 
@@ -135,6 +136,29 @@ def _check_verdict_curve(curve: dict | None, config: dict, origin: str) -> None:
     if fractions and config["sae"]["null_seeds"] < 1:
         raise ConfigError(
             f"{origin}: verdict_curve: a verdict needs each stage's seed null; set sae.null_seeds ≥ 1 (it is 0)"
+        )
+
+
+def _check_replicates(replicates: dict, config: dict, origin: str) -> None:
+    """Replicate seeds are distinct, and a between-run baseline that is asked for has two replicates to compare
+    and the seed nulls its diff pairs them with."""
+    seeds = replicates.get("seeds") or []
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{origin}: replicates.seeds: seed {repeated[0]} is listed twice (a replicate is one seed)"
+        )
+    if replicates.get("between_runs") is not True:
+        return
+    if len(seeds) < 2:
+        raise ConfigError(
+            f"{origin}: replicates.between_runs: a between-run baseline needs two or more replicates.seeds "
+            f"(there are {len(seeds)})"
+        )
+    if config["sae"]["null_seeds"] < 1:
+        raise ConfigError(
+            f"{origin}: replicates.between_runs: the between-run feature diff needs each replicate's seed null; "
+            "set sae.null_seeds ≥ 1 (it is 0)"
         )
 
 

@@ -69,16 +69,50 @@ def dataset_source_file(wildcards):
 
 
 def stage_model_dir(wildcards):
-    """Input: the pointer to the pretrained model, or the fine-tuned model's config."""
+    """Input: the pointer to the pretrained model, or a fine-tuned run's weights."""
     wildcards = wildcards if isinstance(wildcards, dict) else dict(wildcards.items())
-    if wildcards["stage"] == "pretrained":
+    if wildcards["stage"] == targets.PRETRAINED_RUN:
         return targets.PRETRAINED.format(model=wildcards["model"])
-    return f"{targets.FINETUNED.format(model=wildcards['model'], dataset=wildcards['dataset'])}/model.safetensors"
+    return f"{targets.FINETUNED.format(**wildcards)}/model.safetensors"
 
 
-def both_stage_models(wildcards):
-    """Inputs naming the pretrained (pointer) and fine-tuned (weights) model of a model x dataset."""
-    return [stage_model_dir({**dict(wildcards.items()), "stage": stage}) for stage in targets.STAGES]
+def primary_stage_models(wildcards):
+    """Inputs naming the pretrained (pointer) and first replicate's (weights) model of a model x dataset."""
+    fmt = {"model": wildcards.model, "dataset": wildcards.dataset}
+    return [stage_model_dir({**fmt, "stage": run}) for run in targets.primary_runs(config)]
+
+
+def primary_activations(name):
+    """The pretrained and first replicate's extraction output ``name`` (the pair the one-run rules read)."""
+    return expand(f"{targets.ACTIVATIONS}/{name}", stage=targets.primary_runs(config), allow_missing=True)
+
+
+def comparison_activations(name):
+    """Input function: the reference and compared runs' extraction output ``name``."""
+
+    def of_job(wildcards):
+        fmt = {"model": wildcards.model, "dataset": wildcards.dataset}
+        return [
+            f"{targets.ACTIVATIONS.format(**fmt, stage=run)}/{name}"
+            for run in (wildcards.reference, wildcards.compared)
+        ]
+
+    return of_job
+
+
+def diff_saes(wildcards):
+    """The four SAE weight files a diff reads (reference, its null, compared, its null; a side without seed
+    nulls reads none)."""
+    fmt = {key: wildcards[key] for key in ("model", "dataset", "layer")}
+    dirs = targets.diff_sae_dirs(config, wildcards.reference, wildcards.compared, **fmt)
+    return {role: f"{directory}/sae_weights.safetensors" for role, directory in dirs.items() if directory}
+
+
+def primary_crosscoder_latents(wildcards):
+    """The crosscoder's latents when the diff is the primary pair (the crosscoder is trained on it only)."""
+    if [wildcards.reference, wildcards.compared] != targets.primary_runs(config):
+        return []
+    return f"{targets.CROSSCODER.format(model=wildcards.model, dataset=wildcards.dataset, layer=wildcards.layer)}/latents.parquet"
 
 
 def onnx_import_input(wildcards):
@@ -118,14 +152,14 @@ def predicted(rule):
 
 
 def sae_metrics_of_dataset(wildcards):
-    """metrics.json of every SAE (both stages and the seed nulls) of every SAE layer of one model x dataset."""
+    """metrics.json of every SAE (every run and its seed nulls) of every SAE layer of one model x dataset."""
     fmt = {"model": wildcards.model, "dataset": wildcards.dataset}
-    layers = sae_layers(wildcards)
-    sae_dirs = [
-        targets.SAE.format(**fmt, stage=stage, layer=layer) for layer in layers for stage in targets.STAGES
+    return [
+        f"{sae_dir}/metrics.json"
+        for layer in sae_layers(wildcards)
+        for run in targets.runs(config)
+        for sae_dir in targets.run_sae_dirs(config, run, **fmt, layer=layer).values()
     ]
-    sae_dirs += [null for layer in layers for null in targets.null_sae_dirs(config, **fmt, layer=layer)]
-    return [f"{sae_dir}/metrics.json" for sae_dir in sae_dirs]
 
 
 def sweep_study_saes(wildcards):
@@ -137,5 +171,15 @@ def sweep_study_saes(wildcards):
 
 
 def similarity_of_model(wildcards):
-    """The per-dataset similarity tables of one model, in config order (the rows of the study-wide table)."""
-    return expand(targets.SIMILARITY, model=wildcards.model, dataset=DATASETS)
+    """The per-comparison similarity tables of one model, datasets in config order."""
+    return [path for dataset in DATASETS for path in targets.similarity_tables(config, wildcards.model, dataset)]
+
+
+def diff_summaries_of_model(wildcards):
+    """Every diff summary (every comparison) of one model's SAE layers, datasets in config order."""
+    return [
+        path
+        for dataset in DATASETS
+        for layer in sae_layers(wildcards)
+        for path in targets.diff_summaries(config, wildcards.model, dataset, layer)
+    ]

@@ -1,7 +1,8 @@
 rule crosscoder:
-    """One dictionary over both stages' activations of a layer (Lindsey et al. 2024), vetted by latent scaling."""
+    """One dictionary over both stages' activations of a layer (Lindsey et al. 2024), vetted by latent scaling
+    (the pretrained run and the first replicate)."""
     input:
-        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
+        tokens=primary_activations("tokens"),
     output:
         expand(f"{targets.CROSSCODER}/{{file}}", file=targets.CROSSCODER_FILES, allow_missing=True),
     log:

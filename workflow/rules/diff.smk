@@ -1,19 +1,18 @@
 rule diff:
-    """Label stable SAE features retained / changed / lost / new against both stages' seed nulls and the
-    matched-chance model; compare with the crosscoder."""
+    """Label the compared run's stable SAE features retained / changed / lost / new against the reference run's,
+    calibrated by both sides' seed nulls and the matched-chance model; for the primary pair, compare with the
+    crosscoder. Pretrained vs a replicate is the study's diff; two replicates give the between-run baseline."""
     input:
-        sae=expand(f"{targets.SAE}/sae_weights.safetensors", stage=targets.STAGES, allow_missing=True),
-        null_pretrained=[f"{d}/sae_weights.safetensors" for d in targets.null_sae_dirs(config, "pretrained")],
-        null_finetuned=[f"{d}/sae_weights.safetensors" for d in targets.null_sae_dirs(config, "finetuned")],
-        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
-        crosscoder_latents=f"{targets.CROSSCODER}/latents.parquet",
+        unpack(diff_saes),
+        tokens=comparison_activations("tokens"),
+        crosscoder_latents=primary_crosscoder_latents,
     output:
         table=targets.DIFF,
         summary=targets.DIFF_SUMMARY,
     log:
-        "results/logs/diff/{model}/{dataset}/layer{layer}.log",
+        "results/logs/diff/{model}/{dataset}/{reference}_vs_{compared}/layer{layer}.log",
     benchmark:
-        "results/benchmarks/diff/{model}/{dataset}/layer{layer}.tsv"
+        "results/benchmarks/diff/{model}/{dataset}/{reference}_vs_{compared}/layer{layer}.tsv"
     conda:
         "../../envs/layershift.yaml"
     threads: THREADS
@@ -28,13 +27,17 @@ rule diff:
 
 
 rule diff_table:
-    """Per-layer diff fractions (with seed-null baselines) across every model x dataset."""
+    """Per-layer diff fractions (with seed-null baselines) across every model x dataset x comparison, and per
+    layer their mean and interval over replicates beside the between-run baseline."""
     input:
-        [targets.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in targets.model_layers(config)],
+        [path for m, d, l in targets.model_layers(config) for path in targets.diff_summaries(config, m, d, l)],
     output:
-        targets.DIFF_TABLE,
+        table=targets.DIFF_TABLE,
+        replicates=targets.DIFF_REPLICATES,
     log:
         "results/logs/diff_table.log",
+    params:
+        interval=config["replicates"]["interval"],
     conda:
         "../../envs/layershift.yaml"
     script:
@@ -45,11 +48,14 @@ rule feature_summary:
     """The paper's Table 1, generated: what the top features of each layer respond to, per stage, with the diff."""
     input:
         features=[
-            targets.FEATURES.format(model=m, dataset=d, stage=s, layer=l)
+            targets.FEATURES.format(model=m, dataset=d, stage=run, layer=l)
             for m, d, l in targets.model_layers(config)
-            for s in targets.STAGES
+            for run in targets.primary_runs(config)
         ],
-        diffs=[targets.DIFF_SUMMARY.format(model=m, dataset=d, layer=l) for m, d, l in targets.model_layers(config)],
+        diffs=[
+            targets.primary_diff(config, targets.DIFF_SUMMARY, model=m, dataset=d, layer=l)
+            for m, d, l in targets.model_layers(config)
+        ],
     output:
         table=targets.FEATURE_SUMMARY,
         markdown=targets.FEATURE_SUMMARY_MD,

@@ -8,29 +8,29 @@ FIGURE_RULES = {
     # rule name: (output, input, report category, caption file)
     "fig_classification": (
         targets.FIG_CLASSIFICATION,
-        targets.CLASSIFICATION,
+        lambda wildcards: targets.CLASSIFICATION.format(
+            **dict(wildcards.items()), stage=targets.finetuned_runs(config)[0]
+        ),
         "Classification",
         "classification",
     ),
-    "fig_accuracy": (targets.FIG_ACCURACY, targets.ACCURACY_TABLE, "Classification", "accuracy"),
+    "fig_accuracy": (targets.FIG_ACCURACY, targets.ACCURACY_TABLE, "Classification", "accuracy"),  # every replicate
     "fig_training": (
         targets.FIG_TRAINING,
-        f"{targets.FINETUNED}/training_log.csv",
+        lambda wildcards: expand(
+            f"{targets.FINETUNED}/training_log.csv", **dict(wildcards.items()), stage=targets.finetuned_runs(config)
+        ),
         "Classification",
         "training",
     ),
     "fig_similarity": (targets.FIG_SIMILARITY, similarity_of_model, "Similarity", "similarity"),
-    "fig_depth": (targets.FIG_DEPTH, targets.SIMILARITY_ALL, "Similarity", "depth"),
+    "fig_depth": (targets.FIG_DEPTH, targets.SIMILARITY_REPLICATES, "Similarity", "depth"),
     "fig_sae_loss": (targets.FIG_SAE_LOSS, sae_metrics_of_dataset, "SAEs", "sae_loss"),
     "fig_sae_sweep": (targets.FIG_SAE_SWEEP, targets.SAE_SWEEP, "SAEs", "sae_sweep"),
     "fig_tokens": (targets.FIG_TOKENS, targets.PROBE_ACTIVATIONS, "SAE features", "tokens"),
     "fig_diff": (
         targets.FIG_DIFF,
-        lambda wildcards: [
-            targets.DIFF_SUMMARY.format(model=wildcards.model, dataset=dataset, layer=layer)
-            for dataset in DATASETS
-            for layer in sae_layers(wildcards)
-        ],
+        diff_summaries_of_model,
         "Feature diff",
         "diff",
     ),
@@ -46,7 +46,7 @@ FIGURE_RULES = {
     "fig_diff_tokens": (
         targets.FIG_DIFF_TOKENS,
         lambda wildcards: [
-            targets.DIFF.format(model=wildcards.model, dataset=wildcards.dataset, layer=layer)
+            targets.primary_diff(config, targets.DIFF, model=wildcards.model, dataset=wildcards.dataset, layer=layer)
             for layer in sae_layers(wildcards)
         ],
         "Feature diff",

@@ -4,14 +4,17 @@ rule report:
         cards=expand(targets.CARD, dataset=DATASETS),
         models=expand(targets.PRETRAINED, model=MODELS),
         accuracy=targets.ACCURACY_TABLE,
+        accuracy_replicates=targets.ACCURACY_REPLICATES,
         similarity=targets.SIMILARITY_ALL,
+        similarity_replicates=targets.SIMILARITY_REPLICATES,
         sae_metrics=[
-            f"{targets.SAE.format(model=model, dataset=dataset, stage=stage, layer=layer)}/metrics.json"
+            f"{targets.SAE.format(model=model, dataset=dataset, stage=run, layer=layer)}/metrics.json"
             for model, dataset, layer in targets.model_layers(config)
-            for stage in targets.STAGES
+            for run in targets.runs(config)
         ],
         feature_summary=targets.FEATURE_SUMMARY,
         diff_table=targets.DIFF_TABLE,
+        diff_replicates=targets.DIFF_REPLICATES,
         sae_sweep=(
             [targets.SAE_SWEEP.format(**targets.sweep_layer(config))] if targets.sweep_layer(config) else []
         ),

@@ -1,15 +1,15 @@
 rule train_sae:
-    """SAEs on one layer: the pretrained and fine-tuned stage, plus each stage's same-data SAEs with other seeds
-    (the seed nulls)."""
+    """SAEs on one run's layer: the run's own SAE plus its same-data SAEs with other seeds (the seed nulls),
+    in one job that reads the layer's rows once into memory."""
     input:
-        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
+        tokens=f"{targets.ACTIVATIONS}/tokens",
     output:
-        sae=expand(f"{targets.SAE}/{{file}}", stage=targets.STAGES, file=targets.SAE_FILES, allow_missing=True),
+        sae=expand(f"{targets.SAE}/{{file}}", file=targets.SAE_FILES, allow_missing=True),
         null=[f"{null}/{file}" for null in targets.null_sae_dirs(config) for file in targets.SAE_FILES],
     log:
-        "results/logs/train_sae/{model}/{dataset}/layer{layer}.log",
+        "results/logs/train_sae/{model}/{dataset}/{stage}/layer{layer}.log",
     benchmark:
-        "results/benchmarks/train_sae/{model}/{dataset}/layer{layer}.tsv"
+        "results/benchmarks/train_sae/{model}/{dataset}/{stage}/layer{layer}.tsv"
     conda:
         "../../envs/layershift.yaml"
     threads: THREADS
@@ -17,18 +17,17 @@ rule train_sae:
         **gpu_resources(**predicted("train_sae")),
     params:
         sae=canonical(config["sae"]),
-        stage_seeds=targets.stage_seeds(config),
-        null_runs=targets.null_runs(config),
+        seeds=lambda w: targets.run_sae_seeds(config, w.stage),
         split_seed=config["seed"],
-        checkpoints="results/checkpoints/sae/{model}/{dataset}/layer{layer}",
+        checkpoints="results/checkpoints/sae/{model}/{dataset}/{stage}/layer{layer}",
     script:
         "../scripts/train_sae.py"
 
 
 rule probes:
-    """The probe sentences through the pretrained and the fine-tuned model: hidden states of every SAE layer."""
+    """The probe sentences through the pretrained model and the first replicate: hidden states of every SAE layer."""
     input:
-        models=both_stage_models,
+        models=primary_stage_models,
         test=targets.DATA.replace("{split}", "test"),
     output:
         targets.PROBE_STATES,
@@ -50,14 +49,15 @@ rule probes:
 
 
 rule features:
-    """Rank both stages' SAE features by variance, find their top tokens, and apply them to the probe sentences."""
+    """Rank both stages' SAE features by variance (pretrained and the first replicate), find their top tokens,
+    and apply them to the probe sentences."""
     input:
-        sae=expand(f"{targets.SAE}/sae_weights.safetensors", stage=targets.STAGES, allow_missing=True),
-        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
+        sae=expand(f"{targets.SAE}/sae_weights.safetensors", stage=targets.primary_runs(config), allow_missing=True),
+        tokens=primary_activations("tokens"),
         probe_states=targets.PROBE_STATES,
     output:
-        features=expand(targets.FEATURES, stage=targets.STAGES, allow_missing=True),
-        top_tokens=expand(targets.FEATURE_TOKENS, stage=targets.STAGES, allow_missing=True),
+        features=expand(targets.FEATURES, stage=targets.primary_runs(config), allow_missing=True),
+        top_tokens=expand(targets.FEATURE_TOKENS, stage=targets.primary_runs(config), allow_missing=True),
         probe_activations=targets.PROBE_ACTIVATIONS,
     log:
         "results/logs/features/{model}/{dataset}/layer{layer}.log",

@@ -1,10 +1,11 @@
 rule verdict_curve:
     """How much text a verdict needs: one layer's diff recomputed on the first fractions of its token rows
-    (the four SAEs of a diff trained there with the study's settings and seeds), the study's diff as fraction 1.
+    (the four SAEs of a diff trained there with the study's settings and seeds), the study's diff as fraction 1;
+    the pretrained run and the first replicate.
     Scheduled only when the config's verdict_curve section names fractions."""
     input:
-        tokens=expand(f"{targets.ACTIVATIONS}/tokens", stage=targets.STAGES, allow_missing=True),
-        study_diff=targets.DIFF_SUMMARY,
+        tokens=primary_activations("tokens"),
+        study_diff=lambda w: targets.primary_diff(config, targets.DIFF_SUMMARY, **dict(w.items())),
     output:
         targets.VERDICT_CURVE,
     log:

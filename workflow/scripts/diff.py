@@ -10,30 +10,39 @@ from layershift.data.shards import layer_shard_dir, paired_batches
 from layershift.dictionaries.crosscoder.files import load_crosscoder
 from layershift.dictionaries.sae.files import load_sae
 from layershift.study.schema import from_section
-from layershift.study.targets import STAGES
+from layershift.study.targets import STAGES, comparison_kind
+
+
+def load_optional(inputs, role):
+    """The SAE in the input named ``role``, or None where the rule gave none (no seed nulls)."""
+    return load_sae(Path(inputs[role]).parent) if role in inputs.keys() else None
+
 
 with script_context(snakemake) as sm:
     w, p = sm.wildcards, sm.params
-    meta = {"model": w.model, "dataset": w.dataset, "layer": int(w.layer)}
+    runs = {"reference": w.reference, "compared": w.compared}
+    meta = {"model": w.model, "dataset": w.dataset, "layer": int(w.layer), **runs}
+    meta["comparison"] = comparison_kind(w.reference, w.compared)
+    # the reference side plays the pretrained stage's part in the labels, the compared side the fine-tuned one's
     shard_dirs = {
         stage: layer_shard_dir(tokens, w.layer) for stage, tokens in zip(STAGES, sm.input.tokens, strict=True)
     }
-    saes = {stage: load_sae(Path(path).parent) for stage, path in zip(shard_dirs, sm.input.sae, strict=True)}
-    # each stage's first seed null: which features of that stage's SAE are stable
-    seed_nulls = [
-        load_sae(Path(paths[0]).parent) if paths else None
-        for paths in (sm.input.null_pretrained, sm.input.null_finetuned)
-    ]
+    saes = {stage: load_sae(Path(sm.input[role]).parent) for stage, role in zip(STAGES, runs, strict=True)}
+    # each side's first seed null: which features of that side's SAE are stable
+    seed_nulls = [load_optional(sm.input, f"{role}_null") for role in runs]
 
     # SAE matching, calibrated by the seed null; then how far the crosscoder agrees with the labels
     cfg = from_section(DiffConfig, p.diff, seed=p.seed)
     pairs = paired_batches(*shard_dirs.values(), batch_size=4096, memory_cache_mb=cfg.memory_cache_mb)
     labels, summary = diff_saes(saes["pretrained"], saes["finetuned"], pairs, cfg, *seed_nulls)
     labels = attach_top_tokens(labels, saes, shard_dirs, p.top_tokens)
-    crosscoder = load_crosscoder(Path(sm.input.crosscoder_latents).parent)
-    latents = read_table(sm.input.crosscoder_latents)
-    agreement = crosscoder_sae_agreement(latents, labels, crosscoder, saes["pretrained"], saes["finetuned"])
-    summary |= {f"crosscoder_{k}": v for k, v in agreement.items()}
+    if sm.input.crosscoder_latents:  # the crosscoder is trained on the primary pair only
+        crosscoder = load_crosscoder(Path(sm.input.crosscoder_latents).parent)
+        latents = read_table(sm.input.crosscoder_latents)
+        agreement = crosscoder_sae_agreement(
+            latents, labels, crosscoder, saes["pretrained"], saes["finetuned"]
+        )
+        summary |= {f"crosscoder_{k}": v for k, v in agreement.items()}
 
     write_parquet(labels, sm.output.table, meta)
     write_json({**meta, **summary}, sm.output.summary)

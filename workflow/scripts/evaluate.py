@@ -17,4 +17,5 @@ with script_context(snakemake) as sm:
         max_length=sm.params.finetune["max_length"],
         threads=sm.threads,
     )
-    write_json({"model": sm.wildcards.model, "dataset": sm.wildcards.dataset, **report}, sm.output[0])
+    w = sm.wildcards
+    write_json({"model": w.model, "dataset": w.dataset, "run": w.stage, **report}, sm.output[0])

@@ -5,10 +5,11 @@ from layershift.data.prepare import load_split
 from layershift.models.extract import ExtractConfig, extract_activations
 from layershift.models.sources import pointer_dir
 from layershift.study.schema import from_section
+from layershift.study.targets import PRETRAINED_RUN, stage_of
 
 with script_context(snakemake) as sm:
     w, act = sm.wildcards, sm.params.activations
-    model_dir = pointer_dir(sm.input.model) if w.stage == "pretrained" else Path(sm.input.model).parent
+    model_dir = pointer_dir(sm.input.model) if w.stage == PRETRAINED_RUN else Path(sm.input.model).parent
     cfg = from_section(
         ExtractConfig,
         act,
@@ -18,7 +19,7 @@ with script_context(snakemake) as sm:
         threads=sm.threads,
     )
     texts = load_split(sm.input.split)["text"].tolist()
-    meta = {"model": w.model, "dataset": w.dataset, "stage": w.stage}
+    meta = {"model": w.model, "dataset": w.dataset, "stage": stage_of(w.stage), "run": w.stage}
     summary = extract_activations(
         model_dir, texts, sm.params.sae_layers, Path(sm.output.means).parent, cfg, meta
     )

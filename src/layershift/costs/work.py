@@ -53,8 +53,13 @@ class Job:
 
 
 def sae_count(config: dict) -> int:
-    """SAEs one ``train_sae`` job trains: both stages plus every seed-null SAE (``null_seeds`` per stage)."""
-    return 2 + len(targets.null_runs(config))
+    """SAEs one ``train_sae`` job trains: one run's SAE plus its seed nulls (``null_seeds``)."""
+    return 1 + int(config["sae"]["null_seeds"])
+
+
+def diff_sae_count(config: dict) -> int:
+    """SAEs one ``diff`` job reads: each side's SAE and, with seed nulls, its first null."""
+    return 2 + 2 * min(1, int(config["sae"]["null_seeds"]))
 
 
 def sae_epochs(section: dict, train_rows: float) -> int:
@@ -149,7 +154,7 @@ def extract_work(job: Job) -> Work:
 
 
 def train_sae_work(job: Job) -> Work:
-    """Both stages' SAEs and their seed nulls, trained on the layer's rows and evaluated on all of them."""
+    """One run's SAE and its seed nulls, trained on the layer's rows and evaluated on all of them."""
     rows, train_rows = _shard_rows(job)
     return _sae_training_work(job, sae_count(job.config), rows, train_rows)
 
@@ -235,7 +240,7 @@ def _sweep_study_saes(config: dict) -> dict[int, str]:
 def diff_work(job: Job) -> Work:
     """The paired tokens encoded through both stages' SAEs and their nulls, decoder cosines and matching."""
     rows, _ = _shard_rows(job)
-    return _diff_work(job, sae_count(job.config), rows)
+    return _diff_work(job, diff_sae_count(job.config), rows)
 
 
 def _diff_work(job: Job, n_saes: int, rows: float) -> Work:

@@ -13,7 +13,7 @@ ROWS = ("pretrained", "linear_probe", "finetuned")
 
 
 def accuracy_table(classification_paths: list[str], out_csv: str | Path | None = None) -> pd.DataFrame:
-    """Table 2: accuracy and macro-F1 of each evaluation row per model x dataset."""
+    """Table 2: accuracy and macro-F1 of each evaluation row per model x dataset x run (fine-tuning replicate)."""
     records = []
     for path in classification_paths:
         report = read_json(path)
@@ -22,6 +22,7 @@ def accuracy_table(classification_paths: list[str], out_csv: str | Path | None =
                 {
                     "model": report["model"],
                     "dataset": report["dataset"],
+                    "run": report.get("run"),
                     "row": row,
                     "accuracy": report[row]["accuracy"],
                     "macro_f1": report[row]["macro_f1"],
@@ -42,9 +43,11 @@ def sae_quality(metric_paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(keys[:4], ignore_index=True)
 
 
-def concat_parquet(paths: list[str], out: str | Path) -> pd.DataFrame:
+def concat_parquet(paths: list[str], out: str | Path | None = None) -> pd.DataFrame:
+    """The tables at ``paths`` stacked (and written to ``out``, when given)."""
     table = pd.concat([read_table(p) for p in paths], ignore_index=True)
-    write_parquet(table, out)
+    if out is not None:
+        write_parquet(table, out)
     return table
 
 
@@ -104,13 +107,15 @@ def feature_summary(feature_paths: list[str], diff_paths: list[str] = ()) -> pd.
 
 
 def diff_columns(diff_summary_paths: list[str]) -> pd.DataFrame:
-    """Per model x dataset x layer: the diff summary's numbers (retained/changed/lost/new, their 95 % intervals
-    ``*_lo`` / ``*_hi``, the seed null's, ``conclusive_share``) and the verdict with its reason."""
+    """Per model x dataset x layer x comparison: the diff summary's numbers (retained/changed/lost/new, their
+    95 % intervals ``*_lo`` / ``*_hi``, the seed null's, ``conclusive_share``), the verdict with its reason, and
+    which runs it compared (``reference``, ``compared``, ``comparison``)."""
     records = []
     for path in diff_summary_paths:
         summary = read_json(path)
         flat = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        flat |= {k: summary[k] for k in ("verdict", "verdict_reason") if k in summary}  # strings, kept
+        strings = ("reference", "compared", "comparison", "verdict", "verdict_reason")
+        flat |= {k: summary[k] for k in strings if k in summary}  # strings, kept
         records.append(
             {"model": summary["model"], "dataset": summary["dataset"], "layer": summary["layer"], **flat}
         )

@@ -6,6 +6,14 @@ Path templates live here once, each written out whole under results/; rules and 
 from __future__ import annotations
 
 STAGES = ("pretrained", "finetuned")
+# A run is one encoder the study reads: the pretrained model, or one fine-tuning replicate (one per seed). Paths
+# name runs in their ``{stage}`` field; ``{reference}`` / ``{compared}`` name the two runs a comparison reads.
+PRETRAINED_RUN = "pretrained"
+FINETUNED_RUN = "finetuned-s{seed}"
+RUN_PATTERN = r"pretrained|finetuned-s\d+"
+FINETUNED_RUN_PATTERN = r"finetuned-s\d+"
+PRETRAINED_VS_FINETUNED = "pretrained_vs_finetuned"
+BETWEEN_RUNS = "between_runs"
 SPLITS = ("train", "validation", "test")
 SIMILARITY_MEASURES = (
     "cosine_of_means",
@@ -19,14 +27,16 @@ DATA = "results/data/{dataset}/{split}.parquet"
 CARD = "results/data/{dataset}/card.json"
 PRETRAINED = "results/models/{model}/pretrained.json"
 ONNX_IMPORT = "results/models/{model}/onnx_import"
-FINETUNED = "results/models/{model}/{dataset}"
+FINETUNED = "results/models/{model}/{dataset}/{stage}"
 FINETUNED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "training_log.csv")
-CLASSIFICATION = "results/metrics/{model}/{dataset}/classification.json"
+CLASSIFICATION = "results/metrics/{model}/{dataset}/{stage}/classification.json"
 ACTIVATIONS = "results/activations/{model}/{dataset}/{stage}"
-SIMILARITY = "results/similarity/{model}/{dataset}.parquet"
+SIMILARITY = "results/similarity/{model}/{dataset}/{reference}_vs_{compared}.parquet"
+SPLIT_HALF = "results/similarity/{model}/{dataset}/pretrained_split_half.parquet"
 SIMILARITY_ALL = "results/tables/similarity.parquet"
+SIMILARITY_REPLICATES = "results/tables/similarity_replicates.parquet"
 SAE = "results/sae/{model}/{dataset}/{stage}/layer{layer}"
-SAE_NULL = "results/sae_null/{model}/{dataset}/{stage}/layer{layer}/seed{seed}"
+SAE_NULL = "results/sae_null/{model}/{dataset}/{stage}/layer{layer}/null{index}"  # seed: its cfg.json
 SAE_FILES = ("cfg.json", "sae_weights.safetensors", "metrics.json")
 SAE_SWEEP = "results/sae_sweep/{model}/{dataset}/{stage}/layer{layer}.parquet"
 FEATURES = "results/features/{model}/{dataset}/{stage}/layer{layer}.parquet"
@@ -36,12 +46,14 @@ PROBE_ACTIVATIONS = "results/probes/{model}/{dataset}/layer{layer}.parquet"
 PROBE_STATES = "results/probes/{model}/{dataset}/states.parquet"
 CROSSCODER = "results/crosscoder/{model}/{dataset}/layer{layer}"
 CROSSCODER_FILES = ("cfg.json", "crosscoder_weights.safetensors", "metrics.json", "latents.parquet")
-DIFF = "results/diff/{model}/{dataset}/layer{layer}.parquet"
-DIFF_SUMMARY = "results/diff/{model}/{dataset}/layer{layer}.json"
+DIFF = "results/diff/{model}/{dataset}/{reference}_vs_{compared}/layer{layer}.parquet"
+DIFF_SUMMARY = "results/diff/{model}/{dataset}/{reference}_vs_{compared}/layer{layer}.json"
 ACCURACY_TABLE = "results/tables/accuracy.csv"
+ACCURACY_REPLICATES = "results/tables/accuracy_replicates.parquet"
 FEATURE_SUMMARY = "results/tables/feature_summary.parquet"
 FEATURE_SUMMARY_MD = "results/tables/feature_summary.md"
 DIFF_TABLE = "results/tables/diff_summary.parquet"
+DIFF_REPLICATES = "results/tables/diff_replicates.parquet"
 VERDICT_CURVE = "results/verdict_curve/{model}/{dataset}/layer{layer}.parquet"
 REPORT = "results/report/index.html"
 
@@ -72,6 +84,61 @@ def model_layers(config: dict):
             yield model, dataset, layer
 
 
+def finetune_seeds(config: dict) -> list[int]:
+    """Seed of each fine-tuning replicate: ``replicates.seeds``, or the study seed alone."""
+    return list((config.get("replicates") or {}).get("seeds") or [config["seed"]])
+
+
+def finetuned_runs(config: dict) -> list[str]:
+    """The fine-tuned runs, one per replicate seed, in config order (``finetuned-s13``, ...)."""
+    return [FINETUNED_RUN.format(seed=seed) for seed in finetune_seeds(config)]
+
+
+def runs(config: dict) -> list[str]:
+    """Every run of a model x dataset: the pretrained one, then each fine-tuning replicate."""
+    return [PRETRAINED_RUN, *finetuned_runs(config)]
+
+
+def primary_runs(config: dict) -> list[str]:
+    """The pretrained run and the first replicate: the pair the one-run artifacts read (the crosscoder, the
+    ranked features and probe sentences, the verdict curve)."""
+    return [PRETRAINED_RUN, finetuned_runs(config)[0]]
+
+
+def stage_of(run: str) -> str:
+    """``pretrained`` or ``finetuned``: the stage a run belongs to."""
+    return STAGES[0] if run == PRETRAINED_RUN else STAGES[1]
+
+
+def run_seed(run: str) -> int:
+    """The fine-tuning seed of a fine-tuned run."""
+    return int(run.removeprefix("finetuned-s"))
+
+
+def between_runs(config: dict) -> bool:
+    """Whether the study compares fine-tuning replicates with each other (``replicates.between_runs``; unset:
+    whenever there are two or more and seed nulls to pair their SAEs with, :func:`diff_sae_dirs`)."""
+    asked = (config.get("replicates") or {}).get("between_runs")
+    if asked is None:
+        return len(finetune_seeds(config)) >= 2 and config["sae"]["null_seeds"] >= 1
+    return bool(asked)
+
+
+def comparisons(config: dict) -> list[tuple[str, str]]:
+    """(reference, compared) runs of every comparison: pretrained vs each replicate, then, with the between-run
+    baseline, every pair of replicates (what a second fine-tuning run alone changes)."""
+    finetuned = finetuned_runs(config)
+    pairs = [(PRETRAINED_RUN, run) for run in finetuned]
+    if between_runs(config):
+        pairs += [(a, b) for i, a in enumerate(finetuned) for b in finetuned[i + 1 :]]
+    return pairs
+
+
+def comparison_kind(reference: str, compared: str) -> str:
+    """``pretrained_vs_finetuned`` or ``between_runs``."""
+    return PRETRAINED_VS_FINETUNED if reference == PRETRAINED_RUN else BETWEEN_RUNS
+
+
 def _extra_seed(config: dict, i: int) -> int:
     """The ``i``-th seed after the study's own (0-based): null SAE ``i`` uses it."""
     return config["seed"] + 1000 * (i + 1)
@@ -82,25 +149,21 @@ def null_seeds(config: dict, stage: str = "pretrained") -> list[int]:
 
     Both stages draw from one seed set: the pretrained SAE takes the study seed and its nulls the extra
     seeds; the fine-tuned SAE takes the first extra seed (:func:`stage_seeds`) and its first null the study
-    seed. Each null pair then differs in exactly the seeds the cross-stage pair differs in, and not in data."""
+    seed. Each null pair then differs in exactly the seeds the cross-stage pair differs in, and not in data.
+    ``stage`` may name a run."""
     extra = [_extra_seed(config, i) for i in range(config["sae"]["null_seeds"])]
-    if stage == "finetuned" and extra:
+    if stage_of(stage) == "finetuned" and extra:
         extra[0] = config["seed"]
     return extra
 
 
-def null_runs(config: dict) -> list[tuple[str, int]]:
-    """(stage, seed) of every seed-null SAE of a layer, pretrained first: the order of :func:`null_sae_dirs`."""
-    return [(stage, seed) for stage in STAGES for seed in null_seeds(config, stage)]
-
-
-def null_sae_dirs(config: dict, stage: str | None = None, **fmt) -> list[str]:
-    """Seed-null SAE directories of one layer (of one ``stage``, or both in :func:`null_runs` order).
+def null_sae_dirs(config: dict, run: str = "{stage}", **fmt) -> list[str]:
+    """Seed-null SAE directories of one run's layer (``null0``, ``null1``, ...: their seeds are
+    :func:`null_seeds` of the run's stage, recorded in each ``cfg.json``).
 
     ``fmt`` fills ``model`` / ``dataset`` / ``layer``; those left out stay ``{wildcards}`` for rules."""
     fill = {key: "{" + key + "}" for key in ("model", "dataset", "layer")} | fmt
-    runs = [(s, seed) for s, seed in null_runs(config) if stage in (None, s)]
-    return [SAE_NULL.format(**fill, stage=s, seed=seed) for s, seed in runs]
+    return [SAE_NULL.format(**fill, stage=run, index=i) for i in range(config["sae"]["null_seeds"])]
 
 
 def first_null_seeds(config: dict) -> dict[str, int]:
@@ -117,13 +180,36 @@ def stage_seeds(config: dict) -> dict[str, int]:
     return {"pretrained": config["seed"], "finetuned": _extra_seed(config, 0)}
 
 
-def stage_sae_dirs(config: dict, stage: str, **fmt) -> dict[int, str]:
-    """``{seed: directory}`` of every SAE the study trains on one stage's layer: the stage's own, then its nulls.
+def run_sae_seeds(config: dict, run: str) -> list[int]:
+    """Seeds of the SAEs one ``train_sae`` job trains on a run's layer: the run's own SAE, then its nulls."""
+    stage = stage_of(run)
+    return [stage_seeds(config)[stage], *null_seeds(config, stage)]
+
+
+def run_sae_dirs(config: dict, run: str, **fmt) -> dict[int, str]:
+    """``{seed: directory}`` of every SAE the study trains on one run's layer: the run's own, then its nulls.
 
     ``fmt`` fills ``model`` / ``dataset`` / ``layer`` as in :func:`null_sae_dirs`."""
     fill = {key: "{" + key + "}" for key in ("model", "dataset", "layer")} | fmt
-    nulls = dict(zip(null_seeds(config, stage), null_sae_dirs(config, stage, **fmt), strict=True))
-    return {stage_seeds(config)[stage]: SAE.format(**fill, stage=stage)} | nulls
+    dirs = [SAE.format(**fill, stage=run), *null_sae_dirs(config, run, **fmt)]
+    return dict(zip(run_sae_seeds(config, run), dirs, strict=True))
+
+
+def diff_sae_dirs(config: dict, reference: str, compared: str, **fmt) -> dict[str, str | None]:
+    """The four SAEs a diff reads: ``reference``, ``reference_null``, ``compared``, ``compared_null`` (a null
+    is None without seed nulls).
+
+    The reference side always uses the pretrained SAE's seed for its SAE and the fine-tuned SAE's seed for its
+    null, the compared side the other way round: a between-run diff (two replicates) then differs in exactly
+    the seeds a pretrained-vs-fine-tuned diff differs in, so the two are comparable."""
+    seeds = stage_seeds(config)
+    reference_dirs, compared_dirs = (run_sae_dirs(config, run, **fmt) for run in (reference, compared))
+    return {
+        "reference": reference_dirs[seeds["pretrained"]],
+        "reference_null": reference_dirs.get(seeds["finetuned"]),
+        "compared": compared_dirs[seeds["finetuned"]],
+        "compared_null": compared_dirs.get(seeds["pretrained"]),
+    }
 
 
 def is_study_setting(base: dict, point: dict) -> bool:
@@ -139,8 +225,8 @@ def sweep_study_saes(config: dict, **fmt) -> dict[int, str]:
     sweep = config.get("sae_sweep", {})
     if not any(is_study_setting(config["sae"], point) for point in sweep.get("grid", [])):
         return {}
-    stage = fmt.pop("stage")
-    trained = stage_sae_dirs(config, stage, **fmt)
+    run = fmt.pop("stage")
+    trained = run_sae_dirs(config, run, **fmt)
     return {seed: trained[seed] for seed in sweep_seeds(config) if seed in trained}
 
 
@@ -151,7 +237,7 @@ def sweep_seeds(config: dict) -> list[int]:
 
 def sweep_layer(config: dict) -> dict | None:
     """``{model, dataset, stage, layer}`` of the SAE settings sweep (defaults: the first model and dataset, the
-    model's last SAE layer), or None when the sweep has no grid."""
+    model's last SAE layer; a fine-tuned sweep reads the first replicate), or None when the sweep has no grid."""
     sweep = config.get("sae_sweep", {})
     if not sweep.get("grid"):
         return None
@@ -159,7 +245,8 @@ def sweep_layer(config: dict) -> dict | None:
     dataset = sweep.get("dataset") or next(iter(config["datasets"]))
     layer = sweep.get("layer")
     layer = config["models"][model]["sae_layers"][-1] if layer is None else layer
-    return {"model": model, "dataset": dataset, "stage": sweep.get("stage", "pretrained"), "layer": layer}
+    run = dict(zip(STAGES, primary_runs(config), strict=True))[sweep.get("stage", "pretrained")]
+    return {"model": model, "dataset": dataset, "stage": run, "layer": layer}
 
 
 def verdict_curve_pair(config: dict) -> dict | None:
@@ -205,27 +292,59 @@ def data_targets(config: dict) -> list[str]:
 def finetune_targets(config: dict) -> list[str]:
     out = []
     for model, dataset in model_dataset_pairs(config):
-        out += [f"{FINETUNED.format(model=model, dataset=dataset)}/{f}" for f in FINETUNED_FILES]
-        out.append(CLASSIFICATION.format(model=model, dataset=dataset))
-    return out + [ACCURACY_TABLE]
+        for run in finetuned_runs(config):
+            fmt = {"model": model, "dataset": dataset, "stage": run}
+            out += [f"{FINETUNED.format(**fmt)}/{f}" for f in FINETUNED_FILES]
+            out.append(CLASSIFICATION.format(**fmt))
+    return out + [ACCURACY_TABLE, ACCURACY_REPLICATES]
+
+
+def similarity_tables(config: dict, model: str, dataset: str) -> list[str]:
+    """The per-comparison similarity tables of one model x dataset, in :func:`comparisons` order."""
+    return [
+        SIMILARITY.format(model=model, dataset=dataset, reference=reference, compared=compared)
+        for reference, compared in comparisons(config)
+    ]
 
 
 def similarity_targets(config: dict) -> list[str]:
-    return [SIMILARITY.format(model=m, dataset=d) for m, d in model_dataset_pairs(config)] + [SIMILARITY_ALL]
+    out = []
+    for model, dataset in model_dataset_pairs(config):
+        out += similarity_tables(config, model, dataset) + [SPLIT_HALF.format(model=model, dataset=dataset)]
+    return out + [SIMILARITY_ALL, SIMILARITY_REPLICATES]
 
 
 def sae_targets(config: dict) -> list[str]:
     out = []
     for model, dataset, layer in model_layers(config):
-        for stage in STAGES:
-            fmt = {"model": model, "dataset": dataset, "stage": stage, "layer": layer}
-            out += [f"{SAE.format(**fmt)}/{f}" for f in SAE_FILES]
-            out += [FEATURES.format(**fmt), FEATURE_TOKENS.format(**fmt)]
-        out.append(PROBE_ACTIVATIONS.format(model=model, dataset=dataset, layer=layer))
+        fmt = {"model": model, "dataset": dataset, "layer": layer}
+        for run in runs(config):
+            out += [
+                f"{directory}/{f}"
+                for directory in run_sae_dirs(config, run, **fmt).values()
+                for f in SAE_FILES
+            ]
+        for run in primary_runs(config):
+            out += [FEATURES.format(**fmt, stage=run), FEATURE_TOKENS.format(**fmt, stage=run)]
+        out.append(PROBE_ACTIVATIONS.format(**fmt))
     sweep = sweep_layer(config)
     if sweep is not None:
         out.append(SAE_SWEEP.format(**sweep))
     return out + [FEATURE_SUMMARY, FEATURE_SUMMARY_MD]
+
+
+def diff_summaries(config: dict, model: str, dataset: str, layer: int) -> list[str]:
+    """The diff summaries of one layer, one per comparison in :func:`comparisons` order."""
+    return [
+        DIFF_SUMMARY.format(model=model, dataset=dataset, layer=layer, reference=reference, compared=compared)
+        for reference, compared in comparisons(config)
+    ]
+
+
+def primary_diff(config: dict, template: str, **fmt) -> str:
+    """``template`` (DIFF or DIFF_SUMMARY) for the pretrained run vs the first replicate."""
+    reference, compared = primary_runs(config)
+    return template.format(**fmt, reference=reference, compared=compared)
 
 
 def diff_targets(config: dict) -> list[str]:
@@ -233,8 +352,10 @@ def diff_targets(config: dict) -> list[str]:
     for model, dataset, layer in model_layers(config):
         fmt = {"model": model, "dataset": dataset, "layer": layer}
         out += [f"{CROSSCODER.format(**fmt)}/{f}" for f in CROSSCODER_FILES]
-        out += [DIFF.format(**fmt), DIFF_SUMMARY.format(**fmt)]
-    return out + [DIFF_TABLE]
+        for reference, compared in comparisons(config):
+            pair = {**fmt, "reference": reference, "compared": compared}
+            out += [DIFF.format(**pair), DIFF_SUMMARY.format(**pair)]
+    return out + [DIFF_TABLE, DIFF_REPLICATES]
 
 
 def figure_targets(config: dict) -> list[str]:

@@ -75,7 +75,7 @@ def train_crosscoder_on_shards(
     train_b, heldout_b = reader_b.split(train.holdout_fraction, train.split_seed)
     eval_a, eval_b = (heldout_a, heldout_b) if heldout_a else (train_a, train_b)
     keep_pair_in_memory(train_a, train_b, train.memory_cache_mb)
-    provenance, hook_name = shard_provenance(reader_a, cfg.hook_name, drop=("stage",))
+    provenance, hook_name = shard_provenance(reader_a, cfg.hook_name, drop=("stage", "run"))
     cfg = dataclasses.replace(cfg, hook_name=hook_name, metadata={**provenance, **cfg.metadata})
 
     def batches(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
