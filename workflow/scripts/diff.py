@@ -15,7 +15,8 @@ from layershift.study.targets import STAGES, comparison_kind
 
 def load_optional(inputs, role):
     """The SAE in the input named ``role``, or None where the rule gave none (no seed nulls)."""
-    return load_sae(Path(inputs[role]).parent) if role in inputs.keys() else None
+    named = dict(inputs.items())  # a Namedlist's `in` looks at its values, not its names
+    return load_sae(Path(named[role]).parent) if role in named else None
 
 
 with script_context(snakemake) as sm:
