@@ -25,9 +25,7 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from layershift.analysis.similarity import _vectors, cosine
-
-PRETRAINED_VS_FINETUNED = "pretrained_vs_finetuned"
-BETWEEN_RUNS = "between_runs"
+from layershift.study.targets import BETWEEN_RUNS, PRETRAINED_VS_FINETUNED
 CHANGED = "changed"
 WITHIN_RUN_TO_RUN = "within run-to-run"
 NO_BASELINE = "no between-run baseline"
