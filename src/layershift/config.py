@@ -153,7 +153,7 @@ def _check_replicates(replicates: dict, config: dict, origin: str) -> None:
     if len(seeds) < 2:
         raise ConfigError(
             f"{origin}: replicates.between_runs: a between-run baseline needs two or more replicates.seeds "
-            f"(there are {len(seeds)})"
+            f"(the study has {len(seeds) or 1} fine-tuning run{'s' if len(seeds) > 1 else ''})"
         )
     if config["sae"]["null_seeds"] < 1:
         raise ConfigError(

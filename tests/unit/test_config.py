@@ -628,3 +628,26 @@ def test_verdict_curve_is_off_unless_configured(study, tmp_path):
         f"results/verdict_curve/tiny/news/layer{layer}.parquet" for layer in (0, 1, 2)
     ]
     assert "results/figures/verdict_curve/tiny_news.svg" in targets.figure_targets(on)
+
+
+@pytest.mark.parametrize(
+    ("replicates", "null_seeds", "expect"),
+    [
+        ({"seeds": [13, 14, 13]}, 1, "replicates.seeds: seed 13 is listed twice"),
+        ({"seeds": [13], "between_runs": True}, 1, "a between-run baseline needs two or more replicates.seeds"),
+        ({"between_runs": True}, 1, "a between-run baseline needs two or more replicates.seeds (the study has 1 fine-tuning run)"),
+        ({"seeds": [1, 2], "between_runs": True}, 0, "between-run feature diff needs each replicate's seed null"),
+    ],
+)
+def test_replicates_need_distinct_seeds_and_a_baseline_two_runs(study, tmp_path, replicates, null_seeds, expect):
+    bad = copy.deepcopy(study) | {"replicates": replicates}
+    bad["sae"]["null_seeds"] = null_seeds
+    assert expect in config_error(bad, tmp_path)
+
+
+def test_one_replicate_and_a_zero_learning_rate_are_valid(study, tmp_path):
+    """One run (no interval) is a study; lr 0 is the no-step control."""
+    config = copy.deepcopy(study) | {"replicates": {"seeds": [5]}}
+    config["finetune"]["lr"] = 0
+    validated = validate(config, tmp_path)
+    assert validated["replicates"]["seeds"] == [5] and validated["finetune"]["lr"] == 0
