@@ -117,11 +117,12 @@ def build_tiny_study(workdir: Path, n_models: int = 1, n_datasets: int = 1) -> P
     return config
 
 
-def default_study_inputs(workdir: Path) -> Path:
-    """The default study's inputs (config.yaml, data/) in an empty ``workdir``: a results tree of the
-    repository itself (a user's `make study`) must not change what a test sees. Returns ``workdir``."""
+def default_study_inputs(workdir: Path, config: str = "config.yaml") -> Path:
+    """A shipped study's inputs (``config``, default the default study, as ``config.yaml``; data/) in an empty
+    ``workdir``: a results tree of the repository itself (a user's `make study`) must not change what a test
+    sees. Returns ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+    shutil.copy(ROOT / config, workdir / "config.yaml")
     (workdir / "data").symlink_to(ROOT / "data", target_is_directory=True)
     return workdir
 

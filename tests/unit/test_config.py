@@ -634,12 +634,26 @@ def test_verdict_curve_is_off_unless_configured(study, tmp_path):
     ("replicates", "null_seeds", "expect"),
     [
         ({"seeds": [13, 14, 13]}, 1, "replicates.seeds: seed 13 is listed twice"),
-        ({"seeds": [13], "between_runs": True}, 1, "a between-run baseline needs two or more replicates.seeds"),
-        ({"between_runs": True}, 1, "a between-run baseline needs two or more replicates.seeds (the study has 1 fine-tuning run)"),
-        ({"seeds": [1, 2], "between_runs": True}, 0, "between-run feature diff needs each replicate's seed null"),
+        (
+            {"seeds": [13], "between_runs": True},
+            1,
+            "a between-run baseline needs two or more replicates.seeds",
+        ),
+        (
+            {"between_runs": True},
+            1,
+            "a between-run baseline needs two or more replicates.seeds (the study has 1 fine-tuning run)",
+        ),
+        (
+            {"seeds": [1, 2], "between_runs": True},
+            0,
+            "between-run feature diff needs each replicate's seed null",
+        ),
     ],
 )
-def test_replicates_need_distinct_seeds_and_a_baseline_two_runs(study, tmp_path, replicates, null_seeds, expect):
+def test_replicates_need_distinct_seeds_and_a_baseline_two_runs(
+    study, tmp_path, replicates, null_seeds, expect
+):
     bad = copy.deepcopy(study) | {"replicates": replicates}
     bad["sae"]["null_seeds"] = null_seeds
     assert expect in config_error(bad, tmp_path)

@@ -73,7 +73,7 @@ def test_tiny_study_runs_on_every_family(tmp_path):
         assert (share == 0) if family == "gpt2" else (0 < share < 1), (family, share)
         if family == "gpt2":  # no special tokens: the two measures are the same numbers
             np.testing.assert_allclose(rows["cosine_of_means"], rows["cosine_of_content_means"], atol=1e-6)
-        assert (results / f"diff/{name}/mood/layer2.json").is_file(), family
+        assert (results / f"diff/{name}/mood/pretrained_vs_finetuned-s3/layer2.json").is_file(), family
         probes = pd.read_parquet(results / f"probes/{name}/mood/layer2.parquet")
         assert set(probes["text"]) == {"I love this movie!", "The plot was bad, really."}  # cleaning: none
         kinds = probes.drop_duplicates(["stage", "sentence", "position"])

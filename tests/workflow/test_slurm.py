@@ -431,8 +431,8 @@ def test_layershift_study_runs_through_slurm(tmp_path):
     workdir = tmp_path / "tiny"
     configfile = build_tiny_study(workdir)
     targets = (
-        "results/metrics/tiny2/mood/classification.json",
-        "results/sae/tiny2/mood/finetuned/layer2/metrics.json",
+        "results/metrics/tiny2/mood/finetuned-s3/classification.json",
+        "results/sae/tiny2/mood/finetuned-s3/layer2/metrics.json",
         "results/figures/training/tiny2/mood.png",
     )
     report = check_study_on_slurm(workdir, REPO / "Snakefile", configfile, targets=targets)
@@ -448,7 +448,7 @@ def test_dry_run_with_cluster_profile_lists_gpu_rules_with_gpus(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     from tests.support.study import default_study_inputs
 
-    workdir = default_study_inputs(tmp_path)  # its verdict curve makes every GPU rule scheduled
+    workdir = default_study_inputs(tmp_path, "configs/breadth.yaml")  # its verdict curve: every GPU rule
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--profile", str(CLUSTER_PROFILE.parent)]
         + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir)],

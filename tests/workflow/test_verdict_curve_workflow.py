@@ -1,5 +1,5 @@
 """The verdict curve in the DAG: `snakemake -n` schedules its jobs only when the config's verdict_curve
-section names fractions (the shipped study does, on its real corpus); without the section a study keeps its
+section names fractions (the breadth study does, on its real corpus); without the section a study keeps its
 jobs (and artifacts)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from layershift.costs import predict
 from layershift.study.schema import load_yaml, validate_schema
 from tests.support.study import default_study_inputs, run_snakemake, set_verdict_curve
 
-JOBS_WITHOUT_CURVE = 188  # `snakemake -n` on the default study without its verdict_curve section
+JOBS_WITHOUT_CURVE = 212  # `snakemake -n` on the breadth study without its verdict_curve section
 
 
 def dry_run_jobs(workdir: Path) -> dict[str, int]:
@@ -22,7 +22,7 @@ def dry_run_jobs(workdir: Path) -> dict[str, int]:
 
 
 def test_a_study_without_the_section_schedules_no_verdict_curve(tmp_path):
-    workdir = default_study_inputs(tmp_path)
+    workdir = default_study_inputs(tmp_path, "configs/breadth.yaml")
     set_verdict_curve(workdir / "config.yaml", None)
     jobs = dry_run_jobs(workdir)
     assert jobs["total"] == JOBS_WITHOUT_CURVE
@@ -30,7 +30,7 @@ def test_a_study_without_the_section_schedules_no_verdict_curve(tmp_path):
 
 
 def test_a_configured_verdict_curve_schedules_a_job_per_layer_and_its_figure(tmp_path, monkeypatch):
-    workdir = default_study_inputs(tmp_path)
+    workdir = default_study_inputs(tmp_path, "configs/breadth.yaml")
     curve = {"model": "minilm-l6", "dataset": "movies", "fractions": [0.25, 0.5]}  # layers 1, 3, 6
     config_path = set_verdict_curve(workdir / "config.yaml", curve)
     jobs = dry_run_jobs(workdir)

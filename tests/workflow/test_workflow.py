@@ -52,13 +52,18 @@ def test_default_config_dry_run_lists_every_target(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_of(proc.stdout)
-    assert jobs.count("finetune") == 6 and jobs.count("extract") == 12
-    assert jobs.count("train_sae") == 3 * 6 and jobs.count("diff") == 3 * 6 and jobs.count("import_onnx") == 1
-    assert jobs.count("crosscoder") == 3 * 6  # its own rule, not hidden in the diff's job
+    # two datasets, three fine-tuning replicates each: a fine-tune per replicate, an extraction per run
+    assert (
+        jobs.count("finetune") == 2 * 3 and jobs.count("evaluate") == 2 * 3 and jobs.count("extract") == 2 * 4
+    )
+    # three SAE layers: SAEs per run; diffs per comparison (3 pretrained-vs-replicate, 3 between-run pairs)
+    assert jobs.count("train_sae") == 2 * 4 * 3 and jobs.count("diff") == 2 * 6 * 3
+    assert jobs.count("similarity") == 2 * 6 and jobs.count("split_half") == 2
+    assert jobs.count("crosscoder") == 2 * 3  # the primary pair only, its own rule
     assert "report" in jobs
     # the sweep's study-settings row reads the study's own SAEs of that layer (both seeds), not a retraining
     sweep_job = proc.stdout.split("rule sae_sweep:", 1)[1].split("\n\n", 1)[0]
-    for sae in ("sae/minilm-l6/news/pretrained/layer6", "sae_null/minilm-l6/news/pretrained/layer6/seed1013"):
+    for sae in ("sae/minilm-l6/news/pretrained/layer6", "sae_null/minilm-l6/news/pretrained/layer6/null0"):
         assert f"results/{sae}/sae_weights.safetensors" in sweep_job, sweep_job
 
 
@@ -75,7 +80,7 @@ def test_tiny_study_runs_end_to_end_and_is_cached(tiny_study_done):
         "Findings",
     ):
         assert heading in html
-    sae = results / "sae/tiny2/mood/finetuned/layer2"
+    sae = results / "sae/tiny2/mood/finetuned-s3/layer2"
     assert {"cfg.json", "sae_weights.safetensors", "metrics.json"} <= {p.name for p in sae.iterdir()}
     seed = {  # (kind, stage) -> seed, kind "sae" or "null"
         (path.relative_to(results).parts[0], json.loads(path.read_text())["stage"]): json.loads(
@@ -86,7 +91,7 @@ def test_tiny_study_runs_end_to_end_and_is_cached(tiny_study_done):
     # each stage's null takes the other stage's seed: a null pair differs from the cross-stage pair only in data
     assert seed["sae", "finetuned"] == seed["sae_null", "pretrained"] != seed["sae", "pretrained"], seed
     assert seed["sae_null", "finetuned"] == seed["sae", "pretrained"], seed
-    metrics = json.loads((results / "metrics/tiny2/mood/classification.json").read_text())
+    metrics = json.loads((results / "metrics/tiny2/mood/finetuned-s3/classification.json").read_text())
     assert {"pretrained", "linear_probe", "finetuned"} <= set(metrics)
     assert not list(results.rglob("*.tmp")), "temporary files left behind"
     again = run_snakemake(tiny_study_done, "-n", "--cores", "2")
@@ -130,7 +135,7 @@ def planned_wildcards(dry_run_output: str) -> list[dict[str, str]]:
     "figure, model, dataset",
     [
         ("similarity/cosine_of_means/minilm-l6.png", "minilm-l6", None),
-        ("diff/minilm-l3.png", "minilm-l3", None),
+        ("diff/minilm-l3.png", "minilm-l3", None),  # the breadth study: two models, one replicate
         ("classification/minilm-l6/movies.png", "minilm-l6", "movies"),
         ("sae_loss/minilm-l3/news.png", "minilm-l3", "news"),
         ("tokens/minilm-l6/tweets/layer3.png", "minilm-l6", "tweets"),
@@ -140,7 +145,7 @@ def test_a_models_figure_schedules_no_job_of_another_model(tmp_path, figure, mod
     """From an empty results/, one model's (or model x dataset's) figure plans that model's (and dataset's)
     jobs only: the similarity figure reads the model's per-dataset tables, not the study-wide table that
     needs every model fine-tuned and extracted (17 jobs instead of 32)."""
-    workdir = default_study_inputs(tmp_path)
+    workdir = default_study_inputs(tmp_path, "configs/breadth.yaml")
     proc = run_snakemake(workdir, "-n", "--cores", "2", f"results/figures/{figure}")
     planned = planned_wildcards(proc.stdout)
     assert planned, proc.stdout[-3000:]
@@ -200,9 +205,9 @@ def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
 ARTIFACTS = [
     "results/data/mood/train.parquet",
     "results/data/mood/test.parquet",
-    "results/models/tiny2/mood/model.safetensors",
+    "results/models/tiny2/mood/finetuned-s3/model.safetensors",
     "results/sae/tiny2/mood/pretrained/layer1/sae_weights.safetensors",
-    "results/sae/tiny2/mood/finetuned/layer2/sae_weights.safetensors",
+    "results/sae/tiny2/mood/finetuned-s3/layer2/sae_weights.safetensors",
 ]
 
 
@@ -217,7 +222,7 @@ def same_artifact(a: Path, b: Path) -> bool:
 
 
 def _metrics(workdir: Path) -> dict:
-    report = json.loads((workdir / "results/metrics/tiny2/mood/classification.json").read_text())
+    report = json.loads((workdir / "results/metrics/tiny2/mood/finetuned-s3/classification.json").read_text())
     return {row: report[row]["accuracy"] for row in ("pretrained", "linear_probe", "finetuned")}
 
 
@@ -227,19 +232,19 @@ def test_killed_run_resumes_to_identical_artifacts(tiny_study_done, tmp_path):
     A second run in another directory that must equal the first byte for byte (splits, weights, metrics):
     this is also the test that the same config on CPU gives the same artifacts."""
     build_tiny_study(tmp_path)
-    targets = [*ARTIFACTS, "results/metrics/tiny2/mood/classification.json"]
+    targets = [*ARTIFACTS, "results/metrics/tiny2/mood/finetuned-s3/classification.json"]
     proc = start_snakemake(tmp_path, "--cores", "2", *targets)
     deadline = time.time() + 300
     logs = [
-        tmp_path / "results/logs/finetune/tiny2/mood.log",
-        tmp_path / "results/logs/train_sae/tiny2/mood/layer1.log",
+        tmp_path / "results/logs/finetune/tiny2/mood/finetuned-s3.log",
+        tmp_path / "results/logs/train_sae/tiny2/mood/pretrained/layer1.log",
     ]
     while time.time() < deadline and not any(log.exists() and log.stat().st_size > 0 for log in logs):
         time.sleep(0.2)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "results/sae/tiny2/mood/finetuned/layer2/sae_weights.safetensors").exists()
+    assert not (tmp_path / "results/sae/tiny2/mood/finetuned-s3/layer2/sae_weights.safetensors").exists()
     shutil.rmtree(tmp_path / ".snakemake/locks", ignore_errors=True)
     run_snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", *targets)
     for artifact in ARTIFACTS:
@@ -256,7 +261,7 @@ def test_concurrent_runs_are_refused(tmp_path):
     run is paused once it holds the lock, so it can't finish before the second one asks.
     """
     build_tiny_study(tmp_path)
-    target = "results/metrics/tiny2/mood/classification.json"
+    target = "results/metrics/tiny2/mood/finetuned-s3/classification.json"
     first = start_snakemake(tmp_path, "--cores", "1", target)
     try:
         locks = tmp_path / ".snakemake/locks"
