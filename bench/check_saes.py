@@ -3,7 +3,7 @@
 Uses none of layershift's code: the weights come from each SAE's ``sae_weights.safetensors`` (SAELens
 layout, normalisation folded in: ``f = relu((x - b_dec) @ W_enc + b_enc)``, TopK keeps the k largest), the
 activations straight from the layer's Parquet shards, the matching from SciPy. For each SAE and its seed
-null (``results/sae_null/.../{stage}/layer{L}/seed*/``):
+null (``results/sae_null/.../{stage}/layer{L}/null*/``; a stage here is a run: pretrained or a replicate):
 
 * live features: those that fire on at least one of ``--rows`` shard rows (first rows of the layer);
 * matched decoder cosine: Hungarian matching of the live unit decoder rows, maximising the summed cosine;
@@ -104,7 +104,7 @@ def study_pairs(results: Path):
     for cfg in sorted((results / "sae").glob("*/*/*/layer*/cfg.json")):
         sae_dir = cfg.parent
         model, dataset, stage, layer = sae_dir.relative_to(results / "sae").parts
-        nulls = sorted((results / "sae_null" / model / dataset / stage / layer).glob("seed*/cfg.json"))
+        nulls = sorted((results / "sae_null" / model / dataset / stage / layer).glob("null*/cfg.json"))
         shard_dir = results / "activations" / model / dataset / stage / "tokens" / layer
         for null in nulls:
             yield model, dataset, stage, int(layer.removeprefix("layer")), sae_dir, null.parent, shard_dir

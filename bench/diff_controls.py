@@ -44,9 +44,9 @@ def untrained_sae(config: dict, shard_dir: str, seed: int) -> SAE:
 
 
 def control(config: dict, model: str, dataset: str, layer: int) -> dict:
-    tokens = {
-        stage: f"{targets.ACTIVATIONS.format(model=model, dataset=dataset, stage=stage)}/tokens"
-        for stage in targets.STAGES
+    tokens = {  # the pretrained run and the first replicate
+        stage: f"{targets.ACTIVATIONS.format(model=model, dataset=dataset, stage=run)}/tokens"
+        for stage, run in zip(targets.STAGES, targets.primary_runs(config), strict=True)
     }
     shards = {stage: layer_shard_dir(path, layer) for stage, path in tokens.items()}
     seeds = targets.stage_seeds(config)
@@ -73,7 +73,9 @@ def main() -> None:
         if args.layers == "last" and layer != config["models"][model]["sae_layers"][-1]:
             continue
         summary = control(config, model, dataset, layer)
-        study = read_json(targets.DIFF_SUMMARY.format(model=model, dataset=dataset, layer=layer))
+        study = read_json(
+            targets.primary_diff(config, targets.DIFF_SUMMARY, model=model, dataset=dataset, layer=layer)
+        )
         rows.append(
             {
                 "model": model,
