@@ -117,9 +117,7 @@ def hidden_state_producer(model: torch.nn.Module, batch: Batch, layer: int) -> t
     device = next(model.parameters()).device
     produced: list[tuple[str, torch.nn.Module, object]] = []
     handles = [
-        module.register_forward_hook(
-            lambda mod, _args, out, name=name: produced.append((name, mod, out))
-        )
+        module.register_forward_hook(lambda mod, _args, out, name=name: produced.append((name, mod, out)))
         for name, module in model.named_modules()
         if name
     ]
@@ -151,7 +149,9 @@ def real_token_transform(attention_mask: torch.Tensor, rows: RowTransform) -> Hi
 
     def transform(hidden: torch.Tensor) -> torch.Tensor:
         if hidden.shape[:2] != real.shape:
-            raise ValueError(f"hidden state {tuple(hidden.shape)} does not match the mask {tuple(real.shape)}")
+            raise ValueError(
+                f"hidden state {tuple(hidden.shape)} does not match the mask {tuple(real.shape)}"
+            )
         spliced = hidden.clone()
         spliced[real] = rows(hidden[real]).to(hidden.dtype)  # [n_tokens, d]
         return spliced
