@@ -396,3 +396,21 @@ def test_probe_classifier_is_the_sklearn_probe_and_splices_like_a_classifier(sav
     result = sae_fidelity(module, split, 2, root / "sae", max_length=16, batch_size=8, device="cpu")
     assert result["loss_recovered_zero"] == pytest.approx(1.0, abs=1e-3)
     assert result["accuracy_clean"] == result["accuracy_spliced"]
+
+
+def test_fitted_probe_classifier_scores_like_the_study_linear_probe(saved_study):
+    from layershift.analysis.fidelity import fit_probe_classifier, load_spliceable_classifier, split_batches
+    from layershift.models.evaluate import evaluate_linear_probe
+
+    root, split = saved_study
+    train, test = split.iloc[:20], split.iloc[20:]
+    study_row = evaluate_linear_probe(
+        root / "encoder", train, test, ["a", "b"], seed=0, max_length=16, device="cpu"
+    )
+    module, tokenizer = load_spliceable_classifier(
+        fit_probe_classifier(root / "encoder", train, 2, seed=0, max_length=16, device="cpu"), "cpu"
+    )
+    batches, labels = split_batches(module, tokenizer, test, 16, 8)
+    order = np.concatenate([batch.index for batch in batches])
+    predictions = spliced_logits(module, batches, 2).argmax(-1).numpy()
+    assert np.mean(predictions == labels[order]) == pytest.approx(study_row["accuracy"])
