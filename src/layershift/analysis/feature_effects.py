@@ -97,8 +97,11 @@ def attribution_pass(
     sae: SAE,
     producer: torch.nn.Module | None = None,
 ) -> FeatureAttribution:
-    """Gradient × activation of every feature on the mean loss and on each class's mean logit."""
+    """Gradient × activation of every feature on the mean loss and on each class's mean logit, spliced at
+    ``producer`` (default: :func:`hidden_state_producer`)."""
     classifier.eval()
+    if producer is None:
+        producer = hidden_state_producer(classifier, batches[0], layer)
     device = model_device(classifier)
     targets = labels_in_batch_order(batches, labels).to(device)
     n_texts, d_sae = len(targets), sae.cfg.d_sae
@@ -148,8 +151,10 @@ def ablation_effects(
 ) -> pd.DataFrame:
     """Exact effect of removing each feature alone: one row per feature with ``ablation_loss_delta`` (change of
     the mean cross-entropy) and ``ablation_logit_delta_{c}`` (change of class ``c``'s mean logit), measured
-    against the SAE spliced in with its error term."""
+    against the SAE spliced in with its error term, at ``producer`` (default: :func:`hidden_state_producer`)."""
     classifier.eval()
+    if producer is None:
+        producer = hidden_state_producer(classifier, batches[0], layer)
     targets = labels_in_batch_order(batches, labels).to(model_device(classifier))
     baseline = spliced_logits(classifier, batches, layer, reconstruction_with_error(sae), producer)
     baseline_loss = float(F.cross_entropy(baseline, targets))
@@ -161,14 +166,18 @@ def ablation_effects(
             {
                 "feature": int(feature),
                 "ablation_loss_delta": float(F.cross_entropy(ablated, targets)) - baseline_loss,
-                **{f"ablation_logit_delta_{label}": float(v) for label, v in enumerate(logit_delta)},
+                **{f"ablation_logit_delta_{label}": float(delta) for label, delta in enumerate(logit_delta)},
             }
         )
     return pd.DataFrame(rows, columns=_ablation_columns(classifier.num_labels))
 
 
 def _ablation_columns(num_labels: int) -> list[str]:
-    return ["feature", "ablation_loss_delta", *(f"ablation_logit_delta_{c}" for c in range(num_labels))]
+    return [
+        "feature",
+        "ablation_loss_delta",
+        *(f"ablation_logit_delta_{label}" for label in range(num_labels)),
+    ]
 
 
 def feature_effects(
@@ -209,8 +218,8 @@ def feature_effects(
             "mean_activation": attribution.activation_sum[chosen] / max(attribution.n_tokens, 1),
             "attribution_loss": attribution.loss[chosen],
             **{
-                f"attribution_logit_{c}": attribution.logits[chosen, c]
-                for c in range(attribution.logits.shape[1])
+                f"attribution_logit_{label}": attribution.logits[chosen, label]
+                for label in range(attribution.logits.shape[1])
             },
         }
     )

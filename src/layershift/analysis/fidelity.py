@@ -63,7 +63,7 @@ def encoder_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
             f"{type(model).__name__} has no module list of {n_layers} blocks (blocks shared across layers, "
             "as in ALBERT, cannot be spliced one layer at a time)"
         )
-    return max(candidates, key=lambda blocks: sum(p.numel() for p in blocks.parameters()))
+    return max(candidates, key=lambda blocks: sum(parameter.numel() for parameter in blocks.parameters()))
 
 
 def _hidden_of(output) -> torch.Tensor:
