@@ -1,7 +1,8 @@
 """The cost model, measured: run small studies of growing size, fit per-unit costs, check the predictions.
 
-1. ``run``: for each size (``data.max_rows``) copy a slice of the default study (the real MiniLM-L6 of
-   ``config.yaml`` on the demo corpora ``movies`` and ``news``, every rule from prepare to the report) into
+1. ``run``: for each size (``data.max_rows``) copy a slice of the breadth study (the real MiniLM-L6 of
+   ``configs/breadth.yaml`` on the demo corpus ``movies``, one fine-tuning run, every rule from prepare to the
+   report: the study the shipped coefficients were fitted on, when it was the default) into
    ``--workdir/rows<N>`` and run ``snakemake --cores 2`` on it; record the study's wall and CPU time
    (``getrusage`` of the children: Snakemake and every job), its job count and each compute job's
    Snakemake benchmark row (``s``, ``cpu_time``, ``max_rss``), with the job's predicted work units
@@ -58,13 +59,16 @@ from layershift.costs.work import COMPUTE_RULES, work  # noqa: E402
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DATASETS = ("movies",)
 MODEL = "minilm-l6"
+BASE_CONFIG = (
+    ROOT / "configs" / "breadth.yaml"
+)  # the study the cuts are taken from: it has MODEL and DATASETS
 RESULTS = ROOT / "bench" / "results" / "costs.json"
 COEFFICIENTS = ROOT / "src" / "layershift" / "costs" / "cost_coefficients.json"
 
 
 def study_config(rows: int) -> dict:
-    """The default study cut to one model, two datasets and ``rows`` rows per dataset."""
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    """The breadth study cut to one model, the datasets of ``DATASETS`` and ``rows`` rows per dataset."""
+    config = yaml.safe_load(BASE_CONFIG.read_text())
     config["models"] = {MODEL: config["models"][MODEL]}
     config["datasets"] = {name: config["datasets"][name] for name in DATASETS}
     config["data"]["max_rows"] = rows
@@ -336,7 +340,7 @@ def fit_and_report(args) -> None:
     full = {**fit(studies), **FIT_META}
     full["fitted_on"] = {
         "studies": [
-            f"default study cut to {MODEL} x {', '.join(DATASETS)}, max_rows {study['rows']}"
+            f"breadth study cut to {MODEL} x {', '.join(DATASETS)}, max_rows {study['rows']}"
             for study in studies
         ],
         "clock": "each job's own CPU time, user + system (bench/costs_probe; one torch thread)",

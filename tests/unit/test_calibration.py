@@ -17,15 +17,25 @@ from layershift.costs.predict import job_resources, predict_job, predict_study
 from layershift.study.schema import load_yaml, validate_schema
 
 REPO = Path(__file__).resolve().parents[2]
+RUN = {"model": "minilm-l6", "dataset": "news", "stage": "finetuned-s14"}  # a replicate of the default study
 ENCODER_JOBS = [
-    ("finetune", {"model": "minilm-l6", "dataset": "movies"}),
-    ("extract", {"model": "minilm-l6", "dataset": "movies", "stage": "pretrained"}),
-    ("evaluate", {"model": "minilm-l6", "dataset": "movies"}),
+    ("finetune", RUN),
+    ("extract", {**RUN, "stage": "pretrained"}),
+    ("evaluate", RUN),
 ]
 OTHER_JOBS = [
-    ("prepare", {"dataset": "movies"}),
-    ("train_sae", {"model": "minilm-l6", "dataset": "movies", "layer": "3"}),
-    ("diff", {"model": "minilm-l6", "dataset": "movies", "layer": "3"}),
+    ("prepare", {"dataset": "news"}),
+    ("train_sae", {**RUN, "layer": "3"}),
+    (
+        "diff",
+        {
+            "model": "minilm-l6",
+            "dataset": "news",
+            "reference": "finetuned-s13",
+            "compared": "finetuned-s14",
+            "layer": "3",
+        },
+    ),
 ]
 
 
@@ -100,7 +110,7 @@ def test_slower_start_up_scales_every_overhead_and_the_light_jobs_on_the_cpu_onl
     assert after["light_s"] == pytest.approx(2 * before["light_s"])
     assert after["gpu_s_total"] == pytest.approx(before["gpu_s_total"])
     assert after["cpu_s_total"] > before["cpu_s_total"]
-    prepare = predict_job("prepare", config, {"dataset": "movies"}, tmp_path, coefficients=scaled)
+    prepare = predict_job("prepare", config, {"dataset": "news"}, tmp_path, coefficients=scaled)
     assert prepare["cpu_s"] == pytest.approx(2 * fitted["rules"]["prepare"]["overhead_s"])
 
 

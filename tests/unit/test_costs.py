@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from layershift.costs import coefficients, inputs, predict, schedule
-from layershift.costs.work import WORK, sae_count, work
+from layershift.costs.work import CURVE_SAES, WORK, diff_sae_count, sae_count, work
 from layershift.study import rules as workflow_rules
 from layershift.study import targets
 from layershift.study.schema import load_yaml, validate_schema
@@ -37,8 +37,16 @@ def run_in_bench(code: str):
     return json.loads(proc.stdout)
 
 
-def study(tmp_path: Path, rows: int = 1000, hidden: int = 64, layers: int = 4, null_seeds: int = 1) -> dict:
-    """A validated config on a config.json-only model and a hub dataset (token counts from the caps)."""
+def study(
+    tmp_path: Path,
+    rows: int = 1000,
+    hidden: int = 64,
+    layers: int = 4,
+    null_seeds: int = 1,
+    seeds: list[int] | None = None,
+) -> dict:
+    """A validated config on a config.json-only model and a hub dataset (token counts from the caps), with a
+    fine-tuning replicate per seed of ``seeds`` (none: one run, the study seed's)."""
     from tests.support.models import write_bert_config
 
     model_dir = write_bert_config(tmp_path / f"m{hidden}x{layers}", n_layers=layers, hidden=hidden, heads=2)
@@ -49,6 +57,8 @@ def study(tmp_path: Path, rows: int = 1000, hidden: int = 64, layers: int = 4, n
         "finetune": {"epochs": 2, "batch_size": 10, "max_length": 32},
         "sae": {"null_seeds": null_seeds},
     }
+    if seeds:
+        config["replicates"] = {"seeds": seeds}
     return validate_schema(config, "test")
 
 
@@ -93,13 +103,18 @@ def test_wider_model_costs_more_per_token(tmp_path):
 
 
 def test_train_sae_work_follows_the_number_of_saes(tmp_path):
-    wildcards = {"model": "m", "dataset": "d", "layer": "1"}
+    wildcards = {"model": "m", "dataset": "d", "stage": "finetuned-s13", "layer": "1"}
     one = work("train_sae", study(tmp_path, null_seeds=1), wildcards)
     three = work("train_sae", study(tmp_path, null_seeds=3), wildcards)
-    assert sae_count(study(tmp_path, null_seeds=3)) == 2 + 3 * 2  # both stages, three nulls each
+    assert sae_count(study(tmp_path, null_seeds=3)) == 1 + 3  # one run's SAE and its three nulls
     assert three.flop / one.flop == pytest.approx(
         sae_count(study(tmp_path, null_seeds=3)) / sae_count(study(tmp_path, null_seeds=1)),
         rel=0.01,
+    )
+    # a diff reads each side's SAE and its first null, however many nulls there are
+    assert (
+        diff_sae_count(study(tmp_path, null_seeds=3)) == 4
+        and diff_sae_count(study(tmp_path, null_seeds=0)) == 2
     )
 
 
@@ -107,16 +122,19 @@ def test_verdict_curve_work_is_four_sae_trainings_and_a_diff_per_fraction(tmp_pa
     """With ``training_tokens`` a curve point's SAEs take the study's steps whatever their rows (more passes
     over fewer rows); with ``epochs`` the steps shrink with the rows. The diff part scales with the rows."""
     wildcards = {"model": "m", "dataset": "d", "layer": "1"}
+    sae_wildcards = {**wildcards, "stage": "pretrained"}
+    diff_wildcards = {**wildcards, "reference": "pretrained", "compared": "finetuned-s13"}
     curve = {"model": "m", "dataset": "d", "fractions": [0.25, 0.5, 1.0]}  # 1: read, not computed
     for sae, steps_ratio in (({"training_tokens": 100_000}, 2.0), ({"epochs": 10}, 0.75)):
         config = study(tmp_path)
         config["sae"].update(sae)
         config["verdict_curve"] = curve
-        one_point = work("train_sae", config, wildcards).steps  # four SAEs on every row
+        # one run's two SAEs on every row; a curve point trains both runs' (four SAEs)
+        one_point = CURVE_SAES / sae_count(config) * work("train_sae", config, sae_wildcards).steps
         points = work("verdict_curve", config, wildcards)
         # passes are whole numbers: a point's steps round differently from the study's
-        assert sae_count(config) == 4 and points.steps == pytest.approx(steps_ratio * one_point, rel=0.15)
-        diff = work("diff", config, wildcards).host_values
+        assert sae_count(config) == 2 and points.steps == pytest.approx(steps_ratio * one_point, rel=0.15)
+        diff = work("diff", config, diff_wildcards).host_values
         assert work("verdict_curve", config, wildcards).host_values > 0.75 * diff
     config["verdict_curve"] = {**curve, "fractions": []}
     assert work("verdict_curve", config, wildcards).flop == 0.0
@@ -165,14 +183,33 @@ def test_resources_have_floors_and_safety_factors(tmp_path):
 
 
 def test_study_prediction_counts_jobs_and_disk():
+    """The job counts `snakemake -n --forceall` schedules: the default study (one model, two datasets, three
+    SAE layers, three replicates compared with the pretrained run and with each other) and the breadth study
+    (one run; its verdict curve and ONNX import)."""
     config = validate_schema(load_yaml(REPO / "config.yaml"), "config.yaml")
     prediction = predict.predict_study(config, cores=2, gpu_nodes=2)
-    assert prediction["rules"]["train_sae"]["jobs"] == 18 and prediction["rules"]["extract"]["jobs"] == 12
-    assert prediction["jobs"] == 192  # as many as `snakemake -n --forceall` schedules for the default study
+    jobs = {rule: summary["jobs"] for rule, summary in prediction["rules"].items()}
+    assert jobs["finetune"] == jobs["evaluate"] == 2 * 3  # per dataset x replicate
+    assert jobs["extract"] == 2 * 4 and jobs["train_sae"] == 2 * 4 * 3  # per run (pretrained + 3)
+    assert jobs["diff"] == 2 * 6 * 3  # 3 pretrained-vs-replicate and 3 replicate-pair comparisons per layer
+    assert jobs["crosscoder"] == jobs["features"] == 2 * 3 and jobs["probes"] == 2  # the primary pair
+    assert prediction["light_jobs"] == 50 and prediction["jobs"] == 147
     assert (
         prediction["wall_s_local"] >= prediction["longest_chain_cpu_s"] and prediction["wall_s_cluster"] > 0
     )
     assert prediction["disk_bytes"]["total"] > 0
+    breadth = validate_schema(load_yaml(REPO / "configs/breadth.yaml"), "breadth.yaml")
+    assert predict.predict_study(breadth, cores=2)["jobs"] == 216
+
+
+def test_disk_scales_with_runs(tmp_path):
+    """Three replicates: three fine-tuned models, four runs' activations and SAEs, one crosscoder per layer."""
+    one = predict.disk_bytes(study(tmp_path), tmp_path / "results")
+    three = predict.disk_bytes(study(tmp_path, seeds=[1, 2, 3]), tmp_path / "results")
+    assert three["models"] == pytest.approx(3 * one["models"])
+    assert three["activations"] == pytest.approx(2 * one["activations"])  # 4 runs against 2
+    assert three["saes"] == pytest.approx(2 * one["saes"])
+    assert three["crosscoders"] == pytest.approx(one["crosscoders"])
 
 
 def test_cli_costs_prints_per_rule_table(capsys):
@@ -185,7 +222,7 @@ def test_cli_costs_prints_per_rule_table(capsys):
 
 @pytest.mark.parametrize("rows", [120, 480])
 def test_the_cost_benchmarks_cut_studies_are_valid_configs(rows):
-    """bench_costs.py cuts config.yaml to one model x dataset: the cut must still pass the config checks
+    """bench_costs.py cuts configs/breadth.yaml to one model x dataset: the cut must still pass the config checks
     (the sweep once pointed at a dataset the cut had dropped, and the benchmark failed at its first study)."""
     from layershift.config import check_semantics
 
@@ -196,7 +233,8 @@ def test_the_cost_benchmarks_cut_studies_are_valid_configs(rows):
     sweep = targets.sweep_layer(config)
     assert sweep["model"] in config["models"] and sweep["dataset"] in config["datasets"]
     jobs = predict.study_jobs(config)
-    assert jobs["sae_sweep"] == [sweep] and len(jobs["finetune"]) == 1  # the cost model sees the cut's study
+    assert jobs["sae_sweep"] == [{**sweep, "layer": str(sweep["layer"])}]  # wildcards are strings
+    assert len(jobs["finetune"]) == 1  # the cost model sees the cut's study
 
 
 def test_token_counts_come_only_from_this_datasets_prepared_splits(tmp_path):
@@ -226,20 +264,65 @@ def test_token_counts_come_only_from_this_datasets_prepared_splits(tmp_path):
     assert inputs.dataset_stats(config, "d", tmp_path / "results").basis == "caps"
 
 
-def test_list_schedule_waits_for_upstream_jobs_and_fills_free_slots():
+def test_a_job_waits_for_the_upstream_jobs_of_the_runs_it_reads(tmp_path):
+    config = study(tmp_path, seeds=[13, 14])  # primary pair: pretrained, finetuned-s13
+    pair = {"model": "m", "dataset": "d"}
+
+    def waits(job, upstream_job) -> bool:
+        return schedule.waits_for(config, job, upstream_job)
+
+    finetune = {run: ("finetune", {**pair, "stage": run}) for run in ("finetuned-s13", "finetuned-s14")}
+    extract = {run: ("extract", {**pair, "stage": run}) for run in targets.runs(config)}
+    assert not any(waits(extract["pretrained"], job) for job in finetune.values())
+    assert waits(extract["finetuned-s14"], finetune["finetuned-s14"])
+    assert not waits(extract["finetuned-s14"], finetune["finetuned-s13"])
+    assert not waits(
+        extract["finetuned-s14"], ("finetune", {"model": "m", "dataset": "other", "stage": "finetuned-s14"})
+    )
+    assert waits(("probes", pair), finetune["finetuned-s13"]) and not waits(
+        ("probes", pair), finetune["finetuned-s14"]
+    )
+    crosscoder = ("crosscoder", {**pair, "layer": "1"})
+    assert waits(crosscoder, extract["pretrained"]) and waits(crosscoder, extract["finetuned-s13"])
+    assert not waits(crosscoder, extract["finetuned-s14"])
+
+    def sae(run, layer="1"):
+        return ("train_sae", {**pair, "stage": run, "layer": layer})
+
+    def diff(reference, compared):
+        return ("diff", {**pair, "reference": reference, "compared": compared, "layer": "1"})
+
+    between = diff("finetuned-s13", "finetuned-s14")
+    assert waits(between, sae("finetuned-s13")) and waits(between, sae("finetuned-s14"))
+    assert waits(between, extract["finetuned-s14"]) and not waits(between, extract["pretrained"])
+    assert not waits(between, sae("pretrained")) and not waits(between, sae("finetuned-s14", layer="2"))
+    assert waits(diff("pretrained", "finetuned-s13"), crosscoder)  # the crosscoder: the primary pair only
+    assert not waits(between, crosscoder) and not waits(diff("pretrained", "finetuned-s14"), crosscoder)
+    curve = ("verdict_curve", {**pair, "layer": "1"})
+    assert waits(curve, diff("pretrained", "finetuned-s13")) and not waits(curve, between)
+    features = ("features", {**pair, "layer": "1"})
+    assert waits(features, sae("finetuned-s13")) and not waits(features, sae("finetuned-s14"))
+
+
+def test_list_schedule_waits_for_upstream_jobs_and_fills_free_slots(tmp_path):
+    config = study(tmp_path, seeds=[13, 14])
     pair = {"model": "m", "dataset": "d"}
     jobs = [
-        ("finetune", pair, 10.0),
-        ("extract", {**pair, "stage": "pretrained"}, 4.0),  # needs only the split: beside the fine-tune
-        ("extract", {**pair, "stage": "finetuned"}, 4.0),  # after the fine-tune
-        ("train_sae", {**pair, "layer": "1"}, 6.0),  # after both extracts
-        ("evaluate", {"model": "other", "dataset": "d"}, 3.0),  # another model's fine-tune: not waited for
+        ("finetune", {**pair, "stage": "finetuned-s13"}, 10.0),
+        ("finetune", {**pair, "stage": "finetuned-s14"}, 20.0),
+        ("extract", {**pair, "stage": "pretrained"}, 4.0),  # needs only the split: beside the fine-tunes
+        ("extract", {**pair, "stage": "finetuned-s13"}, 4.0),  # after its own fine-tune, not s14's
+        ("extract", {**pair, "stage": "finetuned-s14"}, 4.0),
+        ("crosscoder", {**pair, "layer": "1"}, 5.0),  # after the primary pair's extracts: from 14 s
+        ("diff", {**pair, "reference": "pretrained", "compared": "finetuned-s14", "layer": "1"}, 1.0),
     ]
-    assert schedule.list_schedule(jobs, slots=2) == 10 + 4 + 6
-    assert schedule.list_schedule(jobs, slots=1) == 10 + 4 + 4 + 6 + 3
+    assert schedule.list_schedule(jobs, slots=3, config=config) == 20 + 4 + 1
+    assert schedule.list_schedule(jobs, slots=1, config=config) == 10 + 20 + 3 * 4 + 5 + 1
+    other_model = [("evaluate", {"model": "other", "dataset": "d", "stage": "finetuned-s13"}, 3.0)]
+    assert schedule.list_schedule(jobs[:1] + other_model, slots=2, config=config) == 10.0  # not waited for
     independent = [("prepare", {"dataset": str(index)}, 5.0) for index in range(4)]
-    assert schedule.list_schedule(independent, slots=2) == 10.0
-    assert schedule.list_schedule([], slots=2) == 0.0
+    assert schedule.list_schedule(independent, slots=2, config=config) == 10.0
+    assert schedule.list_schedule([], slots=2, config=config) == 0.0
 
 
 def test_every_rule_comes_after_what_it_reads():
@@ -255,21 +338,31 @@ def test_every_rule_comes_after_what_it_reads():
 
 
 def test_the_cost_models_jobs_have_the_tables_wildcards():
+    """Every compute job names its rule's wildcards; each rule's runs are the ones the workflow gives it."""
     shipped = validate_schema(load_yaml(REPO / "config.yaml"), "config.yaml")
-    assert set(predict.study_jobs(shipped)) == set(WORK)  # the shipped study configures the curve
-    unconfigured = validate_schema(
-        {k: v for k, v in load_yaml(REPO / "config.yaml").items() if k != "verdict_curve"}, "c"
+    jobs = predict.study_jobs(shipped)
+    assert set(jobs) == set(WORK) - {"verdict_curve", "import_onnx"}  # no curve, no ONNX model
+    breadth = validate_schema(load_yaml(REPO / "configs/breadth.yaml"), "breadth.yaml")
+    assert set(predict.study_jobs(breadth)) == set(WORK)  # the breadth study runs every compute rule
+    assert len(predict.study_jobs(breadth)["import_onnx"]) == 1  # only the package model is imported
+    assert [job["layer"] for job in predict.study_jobs(breadth)["verdict_curve"]] == ["1", "2", "3"]
+    for config in (shipped, breadth):
+        for rule, rule_jobs in predict.study_jobs(config).items():
+            expected = set(workflow_rules.rule_named(rule).wildcards)
+            assert all(set(wildcards) == expected for wildcards in rule_jobs), rule
+
+    def values(rule: str, *keys: str) -> set:
+        return {tuple(job[key] for key in keys) for job in jobs[rule]}
+
+    finetuned = {(run,) for run in targets.finetuned_runs(shipped)}
+    assert values("finetune", "stage") == values("evaluate", "stage") == finetuned
+    assert (
+        values("extract", "stage")
+        == values("train_sae", "stage")
+        == {(run,) for run in targets.runs(shipped)}
     )
-    assert set(predict.study_jobs(unconfigured)) == set(WORK) - {"verdict_curve"}  # it runs when configured
-    curve = {"verdict_curve": {"model": "minilm-l6", "dataset": "news", "fractions": [0.25, 0.5]}}
-    config = validate_schema(load_yaml(REPO / "config.yaml") | curve, "config.yaml")
-    jobs = predict.study_jobs(config)
-    assert set(jobs) == set(WORK)  # the default study with the verdict curve runs every compute rule
-    assert [job["layer"] for job in jobs["verdict_curve"]] == ["1", "3", "6"]
-    for rule, rule_jobs in jobs.items():
-        expected = set(workflow_rules.rule_named(rule).wildcards)
-        assert all(set(wildcards) == expected for wildcards in rule_jobs), rule
-    assert len(jobs["import_onnx"]) == 1  # only the package model is imported
+    assert values("diff", "reference", "compared") == set(targets.comparisons(shipped))
+    assert len(jobs["diff"]) == len(set(map(frozenset, (job.items() for job in jobs["diff"]))))  # no repeats
 
 
 def test_a_study_with_few_long_jobs_is_predicted_slower_than_its_cpu_over_the_cores(tmp_path):

@@ -5,7 +5,6 @@ and draws."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 from layershift.costs import predict, schedule
 from layershift.study import rules as workflow_rules
 from layershift.study.schema import validate_schema
-from tests.support.study import build_tiny_study
+from tests.support.study import build_tiny_study, run_snakemake
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,17 +47,19 @@ def test_dry_run_with_cluster_profile_requests_model_resources(tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def every_rule_config(tmp_path_factory) -> Path:
-    """The default study, whose DAG has every rule of the workflow (its verdict curve included)."""
+    """The breadth study (its ONNX import and verdict curve) with two fine-tuning replicates (the between-run
+    comparison): a DAG with every rule of the workflow."""
+    study = yaml.safe_load((REPO / "configs/breadth.yaml").read_text())
+    assert "verdict_curve" in study and "replicates" not in study
+    study["replicates"] = {"seeds": [13, 14]}
     config = tmp_path_factory.mktemp("every_rule") / "config.yaml"
-    shutil.copy(REPO / "config.yaml", config)
-    assert "verdict_curve" in yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump(study, sort_keys=False))
     return config
 
 
 @pytest.fixture(scope="module")
 def rule_graph(every_rule_config) -> dict[str, set[str]]:
-    """rule -> the rules it reads, as `snakemake --rulegraph` draws them for the default study with its
-    verdict curve (every rule)."""
+    """rule -> the rules it reads, as `snakemake --rulegraph` draws them for a study with every rule."""
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--rulegraph", "-s", str(REPO / "Snakefile")]
         + ["--configfile", str(every_rule_config)],
@@ -73,6 +74,46 @@ def rule_graph(every_rule_config) -> dict[str, set[str]]:
     for upstream, downstream in re.findall(r"^\s*(\d+) -> (\d+)$", proc.stdout, flags=re.M):
         parents[names[downstream]].add(names[upstream])
     return parents
+
+
+def dry_run_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards in the order Snakemake prints them) of every job block of a dry run's output."""
+    jobs = []
+    for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)+)", output, flags=re.M):
+        line = re.search(r"wildcards: (.*)", block)
+        jobs.append((rule, dict(re.findall(r"(\w+)=([^,\s]+)", line.group(1))) if line else {}))
+    return jobs
+
+
+def test_the_cost_model_predicts_the_dry_runs_jobs_of_a_replicated_study(tmp_path, monkeypatch):
+    """Two models x two datasets, two replicates (compared with the pretrained run and with each other), the
+    sweep on a fine-tuned run and the verdict curve: every compute job the cost model predicts is a job of
+    `snakemake -n --forceall`, with the same wildcards, and the light jobs are the rest."""
+    config_path = build_tiny_study(tmp_path, n_models=2, n_datasets=2)
+    study = yaml.safe_load(config_path.read_text())
+    study["replicates"] = {"seeds": [3, 4]}
+    study["sae_sweep"] = {"stage": "finetuned", "grid": [{}, {"d_sae": 16}]}
+    study["verdict_curve"] = {"model": "tiny2", "dataset": "mood", "fractions": [0.5]}
+    config_path.write_text(yaml.safe_dump(study, sort_keys=False))
+    proc = run_snakemake(tmp_path, "-n", "--forceall", timeout=300)
+    scheduled: dict[str, list[dict]] = {}
+    for rule, wildcards in dry_run_jobs(proc.stdout):
+        scheduled.setdefault(rule, []).append(wildcards)
+    monkeypatch.chdir(tmp_path)  # the tiny models' paths are relative to the study
+    config = validate_schema(study, "config.yaml")
+    predicted = predict.study_jobs(config)
+
+    def as_set(jobs: list[dict]) -> set:
+        return {frozenset(wildcards.items()) for wildcards in jobs}
+
+    for rule, jobs in predicted.items():
+        assert len(jobs) == len(scheduled.get(rule, [])) and as_set(jobs) == as_set(scheduled[rule]), rule
+    light = sum(len(jobs) for rule, jobs in scheduled.items() if rule not in predicted)
+    assert predict.light_job_count(config) == light
+    assert ("finetuned-s3", "finetuned-s4") in {
+        (job["reference"], job["compared"]) for job in predicted["diff"]
+    }
+    assert predicted["sae_sweep"][0]["stage"] == "finetuned-s3"
 
 
 def test_the_rules_table_names_the_workflows_rules():
@@ -94,8 +135,7 @@ def test_the_rules_table_reads_what_the_rule_graph_draws(rule_graph):
 
 
 def test_the_rules_tables_wildcards_are_the_dry_runs(every_rule_config):
-    """Each job block of `snakemake -n --forceall` on the default study (with its verdict curve) names the
-    table's wildcards."""
+    """Each job block of `snakemake -n --forceall` on a study with every rule names the table's wildcards."""
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--forceall", "-s", str(REPO / "Snakefile")]
         + ["--configfile", str(every_rule_config)],
@@ -106,10 +146,8 @@ def test_the_rules_tables_wildcards_are_the_dry_runs(every_rule_config):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     seen: dict[str, set[tuple[str, ...]]] = {}
-    for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)+)", proc.stdout, flags=re.M):
-        line = re.search(r"wildcards: (.*)", block)
-        names = tuple(re.findall(r"(\w+)=", line.group(1))) if line else ()
-        seen.setdefault(rule, set()).add(names)
+    for rule, wildcards in dry_run_jobs(proc.stdout):
+        seen.setdefault(rule, set()).add(tuple(wildcards))
     assert set(seen) == set(workflow_rules.RULE_NAMES)
     for rule, names in seen.items():
         assert names == {workflow_rules.rule_named(rule).wildcards}, rule

@@ -117,16 +117,29 @@ def job_resources(
     }
 
 
-def _wildcard_values(config: dict, wildcard: str, job: dict) -> list[str]:
-    """The values a wildcard takes in a study (a layer's: those of the job's model)."""
+# the runs a rule's ``stage`` wildcard takes: the fine-tuned runs for the rules that make or test one
+FINETUNED_ONLY = frozenset({"finetune", "evaluate"})
+
+
+def _wildcard_values(config: dict, rule: str, wildcard: str, job: dict) -> list[dict]:
+    """The values a wildcard takes in a study's jobs of ``rule``, each as the wildcards it sets (a layer's: those
+    of the job's model; a run's: the rule's runs; ``reference`` sets ``compared`` with it, one per comparison)."""
     if wildcard == "model":
-        return list(config["models"])
+        return [{"model": model} for model in config["models"]]
     if wildcard == "dataset":
-        return list(config["datasets"])
+        return [{"dataset": dataset} for dataset in config["datasets"]]
     if wildcard == "stage":
-        return list(targets.STAGES)
+        runs = targets.finetuned_runs(config) if rule in FINETUNED_ONLY else targets.runs(config)
+        return [{"stage": run} for run in runs]
+    if wildcard == "reference":
+        return [
+            {"reference": reference, "compared": compared}
+            for reference, compared in targets.comparisons(config)
+        ]
+    if wildcard == "compared":
+        return [{}]  # set with its reference
     if wildcard == "layer":
-        return [str(layer) for layer in config["models"][job["model"]]["sae_layers"]]
+        return [{"layer": str(layer)} for layer in config["models"][job["model"]]["sae_layers"]]
     raise KeyError(f"no values for wildcard {wildcard!r}")
 
 
@@ -135,14 +148,14 @@ def _rule_jobs(config: dict, rule: str) -> list[dict]:
     import (only package models), the sweep (its one layer) and the verdict curve (its model x dataset)."""
     if rule == "sae_sweep":
         sweep = targets.sweep_layer(config)
-        return [sweep] if sweep else []
+        return [{**sweep, "layer": str(sweep["layer"])}] if sweep else []
     if rule == "verdict_curve":
         pair = targets.verdict_curve_pair(config)
         layers = config["models"][pair["model"]]["sae_layers"] if pair else []
         return [{**pair, "layer": str(layer)} for layer in layers]
     jobs = [{}]
     for wildcard in workflow_rules.rule_named(rule).wildcards:
-        jobs = [{**job, wildcard: value} for job in jobs for value in _wildcard_values(config, wildcard, job)]
+        jobs = [{**job, **value} for job in jobs for value in _wildcard_values(config, rule, wildcard, job)]
     if rule == "import_onnx":
         return [job for job in jobs if config["models"][job["model"]]["source"].startswith("onnx-package:")]
     return jobs
@@ -156,32 +169,36 @@ def study_jobs(config: dict) -> dict[str, list[dict]]:
 
 def light_job_count(config: dict) -> int:
     """Jobs without a cost model of their own: one per figure (its PNG; the SVG comes with it), resolve_model
-    per model, similarity per model x dataset, the four tables, the report and Snakemake's ``all``."""
-    models, datasets = len(config["models"]), len(config["datasets"])
+    per model, similarity per comparison and split_half per model x dataset, the four tables, the report and
+    Snakemake's ``all``."""
+    pairs = len(config["models"]) * len(config["datasets"])
     figures = sum(1 for path in targets.figure_targets(config) if path.endswith(".png"))
+    similarity = pairs * len(targets.comparisons(config))
     tables = 4  # similarity, accuracy, diff and feature summary tables
-    return figures + models + models * datasets + tables + 1 + 1
+    return figures + len(config["models"]) + similarity + pairs + tables + 1 + 1
 
 
 def disk_bytes(config: dict, results: str | Path = "results") -> dict[str, float]:
     """Approximate bytes each kind of output takes (weights in float32; token shards, sentence vectors and the
-    token sample in the study's activation dtype)."""
+    token sample in the study's activation dtype): fine-tuned weights per fine-tuned run, activations and
+    SAEs (each with its seed nulls) per run, one crosscoder per layer (the primary pair)."""
     out = {"models": 0.0, "activations": 0.0, "saes": 0.0, "crosscoders": 0.0}
     activation_bytes = 2 if str(config["activations"]["dtype"]) == "float16" else 4
     d_sae = int(config["sae"]["d_sae"])
     d_latent = int(config["crosscoder"]["d_latent"])
+    runs, finetuned_runs = len(targets.runs(config)), len(targets.finetuned_runs(config))
     for model in config["models"]:
         shape = model_shape(config, model, results)
         n_layers = len(config["models"][model]["sae_layers"])
         for dataset in config["datasets"]:
             stats = dataset_stats(config, dataset, results)
             sentences, rows = activation_rows(config, stats)
-            out["models"] += 4.0 * shape.params
+            out["models"] += finetuned_runs * 4.0 * shape.params
             token_sample = int(config["similarity"]["token_sample"])
-            # shards, sentence vectors and token sample, both stages, all at the shards' dtype
+            # shards, sentence vectors and token sample of one run, all at the shards' dtype
             vectors = rows * n_layers + (sentences + token_sample) * (shape.layers + 1)
-            out["activations"] += 2 * vectors * shape.hidden * activation_bytes
-            out["saes"] += n_layers * sae_count(config) * 4.0 * (2 * shape.hidden * d_sae)
+            out["activations"] += runs * vectors * shape.hidden * activation_bytes
+            out["saes"] += runs * n_layers * sae_count(config) * 4.0 * (2 * shape.hidden * d_sae)
             out["crosscoders"] += n_layers * (4.0 * 4 * shape.hidden * d_latent + rows * 8)
     out["total"] = sum(out.values())
     return out
@@ -271,7 +288,7 @@ def predict_study(
         "jobs": light + sum(summary["jobs"] for summary in per_rule.values()),
         "cpu_s_total": cpu_total,
         "gpu_s_total": gpu_total,
-        "wall_s_local": max(cpu_total / cores, list_schedule(scheduled, cores) + light_s / cores),
+        "wall_s_local": max(cpu_total / cores, list_schedule(scheduled, cores, config) + light_s / cores),
         "longest_chain_cpu_s": longest[0],
         "longest_chain_gpu_s": longest[1],
         "disk_bytes": disk_bytes(config, results),

@@ -1,6 +1,8 @@
 """What each compute rule's job computes, in units of work: FLOPs for the model and SAE rules (rows for
 ``prepare``, parameters for ``import_onnx``), the host memory its data structures take, its optimiser steps
-and the activation values the host reads. One work function per rule, in :data:`WORK`.
+and the activation values the host reads. One work function per rule, in :data:`WORK`; a job of a run
+(``stage``: pretrained or one fine-tuning replicate) or of a comparison of two runs costs the same whichever
+runs it names, so the work functions read only the model, dataset and layer.
 
 Every function takes a validated config (``validate_schema`` filled the schema's defaults): the batch sizes,
 widths and epochs are the config's, never restated here.
@@ -70,7 +72,7 @@ def sae_epochs(section: dict, train_rows: float) -> int:
 
 
 def activation_rows(config: dict, stats: DataStats) -> tuple[float, float]:
-    """(sentences, token rows) the extract step passes through / writes per stage and layer."""
+    """(sentences, token rows) one extract job (one run) passes through / writes per layer."""
     activations = config["activations"]
     sentences = min(int(activations["max_sentences"]), stats.rows[activations["split"]])
     tokens = min(int(activations["max_tokens"]), sentences * stats.tokens_per_row)
@@ -179,7 +181,8 @@ def _sae_training_work(job: Job, n_saes: int, rows: float, train_rows: float) ->
 
 
 def crosscoder_work(job: Job) -> Work:
-    """One crosscoder over both stages' rows of the layer (encoder and decoder per stage)."""
+    """One crosscoder over the primary pair's rows of the layer (the pretrained run and the first replicate:
+    an encoder and a decoder per run)."""
     crosscoder, hidden = job.config["crosscoder"], job.shape.hidden
     rows, train_rows = _shard_rows(job)
     d_latent, epochs, batch = (
@@ -238,7 +241,8 @@ def _sweep_study_saes(config: dict) -> dict[int, str]:
 
 
 def diff_work(job: Job) -> Work:
-    """The paired tokens encoded through both stages' SAEs and their nulls, decoder cosines and matching."""
+    """The paired tokens of a comparison's two runs encoded through each run's SAE and its first null, decoder
+    cosines and matching."""
     rows, _ = _shard_rows(job)
     return _diff_work(job, diff_sae_count(job.config), rows)
 
@@ -250,12 +254,12 @@ def _diff_work(job: Job, n_saes: int, rows: float) -> Work:
     sae_params = 2.0 * hidden * d_sae
     flop = n_saes * rows * 2 * sae_params + n_saes * 2 * d_sae * d_sae * hidden
     bytes_ = n_saes * 4.0 * sae_params + 8.0 * d_sae * d_sae * n_saes + _sae_buffers(hidden, d_sae)
-    # both stages' rows, held in RAM across the passes when they fit diff.memory_cache_mb
+    # both runs' rows, held in RAM across the passes when they fit diff.memory_cache_mb
     kept, _ = _kept_rows(rows * 2 * hidden * 4, config["diff"], 1)
     return Work(flop=flop, bytes=bytes_ + kept, host_values=3 * rows * 2 * hidden)
 
 
-CURVE_SAES = 4  # SAEs of one verdict-curve point: each stage's SAE and its first seed null
+CURVE_SAES = 4  # SAEs of one verdict-curve point: each primary run's SAE and its first seed null
 
 
 def verdict_curve_work(job: Job) -> Work:
@@ -280,7 +284,7 @@ def verdict_curve_work(job: Job) -> Work:
 
 
 def features_work(job: Job) -> Work:
-    """Both stages' SAEs encode the layer's rows (feature variance and top tokens)."""
+    """The primary pair's two SAEs encode the layer's rows (feature variance and top tokens)."""
     hidden = job.shape.hidden
     rows, _ = _shard_rows(job)
     d_sae = int(job.config["sae"]["d_sae"])
@@ -290,7 +294,7 @@ def features_work(job: Job) -> Work:
 
 
 def probes_work(job: Job) -> Work:
-    """The probe sentences (16 tokens assumed) through both stages' models."""
+    """The probe sentences (16 tokens assumed) through the primary pair's two models."""
     probes = len(job.config["datasets"][job.wildcards["dataset"]].get("probes") or [])
     return Work(flop=2 * job.shape.forward_flop(probes * 16, 16), bytes=8.0 * job.shape.params)
 

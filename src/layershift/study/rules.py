@@ -1,4 +1,5 @@
-"""The workflow's rules as one table: each rule's name, wildcards, whether it runs on a GPU and the rules it reads.
+"""The workflow's rules as one table: each rule's name, wildcards, whether it runs on a GPU, the rules it reads
+and whether it reads only the primary pair of runs.
 
 The cost model, the benchmarks and the cluster tests read this table instead of listing rule names of their own;
 ``tests/workflow/test_costs_workflow.py`` checks it against the real workflow (``snakemake --list-rules``, ``--rulegraph``, a dry
@@ -19,10 +20,16 @@ class Rule:
     # rules whose outputs its jobs read (the edges ``snakemake --rulegraph`` draws)
     reads: tuple[str, ...] = ()
     gpu: bool = False  # runs a model or an SAE: the cluster profile sends it to a GPU partition
+    # reads only the primary pair of runs (the pretrained run and the first replicate), though its wildcards
+    # name no run
+    primary_pair: bool = False
 
 
 PAIR = ("model", "dataset")
 LAYER = ("model", "dataset", "layer")
+RUN = ("model", "dataset", "stage")  # one run of a model x dataset: pretrained or finetuned-s<seed>
+RUN_LAYER = ("model", "dataset", "stage", "layer")
+COMPARISON = ("model", "dataset", "reference", "compared")  # two runs of a model x dataset
 
 FIGURE_RULES = (  # every figure the report embeds and the default target asks for
     "fig_training",
@@ -44,19 +51,20 @@ RULES = (
     Rule("prepare", ("dataset",)),
     Rule("import_onnx", ("model",)),
     Rule("resolve_model", ("model",), reads=("import_onnx",)),
-    Rule("finetune", PAIR, reads=("prepare", "resolve_model"), gpu=True),
-    Rule("extract", (*PAIR, "stage"), reads=("finetune", "prepare", "resolve_model"), gpu=True),
-    Rule("evaluate", PAIR, reads=("finetune", "prepare", "resolve_model"), gpu=True),
-    Rule("probes", PAIR, reads=("finetune", "prepare", "resolve_model"), gpu=True),
-    Rule("train_sae", LAYER, reads=("extract",), gpu=True),
-    Rule("crosscoder", LAYER, reads=("extract",), gpu=True),
-    Rule("features", LAYER, reads=("extract", "probes", "train_sae"), gpu=True),
-    Rule("sae_sweep", (*PAIR, "stage", "layer"), reads=("extract", "train_sae"), gpu=True),
-    Rule("diff", LAYER, reads=("crosscoder", "extract", "train_sae"), gpu=True),
+    Rule("finetune", RUN, reads=("prepare", "resolve_model"), gpu=True),
+    Rule("extract", RUN, reads=("finetune", "prepare", "resolve_model"), gpu=True),
+    Rule("evaluate", RUN, reads=("finetune", "prepare", "resolve_model"), gpu=True),
+    Rule("probes", PAIR, reads=("finetune", "prepare", "resolve_model"), gpu=True, primary_pair=True),
+    Rule("train_sae", RUN_LAYER, reads=("extract",), gpu=True),
+    Rule("crosscoder", LAYER, reads=("extract",), gpu=True, primary_pair=True),
+    Rule("features", LAYER, reads=("extract", "probes", "train_sae"), gpu=True, primary_pair=True),
+    Rule("sae_sweep", RUN_LAYER, reads=("extract", "train_sae"), gpu=True),
+    Rule("diff", (*COMPARISON, "layer"), reads=("crosscoder", "extract", "train_sae"), gpu=True),
     # only in a study whose verdict_curve section names fractions (the tests turn it on to see it)
-    Rule("verdict_curve", LAYER, reads=("diff", "extract"), gpu=True),
-    Rule("similarity", PAIR, reads=("extract",)),
-    Rule("similarity_table", (), reads=("similarity",)),
+    Rule("verdict_curve", LAYER, reads=("diff", "extract"), gpu=True, primary_pair=True),
+    Rule("similarity", COMPARISON, reads=("extract",)),
+    Rule("split_half", PAIR, reads=("extract",)),  # the pretrained run's sentences
+    Rule("similarity_table", (), reads=("similarity", "split_half")),
     Rule("accuracy_table", (), reads=("evaluate",)),
     Rule("diff_table", (), reads=("diff",)),
     Rule("feature_summary", (), reads=("diff", "features")),
@@ -68,7 +76,7 @@ RULES = (
     Rule("fig_sae_loss", PAIR, reads=("train_sae",)),
     Rule("fig_relnorm", PAIR, reads=("crosscoder",)),
     Rule("fig_tokens", LAYER, reads=("features",)),
-    Rule("fig_sae_sweep", (*PAIR, "stage", "layer"), reads=("sae_sweep",)),
+    Rule("fig_sae_sweep", RUN_LAYER, reads=("sae_sweep",)),
     Rule("fig_diff", ("model",), reads=("diff",)),
     Rule("fig_diff_tokens", PAIR, reads=("diff",)),
     Rule("fig_verdict_curve", PAIR, reads=("verdict_curve",)),
@@ -101,6 +109,7 @@ RULES = (
             "sae_sweep",
             "diff",
             "similarity",
+            "split_half",
             "similarity_table",
             "accuracy_table",
             "diff_table",
