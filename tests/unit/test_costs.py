@@ -193,13 +193,14 @@ def test_study_prediction_counts_jobs_and_disk():
     assert jobs["extract"] == 2 * 4 and jobs["train_sae"] == 2 * 4 * 3  # per run (pretrained + 3)
     assert jobs["diff"] == 2 * 6 * 3  # 3 pretrained-vs-replicate and 3 replicate-pair comparisons per layer
     assert jobs["crosscoder"] == jobs["features"] == 2 * 3 and jobs["probes"] == 2  # the primary pair
-    assert prediction["light_jobs"] == 50 and prediction["jobs"] == 147
+    assert jobs["faithfulness"] == 2 * 4  # per run
+    assert prediction["light_jobs"] == 51 and prediction["jobs"] == 156
     assert (
         prediction["wall_s_local"] >= prediction["longest_chain_cpu_s"] and prediction["wall_s_cluster"] > 0
     )
     assert prediction["disk_bytes"]["total"] > 0
     breadth = validate_schema(load_yaml(REPO / "configs/breadth.yaml"), "breadth.yaml")
-    assert predict.predict_study(breadth, cores=2)["jobs"] == 216
+    assert predict.predict_study(breadth, cores=2)["jobs"] == 229
 
 
 def test_disk_scales_with_runs(tmp_path):

@@ -11,7 +11,7 @@ from layershift.costs import predict
 from layershift.study.schema import load_yaml, validate_schema
 from tests.support.study import default_study_inputs, run_snakemake, set_verdict_curve
 
-JOBS_WITHOUT_CURVE = 212  # `snakemake -n` on the breadth study without its verdict_curve section
+JOBS_WITHOUT_CURVE = 225  # `snakemake -n` on the breadth study without its verdict_curve section
 
 
 def dry_run_jobs(workdir: Path) -> dict[str, int]:

@@ -99,3 +99,61 @@ rule sae_sweep:
         split_seed=config["seed"],
     script:
         "../scripts/sae_sweep.py"
+
+
+rule faithfulness:
+    """Every SAE layer of one run judged by the run's classifier on the test split: the reconstruction spliced
+    in (loss recovered, KL, accuracy; an untrained SAE of the same shape as the control) and each live
+    feature's causal effect (attribution, exact ablation of the top and of random features)."""
+    input:
+        model=stage_model_dir,
+        train=targets.DATA.replace("{split}", "train"),
+        test=targets.DATA.replace("{split}", "test"),
+        card=targets.CARD,
+        saes=lambda w: [
+            f"{targets.SAE.format(**dict(w.items()), layer=layer)}/sae_weights.safetensors"
+            for layer in sae_layers(w)
+        ],
+    output:
+        fidelity=targets.FIDELITY,
+        effects=targets.FEATURE_EFFECTS,
+    log:
+        "results/logs/faithfulness/{model}/{dataset}/{stage}.log",
+    benchmark:
+        "results/benchmarks/faithfulness/{model}/{dataset}/{stage}.tsv"
+    conda:
+        "../../envs/layershift.yaml"
+    threads: THREADS
+    resources:
+        **gpu_resources(**predicted("faithfulness")),
+    params:
+        faithfulness=canonical(config["faithfulness"]),
+        layers=sae_layers,
+        max_length=config["finetune"]["max_length"],
+        seed=config["seed"],
+    script:
+        "../scripts/faithfulness.py"
+
+
+rule faithfulness_table:
+    """Every run's SAE fidelity and feature effects in two study-wide tables."""
+    input:
+        fidelity=[
+            targets.FIDELITY.format(model=m, dataset=d, stage=run)
+            for m, d in targets.model_dataset_pairs(config)
+            for run in targets.runs(config)
+        ],
+        effects=[
+            targets.FEATURE_EFFECTS.format(model=m, dataset=d, stage=run)
+            for m, d in targets.model_dataset_pairs(config)
+            for run in targets.runs(config)
+        ],
+    output:
+        fidelity=targets.SAE_FIDELITY,
+        effects=targets.FEATURE_EFFECTS_TABLE,
+    log:
+        "results/logs/faithfulness_table.log",
+    conda:
+        "../../envs/layershift.yaml"
+    script:
+        "../scripts/faithfulness_table.py"

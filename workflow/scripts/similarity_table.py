@@ -1,5 +1,4 @@
 from layershift.analysis.replicates import similarity_over_replicates
-
 from layershift.core.io import write_parquet
 from layershift.core.runtime import script_context
 from layershift.report.tables import concat_parquet

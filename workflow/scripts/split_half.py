@@ -1,5 +1,4 @@
 from layershift.analysis.replicates import split_half_similarity
-
 from layershift.core.io import write_parquet
 from layershift.core.runtime import script_context
 

@@ -26,6 +26,7 @@ from scipy import stats
 
 from layershift.analysis.similarity import _vectors, cosine
 from layershift.study.targets import BETWEEN_RUNS, PRETRAINED_VS_FINETUNED
+
 CHANGED = "changed"
 WITHIN_RUN_TO_RUN = "within run-to-run"
 NO_BASELINE = "no between-run baseline"

@@ -15,6 +15,7 @@ BORROWED_COEFFICIENTS = {
     "crosscoder": "diff",  # older coefficient files only (the crosscoder trained inside diff); now measured
     "sae_sweep": "train_sae",  # the same trainer on the same shards, other settings
     "verdict_curve": "train_sae",  # the same trainer on part of the same shards, then the diff's passes
+    "faithfulness": "evaluate",  # forward passes of the classifier over the test split (until measured)
 }
 # A rule the fit has not measured (import_onnx: the measured studies use a package model): a start-up and
 # a model's worth of memory, assumed.

@@ -169,12 +169,12 @@ def study_jobs(config: dict) -> dict[str, list[dict]]:
 
 def light_job_count(config: dict) -> int:
     """Jobs without a cost model of their own: one per figure (its PNG; the SVG comes with it), resolve_model
-    per model, similarity per comparison and split_half per model x dataset, the four tables, the report and
+    per model, similarity per comparison and split_half per model x dataset, the five tables, the report and
     Snakemake's ``all``."""
     pairs = len(config["models"]) * len(config["datasets"])
     figures = sum(1 for path in targets.figure_targets(config) if path.endswith(".png"))
     similarity = pairs * len(targets.comparisons(config))
-    tables = 4  # similarity, accuracy, diff and feature summary tables
+    tables = 5  # similarity, accuracy, diff, feature summary and faithfulness tables
     return figures + len(config["models"]) + similarity + pairs + tables + 1 + 1
 
 

@@ -299,6 +299,26 @@ def probes_work(job: Job) -> Work:
     return Work(flop=2 * job.shape.forward_flop(probes * 16, 16), bytes=8.0 * job.shape.params)
 
 
+FAITHFULNESS_PASSES = 5  # clean, spliced, zero-, mean-ablated and error-term passes of the test split
+ASSUMED_CLASSES = 4  # the attribution pass takes a backward per class: the cost model knows no class count
+
+
+def faithfulness_work(job: Job) -> Work:
+    """Per SAE layer of one run: the test split through the classifier with the SAE and its untrained control
+    spliced in, an attribution pass (a backward per class and for the loss) and one forward per ablated
+    feature; for the pretrained run first the linear probe's features of the train split."""
+    config, shape, tokens_per_row = job.config, job.shape, job.tokens_per_row
+    section = config["faithfulness"]
+    test_tokens = job.stats.rows["test"] * tokens_per_row
+    ablations = int(section["top_k"]) + int(section["random_features"])
+    passes = 2 * FAITHFULNESS_PASSES + 3 * (ASSUMED_CLASSES + 1) + ablations + 1
+    layers = len(config["models"][job.wildcards["model"]]["sae_layers"])
+    flop = layers * passes * shape.forward_flop(test_tokens, tokens_per_row)
+    if job.wildcards.get("stage") == targets.PRETRAINED_RUN:
+        flop += shape.forward_flop(job.stats.rows["train"] * tokens_per_row, tokens_per_row)
+    return Work(flop=flop, bytes=8.0 * shape.params)
+
+
 # The rules with a cost model of their own, in the order the prediction reports them.
 WORK: dict[str, Callable[[Job], Work]] = {
     "prepare": prepare_work,
@@ -311,6 +331,7 @@ WORK: dict[str, Callable[[Job], Work]] = {
     "features": features_work,
     "crosscoder": crosscoder_work,
     "diff": diff_work,
+    "faithfulness": faithfulness_work,
     "sae_sweep": sae_sweep_work,
     "verdict_curve": verdict_curve_work,
 }

@@ -54,6 +54,10 @@ FEATURE_SUMMARY = "results/tables/feature_summary.parquet"
 FEATURE_SUMMARY_MD = "results/tables/feature_summary.md"
 DIFF_TABLE = "results/tables/diff_summary.parquet"
 DIFF_REPLICATES = "results/tables/diff_replicates.parquet"
+FIDELITY = "results/fidelity/{model}/{dataset}/{stage}.parquet"  # each SAE layer of a run, spliced in
+FEATURE_EFFECTS = "results/fidelity/{model}/{dataset}/{stage}.effects.parquet"
+SAE_FIDELITY = "results/tables/sae_fidelity.parquet"
+FEATURE_EFFECTS_TABLE = "results/tables/feature_effects.parquet"
 VERDICT_CURVE = "results/verdict_curve/{model}/{dataset}/layer{layer}.parquet"
 REPORT = "results/report/index.html"
 
@@ -358,6 +362,17 @@ def diff_targets(config: dict) -> list[str]:
     return out + [DIFF_TABLE, DIFF_REPLICATES]
 
 
+def fidelity_targets(config: dict) -> list[str]:
+    out = []
+    for model, dataset in model_dataset_pairs(config):
+        for run in runs(config):
+            out += [
+                template.format(model=model, dataset=dataset, stage=run)
+                for template in (FIDELITY, FEATURE_EFFECTS)
+            ]
+    return out + [SAE_FIDELITY, FEATURE_EFFECTS_TABLE]
+
+
 def figure_targets(config: dict) -> list[str]:
     figs = [FIG_ACCURACY]
     for model, dataset in model_dataset_pairs(config):
@@ -387,6 +402,7 @@ def all_targets(config: dict) -> list[str]:
         + similarity_targets(config)
         + sae_targets(config)
         + diff_targets(config)
+        + fidelity_targets(config)
         + verdict_curve_tables(config)
         + figure_targets(config)
         + [REPORT]
