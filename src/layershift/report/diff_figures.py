@@ -20,7 +20,7 @@ LABEL_ORDER = ["retained", "changed", "lost", "new"]
 
 
 FRACTION_COLOURS = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))
-BETWEEN_STYLE = {"color": "0.88", "hatch": "///", "edgecolor": "0.45", "linewidth": 0.5}
+BETWEEN_STYLE = {"facecolor": "0.88", "hatch": "///", "edgecolor": "0.45", "linewidth": 0.5}
 ONE_RUN_TITLE = "one fine-tuning run, no interval"
 
 
@@ -38,7 +38,7 @@ def _tick_labels(part: pd.DataFrame) -> list[str]:
 def _error_bars(ax: plt.Axes, positions, centre, low, high) -> None:
     """Error bars from ``low`` to ``high`` around ``centre`` where all three are finite."""
     drawn = np.isfinite(centre) & np.isfinite(low) & np.isfinite(high)
-    spread = [centre[drawn] - low[drawn], high[drawn] - centre[drawn]]
+    spread = np.clip([centre[drawn] - low[drawn], high[drawn] - centre[drawn]], 0, None)  # rounding
     ax.errorbar(positions[drawn], centre[drawn], spread, fmt="none", ecolor="black", capsize=2, lw=0.8)
 
 

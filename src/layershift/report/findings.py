@@ -326,7 +326,9 @@ CLAIMS = (  # in the order a reader meets them
     Claim("The feature diff is conclusive in every layer", _on_conclusive),
     Claim("Retained SAE features fall with depth", _on_retained),
     Claim("Fine-tuning loses features beyond the seed null", _on_lost_beyond_null),
-    Claim("Fine-tuning loses SAE features beyond the run-to-run baseline", _on_feature_change),
+    Claim(
+        "Fine-tuning loses SAE features beyond the run-to-run baseline at the last layer", _on_feature_change
+    ),
 )
 
 

@@ -266,7 +266,7 @@ def classification_blocks(accuracy: pd.DataFrame, replicates: pd.DataFrame, figs
     the classification figures."""
     blocks = [_plain(note_for(replicates["n_replicates"], INTERVAL_NOTE))]
     for metric, title in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1")):
-        if f"{metric}_mean" in replicates:
+        if f"{metric}_mean" in replicates and replicates[f"{metric}_mean"].notna().any():
             blocks += [html(f"<h3>{title} (test split)</h3>"), table(accuracy_cells(replicates, metric))]
     per_run = accuracy_per_run(accuracy)
     if not per_run.empty:

@@ -88,9 +88,10 @@ def _flagged(cells: pd.DataFrame, flag: str) -> pd.DataFrame:
 
 def feature_change_finding(replicates: pd.DataFrame) -> Finding | None:
     """Whether fine-tuning loses SAE features beyond the run-to-run baseline (the lost fraction's interval
-    over replicates above every between-run value) in more than half of the tested layers, with the layers
-    where lost or new lie above and retained below that baseline; conclusive layers only, not stated without
-    a baseline. ``replicates``: the diff-over-replicates table."""
+    over replicates above every between-run value) at each model x dataset's last tested SAE layer (it holds
+    in more than half of the pairs), with every layer where lost or new lie above and retained below that
+    baseline; layers conclusive in every replicate only, not stated without a baseline. ``replicates``: the
+    diff-over-replicates table."""
     if replicates.empty or "lost_beyond_between_runs" not in replicates:
         return None
     cells = _conclusive_in_every_replicate(replicates)
@@ -102,10 +103,13 @@ def feature_change_finding(replicates: pd.DataFrame) -> Finding | None:
     lost = _flagged(tested, "lost_beyond_between_runs")
     new = _flagged(tested, "new_beyond_between_runs")
     retained = _flagged(tested, "retained_below_between_runs")
+    last = _flagged(tested.loc[tested.groupby(PAIR)["layer"].idxmax()], "lost_beyond_between_runs")
+    pairs = tested.groupby(PAIR).ngroups
     sentence = (
         f"Lost SAE features beyond the between-run baseline in {len(lost)} of {len(tested)} layers conclusive "
-        f"in every replicate ({_layers_by_pair(lost)}); new features beyond it in {len(new)} "
-        f"({_layers_by_pair(new)}); retained below it in {len(retained)} ({_layers_by_pair(retained)}); "
-        "within run-to-run variation elsewhere, where no change is stated."
+        f"in every replicate ({_layers_by_pair(lost)}), at the last such layer in {len(last)} of {pairs} "
+        f"pairs; new features beyond it in {len(new)} ({_layers_by_pair(new)}); retained below it in "
+        f"{len(retained)} ({_layers_by_pair(retained)}); within run-to-run variation elsewhere, where no "
+        "change is stated."
     )
-    return Finding(bool(len(lost) > len(tested) / 2), sentence)
+    return Finding(bool(len(last) > pairs / 2), sentence)

@@ -75,9 +75,8 @@ def accuracy_replicates(accuracy: pd.DataFrame, stored: Path | None = None) -> p
     from layershift.analysis.replicates import accuracy_over_replicates
 
     runs = accuracy if "run" in accuracy else accuracy.assign(run="finetuned")
-    if "n_test" not in runs:
-        runs = runs.assign(n_test=pd.NA)
-    return accuracy_over_replicates(runs, level())
+    absent = {column: float("nan") for column in ("macro_f1", "n_test") if column not in runs}
+    return accuracy_over_replicates(runs.assign(**absent), level())
 
 
 def similarity_replicates(similarity: pd.DataFrame, stored: Path | None = None) -> pd.DataFrame:

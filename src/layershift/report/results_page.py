@@ -167,7 +167,7 @@ def accuracy_sections(
     sections = [
         Section(titles[metric], accuracy_cells(replicates, metric), note=f"{note} (Table 2 rebuilt)")
         for metric in metrics
-        if f"{metric}_mean" in replicates
+        if f"{metric}_mean" in replicates and replicates[f"{metric}_mean"].notna().any()
     ]
     per_run = accuracy_per_run(accuracy)
     if not per_run.empty and per_run.groupby(["model", "dataset"])["run"].nunique().max() > 1:
@@ -231,7 +231,7 @@ def diff_sections(diff: pd.DataFrame, replicates: pd.DataFrame, columns=DIFF_COL
     frame = folded[_present(folded, columns)]
     note = note_for(replicates["n_replicates"], INTERVAL_NOTE, BAND_NOTE, DIFF_REPLICATES_NOTE)
     return [
-        Section("SAE feature diff per layer, over the fine-tuning runs", diff_cells(replicates), note=note),
+        Section("SAE feature diff per layer, over the fine-tuning runs", diff_cells(replicates), ".2f", note),
         Section("SAE feature diff per layer and comparison", frame, floatfmt=".2f", note=DIFF_NOTE),
     ]
 
