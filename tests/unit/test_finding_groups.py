@@ -13,8 +13,8 @@ import yaml
 from layershift.cli import main
 from layershift.core.errors import ConfigError
 from layershift.report.finding_groups import dataset_groups, synthetic_datasets
-from layershift.report.findings import StudyTables
 from layershift.report.results_page import results_page
+from layershift.report.study_tables import StudyTables
 from layershift.report.tables import ROWS
 
 REPO = Path(__file__).resolve().parents[2]

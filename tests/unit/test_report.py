@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from layershift.report.findings import StudyTables, check_claims
+from layershift.report.findings import check_claims
+from layershift.report.study_tables import StudyTables
 
 
 def findings(accuracy, similarity, sae, diff) -> list[str]:
@@ -644,8 +645,8 @@ def bands_of(ax) -> list:
 
 def test_similarity_figures_draw_the_interval_over_runs_and_the_between_run_band(tmp_path):
     from layershift.analysis.replicates import similarity_over_replicates
-    from layershift.report.figures import plot_depth, plot_similarity
     from layershift.report.plotting import theme
+    from layershift.report.similarity_figures import plot_depth, plot_similarity
 
     theme()
     wildcards = {"model": "m", "measure": "cosine_of_means"}

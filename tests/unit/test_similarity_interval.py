@@ -173,7 +173,8 @@ def test_similarity_figures_of_one_run_draw_the_single_line(tmp_path, with_inter
     draws its lines alone, the sentence bootstrap or not, and the title says there is no interval."""
     from matplotlib.collections import PolyCollection
 
-    from layershift.report.figures import plot_depth, plot_similarity, theme
+    from layershift.report.plotting import theme
+    from layershift.report.similarity_figures import plot_depth, plot_similarity
 
     theme()
     path = tmp_path / "similarity.parquet"
