@@ -1,5 +1,6 @@
-"""Command line: `layershift validate CONFIG` checks a config; `layershift summary` prints the study's key tables
-(`--markdown`: its whole results page, from the artifacts alone); `layershift costs CONFIG` predicts a study's
+"""Command line: `layershift validate CONFIG` checks a config; `layershift summary` prints the study's key tables,
+each number a mean with its interval over the fine-tuning runs beside the between-run baseline (`--markdown`:
+its whole results page, from the artifacts alone); `layershift costs CONFIG` predicts a study's
 time, memory and disk; `layershift calibrate` measures this machine for those predictions."""
 
 from __future__ import annotations

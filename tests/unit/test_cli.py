@@ -114,8 +114,11 @@ def test_summary_markdown_writes_the_results_page_from_the_tables(tmp_path, caps
     assert capsys.readouterr().out == ""  # the page goes to the file, not to stdout
     text = page.read_text()
     assert f"`layershift summary --markdown {results} --output {page}`" in text  # how to regenerate it
-    assert "| m       | d         |        0.250 |          0.625 |       0.875 |" in text
-    assert "| m       | d         |       1 |             0.900 |" in text  # the similarity of layer 1
+    assert "| m       | d         |   1 |        0.250 |          0.625 |       0.875 |" in text  # one run
+    assert (
+        "| m       | d         |       1 | pretrained  | finetuned  |             0.900 |" in text
+    )  # layer 1
+    assert "one fine-tuning run: no interval" in text
     assert main(["summary", "--markdown", str(results)]) == 0  # to stdout: the same page
     assert capsys.readouterr().out == text.replace(f" --output {page}", "")
 
@@ -124,7 +127,10 @@ def test_summary_takes_the_results_directory_as_an_argument(tmp_path, capsys):
     rows = "".join(f"m,d,{row},0.5,0.4,10\n" for row in ("pretrained", "linear_probe", "finetuned"))
     results = _tables(tmp_path, HEADER + rows)
     assert main(["summary", str(results)]) == 0
-    assert capsys.readouterr().out.startswith("**Accuracy on the test split** (Table 2 rebuilt)\n\n|")
+    assert capsys.readouterr().out.startswith(
+        "**Accuracy on the test split** (one fine-tuning run: no interval; each value is that run's) "
+        "(Table 2 rebuilt)\n\n|"
+    )
     assert main(["summary", str(results), "--results", str(tmp_path)]) == 1
     assert "two results directories given" in capsys.readouterr().err
 
@@ -147,5 +153,7 @@ def test_summary_shows_the_diff_verdict_with_its_share_and_the_fractions_with_in
     diff.to_parquet(results / "tables/diff_summary.parquet")
     assert main(["summary", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "| m       | d         |       1 | borderline   |               0.48 | 0.62 [0.55, 0.69]" in out
-    assert "|       2 | inconclusive |               0.01 | 0.30 " in out
+    row = "| m       | d         |       1 | pretrained  | finetuned  | borderline   |               0.48 | 0.62 [0.55, 0.69]"
+    assert row in out
+    assert "| finetuned  | inconclusive |               0.01 | 0.30 " in out
+    assert "| 0 of 1 conclusive |" in out  # the replicates' verdicts over the runs

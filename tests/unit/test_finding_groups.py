@@ -13,8 +13,8 @@ import yaml
 from layershift.cli import main
 from layershift.core.errors import ConfigError
 from layershift.report.finding_groups import dataset_groups, synthetic_datasets
-from layershift.report.findings import StudyTables
 from layershift.report.results_page import results_page
+from layershift.report.study_tables import StudyTables
 from layershift.report.tables import ROWS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,8 +187,9 @@ def test_the_report_shows_the_same_columns(tmp_path):
     config = yaml.safe_load(
         write_config(tmp_path / "c.yaml", {"tweets": False, "movies": True, "news": True}).read_text()
     )
-    note, table = findings_blocks(tables, config, "c.yaml")
+    note, test, table = findings_blocks(tables, config, "c.yaml")
     assert "synthetic key in c.yaml" in note["text"] and "`" not in note["text"]
+    assert test["text"].startswith("Between-run test (similarity)")  # stated once, above the findings
     assert "<th>real</th>" in table["html"] and "<th>synthetic</th>" in table["html"]
     assert "<td>✗ Fine-tuning lifts test accuracy" in table["html"] and "<td>real</td>" in table["html"]
 
@@ -206,7 +207,8 @@ def test_synthetic_flags_come_from_the_config():
 def test_the_demo_corpora_are_marked_synthetic_and_the_papers_are_not():
     from layershift.study.schema import load_yaml, validate_schema
 
-    assert synthetic_datasets(load_yaml(REPO / "config.yaml")) == {"movies", "news"}
+    assert synthetic_datasets(load_yaml(REPO / "config.yaml")) == {"news"}
+    assert synthetic_datasets(load_yaml(REPO / "configs/breadth.yaml")) == {"movies", "news"}
     paper = load_yaml(REPO / "configs/paper.yaml")
     assert synthetic_datasets(paper) == set()
     filled = validate_schema(paper, "configs/paper.yaml")  # the schema's default: real text

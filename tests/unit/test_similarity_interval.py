@@ -168,20 +168,23 @@ def similarity_table(model: str, with_intervals: bool) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("with_intervals", [True, False])
-def test_similarity_figures_draw_a_band_per_line_where_the_table_has_intervals(tmp_path, with_intervals):
+def test_similarity_figures_of_one_run_draw_the_single_line(tmp_path, with_intervals):
+    """The figures' bands are intervals over fine-tuning runs (tests/unit/test_report.py); a table of one run
+    draws its lines alone, the sentence bootstrap or not, and the title says there is no interval."""
     from matplotlib.collections import PolyCollection
 
-    from layershift.report.figures import plot_depth, plot_similarity, theme
+    from layershift.report.plotting import theme
+    from layershift.report.similarity_figures import plot_depth, plot_similarity
 
     theme()
     path = tmp_path / "similarity.parquet"
     table = pd.concat([similarity_table("small", with_intervals), similarity_table("big", with_intervals)])
     table.to_parquet(path)
-    for plot, lines in ((plot_similarity, 2), (plot_depth, 4)):
-        for measure in ("cosine_of_means", "cka_sentences"):  # only cosine_of_means has an interval here
+    for plot in (plot_similarity, plot_depth):
+        for measure in ("cosine_of_means", "cka_sentences"):
             figure = plot([path], {"model": "small", "measure": measure}, {})
             bands = [c for c in figure.axes[0].collections if isinstance(c, PolyCollection)]
-            assert len(bands) == (lines if with_intervals and measure == "cosine_of_means" else 0)
+            assert bands == [] and "one fine-tuning run, no interval" in figure.axes[0].get_title()
             figure.savefig(tmp_path / "figure.png")
 
 

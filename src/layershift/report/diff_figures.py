@@ -1,5 +1,6 @@
-"""The feature-diff figures: retained / changed / lost / new per layer with their intervals, the crosscoder's
-relative decoder norms, the lost and new features' top tokens, and the verdict curve."""
+"""The feature-diff figures: retained / changed / lost / new per layer over the fine-tuning replicates beside
+the between-run baseline, the crosscoder's relative decoder norms, the lost and new features' top tokens, and
+the verdict curve."""
 
 from __future__ import annotations
 
@@ -10,87 +11,112 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from layershift.core.io import read_json, read_metadata, read_table
+from layershift.report.comparisons import with_comparisons
 from layershift.report.plotting import plt, sns
+from layershift.study.schema import schema_default
+from layershift.study.targets import PRETRAINED_VS_FINETUNED
 
 LABEL_ORDER = ["retained", "changed", "lost", "new"]
 
 
-DIFF_SIDES = {  # bar offset, the three segments (bottom to top) and the null's retained key
-    "pretrained": (-0.18, ["retained", "changed", "lost"], "baseline_retained_fraction"),
-    "fine-tuned": (
-        0.18,
-        ["retained_finetuned", "changed_finetuned", "new"],
-        "baseline_retained_finetuned_fraction",
-    ),
-}
+FRACTION_COLOURS = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))
+BETWEEN_STYLE = {"facecolor": "0.88", "hatch": "///", "edgecolor": "0.45", "linewidth": 0.5}
+ONE_RUN_TITLE = "one fine-tuning run, no interval"
 
 
-TICK_NOTES = {"conclusive": "", "borderline": "\n(borderl.)"}  # any other verdict: "\n(inconcl.)"
+def _tick_labels(part: pd.DataFrame) -> list[str]:
+    """Each layer, with ``(k/n concl.)`` under a layer whose diff is not conclusive in every replicate."""
+    labels = []
+    for _, row in part.iterrows():
+        verdicts = list(row["verdicts"]) if "verdicts" in part and row["verdicts"] is not None else []
+        conclusive = verdicts.count("conclusive")
+        note = "" if conclusive == len(verdicts) else f"\n({conclusive}/{len(verdicts)} concl.)"
+        labels.append(f"{int(row['layer'])}{note}")
+    return labels
 
 
-def _diff_panel(ax: plt.Axes, part: pd.DataFrame, colors: dict) -> None:
-    """One dataset's layers: both sides' stacked bars, their 95 % intervals and the seed null's retained level."""
+def _error_bars(ax: plt.Axes, positions, centre, low, high) -> None:
+    """Error bars from ``low`` to ``high`` around ``centre`` where all three are finite."""
+    drawn = np.isfinite(centre) & np.isfinite(low) & np.isfinite(high)
+    spread = np.clip([centre[drawn] - low[drawn], high[drawn] - centre[drawn]], 0, None)  # rounding
+    ax.errorbar(positions[drawn], centre[drawn], spread, fmt="none", ecolor="black", capsize=2, lw=0.8)
+
+
+def _fraction_panel(ax: plt.Axes, part: pd.DataFrame, label: str) -> None:
+    """One dataset's layers for one fraction: the pre-vs-ft mean over runs with its interval (coloured) and
+    the between-run mean with its min–max range (grey, hatched); bars only where every replicate's diff is
+    conclusive; on the retained panel, the seed null's retained level as a black tick."""
     x = np.arange(len(part))
-    verdicts = part["verdict"] if "verdict" in part else pd.Series("conclusive", index=part.index)
-    shown = (verdicts == "conclusive").to_numpy()  # a borderline or inconclusive layer: only its tick mark
-    for offset, segments, null_key in DIFF_SIDES.values():
-        bottom = np.zeros(len(part))
-        for segment in segments:
-            height = part.get(f"{segment}_fraction", pd.Series(np.nan, index=part.index)).to_numpy(float)
-            height = np.where(shown, height, np.nan)
-            colour = colors[segment.removesuffix("_finetuned")]
-            ax.bar(x + offset, height, 0.34, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5)
-            bottom += np.nan_to_num(height)
-        _interval_marks(ax, part, x + offset, segments, shown)
-        if null_key in part:
-            null = np.where(shown, part[null_key].to_numpy(float), np.nan)
-            ax.scatter(x + offset, null, marker="_", s=250, color="black", zorder=3)
-    notes = [TICK_NOTES.get(verdict, "\n(inconcl.)") for verdict in verdicts]
-    ax.set_xticks(x, [f"{layer}{note}" for layer, note in zip(part["layer"], notes, strict=True)])
+    fraction = f"{label}_fraction"
+    shown = (part["conclusive_replicates"] == 1).to_numpy() if "conclusive_replicates" in part else True
+
+    def values(column: str) -> np.ndarray:
+        found = part[column].to_numpy(float) if column in part else np.full(len(part), np.nan)
+        return np.where(shown, found, np.nan)
+
+    mean, between = values(f"{fraction}_mean"), values(f"{fraction}_between_mean")
+    ax.bar(x - 0.2, mean, 0.38, color=FRACTION_COLOURS[label])
+    _error_bars(ax, x - 0.2, mean, values(f"{fraction}_lo"), values(f"{fraction}_hi"))
+    ax.bar(x + 0.2, between, 0.38, **BETWEEN_STYLE)
+    _error_bars(ax, x + 0.2, between, values(f"{fraction}_between_min"), values(f"{fraction}_between_max"))
+    if label == "retained" and "seed_null_retained" in part:
+        ax.scatter(x - 0.2, values("seed_null_retained"), marker="_", s=200, color="black", zorder=3)
+    ax.set_xticks(x, _tick_labels(part))
 
 
-def _interval_marks(ax: plt.Axes, part: pd.DataFrame, positions, segments: list[str], shown) -> None:
-    """95 % intervals at a stacked bar's inner edges: the top of its first segment (retained) and the bottom
-    of its last (lost / new, at 1 minus that fraction: the three sum to 1); none without intervals."""
-    first, last = f"{segments[0]}_fraction", f"{segments[-1]}_fraction"
-    if f"{first}_lo" not in part or f"{last}_lo" not in part:
-        return
-    value = {key: part[key].to_numpy(float) for key in part if key.startswith((first, last))}
-    edges = [(value[first], value[f"{first}_lo"], value[f"{first}_hi"])]
-    edges.append((1 - value[last], 1 - value[f"{last}_hi"], 1 - value[f"{last}_lo"]))
-    for shift, (edge, low, high) in zip((-0.07, 0.07), edges, strict=True):  # apart, should they overlap
-        drawn = shown & np.isfinite(edge) & np.isfinite(low) & np.isfinite(high)
-        spread = [edge[drawn] - low[drawn], high[drawn] - edge[drawn]]
-        ax.errorbar(positions[drawn] + shift, edge[drawn], spread, fmt="none", ecolor="black", capsize=2)
+def diff_replicates_of(summaries: pd.DataFrame, level: float) -> pd.DataFrame:
+    """The diff summaries of every comparison aggregated over the replicates, with the seed null's retained
+    fraction (mean over the pre-vs-ft replicates) as ``seed_null_retained``."""
+    from layershift.analysis.replicates import diff_over_replicates  # scipy: only for this figure
+
+    summaries = with_comparisons(summaries)
+    table = diff_over_replicates(summaries, level)
+    if "baseline_retained_fraction" in summaries:
+        pre = summaries[summaries["comparison"] == PRETRAINED_VS_FINETUNED]
+        null = pre.groupby(["model", "dataset", "layer"], as_index=False)["baseline_retained_fraction"].mean()
+        table = table.merge(
+            null.rename(columns={"baseline_retained_fraction": "seed_null_retained"}), how="left"
+        )
+    return table
+
+
+def _diff_legend(fig: plt.Figure) -> None:
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color="0.45"),
+        plt.Rectangle((0, 0), 1, 1, **BETWEEN_STYLE),
+        plt.Line2D([], [], color="black", marker="_", markersize=14, linestyle=""),
+    ]
+    labels = [
+        "pretrained vs fine-tuned: mean, interval over runs",
+        "between two fine-tuning runs: mean, min–max",
+        "seed null: retained",
+    ]
+    fig.legend(handles, labels, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 1.0), fontsize=8)
 
 
 def plot_diff(inputs, wildcards, params) -> plt.Figure:
-    """Per dataset and layer, two stacked bars: the pretrained SAE's features (retained / changed / lost)
-    and the fine-tuned SAE's (retained / changed / new), each with 95 % intervals and the seed null's
-    retained level; conclusive layers only."""
-    summaries = pd.DataFrame([read_json(path) for path in inputs]).sort_values(["dataset", "layer"])
-    datasets = sorted(summaries["dataset"].unique())
-    colors = dict(zip(LABEL_ORDER, sns.color_palette("colorblind", 4), strict=True))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(3.8 * len(datasets), 3.6), sharey=True, squeeze=False)
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        _diff_panel(ax, summaries[summaries["dataset"] == dataset].reset_index(drop=True), colors)
-        ax.set(title=dataset, xlabel="layer", ylim=(0, 1.02))
-    axes[0][0].set_ylabel("fraction of stable features")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in LABEL_ORDER]
-    handles.append(plt.Line2D([], [], color="black", marker="_", markersize=14, linestyle=""))
-    fig.legend(
-        handles,
-        [*LABEL_ORDER, "seed null: retained"],
-        loc="upper center",
-        ncol=5,
-        bbox_to_anchor=(0.5, 1.06),
-        fontsize=8,
+    """Per dataset (row) and fraction (column: retained / changed / lost / new of the stable features), per
+    layer the pretrained-vs-fine-tuned fraction as the mean over the replicates with its Student-t interval,
+    beside it the same fraction between two fine-tuning runs; layers conclusive in every replicate only.
+    ``inputs``: the diff summary of every comparison of one model."""
+    level = params.get("interval") or schema_default("replicates", "interval")
+    table = diff_replicates_of(pd.DataFrame([read_json(path) for path in inputs]), level)
+    table = table.sort_values(["dataset", "layer"])
+    datasets = sorted(table["dataset"].unique())
+    fig, axes = plt.subplots(
+        len(datasets), len(LABEL_ORDER), figsize=(12, 2.9 * len(datasets)), sharey=True, squeeze=False
     )
-    fig.suptitle(
-        f"{wildcards['model']}: what fine-tuning does to SAE features\n"
-        "per layer: left bar = pretrained SAE's features, right bar = fine-tuned SAE's features",
-        y=1.2,
-    )
+    for row, dataset in enumerate(datasets):
+        part = table[table["dataset"] == dataset].reset_index(drop=True)
+        for ax, label in zip(axes[row], LABEL_ORDER, strict=True):
+            _fraction_panel(ax, part, label)
+            ax.set(title=f"{dataset}: {label}", xlabel="layer", ylim=(0, 1.02))
+        axes[row][0].set_ylabel("fraction of stable features")
+    _diff_legend(fig)
+    runs = int(table["n_replicates"].max()) if len(table) else 0
+    what = f"({ONE_RUN_TITLE})" if runs <= 1 else f"(mean over {runs} fine-tuning runs)"
+    fig.suptitle(f"{wildcards['model']}: what fine-tuning does to SAE features {what}", y=1.06)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 

@@ -1,24 +1,25 @@
 """Every figure of the study, drawn with seaborn in one consistent, colour-blind-safe theme: the classification,
-similarity, SAE and token figures here, the feature-diff figures in ``diff_figures``, and :func:`draw`, which a
-figure rule calls by name. Each ``plot_*`` function takes the rule's inputs (paths), wildcards and params and
-returns a Figure; ``plotting.save`` writes the PNG (for the report) and an SVG beside it, atomically. Every plotted value is a single
-number (no replicates), so seaborn's bootstrapped error bars are switched off: they would draw nothing and
-cost most of a figure's time. The similarity figures draw the interval the similarity table carries (its
-sentence bootstrap) as a band instead.
+SAE and token figures here, the similarity figures in ``similarity_figures``, the feature-diff figures in
+``diff_figures``, and :func:`draw`, which a figure rule calls by name. Each ``plot_*`` function takes the
+rule's inputs (paths), wildcards and params and returns a Figure; ``plotting.save`` writes the PNG (for the
+report) and an SVG beside it, atomically. seaborn's bootstrapped error bars are switched off everywhere: a
+number over the fine-tuning replicates gets the Student-t interval of the replicate tables instead, and a
+figure with one fine-tuning run says that it has no interval.
 """
 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from layershift.analysis.similarity import MEASURES
 from layershift.core.io import read_json, read_table
 from layershift.report.diff_figures import plot_diff, plot_diff_tokens, plot_relnorm, plot_verdict_curve
-from layershift.report.intervals import interval_bands
 from layershift.report.plotting import plt, save, sns, theme
+from layershift.report.similarity_figures import ONE_RUN_TITLE, plot_depth, plot_similarity
+from layershift.study.schema import schema_default
 
 ROW_NAMES = {
     "pretrained": "pre-trained + random head",
@@ -70,112 +71,116 @@ def plot_classification(inputs, wildcards, params) -> plt.Figure:
     return fig
 
 
+def _student_t(level: float):
+    """A seaborn ``errorbar`` callable: the Student-t interval at ``level`` of the values of one bar."""
+    from layershift.analysis.replicates import mean_interval  # scipy: only for this figure
+
+    def interval(values) -> tuple[float, float]:
+        found = mean_interval(values, level)
+        return found.lo, found.hi
+
+    return interval
+
+
+def _runs_title(runs: int) -> str:
+    return f"({ONE_RUN_TITLE})" if runs <= 1 else f"(mean over {runs} fine-tuning runs)"
+
+
 def plot_accuracy(inputs, wildcards, params) -> plt.Figure:
-    """The paper's Table 2 as a figure: accuracy before and after fine-tuning, plus the linear probe."""
+    """The paper's Table 2 as a figure: accuracy before and after fine-tuning, plus the linear probe; each bar
+    the mean over the fine-tuning runs with its Student-t interval, each run a dot on it."""
     table = pd.read_csv(inputs[0]).assign(row=lambda t: t["row"].map(ROW_NAMES))
+    if "run" not in table:
+        table = table.assign(run="finetuned")
+    datasets, hue_order = list(dict.fromkeys(table["dataset"])), list(ROW_NAMES.values())
+    bars = {"x": "dataset", "y": "accuracy", "hue": "row", "order": datasets, "hue_order": hue_order}
     grid = sns.catplot(
         data=table,
-        x="dataset",
-        y="accuracy",
-        hue="row",
         col="model",
         kind="bar",
         height=3.4,
         aspect=1.1,
-        hue_order=list(ROW_NAMES.values()),
-        errorbar=None,
+        errorbar=_student_t(params.get("interval") or schema_default("replicates", "interval")),
+        capsize=0.1,
+        alpha=0.8,
+        **bars,
+    )
+    grid.map_dataframe(
+        sns.stripplot, **bars, dodge=True, palette=dict.fromkeys(hue_order, "black"), size=3, legend=False
     )
     grid.set_axis_labels("dataset", "test accuracy")
     grid.set(ylim=(0, 1))
-    grid.figure.suptitle("Accuracy before and after fine-tuning (test split)", y=1.04)
+    runs = int(table.groupby(["model", "dataset"])["run"].nunique().max())
+    grid.figure.suptitle(f"Accuracy before and after fine-tuning (test split) {_runs_title(runs)}", y=1.04)
     return grid.figure
 
 
 def plot_training(inputs, wildcards, params) -> plt.Figure:
-    log = pd.read_csv(inputs[0])
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    """Fine-tuning curves of every replicate of one model x dataset, a line per run: train / validation loss
+    and validation accuracy per epoch. ``inputs``: each run's training_log.csv (the run is its folder)."""
+    log = pd.concat(
+        [pd.read_csv(path).assign(run=Path(path).parent.name) for path in inputs], ignore_index=True
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     sns.lineplot(
-        data=log.melt("epoch", ["train_loss", "val_loss"], "split", "loss"),
+        data=log.melt(["epoch", "run"], ["train_loss", "val_loss"], "split", "loss"),
         x="epoch",
         y="loss",
-        hue="split",
+        hue="run",
+        style="split",
         marker="o",
         errorbar=None,
         ax=axes[0],
     )
-    sns.lineplot(data=log, x="epoch", y="val_accuracy", marker="o", errorbar=None, ax=axes[1])
+    sns.lineplot(data=log, x="epoch", y="val_accuracy", hue="run", marker="o", errorbar=None, ax=axes[1])
     axes[0].set(title="loss", ylabel="cross-entropy")
     axes[1].set(title="validation accuracy", ylabel="accuracy", ylim=(0, 1))
-    fig.suptitle(f"Fine-tuning {wildcards['model']} on {wildcards['dataset']}")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    runs = log["run"].nunique()
+    fig.suptitle(f"Fine-tuning {wildcards['model']} on {wildcards['dataset']} {_runs_title(runs)}")
+    fig.tight_layout()
     return fig
 
 
-def _hue_colours(levels: list) -> dict:
-    """The colour seaborn gives each categorical hue level: the current palette, husl beyond its length."""
-    palette = None if len(levels) <= len(sns.color_palette()) else "husl"
-    return dict(zip(levels, sns.color_palette(palette, len(levels)), strict=True))
-
-
-def _similarity_lines(table: pd.DataFrame, x: str, measure: str, hue: str, **line_style):
-    """One line per ``hue`` x dataset of a similarity ``measure`` against ``x``, its interval as a band where
-    the table has one; returns (figure, axes)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    colours = _hue_colours(list(dict.fromkeys(table[hue])))
-    lines = {"hue": hue, "hue_order": list(colours), "palette": colours, "style": "dataset", "markers": True}
-    sns.lineplot(data=table, x=x, y=measure, errorbar=None, ax=ax, **lines, **line_style)
-    interval_bands(ax, table, x, measure, hue, colours)
-    ax.set_ylabel(MEASURES[measure])
-    return fig, ax
-
-
-def plot_similarity(inputs, wildcards, params) -> plt.Figure:
-    """Figures 1-2: a similarity measure per layer, one line per dataset, for one model.
-
-    ``inputs`` are that model's per-dataset similarity tables (or any tables holding its rows), in order."""
-    table = pd.concat([read_table(path) for path in inputs], ignore_index=True)
-    table = table[table["model"] == wildcards["model"]]
-    fig, ax = _similarity_lines(table, "layer", wildcards["measure"], hue="dataset", dashes=False)
-    ax.set(title=f"{wildcards['model']}: pretrained vs fine-tuned", xlabel="layer (0 = embeddings)")
-    ax.set_xticks(sorted(table["layer"].unique()))
-    return fig
-
-
-def plot_depth(inputs, wildcards, params) -> plt.Figure:
-    """Similarity vs relative depth across model sizes: do smaller models stay more similar?"""
-    table = read_table(inputs[0])
-    fig, ax = _similarity_lines(table, "relative_depth", wildcards["measure"], hue="model")
-    ax.set(title="Similarity across model sizes", xlabel="relative depth (layer / number of layers)")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
-    return fig
+def _loss_curve(path: str, index: int) -> pd.DataFrame:
+    """One SAE's training loss per epoch, with its run, kind (the run's own SAE or a seed null: it lies under
+    ``sae_null/``) and a unique id."""
+    metrics = read_json(path)
+    curve = metrics.get("loss_curve", {})
+    epochs = curve.get("epoch_loss", curve) if isinstance(curve, dict) else curve
+    kind = "seed null" if "/sae_null/" in Path(path).as_posix() else "run's SAE"
+    return pd.DataFrame(
+        {
+            "epoch": np.arange(1, len(epochs) + 1),
+            "loss": epochs,
+            "run": metrics.get("run") or metrics["stage"],
+            "SAE": kind,
+            "unit": f"{index}: seed {metrics['seed']}",
+            "layer": metrics["layer"],
+        }
+    )
 
 
 def plot_sae_loss(inputs, wildcards, params) -> plt.Figure:
-    """Training loss per epoch of every SAE of one model x dataset: a panel per layer, a line per SAE
-    (both stages, plus the seed-null SAEs)."""
-    frames = []
-    for path in inputs:
-        metrics = read_json(path)
-        curve = metrics.get("loss_curve", {})
-        epochs = curve.get("epoch_loss", curve) if isinstance(curve, dict) else curve
-        frames.append(
-            pd.DataFrame(
-                {
-                    "epoch": np.arange(1, len(epochs) + 1),
-                    "loss": epochs,
-                    "sae": f"{metrics['stage']} (seed {metrics['seed']})",
-                    "layer": metrics["layer"],
-                }
-            )
-        )
+    """Training loss per epoch of every SAE of one model x dataset: a panel per layer, a line per SAE, its
+    colour the run (pretrained or a fine-tuning replicate), solid for the run's own SAE, dashed for its seed
+    nulls."""
+    curves = pd.concat([_loss_curve(path, index) for index, path in enumerate(inputs)], ignore_index=True)
+    runs = sorted(curves["run"].unique(), key=lambda run: (run != "pretrained", run))
     grid = sns.relplot(
-        data=pd.concat(frames),
+        data=curves,
         x="epoch",
         y="loss",
-        hue="sae",
+        hue="run",
+        hue_order=runs,
+        style="SAE",
+        style_order=["run's SAE", "seed null"],
+        units="unit",
+        estimator=None,
         col="layer",
         kind="line",
         marker="o",
-        errorbar=None,
         height=3.0,
         aspect=1.1,
         facet_kws={"sharey": False},

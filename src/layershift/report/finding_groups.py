@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from layershift.core.errors import ConfigError
-from layershift.report.findings import CLAIMS, Finding, StudyTables, check_claims
+from layershift.report.findings import CLAIMS, check_claims
+from layershift.report.replicate_findings import between_run_tests
+from layershift.report.study_tables import Finding, StudyTables
 
 GROUPS = ("real", "synthetic")
 MARKS = {True: "✓", False: "✗", None: "–"}
@@ -115,9 +117,11 @@ def groups_note(groups: dict[str, list[str]], origin: str | None, unlisted: Iter
 def study_findings(
     tables: StudyTables, synthetic: set[str], origin: str | None, listed: Iterable[str] | None = None
 ) -> tuple[str, pd.DataFrame]:
-    """The findings table of a study and the note that goes above it. ``synthetic``: the datasets the
-    config marks synthetic; ``listed``: the datasets the config names (None: every dataset of the tables)."""
+    """The findings table of a study and the note that goes above it (the columns' datasets, the marks and
+    the between-run tests the change findings apply). ``synthetic``: the datasets the config marks synthetic;
+    ``listed``: the datasets the config names (None: every dataset of the tables)."""
     datasets = tables.datasets()
     groups = dataset_groups(datasets, synthetic)
     unlisted = [] if listed is None else [name for name in datasets if name not in set(listed)]
-    return groups_note(groups, origin, unlisted), findings_frame(finding_rows(tables, groups), groups)
+    note = f"{groups_note(groups, origin, unlisted)}\n\n{between_run_tests()}"
+    return note, findings_frame(finding_rows(tables, groups), groups)

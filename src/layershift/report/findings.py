@@ -4,62 +4,27 @@ Every check reads only the numbers it is given (nothing here is hard-coded) and 
 whether the claim holds on those numbers and the sentence that says so, or None where it has nothing to say
 (too few models, no diff, no rows). The checks run on any subset of the datasets
 (:meth:`StudyTables.of_datasets`), so one claim can be checked on the real and on the synthetic corpora apart
-(``layershift.report.finding_groups``).
+(``layershift.report.finding_groups``). The checks written for one pretrained-vs-fine-tuned pair read the
+primary comparison (``layershift.report.comparisons``); whether a change exceeds the run-to-run baseline of
+the fine-tuning replicates is checked in ``layershift.report.replicate_findings``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
+from layershift.report.comparisons import primary_comparison
+from layershift.report.replicate_findings import feature_change_finding, similarity_change_finding
+from layershift.report.study_tables import Finding, StudyTables
 from layershift.study.acceptance import MIN_EXPLAINED_VARIANCE
 
 TREND_MEASURES = ("cosine_of_means", "cka_sentences")
 CONTENT_TOKEN_TOLERANCE = 0.1  # largest gap between the all-token and content-token cosine called agreement
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One claim checked on one set of tables: ``holds`` (None: not stated, e.g. the measure is undefined)
-    and the sentence with the numbers behind it."""
-
-    holds: bool | None
-    sentence: str
-
-
-@dataclass(frozen=True)
-class StudyTables:
-    """The tables the claims are checked on: accuracy (long, one row per evaluation row), similarity per
-    layer, SAE quality per SAE and the diff summary per layer (empty where the study has none)."""
-
-    accuracy: pd.DataFrame
-    similarity: pd.DataFrame
-    sae: pd.DataFrame
-    diff: pd.DataFrame
-
-    def tables(self) -> tuple[pd.DataFrame, ...]:
-        return (self.accuracy, self.similarity, self.sae, self.diff)
-
-    def datasets(self) -> list[str]:
-        """Every dataset any of the tables has a row of, sorted."""
-        names: set[str] = set()
-        for table in self.tables():
-            if "dataset" in table:
-                names |= set(table["dataset"].dropna())
-        return sorted(names)
-
-    def of_datasets(self, names: Iterable[str]) -> StudyTables:
-        """The rows of these datasets only (a table without a dataset column, e.g. an empty diff, as it is)."""
-        keep = set(names)
-
-        def rows(table: pd.DataFrame) -> pd.DataFrame:
-            return table[table["dataset"].isin(keep)] if "dataset" in table else table
-
-        return StudyTables(*(rows(table) for table in self.tables()))
 
 
 def _trend(values: np.ndarray) -> float:
@@ -82,11 +47,12 @@ def _last_layers(similarity: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_finding(accuracy: pd.DataFrame) -> Finding | None:
-    """How much fine-tuning lifts test accuracy over the random head and over the linear probe; it holds
-    where fine-tuning beats the random head in more than half of the model x dataset pairs."""
+    """How much fine-tuning lifts test accuracy over the random head and over the linear probe (each the mean
+    over the runs); it holds where fine-tuning beats the random head in more than half of the model x dataset
+    pairs."""
     if accuracy.empty:
         return None
-    pivot = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy")
+    pivot = accuracy.pivot_table(index=["model", "dataset"], columns="row", values="accuracy")  # run mean
     gain = (pivot["finetuned"] - pivot["pretrained"]) * 100
     probe_gap = (pivot["finetuned"] - pivot["linear_probe"]) * 100
     sentence = (
@@ -95,6 +61,9 @@ def accuracy_finding(accuracy: pd.DataFrame) -> Finding | None:
         f"range {gain.min():+.1f} to {gain.max():+.1f}); over a linear probe on frozen features by "
         f"{probe_gap.mean():+.1f} points on average."
     )
+    runs = accuracy.groupby(["model", "dataset"])["run"].nunique().max() if "run" in accuracy else 1
+    if runs > 1:
+        sentence += f" Accuracies are means over up to {runs} fine-tuning runs."
     return Finding(bool((gain > 0).mean() > 0.5), sentence)
 
 
@@ -281,7 +250,8 @@ def lost_beyond_null_finding(diff: pd.DataFrame) -> Finding | None:
     sentence = (
         f"Lost features beyond the seed null (lost minus the null's lost fraction): mean {excess.mean():+.3f}, "
         f"largest {excess.max():+.3f} ({worst['model']} / {worst['dataset']} / layer {int(worst['layer'])}); "
-        "positive = change beyond what retraining with another seed produces."
+        "positive = change beyond what retraining the SAEs with another seed produces (pretrained vs the "
+        "first fine-tuning run; the run-to-run baseline is checked apart)."
     )
     return Finding(bool(excess.mean() > 0), sentence)
 
@@ -299,15 +269,19 @@ def _on_accuracy(tables: StudyTables) -> Finding | None:
 
 
 def _on_depth_trend(tables: StudyTables, measure: str) -> Finding | None:
-    return depth_trend_finding(tables.similarity, measure)
+    return depth_trend_finding(primary_comparison(tables.similarity), measure)
+
+
+def _on_similarity_change(tables: StudyTables, measure: str) -> Finding | None:
+    return similarity_change_finding(tables.similarity_replicates, measure)
 
 
 def _on_content_tokens(tables: StudyTables) -> Finding | None:
-    return content_token_finding(tables.similarity)
+    return content_token_finding(primary_comparison(tables.similarity))
 
 
 def _on_model_size(tables: StudyTables) -> Finding | None:
-    return model_size_finding(tables.similarity)
+    return model_size_finding(primary_comparison(tables.similarity))
 
 
 def _on_sae_quality(tables: StudyTables) -> Finding | None:
@@ -315,21 +289,32 @@ def _on_sae_quality(tables: StudyTables) -> Finding | None:
 
 
 def _on_conclusive(tables: StudyTables) -> Finding | None:
-    return conclusive_finding(tables.diff)
+    return conclusive_finding(primary_comparison(tables.diff))
 
 
 def _on_retained(tables: StudyTables) -> Finding | None:
-    return retained_finding(tables.diff)
+    return retained_finding(primary_comparison(tables.diff))
 
 
 def _on_lost_beyond_null(tables: StudyTables) -> Finding | None:
-    return lost_beyond_null_finding(tables.diff)
+    return lost_beyond_null_finding(primary_comparison(tables.diff))
+
+
+def _on_feature_change(tables: StudyTables) -> Finding | None:
+    return feature_change_finding(tables.diff_replicates)
 
 
 CLAIMS = (  # in the order a reader meets them
     Claim("Fine-tuning lifts test accuracy over the random head", _on_accuracy),
     *(
         Claim(f"{measure} starts near 1 and falls with depth", partial(_on_depth_trend, measure=measure))
+        for measure in TREND_MEASURES
+    ),
+    *(
+        Claim(
+            f"Fine-tuning changes {measure} beyond the run-to-run baseline at the last layer",
+            partial(_on_similarity_change, measure=measure),
+        )
         for measure in TREND_MEASURES
     ),
     Claim(
@@ -341,6 +326,9 @@ CLAIMS = (  # in the order a reader meets them
     Claim("The feature diff is conclusive in every layer", _on_conclusive),
     Claim("Retained SAE features fall with depth", _on_retained),
     Claim("Fine-tuning loses features beyond the seed null", _on_lost_beyond_null),
+    Claim(
+        "Fine-tuning loses SAE features beyond the run-to-run baseline at the last layer", _on_feature_change
+    ),
 )
 
 

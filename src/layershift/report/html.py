@@ -14,10 +14,24 @@ import pandas as pd
 from jinja2 import Environment, select_autoescape
 
 from layershift.core.io import atomic_path, read_json, read_metadata, read_table
+from layershift.report.comparisons import with_comparisons
 from layershift.report.finding_groups import study_findings, synthetic_datasets
-from layershift.report.findings import StudyTables
 from layershift.report.intervals import with_interval_cells
+from layershift.report.replicate_tables import (
+    BAND_NOTE,
+    INTERVAL_NOTE,
+    accuracy_cells,
+    accuracy_per_run,
+    accuracy_replicates,
+    diff_cells,
+    diff_replicates,
+    note_for,
+    similarity_cells,
+    similarity_replicates,
+)
+from layershift.report.study_tables import StudyTables
 from layershift.report.tables import fold_intervals, sae_quality
+from layershift.study.targets import SIMILARITY_MEASURES
 
 SECTIONS = [
     ("findings", "Findings: the paper's claims checked"),
@@ -81,7 +95,8 @@ def findings_blocks(tables: StudyTables, config: dict, config_file: str) -> list
     synthetic = synthetic_datasets(config, config_file)
     note, frame = study_findings(tables, synthetic, config_file, listed=config.get("datasets", {}))
     plain_note = note.replace("`", "")  # the note is Markdown; here its code spans are plain text
-    return [para(plain_note), html(frame.to_html(index=False, border=0, classes="findings"))]
+    notes = [para(paragraph) for paragraph in plain_note.split("\n\n")]
+    return [*notes, html(frame.to_html(index=False, border=0, classes="findings"))]
 
 
 def figure(path: str | Path, caption: str) -> dict:
@@ -241,48 +256,100 @@ def verdict_curve_blocks(curve_tables: list[str], figs: list[str]) -> list[dict]
     return [note, table(curve.rename(columns=VERDICT_CURVE_COLUMNS)), *_figures(figs, "verdict_curve")]
 
 
+def _plain(note: str) -> dict:
+    """A table note (Markdown, in parentheses) as a plain paragraph."""
+    return para(note.strip("()").replace("`", ""))
+
+
+def classification_blocks(accuracy: pd.DataFrame, replicates: pd.DataFrame, figs: list[str]) -> list[dict]:
+    """Accuracy and macro-F1 per evaluation row as ``mean [lo, hi]`` over the runs, each run's values, and
+    the classification figures."""
+    blocks = [_plain(note_for(replicates["n_replicates"], INTERVAL_NOTE))]
+    for metric, title in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1")):
+        if f"{metric}_mean" in replicates and replicates[f"{metric}_mean"].notna().any():
+            blocks += [html(f"<h3>{title} (test split)</h3>"), table(accuracy_cells(replicates, metric))]
+    per_run = accuracy_per_run(accuracy)
+    if not per_run.empty:
+        blocks += [html("<h3>Accuracy per run</h3>"), table(per_run)]
+    families = ("accuracy", "classification", "training")
+    return blocks + [block for family in families for block in _figures(figs, family)]
+
+
+def similarity_blocks(similarity: pd.DataFrame, replicates: pd.DataFrame, figs: list[str]) -> list[dict]:
+    """Per layer and measure the pre-vs-ft mean over the runs beside the between-run band and the verdict,
+    then every comparison's table with its sentence-bootstrap intervals, and the similarity figures."""
+    note = note_for(
+        replicates["n_replicates"], INTERVAL_NOTE, BAND_NOTE, "verdict: the findings' between-run test"
+    )
+    per_comparison = with_comparisons(similarity).drop(
+        columns=["n_tokens", "n_sentences", "n_token_sample"], errors="ignore"
+    )
+    return [
+        html("<h3>Pretrained vs fine-tuned, over the fine-tuning runs</h3>"),
+        _plain(note),
+        table(similarity_cells(replicates, SIMILARITY_MEASURES)),
+        html("<h3>Per comparison of two runs (sentence-bootstrap intervals)</h3>"),
+        table(with_interval_cells(per_comparison, missing="-")),
+        *_figures(figs, "similarity"),
+        *_figures(figs, "depth"),
+    ]
+
+
+def diff_blocks(diff: pd.DataFrame, replicates: pd.DataFrame, figs: list[str]) -> list[dict]:
+    """The diff's fractions over the runs beside the between-run band, every comparison's diff, and the diff
+    figures."""
+    if diff.empty:
+        blocks = [para("no diff")]
+    else:
+        blocks = [
+            html("<h3>Over the fine-tuning runs</h3>"),
+            _plain(note_for(replicates["n_replicates"], INTERVAL_NOTE, BAND_NOTE)),
+            table(diff_cells(replicates)),
+            html("<h3>Per comparison of two runs (feature-resample intervals)</h3>"),
+            table(fold_intervals(with_comparisons(diff))),
+        ]
+    families = ("diff", "relnorm", "diff_tokens")
+    return blocks + [block for family in families for block in _figures(figs, family)]
+
+
+def _stored(inputs: dict, key: str) -> str | None:
+    """The path of an optional one-file input, None when not given."""
+    return inputs[key][0] if inputs.get(key) else None
+
+
 def build_report(out_html: str | Path, config: dict, config_file: str, inputs: dict) -> None:
-    """Render the report from the artifact paths in ``inputs`` (grouped by kind) to ``out_html``."""
+    """Render the report from the artifact paths in ``inputs`` (grouped by kind) to ``out_html``; the replicate
+    tables are aggregated from the per-run ones where ``inputs`` names none."""
     accuracy = pd.read_csv(inputs["accuracy"][0])
     similarity = read_table(inputs["similarity"][0])
-    sae = sae_quality(inputs["sae_metrics"])
     diff = read_table(inputs["diff_table"][0]) if inputs.get("diff_table") else pd.DataFrame()
+    study = StudyTables(
+        accuracy,
+        similarity,
+        sae_quality(inputs["sae_metrics"]),
+        diff,
+        similarity_replicates(similarity, _stored(inputs, "similarity_replicates")),
+        diff_replicates(diff, _stored(inputs, "diff_replicates")),
+    )
     summary = read_table(inputs["feature_summary"][0])
     figs = [str(p) for p in inputs["figures"] if str(p).endswith(".png")]
-    acc_wide = accuracy.pivot_table(
-        index=["model", "dataset"], columns="row", values=["accuracy", "macro_f1"]
-    ).reset_index()
-    acc_wide.columns = [" ".join(c).strip() for c in acc_wide.columns]
     blocks = {
-        "findings": findings_blocks(StudyTables(accuracy, similarity, sae, diff), config, config_file),
+        "findings": findings_blocks(study, config, config_file),
         "study": study_blocks(config, inputs["cards"], inputs["models"], inputs.get("benchmarks", [])),
-        "classification": [
-            table(acc_wide),
-            *_figures(figs, "accuracy"),
-            *_figures(figs, "classification"),
-            *_figures(figs, "training"),
+        "classification": classification_blocks(
+            accuracy, accuracy_replicates(accuracy, _stored(inputs, "accuracy_replicates")), figs
+        ),
+        "similarity": similarity_blocks(similarity, study.similarity_replicates, figs),
+        "sae": [
+            table(study.sae),
+            *_figures(figs, "sae_loss"),
+            *sweep_blocks(inputs.get("sae_sweep", []), figs),
         ],
-        "similarity": [
-            table(
-                with_interval_cells(
-                    similarity.drop(columns=["n_tokens", "n_sentences", "n_token_sample"], errors="ignore"),
-                    missing="-",
-                )
-            ),
-            *_figures(figs, "similarity"),
-            *_figures(figs, "depth"),
-        ],
-        "sae": [table(sae), *_figures(figs, "sae_loss"), *sweep_blocks(inputs.get("sae_sweep", []), figs)],
         "features": [
             table(summary[["model", "dataset", "layer", "stage", "description"]]),
             *_figures(figs, "tokens"),
         ],
-        "diff": [
-            table(fold_intervals(diff)) if not diff.empty else para("no diff"),
-            *_figures(figs, "diff"),
-            *_figures(figs, "relnorm"),
-            *_figures(figs, "diff_tokens"),
-        ],
+        "diff": diff_blocks(diff, study.diff_replicates, figs),
     }
     sections = list(SECTIONS)
     if inputs.get("verdict_curve"):

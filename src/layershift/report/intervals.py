@@ -1,6 +1,6 @@
-"""The similarity table's bootstrap intervals as a reader sees them: a band around a figure's line, and a
-table cell ``0.840 [0.812, 0.871]``. Tables written without the bootstrap (no ``{measure}_lo`` /
-``{measure}_hi`` columns) draw and print as before.
+"""A number's interval as a reader sees it in a table cell, ``0.840 [0.812, 0.871]``: the similarity table's
+sentence bootstrap, the diff's feature resamples, a mean over fine-tuning runs. Tables written without an
+interval (no ``{measure}_lo`` / ``{measure}_hi`` columns) print their points alone.
 """
 
 from __future__ import annotations
@@ -12,18 +12,6 @@ def interval_columns(table: pd.DataFrame, measure: str) -> tuple[str, str] | Non
     """``({measure}_lo, {measure}_hi)`` where ``table`` has both, else None."""
     low, high = f"{measure}_lo", f"{measure}_hi"
     return (low, high) if low in table and high in table else None
-
-
-def interval_bands(ax, table: pd.DataFrame, x: str, measure: str, hue: str, colours: dict) -> None:
-    """The interval of ``measure`` as a translucent band around each ``hue`` x dataset line (``colours``: the
-    lines' colour per ``hue`` level), where the table has one."""
-    columns = interval_columns(table, measure)
-    if columns is None:
-        return
-    low, high = columns
-    for (level, _dataset), line in table.groupby([hue, "dataset"], sort=False):
-        line = line.sort_values(x)
-        ax.fill_between(line[x], line[low], line[high], color=colours[level], alpha=0.2, linewidth=0)
 
 
 def interval_cell(point: float, low: float, high: float, digits: int = 3, missing: str = "nan") -> str:

@@ -49,3 +49,9 @@ def save(fig: plt.Figure, png_path: str | Path, dpi: int = 120) -> None:
         with atomic_path(path, suffix=f".{fmt}") as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+
+
+def hue_colours(levels: list) -> dict:
+    """The colour seaborn gives each categorical hue level: the current palette, husl beyond its length."""
+    palette = None if len(levels) <= len(sns.color_palette()) else "husl"
+    return dict(zip(levels, sns.color_palette(palette, len(levels)), strict=True))

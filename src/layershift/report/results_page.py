@@ -15,20 +15,37 @@ import pandas as pd
 
 from layershift.core.errors import ArtifactError, LayershiftError
 from layershift.core.io import read_table, reading
+from layershift.report.comparisons import with_comparisons
 from layershift.report.finding_groups import study_findings, synthetic_datasets
-from layershift.report.findings import StudyTables
 from layershift.report.intervals import interval_columns, with_interval_cells
+from layershift.report.replicate_tables import (
+    BAND_NOTE,
+    INTERVAL_NOTE,
+    accuracy_cells,
+    accuracy_per_run,
+    accuracy_replicates,
+    diff_cells,
+    diff_replicates,
+    note_for,
+    similarity_cells,
+    similarity_replicates,
+)
+from layershift.report.study_tables import StudyTables
 from layershift.report.tables import ROWS, fold_intervals, sae_quality, summary_markdown
 from layershift.study.schema import load_yaml
 
 REQUIRED_TABLES = ("accuracy.csv", "similarity.parquet")  # what every finished study has
-SIMILARITY_COLUMNS = ["model", "dataset", "layer", "cosine_of_means", "cka_sentences", "cka_tokens"]
-SIMILARITY_COLUMNS += ["mean_sentence_cosine"]
+SIMILARITY_KEYS = ["model", "dataset", "layer"]
+SUMMARY_MEASURES = ["cosine_of_means", "cka_sentences", "cka_tokens", "mean_sentence_cosine"]
+SIMILARITY_COLUMNS = SIMILARITY_KEYS + SUMMARY_MEASURES
+PAGE_MEASURES = [*SUMMARY_MEASURES, "cosine_of_content_means"]
 PAGE_SIMILARITY_EXTRA = ["cosine_of_content_means", "special_share"]  # on the page, where the table has them
+COMPARISON_COLUMNS = ["reference", "compared"]
 DIFF_COLUMNS = [
     "model",
     "dataset",
     "layer",
+    *COMPARISON_COLUMNS,
     "verdict",
     "conclusive_share",
     "stable_fraction_pretrained",
@@ -117,45 +134,106 @@ def read_sae_quality(results: Path) -> pd.DataFrame:
     return sae_quality(paths) if paths else pd.DataFrame()
 
 
+def read_study(results: Path) -> StudyTables:
+    """Every table of a finished study the findings read, the replicate tables included (the stored ones,
+    else aggregated from the per-comparison tables)."""
+    check_finished(results)
+    tables = results / "tables"
+    similarity, diff = read_similarity(results), read_diff(results)
+    return StudyTables(
+        read_accuracy(results),
+        similarity,
+        read_sae_quality(results),
+        diff,
+        similarity_replicates(similarity, tables / "similarity_replicates.parquet"),
+        diff_replicates(diff, tables / "diff_replicates.parquet"),
+    )
+
+
 def accuracy_by_row(accuracy: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
-    """One row per model x dataset, one column per evaluation row (random head, linear probe, fine-tuned)."""
+    """One row per model x dataset, one column per evaluation row (random head, linear probe, fine-tuned),
+    each the mean over the runs."""
     wide = accuracy.pivot_table(index=["model", "dataset"], columns="row", values=value).reset_index()
     return wide[["model", "dataset", *ROWS]]
 
 
-def accuracy_section(accuracy: pd.DataFrame) -> Section:
-    return Section("Accuracy on the test split", accuracy_by_row(accuracy), note="(Table 2 rebuilt)")
-
-
-def macro_f1_sections(accuracy: pd.DataFrame) -> list[Section]:
-    if "macro_f1" not in accuracy:
-        return []
-    return [Section("Macro-F1 on the test split", accuracy_by_row(accuracy, "macro_f1"))]
+def accuracy_sections(
+    accuracy: pd.DataFrame, replicates: pd.DataFrame, metrics=("accuracy",)
+) -> list[Section]:
+    """Per metric: ``mean [lo, hi]`` over the n runs per evaluation row; then, with several runs, each run's
+    values."""
+    titles = {"accuracy": "Accuracy on the test split", "macro_f1": "Macro-F1 on the test split"}
+    note = note_for(replicates["n_replicates"], INTERVAL_NOTE)
+    sections = [
+        Section(titles[metric], accuracy_cells(replicates, metric), note=f"{note} (Table 2 rebuilt)")
+        for metric in metrics
+        if f"{metric}_mean" in replicates and replicates[f"{metric}_mean"].notna().any()
+    ]
+    per_run = accuracy_per_run(accuracy)
+    if not per_run.empty and per_run.groupby(["model", "dataset"])["run"].nunique().max() > 1:
+        sections.append(Section("Accuracy per fine-tuning run", per_run))
+    return sections
 
 
 SIMILARITY_INTERVAL_NOTE = (
     "(value [low, high]: the percentile interval of a bootstrap over the split's sentences, `similarity.interval` "
-    "coverage; it measures sentence sampling within one fine-tuning run, not run-to-run variation)"
+    "coverage; it measures sentence sampling within one comparison of two runs, not run-to-run variation)"
+)
+SIMILARITY_VERDICT_NOTE = (
+    "verdict: changed = the interval's upper end below every between-run value, else within run-to-run; "
+    "no between-run baseline with one run or no pair of runs (the findings state the test); per run = each "
+    "replicate's pretrained-vs-fine-tuned value"
 )
 
 
+def similarity_replicate_section(replicates: pd.DataFrame, measures=SUMMARY_MEASURES) -> Section:
+    """Per layer and measure: pretrained vs fine-tuned as ``mean [lo, hi]`` over the runs, the between-run band,
+    the verdict and the per-run values."""
+    order = {measure: i for i, measure in enumerate(measures)}
+    rows = replicates[replicates["measure"].isin(order)]
+    rows = rows.sort_values(["model", "dataset"], kind="stable")
+    rows = rows.assign(order=rows["measure"].map(order)).sort_values(["model", "dataset", "order", "layer"])
+    note = note_for(rows["n_replicates"], INTERVAL_NOTE, BAND_NOTE, SIMILARITY_VERDICT_NOTE)
+    return Section(
+        "Pretrained vs fine-tuned similarity per layer, over the fine-tuning runs",
+        similarity_cells(rows, measures),
+        note=note,
+    )
+
+
 def similarity_section(similarity: pd.DataFrame, columns=SIMILARITY_COLUMNS) -> Section:
-    """The similarity per layer; a measure with a bootstrap interval reads ``0.840 [0.812, 0.871]``."""
-    shown = _present(similarity, columns)
+    """The similarity per comparison and layer; a measure with a bootstrap interval reads
+    ``0.840 [0.812, 0.871]``."""
+    similarity = with_comparisons(similarity)
+    keys = [*SIMILARITY_KEYS, *COMPARISON_COLUMNS]
+    shown = _present(similarity, [*keys, *(column for column in columns if column not in keys)])
     has_intervals = any(interval_columns(similarity, column) for column in shown)
     return Section(
-        "Pretrained vs fine-tuned similarity per layer",
+        "Similarity per layer and comparison of two runs",
         with_interval_cells(similarity, shown)[shown],
         note=SIMILARITY_INTERVAL_NOTE if has_intervals else "",
     )
 
 
-def diff_sections(diff: pd.DataFrame, columns=DIFF_COLUMNS) -> list[Section]:
+DIFF_REPLICATES_NOTE = (
+    "fractions of the stable features as in the table per comparison below; verdicts = how many replicates' "
+    "diffs are conclusive; beyond / below between runs: the interval lies wholly beyond the between-run band "
+    "(- : no interval or no pair of runs)"
+)
+
+
+def diff_sections(diff: pd.DataFrame, replicates: pd.DataFrame, columns=DIFF_COLUMNS) -> list[Section]:
+    """The diff over the fine-tuning runs beside the between-run band, then the diff of every comparison (the
+    per-replicate fractions with their feature-resample intervals)."""
     if diff.empty:
         return []
-    folded = fold_intervals(diff)
+    folded = fold_intervals(with_comparisons(diff))
     frame = folded[_present(folded, columns)]
-    return [Section("SAE feature diff per layer", frame, floatfmt=".2f", note=DIFF_NOTE)]
+    note = note_for(replicates["n_replicates"], INTERVAL_NOTE, BAND_NOTE, DIFF_REPLICATES_NOTE)
+    return [
+        Section("SAE feature diff per layer, over the fine-tuning runs", diff_cells(replicates), ".2f", note),
+        Section("SAE feature diff per layer and comparison", frame, floatfmt=".2f", note=DIFF_NOTE),
+    ]
 
 
 def sae_quality_sections(sae: pd.DataFrame) -> list[Section]:
@@ -218,11 +296,14 @@ def verdict_curve_sections(results: Path) -> list[Section]:
 
 
 def summary_sections(results: Path) -> list[Section]:
-    """The short summary: accuracy, similarity per layer and the diff (where the study has one)."""
-    check_finished(results)
-    accuracy = read_accuracy(results)
-    similarity = read_similarity(results)
-    return [accuracy_section(accuracy), similarity_section(similarity), *diff_sections(read_diff(results))]
+    """The short summary: accuracy, similarity per layer over the runs and the diff (where the study has one)."""
+    study = read_study(results)
+    replicates = accuracy_replicates(study.accuracy, results / "tables/accuracy_replicates.parquet")
+    return [
+        *accuracy_sections(study.accuracy, replicates),
+        similarity_replicate_section(study.similarity_replicates),
+        *diff_sections(study.diff, study.diff_replicates),
+    ]
 
 
 def summary_markdown_text(results: Path) -> str:
@@ -265,20 +346,19 @@ def findings_markdown(tables: StudyTables, config_path: Path | None) -> str:
 def results_page(results: Path, command: str, config_path: Path | None = None) -> str:
     """The full results page: findings, then every table of the study; ``command`` is what regenerates it,
     ``config_path`` the study config that says which datasets are synthetic (None: every dataset is real)."""
-    check_finished(results)
-    accuracy, similarity = read_accuracy(results), read_similarity(results)
-    sae, diff = read_sae_quality(results), read_diff(results)
+    study = read_study(results)
+    replicates = accuracy_replicates(study.accuracy, results / "tables/accuracy_replicates.parquet")
     sections = [
-        accuracy_section(accuracy),
-        *macro_f1_sections(accuracy),
-        similarity_section(similarity, SIMILARITY_COLUMNS + PAGE_SIMILARITY_EXTRA),
-        *sae_quality_sections(sae),
+        *accuracy_sections(study.accuracy, replicates, ("accuracy", "macro_f1")),
+        similarity_replicate_section(study.similarity_replicates, PAGE_MEASURES),
+        similarity_section(study.similarity, SIMILARITY_COLUMNS + PAGE_SIMILARITY_EXTRA),
+        *sae_quality_sections(study.sae),
         *sweep_sections(results),
-        *diff_sections(diff, DIFF_COLUMNS + PAGE_DIFF_EXTRA),
+        *diff_sections(study.diff, study.diff_replicates, DIFF_COLUMNS + PAGE_DIFF_EXTRA),
         *verdict_curve_sections(results),
     ]
     parts = [page_header(command), "## Findings\n"]
-    parts.append(findings_markdown(StudyTables(accuracy, similarity, sae, diff), config_path))
+    parts.append(findings_markdown(study, config_path))
     for section in sections:
         note = f"{section.note}\n\n" if section.note else ""
         parts.append(f"## {section.title}\n\n{note}{section.markdown()}\n")

@@ -37,10 +37,16 @@ def accuracy_table(classification_paths: list[str], out_csv: str | Path | None =
 
 
 def sae_quality(metric_paths: list[str]) -> pd.DataFrame:
-    """Held-out quality of each SAE (from its metrics.json), one row per model x dataset x stage x layer."""
-    keys = ["model", "dataset", "stage", "layer", "mse", "explained_variance", "l0", "dead_fraction"]
-    rows = [{k: read_json(p).get(k) for k in keys} for p in metric_paths]
-    return pd.DataFrame(rows).sort_values(keys[:4], ignore_index=True)
+    """Held-out quality of each SAE (from its metrics.json), one row per model x dataset x stage x run x layer
+    (a metrics.json without a run names its stage's one run)."""
+    keys = ["model", "dataset", "stage", "run", "layer", "mse", "explained_variance", "l0", "dead_fraction"]
+    rows = []
+    for path in metric_paths:
+        metrics = read_json(path)
+        rows.append(
+            {key: metrics.get(key) for key in keys} | {"run": metrics.get("run") or metrics.get("stage")}
+        )
+    return pd.DataFrame(rows).sort_values(keys[:5], ignore_index=True)
 
 
 def concat_parquet(paths: list[str], out: str | Path | None = None) -> pd.DataFrame:
