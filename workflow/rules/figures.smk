@@ -76,6 +76,7 @@ for _name, (_target, _input, _category, _caption) in FIGURE_RULES.items():
         params:
             dpi=config["figures"]["dpi"],
             palette=config["figures"]["palette"],
+            interval=config["replicates"]["interval"],
         log:
             _target.replace("results/figures", "results/logs/figures").replace(".png", ".log"),
         conda:

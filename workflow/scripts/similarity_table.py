@@ -7,5 +7,7 @@ from layershift.study.targets import SIMILARITY_MEASURES
 with script_context(snakemake) as sm:
     table = concat_parquet(sm.input.comparisons, sm.output.table)
     split_half = concat_parquet(sm.input.split_half, None)
-    replicates = similarity_over_replicates(table, SIMILARITY_MEASURES, sm.params.interval, split_half)
+    # the split-half floor is a cosine of mean sentence vectors: it stands beside that measure's rows
+    measures = [*SIMILARITY_MEASURES, "cosine_of_sentence_means"]
+    replicates = similarity_over_replicates(table, measures, sm.params.interval, split_half)
     write_parquet(replicates, sm.output.replicates)
