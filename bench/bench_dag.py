@@ -189,10 +189,12 @@ def default_study(tmp: Path, snakefile: Path, timeout: float) -> dict:
     }
 
 
-def run_capped(snakefile: Path, workdir: Path, timeout: float) -> tuple[float, int | None, str]:
-    """``snakemake --cores 2`` in its own process group; past ``timeout`` the group gets SIGTERM (Snakemake
+def run_capped(
+    snakefile: Path, workdir: Path, timeout: float, cores: int = 2
+) -> tuple[float, int | None, str]:
+    """``snakemake --cores N`` in its own process group; past ``timeout`` the group gets SIGTERM (Snakemake
     then stops its jobs). Returns wall seconds, the exit code (None if stopped) and the log text."""
-    cmd, env = invocation(snakefile, workdir, "--cores", "2")
+    cmd, env = invocation(snakefile, workdir, "--cores", str(cores))
     log_path = workdir / "bench-snakemake.log"
     start = time.perf_counter()
     with open(log_path, "w") as log:
