@@ -160,21 +160,19 @@ def feature_tables(
         profiles[layer].update(batch, codes)
         pooled_test[layer].update(batch, hidden, codes)
     pooled_train = pooled_states(classifier, train_batches, len(train_labels), saes)
-    probing = sparse_probing_table(
-        (
-            layer,
-            layer_sparse_probing(
-                pooled_train[layer],
-                train_labels,
-                pooled_test[layer],
-                test_labels,
-                settings.sparse_k,
-                settings.seed,
-            ),
+    probes = {
+        layer: layer_sparse_probing(
+            pooled_train[layer],
+            train_labels,
+            pooled_test[layer],
+            test_labels,
+            settings.sparse_k,
+            settings.seed,
         )
         for layer in saes
-    )
-    return feature_profile_table(list(profiles.items()), tokenizer, n_classes), probing
+    }
+    profile_table = feature_profile_table(list(profiles.items()), tokenizer, n_classes)
+    return profile_table, sparse_probing_table(probes.items())
 
 
 def run_faithfulness(
