@@ -1,6 +1,7 @@
 """One run's SAEs judged by its classifier, with the controls in the same table: on a saved tiny classifier and
 its encoder's linear probe, an SAE that reconstructs exactly recovers the whole loss while the untrained control
-of the same shape does not, and every live feature gets an effect, the random control features included."""
+of the same shape does not, and every live feature gets an effect, the random control features included, and a
+profile; every layer gets its dense and sparse probes."""
 
 from __future__ import annotations
 
@@ -38,9 +39,13 @@ def saved_run(tmp_path_factory):
 def test_a_runs_saes_are_judged_beside_their_controls(saved_run, stage):
     root, train, test = saved_run
     model_dir = root / ("encoder" if stage == "pretrained" else "classifier")
-    settings = FaithfulnessSettings(max_length=16, batch_size=8, top_k=3, random_features=2, seed=0)
+    settings = FaithfulnessSettings(
+        max_length=16, batch_size=8, top_k=3, random_features=2, sparse_k=(1, 3), contexts=2, seed=0
+    )
     sae_dirs = [(1, root / "sae1"), (2, root / "sae2")]
-    fidelity, effects = run_faithfulness(stage, model_dir, train, test, 2, sae_dirs, settings)
+    fidelity, effects, profiles, probing = run_faithfulness(
+        stage, model_dir, train, test, 2, sae_dirs, settings
+    )
 
     assert sorted(zip(fidelity["layer"], fidelity["sae"], strict=True)) == [
         (1, "trained"),
@@ -59,3 +64,23 @@ def test_a_runs_saes_are_judged_beside_their_controls(saved_run, stage):
         assert rows["random_control"].sum() == 2 and (rows.loc[rows["random_control"], "ablated"]).all()
         assert rows.loc[rows["ablated"], "ablation_loss_delta"].notna().all()
         assert (rows["ablated"] & ~rows["random_control"]).sum() == 3
+    assert_profiles_and_probes(effects, profiles, probing, n_train=len(train), n_test=len(test))
+
+
+def assert_profiles_and_probes(effects, profiles, probing, n_train: int, n_test: int):
+    """Every live feature of the effects table has a profile with its top test sentences; each layer has a
+    dense probe and one sparse probe per k, on that many latents."""
+    live = effects[["layer", "feature"]].sort_values(["layer", "feature"]).to_numpy()
+    assert np.array_equal(profiles[["layer", "feature"]].sort_values(["layer", "feature"]).to_numpy(), live)
+    assert np.allclose(
+        profiles.sort_values(["layer", "feature"])["firing_rate"],
+        effects.sort_values(["layer", "feature"])["firing_rate"],
+    )
+    assert profiles["contexts"].map(len).between(1, 2).all()
+    assert {"mean_activation_class_0", "mean_activation_class_1"} <= set(profiles.columns)
+    for layer in (1, 2):
+        rows = probing[probing["layer"] == layer]
+        assert rows["probe"].tolist() == ["dense", "sparse", "sparse"]
+        assert rows["latents"].map(len).tolist() == [0, 1, 3]
+        assert rows["accuracy"].between(0, 1).all() and rows["macro_f1"].between(0, 1).all()
+    assert (probing["n_train"] == n_train).all() and (probing["n_test"] == n_test).all()

@@ -103,8 +103,10 @@ rule sae_sweep:
 
 rule faithfulness:
     """Every SAE layer of one run judged by the run's classifier on the test split: the reconstruction spliced
-    in (loss recovered, KL, accuracy; an untrained SAE of the same shape as the control) and each live
-    feature's causal effect (attribution, exact ablation of the top and of random features)."""
+    in (loss recovered, KL, accuracy; an untrained SAE of the same shape as the control), each live
+    feature's causal effect (attribution, exact ablation of the top and of random features) and profile
+    (firing rate, mean activation per class, top sentences), and sparse probing (probes fitted on train on
+    the k most label-predictive latents beside the dense probe of the layer)."""
     input:
         model=stage_model_dir,
         train=targets.DATA.replace("{split}", "train"),
@@ -117,6 +119,8 @@ rule faithfulness:
     output:
         fidelity=targets.FIDELITY,
         effects=targets.FEATURE_EFFECTS,
+        profiles=targets.FEATURE_PROFILES,
+        sparse_probing=targets.SPARSE_PROBING,
     log:
         "results/logs/faithfulness/{model}/{dataset}/{stage}.log",
     benchmark:
@@ -136,7 +140,7 @@ rule faithfulness:
 
 
 rule faithfulness_table:
-    """Every run's SAE fidelity and feature effects in two study-wide tables."""
+    """Every run's SAE fidelity, feature effects and sparse probing in three study-wide tables."""
     input:
         fidelity=[
             targets.FIDELITY.format(model=m, dataset=d, stage=run)
@@ -148,9 +152,15 @@ rule faithfulness_table:
             for m, d in targets.model_dataset_pairs(config)
             for run in targets.runs(config)
         ],
+        sparse_probing=[
+            targets.SPARSE_PROBING.format(model=m, dataset=d, stage=run)
+            for m, d in targets.model_dataset_pairs(config)
+            for run in targets.runs(config)
+        ],
     output:
         fidelity=targets.SAE_FIDELITY,
         effects=targets.FEATURE_EFFECTS_TABLE,
+        sparse_probing=targets.SPARSE_PROBING_TABLE,
     log:
         "results/logs/faithfulness_table.log",
     conda:

@@ -14,7 +14,7 @@ with script_context(snakemake) as sm:
     model_dir = pointer_dir(sm.input.model) if w.stage == PRETRAINED_RUN else Path(sm.input.model).parent
     settings = from_section(FaithfulnessSettings, p.faithfulness, max_length=p.max_length, seed=p.seed)
     sae_dirs = [(layer, Path(path).parent) for layer, path in zip(p.layers, sm.input.saes, strict=True)]
-    fidelity, effects = run_faithfulness(
+    tables = run_faithfulness(
         stage,
         model_dir,
         load_split(sm.input.train),
@@ -24,7 +24,8 @@ with script_context(snakemake) as sm:
         settings,
     )
     meta = {"model": w.model, "dataset": w.dataset, "stage": stage, "run": w.stage}
-    for table, out in ((fidelity, sm.output.fidelity), (effects, sm.output.effects)):
+    outputs = (sm.output.fidelity, sm.output.effects, sm.output.profiles, sm.output.sparse_probing)
+    for table, out in zip(tables, outputs, strict=True):
         for position, (key, value) in enumerate(meta.items()):
             table.insert(position, key, value)
         write_parquet(table, out, meta)

@@ -6,27 +6,41 @@ of its features on the classifier (:func:`feature_effects.feature_effects`): att
 feature, exact ablation for the top ones by attribution and, as a control, for randomly drawn live features
 (removing one of them must move the loss far less than removing the top one).
 
+Beside them, from one pass of the test split and one of the train split through the classifier: each live
+feature's profile (:mod:`feature_profiles`: firing rate, mean activation per class, the sentences it fires on
+most) and sparse probing (:mod:`sparse_probing`: the dense probe of the layer beside probes on its ``k`` most
+label-predictive latents).
+
 The classifier of the fine-tuned stage is the fine-tuned model; the pretrained stage's classifier is the
 linear probe on the frozen encoder, fitted as the study's evaluation fits it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from layershift.analysis.feature_effects import ablation_effects, attribution_agreement, feature_effects
+from layershift.analysis.feature_profiles import FeatureProfiles, feature_profile_table
 from layershift.analysis.fidelity import (
     fit_probe_classifier,
     load_spliceable_classifier,
     model_device,
     spliced_fidelity,
     split_batches,
+)
+from layershift.analysis.layer_codes import layer_codes
+from layershift.analysis.sparse_probing import (
+    PooledStates,
+    layer_sparse_probing,
+    pooled_states,
+    sparse_probing_table,
 )
 from layershift.dictionaries.sae.files import load_sae
 from layershift.dictionaries.sae.model import SAE
@@ -45,7 +59,19 @@ class FaithfulnessSettings:
     top_k: int = schema_default("faithfulness", "top_k")  # features ablated exactly, by attribution
     random_features: int = schema_default("faithfulness", "random_features")  # ablated as the control
     rank_by: str = schema_default("faithfulness", "rank_by")  # "logits" or "loss"
+    sparse_k: tuple[int, ...] = tuple(schema_default("faithfulness", "sparse_k"))  # latents per sparse probe
+    contexts: int = schema_default("faithfulness", "contexts")  # top sentences kept per feature
+    context_tokens: int = schema_default("faithfulness", "context_tokens")  # tokens around the firing token
     seed: int = 0  # the study seed (a rule param)
+
+
+class FaithfulnessTables(NamedTuple):
+    """The tables of one run's SAEs (see :func:`run_faithfulness`)."""
+
+    fidelity: pd.DataFrame
+    effects: pd.DataFrame
+    profiles: pd.DataFrame
+    sparse_probing: pd.DataFrame
 
 
 def run_classifier(
@@ -111,6 +137,46 @@ def _effect_summary(effects: pd.DataFrame) -> dict:
     }
 
 
+def feature_tables(
+    classifier: torch.nn.Module,
+    tokenizer,
+    test: tuple[Sequence, np.ndarray],
+    train: tuple[Sequence, np.ndarray],
+    saes: Mapping[int, SAE],
+    n_classes: int,
+    settings: FaithfulnessSettings,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(feature profiles on test, sparse probing fitted on train and scored on test) of every layer of ``saes``
+    (``{layer: SAE}`` on the classifier's device); ``test`` and ``train`` are ``(batches, labels [n])``."""
+    (test_batches, test_labels), (train_batches, train_labels) = test, train
+    profiles = {
+        layer: FeatureProfiles(
+            sae.cfg.d_sae, n_classes, test_labels, settings.contexts, settings.context_tokens
+        )
+        for layer, sae in saes.items()
+    }
+    pooled_test = {layer: PooledStates(len(test_labels)) for layer in saes}
+    for batch, layer, hidden, codes in layer_codes(classifier, test_batches, saes):
+        profiles[layer].update(batch, codes)
+        pooled_test[layer].update(batch, hidden, codes)
+    pooled_train = pooled_states(classifier, train_batches, len(train_labels), saes)
+    probing = sparse_probing_table(
+        (
+            layer,
+            layer_sparse_probing(
+                pooled_train[layer],
+                train_labels,
+                pooled_test[layer],
+                test_labels,
+                settings.sparse_k,
+                settings.seed,
+            ),
+        )
+        for layer in saes
+    )
+    return feature_profile_table(list(profiles.items()), tokenizer, n_classes), probing
+
+
 def run_faithfulness(
     stage: str,
     model_dir: PathLike,
@@ -119,15 +185,22 @@ def run_faithfulness(
     n_classes: int,
     sae_dirs: Sequence[tuple[int, PathLike]],
     settings: FaithfulnessSettings,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(fidelity table, feature-effects table) of one run's SAEs, ``sae_dirs`` = ``[(layer, directory), ...]``."""
+) -> FaithfulnessTables:
+    """The fidelity, feature-effects, feature-profiles and sparse-probing tables of one run's SAEs,
+    ``sae_dirs`` = ``[(layer, directory), ...]``."""
     torch.manual_seed(settings.seed)
     classifier, tokenizer = run_classifier(stage, model_dir, train_df, n_classes, settings)
     batches, labels = split_batches(classifier, tokenizer, test_df, settings.max_length, settings.batch_size)
+    saes = {int(layer): load_sae(directory, model_device(classifier)).eval() for layer, directory in sae_dirs}
     fidelity, effects = [], []
-    for layer, directory in sae_dirs:
-        sae = load_sae(directory, model_device(classifier)).eval()
-        rows, layer_effects = layer_faithfulness(classifier, batches, labels, int(layer), sae, settings)
+    for layer, sae in saes.items():
+        rows, layer_effects = layer_faithfulness(classifier, batches, labels, layer, sae, settings)
         fidelity += rows
         effects.append(layer_effects)
-    return pd.DataFrame(fidelity), pd.concat(effects, ignore_index=True)
+    train = split_batches(classifier, tokenizer, train_df, settings.max_length, settings.batch_size)
+    profiles, probing = feature_tables(
+        classifier, tokenizer, (batches, labels), train, saes, n_classes, settings
+    )
+    return FaithfulnessTables(
+        pd.DataFrame(fidelity), pd.concat(effects, ignore_index=True), profiles, probing
+    )

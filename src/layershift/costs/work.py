@@ -306,16 +306,18 @@ ASSUMED_CLASSES = 4  # the attribution pass takes a backward per class: the cost
 def faithfulness_work(job: Job) -> Work:
     """Per SAE layer of one run: the test split through the classifier with the SAE and its untrained control
     spliced in, an attribution pass (a backward per class and for the loss) and one forward per ablated
-    feature; for the pretrained run first the linear probe's features of the train split."""
+    feature; then one forward of the test split and one of the train split for every layer together (feature
+    profiles and sparse probing); for the pretrained run first the linear probe's features of the train split."""
     config, shape, tokens_per_row = job.config, job.shape, job.tokens_per_row
     section = config["faithfulness"]
-    test_tokens = job.stats.rows["test"] * tokens_per_row
+    test_flop = shape.forward_flop(job.stats.rows["test"] * tokens_per_row, tokens_per_row)
+    train_flop = shape.forward_flop(job.stats.rows["train"] * tokens_per_row, tokens_per_row)
     ablations = int(section["top_k"]) + int(section["random_features"])
     passes = 2 * FAITHFULNESS_PASSES + 3 * (ASSUMED_CLASSES + 1) + ablations + 1
     layers = len(config["models"][job.wildcards["model"]]["sae_layers"])
-    flop = layers * passes * shape.forward_flop(test_tokens, tokens_per_row)
+    flop = layers * passes * test_flop + test_flop + train_flop
     if job.wildcards.get("stage") == targets.PRETRAINED_RUN:
-        flop += shape.forward_flop(job.stats.rows["train"] * tokens_per_row, tokens_per_row)
+        flop += train_flop
     return Work(flop=flop, bytes=8.0 * shape.params)
 
 

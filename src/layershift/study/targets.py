@@ -56,8 +56,13 @@ DIFF_TABLE = "results/tables/diff_summary.parquet"
 DIFF_REPLICATES = "results/tables/diff_replicates.parquet"
 FIDELITY = "results/fidelity/{model}/{dataset}/{stage}.parquet"  # each SAE layer of a run, spliced in
 FEATURE_EFFECTS = "results/fidelity/{model}/{dataset}/{stage}.effects.parquet"
+FEATURE_PROFILES = (
+    "results/fidelity/{model}/{dataset}/{stage}.profiles.parquet"  # each live feature's profile
+)
+SPARSE_PROBING = "results/fidelity/{model}/{dataset}/{stage}.sparse_probing.parquet"
 SAE_FIDELITY = "results/tables/sae_fidelity.parquet"
 FEATURE_EFFECTS_TABLE = "results/tables/feature_effects.parquet"
+SPARSE_PROBING_TABLE = "results/tables/sparse_probing.parquet"
 VERDICT_CURVE = "results/verdict_curve/{model}/{dataset}/layer{layer}.parquet"
 REPORT = "results/report/index.html"
 
@@ -368,9 +373,9 @@ def fidelity_targets(config: dict) -> list[str]:
         for run in runs(config):
             out += [
                 template.format(model=model, dataset=dataset, stage=run)
-                for template in (FIDELITY, FEATURE_EFFECTS)
+                for template in (FIDELITY, FEATURE_EFFECTS, FEATURE_PROFILES, SPARSE_PROBING)
             ]
-    return out + [SAE_FIDELITY, FEATURE_EFFECTS_TABLE]
+    return out + [SAE_FIDELITY, FEATURE_EFFECTS_TABLE, SPARSE_PROBING_TABLE]
 
 
 def figure_targets(config: dict) -> list[str]:
