@@ -263,8 +263,9 @@ def test_feature_pages_hold_the_stable_features_of_layers_with_a_verdict(tmp_pat
     assert {page["label"] for page in pages} == {"retained", "changed", "lost", "new"}
     lost = [page for page in pages if page["label"] == "lost"]
     assert len(lost) == 6 and all(page["side"] == 0 and page["match"] == -1 for page in lost)
-    tokens, shares, label, activation = lost[0]["contexts"][0]
-    assert data["strings"][tokens[shares.index(100)]] == PLANTED_TOKEN and (label, activation) == (0, 2.0)
+    tokens, levels, label, activation = lost[0]["contexts"][0]
+    assert levels == "00190" and (label, activation) == (0, 2.0)  # tenths of the page's top activation
+    assert data["strings"][tokens[levels.index("9")]] == PLANTED_TOKEN
     assert lost[0]["class_means"] == [0.4, 0.05] and lost[0]["top_class"] == 0
     assert len(data["strings"]) == len(set(data["strings"]))  # each token string stored once
     retained = next(page for page in pages if page["label"] == "retained" and page["side"] == 1)

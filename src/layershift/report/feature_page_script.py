@@ -78,11 +78,12 @@ SCRIPT = """
       (shown.length > LIMIT ? `; the first ${LIMIT} are listed, narrow the filters for the rest` : "");
   }
   function context(item, group) {
-    const [tokens, shares, label, activation] = item;
-    const peak = shares.indexOf(Math.max(...shares));
+    const [tokens, digits, label, activation] = item;
+    const levels = [...digits].map(Number);
+    const peak = levels.indexOf(Math.max(...levels));
     const spans = tokens.map((token, index) =>
-      `<span${index === peak ? " class='fp-peak'" : ""} title="${shares[index]} % of the top activation" ` +
-      `style="background:rgba(255,120,0,${(shares[index] / 100).toFixed(2)})">${escape(data.strings[token])}</span>`);
+      `<span${index === peak ? " class='fp-peak'" : ""} title="${levels[index] * 10} % of the top activation" ` +
+      `style="background:rgba(255,120,0,${(levels[index] / 9).toFixed(2)})">${escape(data.strings[token])}</span>`);
     return `<p class="fp-context"><b>${escape(group.classes[label] ?? label)}</b> (activation ${number(activation)}): ` +
       `${spans.join(" ")}</p>`;
   }

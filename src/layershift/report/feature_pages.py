@@ -4,8 +4,9 @@ match, its mean activation per class, its causal effect on its run's classifier 
 feature, exact ablation where measured, the random control features' median beside it) and its top-activating
 test contexts (tokens around the firing one, each token's activation).
 
-Compact: every token string is stored once in a shared list and the contexts point into it; a context's
-activations are whole percents of the page's top activation; floats keep four significant digits. A layer is
+Compact: every token string is stored once in a shared list and the contexts point into it; a context keeps
+the tokens around its strongest firing, each token's activation as one digit (tenths of the page's top
+activation); floats keep four significant digits. A layer is
 paged only where its diff has a verdict.
 """
 
@@ -23,6 +24,8 @@ from layershift.report.feature_roles import REFERENCE_SIDE, read_diff_labels
 
 SIDES = ("pretrained", "finetuned")
 CONTEXTS_PER_PAGE = 5  # top contexts kept per feature page
+CONTEXT_TOKENS = 12  # tokens of a context kept around its strongest firing
+LEVELS = 10  # shades of a token's activation: one digit per token
 PROFILES_SUFFIX = ".profiles.parquet"
 FIELDS = (  # one page = one list, in this order
     "group",  # index into groups: model, dataset, layer, verdict, class names, controls
@@ -45,7 +48,7 @@ FIELDS = (  # one page = one list, in this order
     "ablation_logits",  # per class, or null
     "random_control",  # a random control feature of the ablation
     "top_tokens",  # indices into strings
-    "contexts",  # [[token indices], [percent of top activation per token], label id, activation]
+    "contexts",  # [[token indices], one digit 0-9 per token (its activation in tenths of the top), label, activation]
     "top_activation",  # the largest activation over the contexts
 )
 
@@ -97,15 +100,29 @@ def _per_class(row: dict, prefix: str, n_classes: int) -> list | None:
     return None if all(value is None for value in values) else values
 
 
+def _window(activations: list[float]) -> slice:
+    """The ``CONTEXT_TOKENS`` positions around the largest activation (shifted to stay inside the context)."""
+    peak = max(range(len(activations)), key=activations.__getitem__) if activations else 0
+    start = max(0, min(peak - CONTEXT_TOKENS // 2, len(activations) - CONTEXT_TOKENS))
+    return slice(start, start + CONTEXT_TOKENS)
+
+
 def _contexts(contexts, strings: Strings) -> tuple[list, float | None]:
-    """The top contexts as compact lists and their largest activation."""
+    """The top contexts as compact lists and their largest activation: per context the token indices, one
+    digit per token (its activation in tenths of the page's top, 9 = the top) as a string, the label id and the
+    context's largest activation."""
     contexts = list(contexts)[:CONTEXTS_PER_PAGE] if hasattr(contexts, "__len__") else []  # NaN: no profile
     top = max((max(map(float, context["activations"]), default=0.0) for context in contexts), default=0.0)
     out = []
     for context in contexts:
-        shares = [round(100 * float(value) / top) if top > 0 else 0 for value in context["activations"]]
-        tokens = [strings.of(str(token)) for token in context["tokens"]]
-        out.append([tokens, shares, int(context["label"]), compact(context["activation"])])
+        activations = [float(value) for value in context["activations"]]
+        window = _window(activations)
+        levels = "".join(
+            str(min(LEVELS - 1, round((LEVELS - 1) * max(value, 0.0) / top))) if top > 0 else "0"
+            for value in activations[window]
+        )
+        tokens = [strings.of(str(token)) for token in list(context["tokens"])[window]]
+        out.append([tokens, levels, int(context["label"]), compact(context["activation"])])
     return out, (compact(top) if contexts else None)
 
 
