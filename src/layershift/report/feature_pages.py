@@ -145,7 +145,7 @@ def _page(group: int, row: dict, n_classes: int, strings: Strings) -> list:
         "null_match": int(row.get("null_match", -1)),
         "null_cosine": compact(row.get("null_cosine")),
         "null_correlation": compact(row.get("null_correlation")),
-        "firing_rate": compact(row.get("firing_rate_effects", row.get("firing_rate"))),
+        "firing_rate": compact(row.get("firing_rate")),  # on the test split
         "class_means": class_means,
         "top_class": top_class,
         "attribution_loss": compact(row.get("attribution_loss")),
@@ -202,21 +202,18 @@ def _group_controls(effects: pd.DataFrame, model: str, dataset: str, layer: int,
     change| (the size of removing a feature at random)."""
     controls = {"n_live": [], "random_ablation": []}
     for run in runs:
-        rows = (
-            effects[
+        rows = effects
+        if not effects.empty:
+            rows = effects[
                 (effects["model"] == model)
                 & (effects["dataset"] == dataset)
                 & (effects["run"] == run)
                 & (effects["layer"] == layer)
             ]
-            if not effects.empty
-            else effects
-        )
-        random = (
-            rows.loc[rows["random_control"].astype(bool), "ablation_loss_delta"].abs() if len(rows) else []
-        )
+        random = rows.loc[rows["random_control"].astype(bool)] if "random_control" in rows else rows.iloc[:0]
+        magnitudes = random["ablation_loss_delta"].abs() if len(random) else pd.Series(dtype=float)
         controls["n_live"].append(int(len(rows)))
-        controls["random_ablation"].append(compact(pd.Series(random, dtype=float).median()))
+        controls["random_ablation"].append(compact(magnitudes.median()))
     return controls
 
 
@@ -248,7 +245,9 @@ def feature_pages_data(
         }
         group |= {"reference": primary[0], "compared": primary[1], "classes": classes}
         groups.append(group | _group_controls(effects, model, dataset, int(layer), list(primary)))
-        ordered = rows.sort_values(["side", "label", "feature"], key=lambda column: column.map(str))
+        ordered = rows.assign(side_order=rows["side"].map(SIDES.index)).sort_values(
+            ["side_order", "label", "feature"]
+        )  # pretrained side first
         pages += [_page(len(groups) - 1, row, len(classes), strings) for row in ordered.to_dict("records")]
     return {
         "fields": list(FIELDS),

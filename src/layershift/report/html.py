@@ -321,15 +321,20 @@ def _stored(inputs: dict, key: str) -> str | None:
     return inputs[key][0] if inputs.get(key) else None
 
 
+def _insert_after(sections: list, section_id: str, section: tuple[str, str]) -> None:
+    position = [existing for existing, _ in sections].index(section_id)
+    sections.insert(position + 1, section)
+
+
 def _optional_sections(
     sections: list, blocks: dict, inputs: dict, config: dict, study: StudyTables, figs
 ) -> None:
     """Add the sections a study may lack (fidelity, feature pages, verdict curve) where their inputs are given."""
     if not study.fidelity.empty:
-        sections.insert(sections.index(SECTIONS[4]) + 1, FIDELITY_SECTION)
+        _insert_after(sections, "sae", FIDELITY_SECTION)
         blocks[FIDELITY_SECTION[0]] = [html(fidelity_html(study.fidelity))]
     if inputs.get("diff_labels"):
-        sections.insert(sections.index(SECTIONS[6]) + 1, FEATURE_PAGES_SECTION)
+        _insert_after(sections, "diff", FEATURE_PAGES_SECTION)
         effects = read_optional(_stored(inputs, "feature_effects"))
         blocks[FEATURE_PAGES_SECTION[0]] = [html(feature_pages_section(inputs, config, study.diff, effects))]
     if inputs.get("verdict_curve"):
