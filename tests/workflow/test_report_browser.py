@@ -25,9 +25,10 @@ window.addEventListener("load", () => {
   const imgs = Array.from(document.images);
   const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
   const heads = Array.from(document.querySelectorAll("h2")).map(h => h.textContent).join("|");
+  const count = document.getElementById("fp-count");
   const out = document.createElement("pre");
   out.id = "probe";
-  out.textContent = `IMAGES=${imgs.length} BROKEN=${broken} HEADINGS=${heads}`;
+  out.textContent = `IMAGES=${imgs.length} BROKEN=${broken} PAGES=${count ? count.textContent : "none"} HEADINGS=${heads}`;
   document.body.appendChild(out);
 });
 </script>
@@ -131,9 +132,9 @@ def test_feature_pages_filter_to_one_layers_lost_features_and_show_their_context
 def test_report_renders_with_all_images(tiny_study_done, tmp_path):
     page_html = (tiny_study_done / "results/report/index.html").read_text()
     dom = open_in_chromium(page_html, PROBE, tmp_path)
-    match = re.search(r"IMAGES=(\d+) BROKEN=(\d+) HEADINGS=([^<]*)", dom)
+    match = re.search(r"IMAGES=(\d+) BROKEN=(\d+) PAGES=([^=]*) HEADINGS=([^<]*)", dom)
     assert match, dom[-2000:]
-    images, broken, headings = int(match[1]), int(match[2]), match[3]
+    images, broken, pages, headings = int(match[1]), int(match[2]), match[3], match[4]
     figures = list((tiny_study_done / "results/figures").rglob("*.png"))
     assert images == len(figures) > 0 and broken == 0
     for section in (
@@ -149,9 +150,14 @@ def test_report_renders_with_all_images(tiny_study_done, tmp_path):
     ):
         assert section in headings
 
-    # the feature pages: filtered to one layer's features of one label (lost where the study has any), the
-    # first one's page shows its top contexts
+    # the feature pages' script ran on the real report: it counted the pages the report embeds
     data = embedded_pages(page_html)
+    assert pages == f"{len(data['pages'])} of {len(data['pages'])} features match", pages
+    if not data["pages"]:  # no stable feature in any layer (an inconclusive diff): nothing more to open
+        assert "0 feature pages" in page_html
+        return
+    # filtered to one layer's features of one label (lost where the study has any), the first one's page shows
+    # its top contexts
     layer, label = first_page_with_contexts(data)
     shown = shown_features(page_html, layer, label, tmp_path / "features")
     assert shown["listed"] and set(shown["listed"]) == {f"{layer}:{label}"}

@@ -13,7 +13,7 @@ import pandas as pd
 
 from layershift.report.intervals import interval_cell
 from layershift.report.replicate_tables import level
-from layershift.study.targets import stage_of
+from layershift.study.targets import STAGES, stage_of
 
 KEYS = ["model", "dataset", "layer", "stage"]
 TRAINED_MEASURES = (
@@ -91,7 +91,13 @@ def fidelity_over_runs(fidelity: pd.DataFrame, coverage: float | None = None) ->
                 f"{measure}_hi": interval.hi,
             }
         rows.append(row)
-    return pd.DataFrame(rows)
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return summary
+    order = summary["stage"].map({stage: index for index, stage in enumerate(STAGES)})  # pretrained first
+    return (
+        summary.assign(order=order).sort_values(["model", "dataset", "layer", "order"]).drop(columns="order")
+    )
 
 
 def fidelity_cells(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
