@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from layershift.report.comparisons import primary_comparison
+from layershift.report.fidelity_findings import control_finding, role_finding
 from layershift.report.replicate_findings import feature_change_finding, similarity_change_finding
 from layershift.report.study_tables import Finding, StudyTables
 from layershift.study.acceptance import MIN_EXPLAINED_VARIANCE
@@ -304,6 +305,14 @@ def _on_feature_change(tables: StudyTables) -> Finding | None:
     return feature_change_finding(tables.diff_replicates)
 
 
+def _on_fidelity_control(tables: StudyTables) -> Finding | None:
+    return control_finding(tables.fidelity)
+
+
+def _on_role(tables: StudyTables, side: str, label: str) -> Finding | None:
+    return role_finding(tables.feature_roles, side, label)
+
+
 CLAIMS = (  # in the order a reader meets them
     Claim("Fine-tuning lifts test accuracy over the random head", _on_accuracy),
     *(
@@ -323,11 +332,20 @@ CLAIMS = (  # in the order a reader meets them
     ),
     Claim("Smaller models stay more similar at their last layer", _on_model_size),
     Claim(f"Every SAE explains at least {MIN_EXPLAINED_VARIANCE} of its layer's variance", _on_sae_quality),
+    Claim("The SAEs keep what the classifier uses (beyond an untrained SAE)", _on_fidelity_control),
     Claim("The feature diff is conclusive in every layer", _on_conclusive),
     Claim("Retained SAE features fall with depth", _on_retained),
     Claim("Fine-tuning loses features beyond the seed null", _on_lost_beyond_null),
     Claim(
         "Fine-tuning loses SAE features beyond the run-to-run baseline at the last layer", _on_feature_change
+    ),
+    Claim(
+        "New features carry more of the fine-tuned classifier's decision than retained ones",
+        partial(_on_role, side="finetuned", label="new"),
+    ),
+    Claim(
+        "Lost features were ones the pretrained probe relied on more than the retained ones",
+        partial(_on_role, side="pretrained", label="lost"),
     ),
 )
 

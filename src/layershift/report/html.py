@@ -15,6 +15,8 @@ from jinja2 import Environment, select_autoescape
 
 from layershift.core.io import atomic_path, read_json, read_metadata, read_table
 from layershift.report.comparisons import with_comparisons
+from layershift.report.faithfulness_section import feature_pages_section, fidelity_html, read_optional
+from layershift.report.feature_roles import feature_roles
 from layershift.report.finding_groups import study_findings, synthetic_datasets
 from layershift.report.intervals import with_interval_cells
 from layershift.report.replicate_tables import (
@@ -43,6 +45,8 @@ SECTIONS = [
     ("diff", "Feature diff: retained, changed, lost, new"),
 ]
 VERDICT_CURVE_SECTION = ("verdict_curve", "How much text a verdict needs")  # only when the study has one
+FIDELITY_SECTION = ("fidelity", "Faithfulness: each SAE spliced into its run's classifier")  # after "sae"
+FEATURE_PAGES_SECTION = ("feature_pages", "Feature pages of the primary pair")  # after "diff"
 VERDICT_CURVE_COLUMNS = {  # the curve table's column -> its heading in the report
     "layer": "layer",
     "fraction": "share of rows",
@@ -317,29 +321,58 @@ def _stored(inputs: dict, key: str) -> str | None:
     return inputs[key][0] if inputs.get(key) else None
 
 
-def build_report(out_html: str | Path, config: dict, config_file: str, inputs: dict) -> None:
-    """Render the report from the artifact paths in ``inputs`` (grouped by kind) to ``out_html``; the replicate
-    tables are aggregated from the per-run ones where ``inputs`` names none."""
+def _insert_after(sections: list, section_id: str, section: tuple[str, str]) -> None:
+    position = [existing for existing, _ in sections].index(section_id)
+    sections.insert(position + 1, section)
+
+
+def _optional_sections(
+    sections: list, blocks: dict, inputs: dict, config: dict, study: StudyTables, figs
+) -> None:
+    """Add the sections a study may lack (fidelity, feature pages, verdict curve) where their inputs are given."""
+    if not study.fidelity.empty:
+        _insert_after(sections, "sae", FIDELITY_SECTION)
+        blocks[FIDELITY_SECTION[0]] = [html(fidelity_html(study.fidelity))]
+    if inputs.get("diff_labels"):
+        _insert_after(sections, "diff", FEATURE_PAGES_SECTION)
+        effects = read_optional(_stored(inputs, "feature_effects"))
+        blocks[FEATURE_PAGES_SECTION[0]] = [html(feature_pages_section(inputs, config, study.diff, effects))]
+    if inputs.get("verdict_curve"):
+        sections.append(VERDICT_CURVE_SECTION)
+        blocks[VERDICT_CURVE_SECTION[0]] = verdict_curve_blocks(inputs["verdict_curve"], figs)
+
+
+def read_study_tables(inputs: dict) -> StudyTables:
+    """The tables the findings read, from the report rule's inputs (the replicate tables aggregated from the
+    per-run ones where ``inputs`` names none)."""
     accuracy = pd.read_csv(inputs["accuracy"][0])
     similarity = read_table(inputs["similarity"][0])
     diff = read_table(inputs["diff_table"][0]) if inputs.get("diff_table") else pd.DataFrame()
-    study = StudyTables(
+    return StudyTables(
         accuracy,
         similarity,
         sae_quality(inputs["sae_metrics"]),
         diff,
         similarity_replicates(similarity, _stored(inputs, "similarity_replicates")),
         diff_replicates(diff, _stored(inputs, "diff_replicates")),
+        read_optional(_stored(inputs, "fidelity")),
+        feature_roles(inputs.get("diff_labels", []), _stored(inputs, "feature_effects")),
     )
+
+
+def build_report(out_html: str | Path, config: dict, config_file: str, inputs: dict) -> None:
+    """Render the report from the artifact paths in ``inputs`` (grouped by kind) to ``out_html``; the replicate
+    tables are aggregated from the per-run ones where ``inputs`` names none."""
+    study = read_study_tables(inputs)
     summary = read_table(inputs["feature_summary"][0])
     figs = [str(p) for p in inputs["figures"] if str(p).endswith(".png")]
     blocks = {
         "findings": findings_blocks(study, config, config_file),
         "study": study_blocks(config, inputs["cards"], inputs["models"], inputs.get("benchmarks", [])),
         "classification": classification_blocks(
-            accuracy, accuracy_replicates(accuracy, _stored(inputs, "accuracy_replicates")), figs
+            study.accuracy, accuracy_replicates(study.accuracy, _stored(inputs, "accuracy_replicates")), figs
         ),
-        "similarity": similarity_blocks(similarity, study.similarity_replicates, figs),
+        "similarity": similarity_blocks(study.similarity, study.similarity_replicates, figs),
         "sae": [
             table(study.sae),
             *_figures(figs, "sae_loss"),
@@ -349,12 +382,10 @@ def build_report(out_html: str | Path, config: dict, config_file: str, inputs: d
             table(summary[["model", "dataset", "layer", "stage", "description"]]),
             *_figures(figs, "tokens"),
         ],
-        "diff": diff_blocks(diff, study.diff_replicates, figs),
+        "diff": diff_blocks(study.diff, study.diff_replicates, figs),
     }
     sections = list(SECTIONS)
-    if inputs.get("verdict_curve"):
-        sections.append(VERDICT_CURVE_SECTION)
-        blocks[VERDICT_CURVE_SECTION[0]] = verdict_curve_blocks(inputs["verdict_curve"], figs)
+    _optional_sections(sections, blocks, inputs, config, study, figs)
     page = (
         Environment(autoescape=select_autoescape())
         .from_string(TEMPLATE)

@@ -16,6 +16,8 @@ import pandas as pd
 from layershift.core.errors import ArtifactError, LayershiftError
 from layershift.core.io import read_table, reading
 from layershift.report.comparisons import with_comparisons
+from layershift.report.feature_roles import feature_roles
+from layershift.report.fidelity_tables import FIDELITY_NOTE, fidelity_cells, fidelity_over_runs
 from layershift.report.finding_groups import study_findings, synthetic_datasets
 from layershift.report.intervals import interval_columns, with_interval_cells
 from layershift.report.replicate_tables import (
@@ -134,6 +136,19 @@ def read_sae_quality(results: Path) -> pd.DataFrame:
     return sae_quality(paths) if paths else pd.DataFrame()
 
 
+def read_fidelity(results: Path) -> pd.DataFrame:
+    """tables/sae_fidelity.parquet, or an empty table when the study has not judged its SAEs yet."""
+    path = results / "tables/sae_fidelity.parquet"
+    return read_table(path) if path.exists() else pd.DataFrame()
+
+
+def read_feature_roles(results: Path) -> pd.DataFrame:
+    """Each feature's diff label beside its causal effect, per pretrained-vs-fine-tuned comparison (empty
+    without the diffs or the feature-effects table)."""
+    diffs = sorted(str(path) for path in results.glob("diff/*/*/pretrained_vs_*/layer*.parquet"))
+    return feature_roles(diffs, results / "tables/feature_effects.parquet")
+
+
 def read_study(results: Path) -> StudyTables:
     """Every table of a finished study the findings read, the replicate tables included (the stored ones,
     else aggregated from the per-comparison tables)."""
@@ -147,7 +162,18 @@ def read_study(results: Path) -> StudyTables:
         diff,
         similarity_replicates(similarity, tables / "similarity_replicates.parquet"),
         diff_replicates(diff, tables / "diff_replicates.parquet"),
+        read_fidelity(results),
+        read_feature_roles(results),
     )
+
+
+def fidelity_sections(fidelity: pd.DataFrame) -> list[Section]:
+    """Each SAE spliced into its run's classifier beside its untrained control, over the runs."""
+    if fidelity.empty:
+        return []
+    note = f"({FIDELITY_NOTE}; {INTERVAL_NOTE})"
+    title = "SAE fidelity: each SAE spliced into its run's classifier"
+    return [Section(title, fidelity_cells(fidelity_over_runs(fidelity)), note=note)]
 
 
 def accuracy_by_row(accuracy: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
@@ -302,6 +328,7 @@ def summary_sections(results: Path) -> list[Section]:
     return [
         *accuracy_sections(study.accuracy, replicates),
         similarity_replicate_section(study.similarity_replicates),
+        *fidelity_sections(study.fidelity),
         *diff_sections(study.diff, study.diff_replicates),
     ]
 
@@ -353,6 +380,7 @@ def results_page(results: Path, command: str, config_path: Path | None = None) -
         similarity_replicate_section(study.similarity_replicates, PAGE_MEASURES),
         similarity_section(study.similarity, SIMILARITY_COLUMNS + PAGE_SIMILARITY_EXTRA),
         *sae_quality_sections(study.sae),
+        *fidelity_sections(study.fidelity),
         *sweep_sections(results),
         *diff_sections(study.diff, study.diff_replicates, DIFF_COLUMNS + PAGE_DIFF_EXTRA),
         *verdict_curve_sections(results),

@@ -23,7 +23,9 @@ class StudyTables:
     """The tables the claims are checked on: accuracy (long, one row per run and evaluation row), similarity
     per comparison and layer, SAE quality per SAE, the diff summary per comparison and layer (empty where the
     study has none), and the replicate tables: similarity per layer and measure and the diff per layer over
-    the fine-tuning runs beside the between-run band (empty where not given)."""
+    the fine-tuning runs beside the between-run band (empty where not given); then the SAE fidelity per run,
+    layer and SAE (trained / untrained control) and each feature's diff label beside its causal effect per
+    pretrained-vs-fine-tuned comparison (``layershift.report.feature_roles``; empty where not given)."""
 
     accuracy: pd.DataFrame
     similarity: pd.DataFrame
@@ -31,6 +33,8 @@ class StudyTables:
     diff: pd.DataFrame
     similarity_replicates: pd.DataFrame = field(default_factory=pd.DataFrame)
     diff_replicates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fidelity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    feature_roles: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def tables(self) -> tuple[pd.DataFrame, ...]:
         return (
@@ -40,6 +44,8 @@ class StudyTables:
             self.diff,
             self.similarity_replicates,
             self.diff_replicates,
+            self.fidelity,
+            self.feature_roles,
         )
 
     def datasets(self) -> list[str]:
