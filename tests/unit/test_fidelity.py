@@ -414,3 +414,28 @@ def test_fitted_probe_classifier_scores_like_the_study_linear_probe(saved_study)
     order = np.concatenate([batch.index for batch in batches])
     predictions = spliced_logits(module, batches, 2).argmax(-1).numpy()
     assert np.mean(predictions == labels[order]) == pytest.approx(study_row["accuracy"])
+
+
+def test_a_constant_probe_feature_does_not_turn_a_small_splice_into_a_huge_logit():
+    """A mean-pooled dimension the encoder holds fixed up to float noise gets a tiny scale from the scaler
+    (1e-12 here; ~1e-33 in MiniLM's last layer); standardised, a reconstruction error of 1e-3 there would move
+    the logits by ~1e9. Left unscaled, the clean logits are the same and the splice stays small."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((40, HIDDEN))
+    features[:, 0] = 0.25 + 1e-12 * rng.standard_normal(40)  # constant up to float noise
+    assert StandardScaler().fit(features).scale_[0] < 1e-11  # the scaler does not call it constant
+    labels = (features[:, 1] > 0).astype(int)
+    scaler = StandardScaler().fit(features)
+    probe = LogisticRegression().fit(scaler.transform(features), labels)
+    module = probe_classifier(tiny_encoder(), probe, scaler)
+    assert (
+        module.feature_scale[0] == 1.0
+        and (module.feature_scale[1:] == torch.as_tensor(scaler.scale_[1:]).float()).all()
+    )
+    batches = random_batches()
+    clean = spliced_logits(module, batches, 2)
+    nudged = spliced_logits(module, batches, 2, lambda rows: rows + 1e-3)
+    assert torch.isfinite(nudged).all() and (nudged - clean).abs().max() < 1.0

@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from layershift.analysis.feature_effects import ablation_effects, attribution_agreement, feature_effects
+from layershift.analysis.feature_effects import attribution_agreement, feature_effects
 from layershift.analysis.feature_profiles import FeatureProfiles, feature_profile_table
 from layershift.analysis.fidelity import (
     fit_probe_classifier,
+    layer_baseline,
     load_spliceable_classifier,
     model_device,
     spliced_fidelity,
@@ -91,32 +92,32 @@ def untrained_like(sae: SAE, seed: int) -> SAE:
     return SAE(sae.cfg, seed=seed).to(model_device(sae)).eval()
 
 
-def _random_live_features(effects: pd.DataFrame, count: int, seed: int) -> list[int]:
-    """``count`` live features drawn with ``seed`` from those outside the top-ablated set."""
-    pool = effects.loc[~effects["ablated"], "feature"].to_numpy()
-    rng = np.random.default_rng(seed)
-    return sorted(rng.choice(pool, size=min(count, len(pool)), replace=False).tolist())
-
-
 def layer_faithfulness(classifier, batches, labels, layer: int, sae: SAE, settings: FaithfulnessSettings):
-    """(fidelity rows of the SAE and its untrained control, the SAE's feature effects) of one layer."""
+    """(fidelity rows of the SAE and its untrained control, the SAE's feature effects) of one layer. The two
+    SAEs share the clean and ablated runs; the control skips the error-term check (a property of the splice,
+    checked on the trained SAE)."""
     control = untrained_like(sae, settings.seed + CONTROL_SEED_OFFSET)
+    baseline = layer_baseline(classifier, batches, labels, layer)
     rows = [
-        {"sae": "trained", **spliced_fidelity(classifier, batches, labels, layer, sae)},
-        {"sae": "untrained", **spliced_fidelity(classifier, batches, labels, layer, control)},
+        {"sae": "trained", **spliced_fidelity(classifier, batches, labels, layer, sae, baseline=baseline)},
+        {
+            "sae": "untrained",
+            **spliced_fidelity(
+                classifier, batches, labels, layer, control, baseline=baseline, error_check=False
+            ),
+        },
     ]
     effects = feature_effects(
-        classifier, batches, labels, layer, sae, top_k=settings.top_k, rank_by=settings.rank_by
+        classifier,
+        batches,
+        labels,
+        layer,
+        sae,
+        top_k=settings.top_k,
+        rank_by=settings.rank_by,
+        random_features=settings.random_features,
+        seed=settings.seed + layer,
     )
-    control_features = _random_live_features(effects, settings.random_features, settings.seed + layer)
-    effects["random_control"] = effects["feature"].isin(control_features)
-    if control_features:
-        ablated = ablation_effects(classifier, batches, labels, layer, sae, control_features).set_index(
-            "feature"
-        )
-        for column in ablated.columns:
-            effects.loc[effects["random_control"], column] = effects["feature"].map(ablated[column])
-    effects["ablated"] = effects["ablated"] | effects["random_control"]
     rows[0] |= _effect_summary(effects)
     return rows, effects.assign(layer=layer)
 

@@ -190,9 +190,13 @@ def feature_effects(
     top_k: int = 20,
     ablate: Sequence[int] = (),
     rank_by: str = "loss",
+    random_features: int = 0,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Attribution for ``features`` (default: those that fire on at least one real token) and exact ablation
-    for the ``top_k`` of them by attribution plus the ``ablate`` features.
+    for the ``top_k`` of them by attribution, the ``ablate`` features and, as a control, ``random_features``
+    of the others drawn with ``seed`` (``random_control``: removing one must move the loss far less than
+    removing the top one).
 
     ``rank_by="loss"`` ranks by |attribution_loss|; ``"logits"`` by the largest |attribution_logit_{c}| over
     classes. The logits are often the better guide: near the classifier's optimum the loss is flat to first
@@ -228,11 +232,21 @@ def feature_effects(
     table = table.iloc[np.argsort(-score.to_numpy(), kind="stable")]
     table = table.reset_index(drop=True)
     table["attribution_rank"] = np.arange(1, len(table) + 1)
-    to_ablate = list(dict.fromkeys([*table["feature"].head(top_k).tolist(), *map(int, ablate)]))
+    chosen_features = list(dict.fromkeys([*table["feature"].head(top_k).tolist(), *map(int, ablate)]))
+    control = _random_others(table["feature"].to_numpy(), chosen_features, random_features, seed)
+    to_ablate = chosen_features + control
     ablation = ablation_effects(classifier, batches, labels, layer, sae, to_ablate, producer)
     table = table.merge(ablation, on="feature", how="left", sort=False)
     table["ablated"] = table["feature"].isin(to_ablate)
+    table["random_control"] = table["feature"].isin(control)
     return table
+
+
+def _random_others(features: np.ndarray, chosen: Sequence[int], count: int, seed: int) -> list[int]:
+    """``count`` of ``features`` outside ``chosen``, drawn with ``seed`` (sorted)."""
+    pool = np.setdiff1d(features, np.asarray(chosen, dtype=int))
+    rng = np.random.default_rng(seed)
+    return sorted(int(f) for f in rng.choice(pool, size=min(count, len(pool)), replace=False))
 
 
 def attribution_agreement(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,9 @@ def classifier_logits(classifier: torch.nn.Module, batch: Batch) -> torch.Tensor
     return output.logits if hasattr(output, "logits") else output
 
 
+CONSTANT_SCALE = 1e-6  # a probe feature scaled below this share of the median scale counts as constant
+
+
 class LinearProbeClassifier(torch.nn.Module):
     """The study's linear probe as a classifier: frozen encoder -> last hidden state averaged over real tokens
     -> standardised with the training split's mean and scale -> logistic regression logits."""
@@ -209,6 +213,10 @@ def probe_classifier(
     """A :class:`LinearProbeClassifier` from a fitted sklearn probe and scaler (classes must be 0..C-1).
 
     A binary probe becomes the two logits ``[0, z]``, whose softmax is the probe's ``[1 - σ(z), σ(z)]``.
+    A feature without variance on the training split (scale below ``CONSTANT_SCALE`` of the median scale:
+    mean-pooled dimensions an encoder holds fixed) is left unscaled, as the scaler leaves an exactly constant
+    one: its standardised value is float noise there, and a splice that moves it by 1e-3 would move the logits
+    by ~1e30. The clean logits do not change (the feature equals its mean).
     """
     classes = np.asarray(probe.classes_)
     if not np.array_equal(classes, np.arange(len(classes))):
@@ -220,6 +228,7 @@ def probe_classifier(
         intercept = torch.cat([torch.zeros_like(intercept), intercept])  # [2]
     mean = torch.as_tensor(scaler.mean_, dtype=torch.float64)
     scale = torch.as_tensor(scaler.scale_, dtype=torch.float64)
+    scale = torch.where(scale < CONSTANT_SCALE * scale.median(), torch.ones_like(scale), scale)
     return LinearProbeClassifier(encoder.eval(), mean, scale, coef, intercept)
 
 
@@ -336,6 +345,55 @@ def _accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float((logits.argmax(dim=-1) == targets).double().mean())
 
 
+@dataclass(frozen=True)
+class LayerBaseline:
+    """What every SAE spliced into one layer is compared with: the clean run and the two ablations."""
+
+    producer: torch.nn.Module  # the module whose output is hidden_states[layer]
+    targets: torch.Tensor  # [n] labels in batch order
+    clean: torch.Tensor  # [n, C] clean logits
+    losses: dict[str, float]  # clean, zero_ablated, mean_ablated
+    n_tokens: int
+
+
+def layer_baseline(
+    classifier: torch.nn.Module,
+    batches: Sequence[Batch],
+    labels: np.ndarray,
+    layer: int,
+    mean_hidden: torch.Tensor | np.ndarray | None = None,
+) -> LayerBaseline:
+    """The clean run (which also averages the layer's real-token rows when ``mean_hidden`` is None: the
+    mean-ablation vector ``[d]``) and the zero- and mean-ablated runs of one layer: three passes."""
+    classifier.eval()
+    device = model_device(classifier)
+    producer = hidden_state_producer(classifier, batches[0], layer)
+    targets = labels_in_batch_order(batches, labels).to(device)
+    totals: dict[str, torch.Tensor | int] = {"sum": 0, "count": 0}
+
+    def record(rows: torch.Tensor) -> torch.Tensor:  # the identity splice: bit-equal to the clean run
+        totals["sum"] = totals["sum"] + rows.double().sum(dim=0)  # [d]
+        totals["count"] += len(rows)
+        return rows
+
+    clean = spliced_logits(classifier, batches, layer, record, producer)
+    if mean_hidden is None:
+        mean_hidden = totals["sum"] / totals["count"]
+    mean_row = torch.as_tensor(mean_hidden, device=device).float()  # [d]
+    losses = {
+        "clean": _loss(clean, targets),
+        "zero_ablated": _loss(
+            spliced_logits(classifier, batches, layer, torch.zeros_like, producer), targets
+        ),
+        "mean_ablated": _loss(
+            spliced_logits(classifier, batches, layer, lambda rows: mean_row.expand_as(rows), producer),
+            targets,
+        ),
+    }
+    n_tokens = int(sum(batch.n_tokens for batch in batches))
+    return LayerBaseline(producer, targets, clean, losses, n_tokens)
+
+
 def spliced_fidelity(
     classifier: torch.nn.Module,
     batches: Sequence[Batch],
@@ -343,50 +401,44 @@ def spliced_fidelity(
     layer: int,
     sae: SAE,
     mean_hidden: torch.Tensor | np.ndarray | None = None,
+    baseline: LayerBaseline | None = None,
+    error_check: bool = True,
 ) -> dict:
     """How much of the classifier's loss survives replacing ``hidden_states[layer]`` by the SAE's reconstruction.
 
     ``labels`` are the batches' source rows' class ids ``[n]``; ``mean_hidden`` ``[d]`` is the mean-ablation
-    vector (None: the mean over the batches' real tokens). The SAE must sit on the classifier's device.
-    Returns clean / spliced / zero-ablated / mean-ablated cross-entropy (mean over texts), ``loss_recovered_zero``
-    and ``loss_recovered_mean``, ``kl_clean_spliced``, clean and spliced accuracy, how often the spliced
-    prediction agrees with the clean one, and the error-term check (reconstruction + error spliced in):
-    ``loss_error_term`` and ``max_logit_diff_error_term`` (max |logit - clean logit|), both ~clean.
+    vector (None: the mean over the batches' real tokens); ``baseline``: the layer's :func:`layer_baseline`
+    when several SAEs of one layer are judged (computed here otherwise). The SAE must sit on the classifier's
+    device. Returns clean / spliced / zero-ablated / mean-ablated cross-entropy (mean over texts),
+    ``loss_recovered_zero`` and ``loss_recovered_mean``, ``kl_clean_spliced``, clean and spliced accuracy, how
+    often the spliced prediction agrees with the clean one, and (``error_check``) the error-term check
+    (reconstruction + error spliced in): ``loss_error_term`` and ``max_logit_diff_error_term`` (max |logit -
+    clean logit|), both ~clean.
     """
-    classifier.eval()
-    device = model_device(classifier)
-    producer = hidden_state_producer(classifier, batches[0], layer)
-    targets = labels_in_batch_order(batches, labels).to(device)
-    if mean_hidden is None:
-        mean_hidden = mean_hidden_state(classifier, batches, layer, producer)
-    mean_row = torch.as_tensor(mean_hidden, device=device).float()  # [d]
-
-    def run(rows: RowTransform | None) -> torch.Tensor:
-        return spliced_logits(classifier, batches, layer, rows, producer)
-
-    clean = run(None)
-    spliced = run(sae_reconstruction(sae))
-    through_sae = run(reconstruction_with_error(sae))
-    losses = {
-        "clean": _loss(clean, targets),
-        "spliced": _loss(spliced, targets),
-        "zero_ablated": _loss(run(torch.zeros_like), targets),
-        "mean_ablated": _loss(run(lambda rows: mean_row.expand_as(rows)), targets),
-    }
-    return {
+    if baseline is None:
+        baseline = layer_baseline(classifier, batches, labels, layer, mean_hidden)
+    clean, targets, losses = baseline.clean, baseline.targets, dict(baseline.losses)
+    spliced = spliced_logits(classifier, batches, layer, sae_reconstruction(sae), baseline.producer)
+    losses["spliced"] = _loss(spliced, targets)
+    result = {
         "layer": layer,
         "n_texts": len(targets),
-        "n_tokens": int(sum(batch.n_tokens for batch in batches)),
-        **{f"loss_{name}": value for name, value in losses.items()},
+        "n_tokens": baseline.n_tokens,
+        **{f"loss_{name}": losses[name] for name in ("clean", "spliced", "zero_ablated", "mean_ablated")},
         "loss_recovered_zero": loss_recovered(losses["zero_ablated"], losses["spliced"], losses["clean"]),
         "loss_recovered_mean": loss_recovered(losses["mean_ablated"], losses["spliced"], losses["clean"]),
         "kl_clean_spliced": mean_kl(clean, spliced),
         "accuracy_clean": _accuracy(clean, targets),
         "accuracy_spliced": _accuracy(spliced, targets),
         "prediction_agreement": float((clean.argmax(-1) == spliced.argmax(-1)).double().mean()),
-        "loss_error_term": _loss(through_sae, targets),
-        "max_logit_diff_error_term": float((through_sae - clean).abs().max()),
     }
+    if error_check:
+        through_sae = spliced_logits(
+            classifier, batches, layer, reconstruction_with_error(sae), baseline.producer
+        )
+        result["loss_error_term"] = _loss(through_sae, targets)
+        result["max_logit_diff_error_term"] = float((through_sae - clean).abs().max())
+    return result
 
 
 # --- from files -------------------------------------------------------------------------------------------------
