@@ -17,20 +17,24 @@ from layershift.costs.predict import job_resources, predict_job, predict_study
 from layershift.study.schema import load_yaml, validate_schema
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = {"model": "minilm-l6", "dataset": "news", "stage": "finetuned-s14"}  # a replicate of the default study
+RUN = {
+    "model": "minilm-l6",
+    "dataset": "tweets",
+    "stage": "finetuned-s14",
+}  # a replicate of the default study
 ENCODER_JOBS = [
     ("finetune", RUN),
     ("extract", {**RUN, "stage": "pretrained"}),
     ("evaluate", RUN),
 ]
 OTHER_JOBS = [
-    ("prepare", {"dataset": "news"}),
+    ("prepare", {"dataset": "tweets"}),
     ("train_sae", {**RUN, "layer": "3"}),
     (
         "diff",
         {
             "model": "minilm-l6",
-            "dataset": "news",
+            "dataset": "tweets",
             "reference": "finetuned-s13",
             "compared": "finetuned-s14",
             "layer": "3",
@@ -110,7 +114,7 @@ def test_slower_start_up_scales_every_overhead_and_the_light_jobs_on_the_cpu_onl
     assert after["light_s"] == pytest.approx(2 * before["light_s"])
     assert after["gpu_s_total"] == pytest.approx(before["gpu_s_total"])
     assert after["cpu_s_total"] > before["cpu_s_total"]
-    prepare = predict_job("prepare", config, {"dataset": "news"}, tmp_path, coefficients=scaled)
+    prepare = predict_job("prepare", config, {"dataset": "tweets"}, tmp_path, coefficients=scaled)
     assert prepare["cpu_s"] == pytest.approx(2 * fitted["rules"]["prepare"]["overhead_s"])
 
 

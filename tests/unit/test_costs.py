@@ -183,18 +183,19 @@ def test_resources_have_floors_and_safety_factors(tmp_path):
 
 
 def test_study_prediction_counts_jobs_and_disk():
-    """The job counts `snakemake -n --forceall` schedules: the default study (one model, two datasets, three
+    """The job counts `snakemake -n --forceall` schedules: the default study (one model, one dataset, three
     SAE layers, three replicates compared with the pretrained run and with each other) and the breadth study
     (one run; its verdict curve and ONNX import)."""
     config = validate_schema(load_yaml(REPO / "config.yaml"), "config.yaml")
     prediction = predict.predict_study(config, cores=2, gpu_nodes=2)
     jobs = {rule: summary["jobs"] for rule, summary in prediction["rules"].items()}
-    assert jobs["finetune"] == jobs["evaluate"] == 2 * 3  # per dataset x replicate
-    assert jobs["extract"] == 2 * 4 and jobs["train_sae"] == 2 * 4 * 3  # per run (pretrained + 3)
-    assert jobs["diff"] == 2 * 6 * 3  # 3 pretrained-vs-replicate and 3 replicate-pair comparisons per layer
-    assert jobs["crosscoder"] == jobs["features"] == 2 * 3 and jobs["probes"] == 2  # the primary pair
-    assert jobs["faithfulness"] == 2 * 4  # per run
-    assert prediction["light_jobs"] == 51 and prediction["jobs"] == 156
+    assert jobs["finetune"] == jobs["evaluate"] == 3  # per replicate
+    assert jobs["extract"] == 4 and jobs["train_sae"] == 4 * 3  # per run (pretrained + 3) x layer
+    assert jobs["diff"] == 6 * 3  # 3 pretrained-vs-replicate and 3 replicate-pair comparisons per layer
+    assert jobs["crosscoder"] == jobs["features"] == 3 and jobs["probes"] == 1  # the primary pair
+    assert jobs["faithfulness"] == 4  # per run
+    assert "sae_sweep" not in jobs
+    assert prediction["jobs"] == 87
     assert (
         prediction["wall_s_local"] >= prediction["longest_chain_cpu_s"] and prediction["wall_s_cluster"] > 0
     )

@@ -52,16 +52,26 @@ def test_default_config_dry_run_lists_every_target(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = jobs_of(proc.stdout)
-    # two datasets, three fine-tuning replicates each: a fine-tune per replicate, an extraction per run
-    assert (
-        jobs.count("finetune") == 2 * 3 and jobs.count("evaluate") == 2 * 3 and jobs.count("extract") == 2 * 4
-    )
+    # one dataset, three fine-tuning replicates: a fine-tune per replicate, an extraction per run
+    assert jobs.count("finetune") == 3 and jobs.count("evaluate") == 3 and jobs.count("extract") == 4
     # three SAE layers: SAEs per run; diffs per comparison (3 pretrained-vs-replicate, 3 between-run pairs)
-    assert jobs.count("train_sae") == 2 * 4 * 3 and jobs.count("diff") == 2 * 6 * 3
-    assert jobs.count("similarity") == 2 * 6 and jobs.count("split_half") == 2
-    assert jobs.count("crosscoder") == 2 * 3  # the primary pair only, its own rule
+    assert jobs.count("train_sae") == 4 * 3 and jobs.count("diff") == 6 * 3
+    assert jobs.count("similarity") == 6 and jobs.count("split_half") == 1
+    assert jobs.count("crosscoder") == 3  # the primary pair only, its own rule
+    assert jobs.count("faithfulness") == 4  # every run's SAEs on its classifier
     assert "report" in jobs
-    # the sweep's study-settings row reads the study's own SAEs of that layer (both seeds), not a retraining
+
+
+def test_the_sweep_reads_the_studys_own_saes(tmp_path):
+    """The sweep's study-settings row reads the study's own SAEs of that layer (both seeds), not a retraining."""
+    workdir = default_study_inputs(tmp_path, "configs/breadth.yaml")
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "-n", "--cores", "2", "-s", str(SNAKEFILE), "--directory", str(workdir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **OFFLINE_ENV},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_job = proc.stdout.split("rule sae_sweep:", 1)[1].split("\n\n", 1)[0]
     for sae in ("sae/minilm-l6/news/pretrained/layer6", "sae_null/minilm-l6/news/pretrained/layer6/null0"):
         assert f"results/{sae}/sae_weights.safetensors" in sweep_job, sweep_job
