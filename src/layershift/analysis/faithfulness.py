@@ -88,8 +88,17 @@ def run_classifier(
 
 
 def untrained_like(sae: SAE, seed: int) -> SAE:
-    """An SAE of the same settings and shape as ``sae``, initialised with ``seed`` and never trained."""
-    return SAE(sae.cfg, seed=seed).to(model_device(sae)).eval()
+    """An SAE of the same settings and shape as ``sae``, never trained, with its encoder and decoder drawn
+    independently from ``seed`` (unit-norm rows). The SAE's own tied initialisation (encoder = decoder
+    transposed) is close to a scaled identity, ReLU over more random directions than dimensions keeping about
+    half of each: it would reconstruct the layer without having learned anything."""
+    control = SAE(sae.cfg, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    encoder = torch.randn(sae.cfg.d_sae, sae.cfg.d_in, generator=generator, dtype=torch.float64)  # [d_sae, d_in]
+    encoder /= encoder.norm(dim=1, keepdim=True)
+    with torch.no_grad():
+        control.W_enc.copy_(encoder.T.to(control.W_enc.dtype))  # [d_in, d_sae]
+    return control.to(model_device(sae)).eval()
 
 
 def layer_faithfulness(classifier, batches, labels, layer: int, sae: SAE, settings: FaithfulnessSettings):
