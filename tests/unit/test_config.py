@@ -15,7 +15,7 @@ from layershift.study.schema import load_yaml
 from tests.support.models import write_bert_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
-BREADTH_CONFIG = DEFAULT_CONFIG.parent / "configs/breadth.yaml"  # the shipped study with the ONNX model
+BREADTH_CONFIG = DEFAULT_CONFIG.parent / "configs/breadth.yaml"  # the shipped study with the ONNX model, the sweep
 ORIGIN = "study.yaml"
 
 TINY_CSVS = {
@@ -33,9 +33,9 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def study(tmp_path, tiny_model) -> dict:
-    """The default config's settings, with three tiny CSV datasets under ``tmp_path/data`` and a ``path:`` tiny
-    model."""
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    """The breadth study's settings (every section the shipped studies use), with three tiny CSV datasets
+    under ``tmp_path/data`` and a ``path:`` tiny model."""
+    config = yaml.safe_load(BREADTH_CONFIG.read_text())
     (tmp_path / "data").mkdir()
     config["datasets"] = {}
     for name, (file, text, label, labels) in TINY_CSVS.items():
