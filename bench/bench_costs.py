@@ -289,45 +289,54 @@ def compared(measured: float, predicted: float) -> dict:
 # --cores 2`), and summed job wall seconds per rule (Snakemake's benchmark files; one thread per job, idle
 # machine: close to CPU seconds). Not a fitted point: a check at a larger size, with a second model and
 # three datasets.
-DEFAULT_STUDY = {
-    "date": "2026-12-03",
-    "wall_s": 1130.0,
-    "cpu_s": 2188.6,
-    "jobs": 188,
-    "rules_wall_s": {
-        "train_sae": 813.0,
-        "finetune": 375.0,
-        "crosscoder": 196.0,
-        "diff": 180.0,
-        "extract": 172.0,
-        "evaluate": 97.0,
-    },
-}
+DEFAULT_STUDY_PROFILE = ROOT / "bench" / "results" / "profile_config.json"  # bench/profile_study.py's record
+
+
+def measured_default_study() -> dict | None:
+    """The default study as ``bench/profile_study.py`` measured it (wall seconds of the whole study and per rule,
+    job count, date), or None when it has not been profiled on this checkout."""
+    if not DEFAULT_STUDY_PROFILE.is_file():
+        return None
+    profile = json.loads(DEFAULT_STUDY_PROFILE.read_text())
+    if (
+        profile["study"]["wall_s"] is None
+    ):  # a profile of a finished results/ folder: no whole-study wall time
+        return None
+    return {
+        "date": profile["machine"]["date"],
+        "wall_s": profile["study"]["wall_s"],
+        "jobs": profile["study"]["jobs_predicted"],
+        "rules_wall_s": {rule: row["wall_s"] for rule, row in profile["rules"].items()},
+    }
 
 
 def default_study_check(coefficients: dict) -> dict:
     from layershift.study.schema import validate_schema
 
+    measured = measured_default_study()
+    if measured is None:
+        return {
+            "skipped": f"no {DEFAULT_STUDY_PROFILE.name}: time the default study with bench/profile_study.py"
+        }
     config = validate_schema(yaml.safe_load((ROOT / "config.yaml").read_text()), "config.yaml")
     prediction = predict.predict_study(config, ROOT / "results", cores=2, coefficients=coefficients)
-    if prediction["jobs"] != DEFAULT_STUDY["jobs"]:  # config.yaml is no longer the study that was measured
+    if prediction["jobs"] != measured["jobs"]:  # config.yaml is no longer the study that was measured
         return {
-            "skipped": f"the measurement is of a {DEFAULT_STUDY['jobs']}-job study ({DEFAULT_STUDY['date']}); "
-            f"config.yaml now has {prediction['jobs']} jobs: time it idle (bench_dag.py --default) and update "
-            "DEFAULT_STUDY"
+            "skipped": f"the measurement is of a {measured['jobs']}-job study ({measured['date']}); "
+            f"config.yaml now has {prediction['jobs']} jobs: time it again with bench/profile_study.py"
         }
     rules = {
         rule: {
-            "measured_s": measured,
+            "measured_s": seconds,
             "predicted_cpu_s": round(prediction["rules"][rule]["cpu_s"], 1),
-            "error": round(prediction["rules"][rule]["cpu_s"] / measured - 1, 3),
+            "error": round(prediction["rules"][rule]["cpu_s"] / seconds - 1, 3),
         }
-        for rule, measured in DEFAULT_STUDY["rules_wall_s"].items()
+        for rule, seconds in measured["rules_wall_s"].items()
+        if rule in prediction["rules"]
     }
     return {
-        "jobs": {"measured": DEFAULT_STUDY["jobs"], "predicted": prediction["jobs"]},
-        "cpu_s": compared(DEFAULT_STUDY["cpu_s"], prediction["cpu_s_total"]),
-        "wall_s": compared(DEFAULT_STUDY["wall_s"], prediction["wall_s_local"]),
+        "jobs": {"measured": measured["jobs"], "predicted": prediction["jobs"]},
+        "wall_s": compared(measured["wall_s"], prediction["wall_s_local"]),
         "rules": rules,
     }
 
@@ -403,9 +412,8 @@ def print_report(default: dict, predictions: list[tuple[str, list[dict]]]) -> No
 
 def print_default_study(default: dict) -> None:
     print(
-        f"default study (measured {DEFAULT_STUDY['date']}): cpu {default['cpu_s']['predicted']:.0f}"
-        f" vs {default['cpu_s']['measured']:.0f} s ({default['cpu_s']['error']:+.0%}), wall {default['wall_s']['predicted']:.0f} vs "
-        f"{default['wall_s']['measured']:.0f} s ({default['wall_s']['error']:+.0%}), jobs {default['jobs']['predicted']} vs {DEFAULT_STUDY['jobs']}; "
+        f"default study: wall {default['wall_s']['predicted']:.0f} vs "
+        f"{default['wall_s']['measured']:.0f} s ({default['wall_s']['error']:+.0%}), jobs {default['jobs']['predicted']} vs {default['jobs']['measured']}; "
         + ", ".join(
             f"{rule} {compared_rule['error']:+.0%}" for rule, compared_rule in default["rules"].items()
         )

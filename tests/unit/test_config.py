@@ -15,7 +15,9 @@ from layershift.study.schema import load_yaml
 from tests.support.models import write_bert_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
-BREADTH_CONFIG = DEFAULT_CONFIG.parent / "configs/breadth.yaml"  # the shipped study with the ONNX model, the sweep
+BREADTH_CONFIG = (
+    DEFAULT_CONFIG.parent / "configs/breadth.yaml"
+)  # the shipped study with the ONNX model, the sweep
 ORIGIN = "study.yaml"
 
 TINY_CSVS = {

@@ -94,7 +94,9 @@ def untrained_like(sae: SAE, seed: int) -> SAE:
     half of each: it would reconstruct the layer without having learned anything."""
     control = SAE(sae.cfg, seed=seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    encoder = torch.randn(sae.cfg.d_sae, sae.cfg.d_in, generator=generator, dtype=torch.float64)  # [d_sae, d_in]
+    encoder = torch.randn(
+        sae.cfg.d_sae, sae.cfg.d_in, generator=generator, dtype=torch.float64
+    )  # [d_sae, d_in]
     encoder /= encoder.norm(dim=1, keepdim=True)
     with torch.no_grad():
         control.W_enc.copy_(encoder.T.to(control.W_enc.dtype))  # [d_in, d_sae]

@@ -119,12 +119,12 @@ def _text_stats(path: str, column: str, kind: str) -> tuple[int, float]:
     """Rows and mean characters per text of a file (csv, json lines or parquet)."""
     import pandas as pd
 
-    if kind == "parquet":
+    if kind == "parquet" or path.endswith(".parquet"):
         texts = pd.read_parquet(path, columns=[column])[column]
     elif path.endswith((".json", ".jsonl")):
         texts = pd.read_json(path, lines=True)[column]
-    else:
-        texts = pd.read_csv(path, usecols=[column])[column]
+    else:  # bytes that are not UTF-8 are replaced: a length estimate, not the prepared text
+        texts = pd.read_csv(path, usecols=[column], encoding_errors="replace")[column]
     lengths = texts.astype(str).str.len()
     return len(texts), float(lengths.mean()) if len(texts) else 0.0
 
@@ -154,14 +154,23 @@ def dataset_stats(config: dict, dataset: str, results: str | Path = "results") -
             }
             chars = _text_stats(str(prepared / "train.parquet"), "text", "parquet")[1]
             return DataStats(rows, _tokens(chars, max_length), "prepared")
-        source = str(entry["source"])
-        if Path(source).is_file():
-            source_rows, chars = _text_stats(source, entry["text"], "file")
+        local = _local_source_file(str(entry["source"]))
+        if local is not None:
+            source_rows, chars = _text_stats(local, entry["text"], "file")
             rows_total, basis = min(max_rows, source_rows), "source"
     except Exception:  # noqa: BLE001 - unreadable here: fall back to the caps
         chars, basis = None, "caps"
     rows = {name: int(round(rows_total * float(fraction))) for name, fraction in split.items()}
     return DataStats(rows, _tokens(chars, max_length) if chars is not None else float(max_length), basis)
+
+
+def _local_source_file(source: str) -> str | None:
+    """The file on this machine behind a dataset source (a path, or a file an installed package ships), or None
+    (hub datasets, files not here)."""
+    from layershift.data.sources import source_input_files
+
+    files = [path for path in source_input_files(source) if Path(path).is_file()]
+    return str(files[0]) if len(files) == 1 else None
 
 
 def _prepared_for(prepared: Path, entry: dict, max_rows: int) -> bool:

@@ -92,8 +92,11 @@ RULES = (
             "sae_sweep",
             "similarity_table",
             "accuracy_table",
+            "diff",  # the primary pair's labels, for the feature pages
             "diff_table",
             "feature_summary",
+            "faithfulness",  # the primary pair's feature profiles
+            "faithfulness_table",
             "verdict_curve",
             *FIGURE_RULES,
         ),
