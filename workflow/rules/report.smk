@@ -19,6 +19,7 @@ rule report:
         # the findings every pretrained-vs-fine-tuned diff beside every run's feature effects
         fidelity=targets.SAE_FIDELITY,
         feature_effects=targets.FEATURE_EFFECTS_TABLE,
+        sparse_probing=targets.SPARSE_PROBING_TABLE,
         diff_labels=[
             targets.DIFF.format(
                 model=model,

@@ -31,6 +31,8 @@ from layershift.report.replicate_tables import (
     similarity_cells,
     similarity_replicates,
 )
+from layershift.report.sparse_probing_tables import NOTE as SPARSE_PROBING_NOTE
+from layershift.report.sparse_probing_tables import sparse_probing_cells
 from layershift.report.study_tables import StudyTables
 from layershift.report.tables import fold_intervals, sae_quality
 from layershift.study.targets import SIMILARITY_MEASURES
@@ -333,6 +335,9 @@ def _optional_sections(
     if not study.fidelity.empty:
         _insert_after(sections, "sae", FIDELITY_SECTION)
         blocks[FIDELITY_SECTION[0]] = [html(fidelity_html(study.fidelity))]
+        sparse = sparse_probing_cells(read_optional(_stored(inputs, "sparse_probing")))
+        if not sparse.empty:
+            blocks[FIDELITY_SECTION[0]] += [para(f"Sparse probing: {SPARSE_PROBING_NOTE}."), table(sparse)]
     if inputs.get("diff_labels"):
         _insert_after(sections, "diff", FEATURE_PAGES_SECTION)
         effects = read_optional(_stored(inputs, "feature_effects"))

@@ -32,6 +32,8 @@ from layershift.report.replicate_tables import (
     similarity_cells,
     similarity_replicates,
 )
+from layershift.report.sparse_probing_tables import NOTE as SPARSE_PROBING_NOTE
+from layershift.report.sparse_probing_tables import sparse_probing_cells
 from layershift.report.study_tables import StudyTables
 from layershift.report.tables import ROWS, fold_intervals, sae_quality, summary_markdown
 from layershift.study.schema import load_yaml
@@ -174,6 +176,16 @@ def fidelity_sections(fidelity: pd.DataFrame) -> list[Section]:
     note = f"({FIDELITY_NOTE}; {INTERVAL_NOTE})"
     title = "SAE fidelity: each SAE spliced into its run's classifier"
     return [Section(title, fidelity_cells(fidelity_over_runs(fidelity)), note=note)]
+
+
+def sparse_probing_sections(results: Path) -> list[Section]:
+    """Dense against k-sparse SAE-latent probes per layer and stage (none before the faithfulness step)."""
+    path = results / "tables/sparse_probing.parquet"
+    if not path.exists():
+        return []
+    cells = sparse_probing_cells(read_table(path))
+    title = "Sparse probing: how few SAE features carry the task"
+    return [Section(title, cells, note=f"({SPARSE_PROBING_NOTE})")] if not cells.empty else []
 
 
 def accuracy_by_row(accuracy: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
@@ -329,6 +341,7 @@ def summary_sections(results: Path) -> list[Section]:
         *accuracy_sections(study.accuracy, replicates),
         similarity_replicate_section(study.similarity_replicates),
         *fidelity_sections(study.fidelity),
+        *sparse_probing_sections(results),
         *diff_sections(study.diff, study.diff_replicates),
     ]
 
@@ -381,6 +394,7 @@ def results_page(results: Path, command: str, config_path: Path | None = None) -
         similarity_section(study.similarity, SIMILARITY_COLUMNS + PAGE_SIMILARITY_EXTRA),
         *sae_quality_sections(study.sae),
         *fidelity_sections(study.fidelity),
+        *sparse_probing_sections(results),
         *sweep_sections(results),
         *diff_sections(study.diff, study.diff_replicates, DIFF_COLUMNS + PAGE_DIFF_EXTRA),
         *verdict_curve_sections(results),
