@@ -294,7 +294,8 @@ def test_summary_prints_the_tables_of_a_finished_study_and_one_line_elsewhere(
 
     assert main(["summary", "--results", str(tiny_study_done / "results")]) == 0
     out = capsys.readouterr().out
-    assert "**Accuracy on the test split**" in out and "**SAE feature diff per layer**" in out
+    assert "**Accuracy on the test split**" in out and "**SAE feature diff per layer and comparison**" in out
+    assert "one fine-tuning run: no interval" in out  # the tiny study has one replicate
     assert main(["summary", "--results", str(tmp_path / "results")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"layershift: {tmp_path}/results/tables: no accuracy.csv"), err

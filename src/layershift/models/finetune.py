@@ -85,8 +85,8 @@ class FinetuneConfig:
             raise ValueError("epochs, batch_size and megabatch_mult must be >= 1 and max_length >= 2")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if self.lr < 0 or self.weight_decay < 0:  # lr 0: the no-step control
+            raise ValueError("lr and weight_decay must be >= 0")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError("max_grad_norm must be > 0 or None")
 
