@@ -90,8 +90,8 @@ def run_classifier(
 def untrained_like(sae: SAE, seed: int) -> SAE:
     """An SAE of the same settings and shape as ``sae``, never trained, with its encoder and decoder drawn
     independently from ``seed`` (unit-norm rows). The SAE's own tied initialisation (encoder = decoder
-    transposed) is close to a scaled identity, ReLU over more random directions than dimensions keeping about
-    half of each: it would reconstruct the layer without having learned anything."""
+    transposed) would not do: ReLU over more random directions than dimensions keeps about half of any vector,
+    so it is close to a scaled identity and would reconstruct the layer without having learned anything."""
     control = SAE(sae.cfg, seed=seed)
     generator = torch.Generator().manual_seed(seed + 1)
     encoder = torch.randn(
