@@ -131,7 +131,8 @@ def test_every_study_sae_loads_in_saelens(request, tmp_path):
     for i, directory in enumerate(sae_dirs):
         cfg = load_sae(directory).cfg
         meta = cfg.metadata
-        shards = results / "activations" / meta["model"] / meta["dataset"] / meta["stage"] / "tokens"
+        run = meta.get("run", meta["stage"])  # the run (pretrained or a replicate) whose rows trained it
+        shards = results / "activations" / meta["model"] / meta["dataset"] / run / "tokens"
         x = next(ShardReader(shards / f"layer{meta['layer']}").iter_batches(1024))
         cases.append(write_case(directory, x, tmp_path / f"case{i}.safetensors"))
         configs[str(directory)] = cfg
