@@ -31,15 +31,13 @@ from layershift.analysis.fidelity import (
     classifier_logits,
     hidden_state_producer,
     labels_in_batch_order,
-    load_spliceable_classifier,
+    load_judged_sae,
     model_device,
     real_token_transform,
     reconstruction_with_error,
     splice,
     spliced_logits,
-    split_batches,
 )
-from layershift.dictionaries.sae.files import load_sae
 from layershift.dictionaries.sae.model import SAE
 from layershift.models.batches import Batch
 
@@ -281,7 +279,7 @@ def sae_feature_effects(
 ) -> pd.DataFrame:
     """:func:`feature_effects` of the SAE saved in ``sae_dir`` on a classifier directory or probe module, over
     ``test_df`` tokenised to ``max_length``."""
-    model, tokenizer = load_spliceable_classifier(classifier, device)
-    batches, labels = split_batches(model, tokenizer, test_df, max_length, batch_size)
-    sae = load_sae(sae_dir, model_device(model)).eval()
+    model, batches, labels, sae = load_judged_sae(
+        classifier, test_df, sae_dir, max_length, batch_size, device
+    )
     return feature_effects(model, batches, labels, layer, sae, features, top_k, ablate, rank_by)

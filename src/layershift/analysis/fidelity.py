@@ -42,7 +42,7 @@ from layershift.dictionaries.sae.files import load_sae
 from layershift.dictionaries.sae.model import SAE
 from layershift.models.batches import Batch, encode_split, make_batches
 from layershift.models.classifier import load_finetuned, load_tokenizer
-from layershift.models.evaluate import mean_pooled_features
+from layershift.models.evaluate import fit_linear_probe
 
 PathLike = str | Path
 HiddenTransform = Callable[[torch.Tensor], torch.Tensor]  # [batch, seq, d] -> [batch, seq, d]
@@ -250,10 +250,7 @@ def fit_probe_classifier(
     seed_everything(seed)
     encoder = AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
     train = encode_split(load_tokenizer(model_dir), train_df, n_classes, max_length, "train_df")
-    features = mean_pooled_features(encoder, make_batches(train, batch_size), device)  # [n_train, d]
-    scaler = StandardScaler().fit(features)
-    probe = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-    probe.fit(scaler.transform(features), train.labels)
+    scaler, probe = fit_linear_probe(encoder, train, seed, batch_size, device, C, max_iter)
     return probe_classifier(encoder.cpu(), probe, scaler)
 
 
@@ -303,24 +300,6 @@ def reconstruction_with_error(sae: SAE) -> RowTransform:
         return reconstruction + (rows - reconstruction)
 
     return rows_through_sae
-
-
-def mean_hidden_state(
-    classifier: torch.nn.Module,
-    batches: Sequence[Batch],
-    layer: int,
-    producer: torch.nn.Module | None = None,
-) -> torch.Tensor:
-    """``hidden_states[layer]`` averaged over every real token of the batches: ``[d]`` float64."""
-    totals: dict[str, torch.Tensor | int] = {"sum": 0, "count": 0}
-
-    def record(rows: torch.Tensor) -> torch.Tensor:
-        totals["sum"] = totals["sum"] + rows.double().sum(dim=0)  # [d]
-        totals["count"] += len(rows)
-        return rows
-
-    spliced_logits(classifier, batches, layer, record, producer)
-    return totals["sum"] / totals["count"]
 
 
 # --- fidelity -------------------------------------------------------------------------------------------------
@@ -461,6 +440,21 @@ def split_batches(
     return make_batches(encodings, batch_size), encodings.labels
 
 
+def load_judged_sae(
+    classifier: PathLike | torch.nn.Module,
+    test_df: pd.DataFrame,
+    sae_dir: PathLike,
+    max_length: int = 128,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> tuple[torch.nn.Module, list[Batch], np.ndarray, SAE]:
+    """(classifier, test batches, labels ``[n]``, SAE on the classifier's device): what the file-based entry
+    points judge, from a classifier directory or probe module, a labelled split and an SAE directory."""
+    model, tokenizer = load_spliceable_classifier(classifier, device)
+    batches, labels = split_batches(model, tokenizer, test_df, max_length, batch_size)
+    return model, batches, labels, load_sae(sae_dir, model_device(model)).eval()
+
+
 def sae_fidelity(
     classifier: PathLike | torch.nn.Module,
     test_df: pd.DataFrame,
@@ -473,7 +467,7 @@ def sae_fidelity(
 ) -> dict:
     """:func:`spliced_fidelity` of the SAE saved in ``sae_dir`` on a classifier directory or probe module,
     over ``test_df`` tokenised to ``max_length``."""
-    model, tokenizer = load_spliceable_classifier(classifier, device)
-    batches, labels = split_batches(model, tokenizer, test_df, max_length, batch_size)
-    sae = load_sae(sae_dir, model_device(model)).eval()
+    model, batches, labels, sae = load_judged_sae(
+        classifier, test_df, sae_dir, max_length, batch_size, device
+    )
     return spliced_fidelity(model, batches, labels, layer, sae, mean_hidden)

@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from layershift.core.device import resolve_device, seed_everything, set_threads
-from layershift.models.batches import Batch, encode_split, encode_texts, make_batches
+from layershift.models.batches import Batch, Encodings, encode_split, encode_texts, make_batches
 from layershift.models.classifier import load_classifier, load_finetuned, load_tokenizer, predict_logits
 from layershift.models.metrics import classification_metrics
 
@@ -132,13 +132,28 @@ def evaluate_linear_probe(
     n_classes = len(label_names)
     train = encode_split(tokenizer, train_df, n_classes, max_length, "train_df")
     test = encode_split(tokenizer, test_df, n_classes, max_length, "test_df")
-    x_train = mean_pooled_features(encoder, make_batches(train, batch_size), device)  # [n_train, d]
+    scaler, probe = fit_linear_probe(encoder, train, seed, batch_size, device, C, max_iter)
     x_test = mean_pooled_features(encoder, make_batches(test, batch_size), device)  # [n_test, d]
+    y_pred = probe.predict(scaler.transform(x_test))
+    return classification_metrics(test.labels, y_pred, label_names)
+
+
+def fit_linear_probe(
+    encoder,
+    train: Encodings,
+    seed: int,
+    batch_size: int = 64,
+    device: str = "auto",
+    C: float = 1.0,
+    max_iter: int = 5000,
+) -> tuple[StandardScaler, LogisticRegression]:
+    """(scaler, probe): the study's linear probe, an L2 logistic regression (strength ``1/C``, seeded) on the
+    standardised mean-pooled last hidden state of the frozen ``encoder`` over the ``train`` encodings."""
+    x_train = mean_pooled_features(encoder, make_batches(train, batch_size), device)  # [n_train, d]
     scaler = StandardScaler().fit(x_train)
     probe = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
     probe.fit(scaler.transform(x_train), train.labels)
-    y_pred = probe.predict(scaler.transform(x_test))
-    return classification_metrics(test.labels, y_pred, label_names)
+    return scaler, probe
 
 
 def mean_pooled_features(encoder, batches: Sequence[Batch], device: str = "auto") -> np.ndarray:

@@ -34,10 +34,3 @@ def primary_comparison(table: pd.DataFrame) -> pd.DataFrame:
         return pre
     first = pre.groupby(KEYS, sort=False)["compared"].transform("first")
     return pre[pre["compared"] == first]
-
-
-def replicate_counts(table: pd.DataFrame) -> pd.Series:
-    """Fine-tuning replicates per model x dataset: the runs the pretrained model is compared with."""
-    pre = with_comparisons(table)
-    pre = pre[pre["comparison"] == PRETRAINED_VS_FINETUNED]
-    return pre.groupby(KEYS)["compared"].nunique()
