@@ -6,32 +6,26 @@ profile; every layer gets its dense and sparse probes."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
-import torch
 
 from layershift.analysis.faithfulness import FaithfulnessSettings, run_faithfulness
 from layershift.dictionaries.sae.files import save_sae
-from tests.unit.test_fidelity import HIDDEN, exact_sae, orthonormal_basis
+from tests.unit.test_fidelity import (
+    HIDDEN,
+    exact_sae,
+    labelled_split,
+    orthonormal_basis,
+    save_tiny_classifier,
+)
 
 
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     """A tiny encoder, a classifier made from it, an exact SAE of each of its two layers, train and test splits."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from tests.support.models import make_tiny_bert, tiny_sentences
-
-    root = tmp_path_factory.mktemp("faithfulness")
-    encoder_dir = make_tiny_bert(root / "encoder", hidden=HIDDEN)
-    torch.manual_seed(0)
-    classifier = AutoModelForSequenceClassification.from_pretrained(encoder_dir, num_labels=2)
-    classifier.save_pretrained(root / "classifier")
-    AutoTokenizer.from_pretrained(encoder_dir).save_pretrained(root / "classifier")
+    root = save_tiny_classifier(tmp_path_factory.mktemp("faithfulness"))
     for layer in (1, 2):
         save_sae(exact_sae(orthonormal_basis(HIDDEN, seed=layer)), root / f"sae{layer}")
-    texts = tiny_sentences(48, seed=3)
-    split = pd.DataFrame({"text": texts, "label": [len(text.split()) % 2 for text in texts]})
+    split = labelled_split(48)
     return root, split.iloc[:32], split.iloc[32:]
 
 

@@ -337,25 +337,38 @@ def test_attribution_agreement_is_undefined_on_too_few_features():
 
 
 # --- from files ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def saved_study(tmp_path_factory):
-    """A saved tiny BERT encoder, a classifier fine-tuned from it (random head), an exact SAE of its layer 1,
-    and a labelled split."""
+def save_tiny_classifier(root):
+    """A tiny BERT encoder under ``root/encoder`` and a classifier made from it (seeded random head, its
+    tokenizer beside it) under ``root/classifier``; returns ``root``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from layershift.dictionaries.sae.files import save_sae
-    from tests.support.models import make_tiny_bert, tiny_sentences
+    from tests.support.models import make_tiny_bert
 
-    root = tmp_path_factory.mktemp("fidelity")
     encoder_dir = make_tiny_bert(root / "encoder", hidden=HIDDEN)
     torch.manual_seed(0)
     classifier = AutoModelForSequenceClassification.from_pretrained(encoder_dir, num_labels=2)
     classifier.save_pretrained(root / "classifier")
     AutoTokenizer.from_pretrained(encoder_dir).save_pretrained(root / "classifier")
+    return root
+
+
+def labelled_split(n: int) -> pd.DataFrame:
+    """``n`` tiny sentences labelled by the parity of their word count."""
+    from tests.support.models import tiny_sentences
+
+    texts = tiny_sentences(n, seed=3)
+    return pd.DataFrame({"text": texts, "label": [len(text.split()) % 2 for text in texts]})
+
+
+@pytest.fixture(scope="module")
+def saved_study(tmp_path_factory):
+    """A saved tiny BERT encoder, a classifier fine-tuned from it (random head), an exact SAE of its layer 1,
+    and a labelled split."""
+    from layershift.dictionaries.sae.files import save_sae
+
+    root = save_tiny_classifier(tmp_path_factory.mktemp("fidelity"))
     save_sae(exact_sae(orthonormal_basis(HIDDEN, seed=2)), root / "sae")
-    texts = tiny_sentences(30, seed=3)
-    split = pd.DataFrame({"text": texts, "label": [len(text.split()) % 2 for text in texts]})
-    return root, split
+    return root, labelled_split(30)
 
 
 def test_fidelity_and_effects_from_saved_classifier_and_sae(saved_study):

@@ -44,13 +44,9 @@ def jobs_of(dry_run_output: str) -> list[str]:
 
 def test_default_config_dry_run_lists_every_target(tmp_path):
     workdir = default_study_inputs(tmp_path)
-    proc = subprocess.run(
-        [str(SNAKEMAKE), "-n", "--cores", "2", "-s", str(SNAKEFILE), "--directory", str(workdir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **OFFLINE_ENV},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_snakemake(
+        workdir, "-n", "--cores", "2", configfile=False
+    )  # its config.yaml, as a user runs it
     jobs = jobs_of(proc.stdout)
     # one dataset, three fine-tuning replicates: a fine-tune per replicate, an extraction per run
     assert jobs.count("finetune") == 3 and jobs.count("evaluate") == 3 and jobs.count("extract") == 4
@@ -65,13 +61,9 @@ def test_default_config_dry_run_lists_every_target(tmp_path):
 def test_the_sweep_reads_the_studys_own_saes(tmp_path):
     """The sweep's study-settings row reads the study's own SAEs of that layer (both seeds), not a retraining."""
     workdir = default_study_inputs(tmp_path, "configs/breadth.yaml")
-    proc = subprocess.run(
-        [str(SNAKEMAKE), "-n", "--cores", "2", "-s", str(SNAKEFILE), "--directory", str(workdir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **OFFLINE_ENV},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_snakemake(
+        workdir, "-n", "--cores", "2", configfile=False
+    )  # its config.yaml, as a user runs it
     sweep_job = proc.stdout.split("rule sae_sweep:", 1)[1].split("\n\n", 1)[0]
     for sae in ("sae/minilm-l6/news/pretrained/layer6", "sae_null/minilm-l6/news/pretrained/layer6/null0"):
         assert f"results/{sae}/sae_weights.safetensors" in sweep_job, sweep_job
